@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Installs the Debian packages that the demo and the tests use, when they are missing.
+# As root it installs them with apt-get; otherwise it names what is missing and how to get it.
+#
+#   setup-system.sh                 everything the test suite needs
+#   setup-system.sh --only ffmpeg   just ffmpeg (what the demo needs)
+set -euo pipefail
+
+usage() {
+  sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'
+}
+
+only=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --only) only="${2:?--only needs a group name}"; shift 2 ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "setup-system: unknown argument '$1' (try --help)" >&2; exit 2 ;;
+  esac
+done
+
+# package name -> a check that passes when it is usable
+declare -A checks=(
+  [ffmpeg]="command -v ffmpeg && command -v ffprobe"
+  [python3-aiortc]="/usr/bin/python3 -c 'import aiortc, av'"
+  [iproute2]="command -v ip"
+  [util-linux]="command -v unshare"
+)
+groups_ffmpeg=(ffmpeg)
+groups_all=(ffmpeg python3-aiortc iproute2 util-linux)
+
+if [ "$only" = "ffmpeg" ]; then wanted=("${groups_ffmpeg[@]}");
+elif [ -z "$only" ]; then wanted=("${groups_all[@]}");
+else echo "setup-system: unknown group '$only' (known: ffmpeg)" >&2; exit 2; fi
+
+missing=()
+for pkg in "${wanted[@]}"; do
+  if ! bash -c "${checks[$pkg]}" >/dev/null 2>&1; then missing+=("$pkg"); fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+# An explicit ffmpeg binary makes the Debian package unnecessary.
+if [ -n "${FFMPEG_BIN:-}" ] && [ -x "${FFMPEG_BIN}" ]; then
+  missing=("${missing[@]/ffmpeg}")
+  read -r -a missing <<<"${missing[*]}"
+  [ ${#missing[@]} -eq 0 ] && exit 0
+fi
+
+if [ "$(id -u)" != 0 ]; then
+  echo "setup-system: missing Debian packages: ${missing[*]}" >&2
+  echo "  install them with: sudo apt-get install -y --no-install-recommends ${missing[*]}" >&2
+  exit 1
+fi
+
+echo "setup-system: installing ${missing[*]} from Debian's archive" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q >/dev/null
+apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
