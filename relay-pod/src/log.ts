@@ -8,7 +8,8 @@ export type { Logger };
  */
 export function createLogger(name: string, options: { level?: string; pretty?: boolean } = {}): Logger {
   const level = options.level ?? process.env.TRICKLE_RELAY_LOG_LEVEL ?? "info";
-  const pretty = options.pretty ?? (process.stderr.isTTY === true && process.env.TRICKLE_RELAY_LOG_JSON !== "1");
+  const pretty =
+    options.pretty ?? (process.stderr.isTTY === true && process.env.TRICKLE_RELAY_LOG_JSON !== "1");
   if (pretty) {
     return pino({
       name,
