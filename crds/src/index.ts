@@ -1,0 +1,16 @@
+// The RelaySession API as the operator and the relay pod import it.
+
+export * from "./names.js";
+export * from "./relay-session.js";
+export {
+  buildRelaySessionCrd,
+  renderRelaySessionCrdYaml,
+  CRD_YAML_PATH,
+  RELAY_SESSION_PRINTER_COLUMNS,
+} from "./crd.js";
+export type { PrinterColumn } from "./crd.js";
+export { defaultOutputUrl } from "./output-url.js";
+export { validateRelaySessionSpec, parseQuantity } from "./validate-spec.js";
+export { validateAgainstSchema, applySchemaDefaults } from "./structural.js";
+export type { SchemaProblem, ValidationOptions } from "./structural.js";
+export type { OpenApiSchema } from "./schema-builder.js";

@@ -1,0 +1,519 @@
+// The RelaySession API (trickle-relay.io/v1alpha1), declared once. The CRD's openAPIV3Schema and the
+// TypeScript types below both come from these declarations (see schema-builder.ts), so `kubectl
+// explain`, apiserver validation/defaulting and the operator's and relay pod's code agree by
+// construction. Descriptions are written for `kubectl explain` readers.
+
+import type { V1Affinity, V1EnvVarSource, V1ObjectMeta } from "@kubernetes/client-node";
+import {
+  array,
+  integer,
+  map,
+  number,
+  object,
+  preserved,
+  quantity,
+  string,
+  stringEnum,
+  type StoredOf,
+  type WrittenOf,
+} from "./schema-builder.js";
+import { RELAY_SESSION_API_VERSION, RELAY_SESSION_KIND } from "./names.js";
+
+// ---------------------------------------------------------------------------------------------
+// Shared formats
+
+/** http(s) URL with a host; the host part may not contain whitespace, `/`, `?` or `#`. */
+export const HTTP_URL_PATTERN = "^https?://[^\\s/?#]+([/?#]\\S*)?$";
+const URL_MAX_LENGTH = 2048;
+/** RFC 1123 subdomain, as Kubernetes requires for RuntimeClass and PriorityClass names. */
+const DNS_SUBDOMAIN_PATTERN = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+/** Environment variable names as the Kubernetes 1.20 pod API accepts them. */
+const ENV_VAR_NAME_PATTERN = "^[-._a-zA-Z][-._a-zA-Z0-9]*$";
+
+/** Frame sizes: ComfyUI models work on latents of 8×8 pixels, and encoders want even sizes. */
+export const FRAME_SIZE = { minimum: 64, maximum: 2048, multipleOf: 8, default: 512 } as const;
+export const FRAME_RATE = { minimum: 1, maximum: 60, default: 30 } as const;
+
+const httpUrl = (description: string) =>
+  string({ description, pattern: HTTP_URL_PATTERN, maxLength: URL_MAX_LENGTH });
+
+const imagePullPolicy = (whose: string) =>
+  stringEnum(["Always", "IfNotPresent", "Never"], {
+    description: `Pull policy for ${whose}; unset means the Kubernetes default (Always for :latest tags, otherwise IfNotPresent).`,
+  });
+
+const resourceRequirements = (whose: string, extra: string) =>
+  object(
+    {
+      requests: map(quantity({ description: "A resource quantity, e.g. 500m, 2, 4Gi." }), {
+        description: `Minimum resources reserved for ${whose}, by resource name (cpu, memory, ...).`,
+      }),
+      limits: map(quantity({ description: "A resource quantity, e.g. 500m, 2, 4Gi, or 1 for a GPU." }), {
+        description: `Maximum resources ${whose} may use, by resource name. Extended resources such as nvidia.com/gpu must be set here (a request, if any, must equal the limit).`,
+      }),
+    },
+    { description: `Compute resources of ${whose}, as in a core/v1 container. ${extra}` },
+  );
+
+const envVar = object(
+  {
+    name: string({
+      description: "Environment variable name.",
+      required: true,
+      pattern: ENV_VAR_NAME_PATTERN,
+      maxLength: 256,
+    }),
+    value: string({ description: "Literal value. Leave unset when valueFrom is used." }),
+    valueFrom: preserved<V1EnvVarSource>()({
+      description:
+        "Source of the value, as core/v1 EnvVarSource (secretKeyRef, configMapKeyRef, fieldRef, resourceFieldRef); passed to the pod unchanged.",
+    }),
+  },
+  { description: "One environment variable, as in a core/v1 container." },
+);
+
+// ---------------------------------------------------------------------------------------------
+// spec
+
+const trickleChannels = object(
+  {
+    inputUrl: string({
+      description:
+        "Trickle channel the relay subscribes to for the source video (MPEG-TS segments), e.g. https://gateway:7280/live/stream-1. Required.",
+      required: true,
+      pattern: HTTP_URL_PATTERN,
+      maxLength: URL_MAX_LENGTH,
+    }),
+    outputUrl: httpUrl(
+      'Trickle channel the relay publishes the processed video to. Defaults to the input URL with "-out" appended to its last path segment (query string kept).',
+    ),
+    controlUrl: httpUrl(
+      "Trickle channel carrying prompt updates (ai-runner or ComfyStream BYOC JSON messages). Unset: prompts change only through spec.prompts.",
+    ),
+    eventsUrl: httpUrl(
+      "Trickle channel the relay posts a JSON status event to every 10 seconds. Unset: no events.",
+    ),
+  },
+  { description: "Trickle channel URLs of the session (Livepeer trickle protocol).", required: true },
+);
+
+const comfystreamSidecar = object(
+  {
+    image: string({
+      description: "ComfyStream server image, e.g. livepeer/comfystream:0.1.8. Required.",
+      required: true,
+      minLength: 1,
+      maxLength: 1024,
+    }),
+    imagePullPolicy: imagePullPolicy("the ComfyStream image"),
+    port: integer({
+      description:
+        "Port the ComfyStream server listens on inside the pod; the relay connects to http://127.0.0.1:<port>.",
+      minimum: 1,
+      maximum: 65535,
+      default: 8889,
+    }),
+    args: array(string({ description: "One argument." }), {
+      description:
+        "Arguments for the ComfyStream container, replacing the image's default command arguments (e.g. --workspace, --port).",
+    }),
+    env: array(envVar, {
+      description: "Environment variables of the ComfyStream container.",
+      listMapKeys: ["name"],
+    }),
+    resources: resourceRequirements(
+      "the ComfyStream container",
+      "Put the GPU here: limits: {nvidia.com/gpu: 1}.",
+    ),
+  },
+  {
+    description:
+      "Run ComfyStream as a second container in the session pod, which then holds the GPU. The pod serves one session, matching ComfyStream's one-peer-at-a-time limit.",
+  },
+);
+
+const comfystream = object(
+  {
+    url: httpUrl(
+      "Base URL of an existing ComfyStream server; the relay POSTs its WebRTC offer to <url>/offer. Exactly one of url and sidecar.",
+    ),
+    sidecar: comfystreamSidecar,
+    offerTimeoutSeconds: integer({
+      description:
+        "How long the relay waits for the answer to its /offer; ComfyStream warms the workflow up inside that request, which can take minutes on a cold GPU.",
+      minimum: 5,
+      maximum: 3600,
+      default: 300,
+    }),
+  },
+  {
+    description:
+      "The ComfyStream server that processes the frames: exactly one of url (an existing server) or sidecar (started in the session pod).",
+    required: true,
+    exactlyOneOf: ["url", "sidecar"],
+  },
+);
+
+const video = object(
+  {
+    mode: stringEnum(["Transcode", "Passthrough", "Auto"], {
+      description:
+        "Transcode: re-encode the input to H.264 constrained baseline at width×height and at most frameRate (always works). Passthrough: forward the input's H.264 unchanged (it must already suit ComfyStream). Auto: pass through when the input suits, otherwise transcode.",
+      default: "Transcode",
+    }),
+    bitrateKbps: integer({
+      description: "Target bitrate of the H.264 stream sent to ComfyStream, in kbit/s (transcoding only).",
+      minimum: 100,
+      maximum: 50000,
+      default: 2000,
+    }),
+    keyframeIntervalSeconds: number({
+      description:
+        "Keyframe (GOP) interval of the stream sent to ComfyStream, in seconds (transcoding only).",
+      minimum: 0.25,
+      maximum: 10,
+      default: 1,
+    }),
+    segmentDurationSeconds: number({
+      description:
+        "Minimum duration of an output trickle segment; a new segment starts at the first keyframe after it.",
+      minimum: 0.25,
+      maximum: 10,
+      default: 1,
+    }),
+  },
+  { description: "Video encoding and segmenting settings.", default: {} },
+);
+
+const toleration = object(
+  {
+    key: string({
+      description: "Taint key the toleration applies to; empty with operator Exists matches all taints.",
+    }),
+    operator: stringEnum(["Exists", "Equal"], {
+      description: "Exists matches any value; Equal matches value. Unset means Equal.",
+    }),
+    value: string({ description: "Taint value to match when operator is Equal." }),
+    effect: stringEnum(["NoSchedule", "PreferNoSchedule", "NoExecute"], {
+      description: "Taint effect to match; unset matches all effects.",
+    }),
+    tolerationSeconds: integer({
+      description: "For NoExecute: how long the pod stays bound after the taint appears; unset is forever.",
+      format: "int64",
+    }),
+  },
+  { description: "A core/v1 toleration, e.g. for the taint on GPU nodes." },
+);
+
+const pod = object(
+  {
+    image: string({
+      description: "Relay container image; unset uses the operator's configured relay image.",
+      minLength: 1,
+      maxLength: 1024,
+    }),
+    imagePullPolicy: imagePullPolicy("the relay image"),
+    imagePullSecrets: array(
+      object(
+        {
+          name: string({
+            description: "Name of a docker-registry Secret in the session's namespace.",
+            required: true,
+          }),
+        },
+        { description: "Reference to an image pull Secret." },
+      ),
+      { description: "Secrets for pulling the relay and ComfyStream images." },
+    ),
+    resources: resourceRequirements(
+      "the relay container",
+      "It runs ffmpeg and WebRTC, CPU-bound; the GPU belongs to comfystream.sidecar.resources.",
+    ),
+    nodeSelector: map(string({ description: "Required node label value." }), {
+      description: "Node labels the session pod requires, e.g. a GPU model label.",
+    }),
+    tolerations: array(toleration, {
+      description: "Taints the session pod tolerates (GPU nodes are often tainted).",
+    }),
+    affinity: preserved<V1Affinity>()({
+      description:
+        "Scheduling affinity of the session pod, as core/v1 Affinity; passed to the pod unchanged.",
+    }),
+    runtimeClassName: string({
+      description:
+        "RuntimeClass of the session pod, e.g. nvidia where the NVIDIA runtime is not the node default.",
+      pattern: DNS_SUBDOMAIN_PATTERN,
+      maxLength: 253,
+    }),
+    priorityClassName: string({
+      description: "PriorityClass of the session pod.",
+      pattern: DNS_SUBDOMAIN_PATTERN,
+      maxLength: 253,
+    }),
+  },
+  { description: "Image, resources and placement of the session pod." },
+);
+
+const lifetime = object(
+  {
+    maxDurationSeconds: integer({
+      description:
+        "Longest the session may run; the pod gets it as activeDeadlineSeconds and the session then ends Failed (DeadlineExceeded). Unset: no limit.",
+      minimum: 1,
+      format: "int64",
+    }),
+    startupTimeoutSeconds: integer({
+      description:
+        "How long the session may take from pod creation to media flowing (image pulls, ComfyStream warm-up) before the attempt counts as failed.",
+      minimum: 10,
+      default: 600,
+    }),
+    ttlSecondsAfterFinished: integer({
+      description:
+        "Seconds after the session ends (Succeeded or Failed) before the operator deletes the RelaySession. Unset: kept until deleted.",
+      minimum: 0,
+      format: "int64",
+    }),
+    maxRestarts: integer({
+      description:
+        "Restart budget: how many times the operator re-creates a failed session pod before the session is Failed.",
+      minimum: 0,
+      maximum: 100,
+      default: 3,
+    }),
+  },
+  { description: "Duration limits, cleanup and restart budget of the session.", default: {} },
+);
+
+const prompts = array(
+  preserved<ComfyWorkflow>()({
+    description:
+      "One ComfyUI workflow in API format (node id → {class_type, inputs}); stored verbatim, unknown fields kept.",
+  }),
+  {
+    description:
+      "ComfyUI workflows ComfyStream runs on every frame. Editing them updates the running session without a restart (the same number of workflows must be kept). Empty: ComfyStream's pass-through (noop) mode.",
+  },
+);
+
+export const relaySessionSpecSchema = object(
+  {
+    trickle: trickleChannels,
+    comfystream,
+    prompts,
+    width: integer({
+      description: `Width in pixels of the frames sent to ComfyStream (input is scaled to cover and centre-cropped). ${FRAME_SIZE.minimum}–${FRAME_SIZE.maximum}, a multiple of ${FRAME_SIZE.multipleOf}.`,
+      ...FRAME_SIZE,
+    }),
+    height: integer({
+      description: `Height in pixels of the frames sent to ComfyStream. ${FRAME_SIZE.minimum}–${FRAME_SIZE.maximum}, a multiple of ${FRAME_SIZE.multipleOf}.`,
+      ...FRAME_SIZE,
+    }),
+    frameRate: integer({
+      description: `Highest frame rate sent to ComfyStream, in frames per second (${FRAME_RATE.minimum}–${FRAME_RATE.maximum}); faster input is decimated.`,
+      ...FRAME_RATE,
+    }),
+    video,
+    pod,
+    lifetime,
+  },
+  {
+    description:
+      "Desired session: where the video comes from and goes to, how it is processed, and where it runs.",
+    required: true,
+  },
+);
+
+// ---------------------------------------------------------------------------------------------
+// status
+
+export const RELAY_SESSION_PHASES = [
+  "Pending",
+  "Starting",
+  "Connecting",
+  "Running",
+  "Degraded",
+  "Succeeded",
+  "Failed",
+] as const;
+
+/** The metav1.Condition shape, with the apiserver-side validation Kubernetes itself uses. */
+const condition = object(
+  {
+    type: string({
+      description: "Condition type in CamelCase, e.g. Ready.",
+      required: true,
+      pattern:
+        "^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$",
+      maxLength: 316,
+    }),
+    status: stringEnum(["True", "False", "Unknown"], {
+      description: "True, False or Unknown.",
+      required: true,
+    }),
+    observedGeneration: integer({
+      description: "metadata.generation the condition was computed from.",
+      minimum: 0,
+      format: "int64",
+    }),
+    lastTransitionTime: string({
+      description: "When status last changed.",
+      required: true,
+      format: "date-time",
+    }),
+    reason: string({
+      description: "Machine-readable CamelCase reason for the last transition.",
+      required: true,
+      pattern: "^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$",
+      minLength: 1,
+      maxLength: 1024,
+    }),
+    message: string({
+      description: "Human-readable details; may be empty.",
+      required: true,
+      maxLength: 32768,
+    }),
+  },
+  { description: "One observation of the session's state (metav1.Condition)." },
+);
+
+const queueGauge = (what: string) =>
+  object(
+    {
+      size: integer({ description: `${what} currently queued.`, minimum: 0 }),
+      capacity: integer({
+        description: `Most ${what.toLowerCase()} the queue holds before dropping.`,
+        minimum: 0,
+      }),
+    },
+    { description: `Queue of ${what.toLowerCase()}.` },
+  );
+
+const counter = (description: string) => integer({ description, minimum: 0, format: "int64" });
+const fps = (description: string) => number({ description, minimum: 0 });
+
+const relayReport = object(
+  {
+    lastUpdateTime: string({ description: "When the relay pod wrote this report.", format: "date-time" }),
+    appliedPromptsGeneration: integer({
+      description: "metadata.generation whose spec.prompts ComfyStream is running now.",
+      minimum: 0,
+      format: "int64",
+    }),
+    webrtc: object(
+      {
+        connectionState: stringEnum(["new", "connecting", "connected", "disconnected", "failed", "closed"], {
+          description: "RTCPeerConnection.connectionState of the peer connection to ComfyStream.",
+        }),
+        iceConnectionState: stringEnum(
+          ["new", "checking", "connected", "completed", "disconnected", "failed", "closed"],
+          { description: "RTCPeerConnection.iceConnectionState of the peer connection to ComfyStream." },
+        ),
+      },
+      { description: "State of the WebRTC connection to ComfyStream." },
+    ),
+    queues: object(
+      {
+        decodedFrames: queueGauge("Input frames waiting to be sent to ComfyStream"),
+        processedFrames: queueGauge("Processed frames waiting to be muxed"),
+        outputSegments: queueGauge("Output segments waiting to be published"),
+      },
+      { description: "Fill levels and capacities of the relay's bounded queues." },
+    ),
+    inputFps: fps("Frames per second arriving on the input channel."),
+    outputFps: fps("Frames per second coming back from ComfyStream."),
+    framesIn: counter("Frames received from the input channel."),
+    framesOut: counter("Frames published to the output channel."),
+    framesDropped: counter("Frames dropped because the relay fell behind."),
+    segmentsIn: counter("Segments read from the input channel."),
+    segmentsOut: counter("Segments published to the output channel."),
+    segmentsDropped: counter("Input segments dropped whole (behind or corrupt)."),
+    latencyMs: object(
+      {
+        p50: number({ description: "Median frame latency in milliseconds.", minimum: 0 }),
+        p95: number({ description: "95th percentile frame latency in milliseconds.", minimum: 0 }),
+      },
+      { description: "Frame latency through ComfyStream (matched by RTP timestamp) over the last minute." },
+    ),
+    reconnects: counter("ComfyStream reconnections so far."),
+    lastError: object(
+      {
+        component: string({
+          description:
+            "Part that failed: trickle-input, trickle-output, control, events, comfystream or ffmpeg.",
+          maxLength: 64,
+        }),
+        message: string({ description: "What went wrong.", maxLength: 4096 }),
+        time: string({ description: "When it happened.", format: "date-time" }),
+      },
+      { description: "The most recent error, kept after recovery." },
+    ),
+  },
+  { description: "Live numbers written by the relay pod (at most once a second and on state changes)." },
+);
+
+export const relaySessionStatusSchema = object(
+  {
+    phase: stringEnum(RELAY_SESSION_PHASES, {
+      description:
+        "Lifecycle phase: Pending (no pod yet), Starting (pod starting), Connecting (WebRTC/trickle connecting), Running, Degraded (running with problems), Succeeded or Failed (final).",
+    }),
+    conditions: array(condition, {
+      description: "Current observations, Ready first; one entry per type.",
+      listMapKeys: ["type"],
+    }),
+    observedGeneration: integer({
+      description: "metadata.generation the operator last acted on.",
+      minimum: 0,
+      format: "int64",
+    }),
+    podName: string({ description: "Name of the current session pod." }),
+    startTime: string({ description: "When the first session pod started.", format: "date-time" }),
+    completionTime: string({
+      description: "When the session reached Succeeded or Failed.",
+      format: "date-time",
+    }),
+    restarts: integer({ description: "How many times the operator re-created the session pod.", minimum: 0 }),
+    relay: relayReport,
+  },
+  { description: "Observed state; the operator writes everything but relay, the relay pod writes relay." },
+);
+
+// ---------------------------------------------------------------------------------------------
+// TypeScript types (all derived from the declarations above)
+
+/** One ComfyUI workflow in API format: node id → `{ class_type, inputs }`. */
+export type ComfyWorkflow = Record<string, unknown>;
+
+/** The spec as read from the apiserver: schema defaults applied. */
+export type RelaySessionSpec = StoredOf<typeof relaySessionSpecSchema>;
+/** The spec as a user may write it: fields with schema defaults may be left out. */
+export type RelaySessionSpecInput = WrittenOf<typeof relaySessionSpecSchema>;
+export type RelaySessionStatus = StoredOf<typeof relaySessionStatusSchema>;
+
+export type RelaySessionPhase = (typeof RELAY_SESSION_PHASES)[number];
+export type TrickleChannels = RelaySessionSpec["trickle"];
+export type ComfyStreamSpec = RelaySessionSpec["comfystream"];
+export type ComfyStreamSidecarSpec = NonNullable<ComfyStreamSpec["sidecar"]>;
+export type VideoSpec = RelaySessionSpec["video"];
+export type PodSpec = NonNullable<RelaySessionSpec["pod"]>;
+export type LifetimeSpec = RelaySessionSpec["lifetime"];
+export type ResourceRequirements = NonNullable<PodSpec["resources"]>;
+export type RelaySessionCondition = NonNullable<RelaySessionStatus["conditions"]>[number];
+export type RelayReport = NonNullable<RelaySessionStatus["relay"]>;
+
+export interface RelaySession {
+  apiVersion: typeof RELAY_SESSION_API_VERSION;
+  kind: typeof RELAY_SESSION_KIND;
+  metadata: V1ObjectMeta;
+  spec: RelaySessionSpec;
+  status?: RelaySessionStatus;
+}
+
+/** What `kubectl apply` may send: defaults not yet applied, no status. */
+export interface RelaySessionInput {
+  apiVersion: typeof RELAY_SESSION_API_VERSION;
+  kind: typeof RELAY_SESSION_KIND;
+  metadata: V1ObjectMeta;
+  spec: RelaySessionSpecInput;
+}
