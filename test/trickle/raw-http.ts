@@ -101,7 +101,6 @@ export function openRequest(url: string, options: RequestOptions = {}): OpenRequ
     });
   });
   result.catch(() => {});
-  // The timeout above must not keep a finished test process alive.
   return { req, result, headers, interim, startedAt };
 }
 
@@ -121,7 +120,7 @@ export function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-/** Rejects if `promise` has not settled within `ms`; resolves to "pending" if it is still pending at `ms` when `expectPending`. */
+/** Waits `ms` and tells whether `promise` is still unsettled then (for "this request must block" checks). */
 export async function isStillPending(promise: Promise<unknown>, ms: number): Promise<boolean> {
   let settled = false;
   promise.then(

@@ -545,7 +545,9 @@ export class TrickleServer {
     const log = this.logger.child({ channel: name, seq });
 
     const completeWithoutBytes = (): void => {
-      publishingChannel.nextWrite = seq + 1; // "avoids clients erroring out on next seq" (§4.3)
+      // "Avoids clients erroring out on next seq" (§4.3). Not once the channel is closed: waiters
+      // woken by the same DELETE must still report the pre-close Latest (S13).
+      if (!publishingChannel.closed) publishingChannel.nextWrite = seq + 1;
       const headers: Record<string, string | number> = { "Lp-Trickle-Seq": String(seq) };
       if (publishingChannel.closed) headers["Lp-Trickle-Closed"] = CLOSED_VALUE;
       this.respondAndClose(req, res, () => sendEmpty(res, 200, headers));
