@@ -1,0 +1,225 @@
+/**
+ * The standalone service's REST API: the older Python "Trickle Relay Service" routes and field
+ * names (comfystream-webrtc.md §3.1), so its callers work unchanged, made honest: real status codes
+ * (400/404/409/429 instead of 500 for everything), every error as `{success: false, error}` naming
+ * what was wrong, bounded sessions, and status that includes failures.
+ *
+ *   POST   /session/start          start a session
+ *   DELETE /session/{id}           stop it (or forget it, if it has already ended)
+ *   GET    /session/{id}/status    one session
+ *   POST   /session/{id}/prompts   new prompts, sent to ComfyStream without a restart
+ *   GET    /sessions               all sessions, ended ones included until their retention passes
+ *   GET    /health                 {"status":"healthy"}
+ *   GET    /metrics                Prometheus text
+ *   *      /ai/trickle/...         the in-process trickle server, when one is given
+ */
+import http from "node:http";
+import Fastify, { LogController, type FastifyError, type FastifyInstance, type FastifyReply } from "fastify";
+import type { Registry } from "prom-client";
+import { silentLogger, type Logger } from "../log.js";
+import { renderMetrics } from "../report/metrics.js";
+import {
+  DuplicateSessionError,
+  SessionLimitError,
+  SessionNotFoundError,
+  SessionStartError,
+  type SessionManager,
+} from "./session-manager.js";
+import { sessionView } from "./session-view.js";
+import { RequestValidationError, parsePromptUpdate, parseStartRequest } from "./validation.js";
+
+/** Where the in-process trickle server's channels live (go-livepeer's layout). */
+export const TRICKLE_MOUNT_PATH = "/ai/trickle/";
+
+/** ComfyUI workflows can be large; 8 MiB leaves room without inviting abuse. */
+export const API_BODY_LIMIT_BYTES = 8 * 1024 * 1024;
+
+/** Something that serves raw HTTP requests under /ai/trickle/ (trickle/TrickleServer does). */
+export interface RawRequestHandler {
+  /** Handles the request and returns true, or returns false without touching it. */
+  handle(req: http.IncomingMessage, res: http.ServerResponse): boolean;
+}
+
+export interface ApiServerOptions {
+  sessions: SessionManager;
+  metricsRegistry: Registry;
+  logger?: Logger;
+  /**
+   * Mounted under /ai/trickle/: such requests go to it before fastify sees them, because trickle
+   * streams chunked bodies for a long time and needs the raw request and response.
+   */
+  trickleServer?: RawRequestHandler;
+}
+
+type ErrorBody = { success: false; error: string; [extra: string]: unknown };
+
+export function buildApiServer(options: ApiServerOptions): FastifyInstance {
+  const { sessions, metricsRegistry, trickleServer } = options;
+  const logger = options.logger ?? silentLogger;
+
+  const app = Fastify({
+    loggerInstance: logger,
+    // Request logging at info would log every /metrics scrape and status poll; see onResponse below.
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: API_BODY_LIMIT_BYTES,
+    // Trickle subscribers hold GETs open indefinitely; close() must not wait for them.
+    forceCloseConnections: true,
+    serverFactory: (fastifyHandler) =>
+      http.createServer((req, res) => {
+        if (trickleServer && isUnderTrickleMount(req.url) && trickleServer.handle(req, res)) return;
+        fastifyHandler(req, res);
+      }),
+  }) as unknown as FastifyInstance;
+
+  // The old service read every body as JSON whatever its Content-Type (aiohttp's request.json()),
+  // and `curl -d` sends form-urlencoded, so every body is parsed as JSON here too.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser("*", { parseAs: "string" }, app.getDefaultJsonParser("error", "error"));
+
+  app.addHook("onResponse", async (request, reply) => {
+    request.log.debug(
+      {
+        method: request.method,
+        url: request.url,
+        status: reply.statusCode,
+        ms: Math.round(reply.elapsedTime),
+      },
+      "request",
+    );
+  });
+
+  app.setErrorHandler((err: FastifyError, request, reply) => {
+    const { status, message } = describeError(err);
+    if (status >= 500) request.log.error({ err, url: request.url, method: request.method }, "request failed");
+    return sendError(reply, status, message);
+  });
+
+  app.setNotFoundHandler((request, reply) =>
+    sendError(
+      reply,
+      404,
+      `no route for ${request.method} ${request.url.split("?")[0]}; see GET /sessions, POST /session/start`,
+    ),
+  );
+
+  app.get("/health", async () => ({ status: "healthy" }));
+
+  app.get("/metrics", async (_request, reply) => {
+    const { contentType, body } = await renderMetrics(metricsRegistry);
+    return reply.type(contentType).send(body);
+  });
+
+  app.post("/session/start", async (request, reply) => {
+    const startRequest = parseStartRequest(request.body);
+    try {
+      const { config } = await sessions.start(startRequest);
+      return {
+        success: true,
+        session_id: config.id,
+        input_stream_url: config.inputUrl,
+        output_stream_url: config.outputUrl,
+        comfystream_url: config.comfystreamUrl,
+      };
+    } catch (err) {
+      if (err instanceof DuplicateSessionError)
+        return sendError(reply, 409, err.message, { session_id: err.id });
+      if (err instanceof SessionLimitError) return sendError(reply, 429, err.message);
+      if (err instanceof SessionStartError) {
+        request.log.error({ err, session: err.id }, "session failed to start");
+        return sendError(reply, 500, err.message, { session_id: err.id });
+      }
+      throw err;
+    }
+  });
+
+  app.get<{ Params: { id: string } }>("/session/:id/status", async (request, reply) => {
+    const session = sessions.get(request.params.id);
+    if (!session) return sendError(reply, 404, notFoundMessage(request.params.id));
+    return { success: true, session: sessionView(session.status()) };
+  });
+
+  app.delete<{ Params: { id: string } }>("/session/:id", async (request, reply) => {
+    const id = request.params.id;
+    try {
+      const outcome = await sessions.stop(id);
+      const message =
+        outcome === "stopped"
+          ? `Session ${id} stopped; its final status stays visible for ${Math.round(sessions.endedRetentionMs / 1000)} s`
+          : `Session ${id} had already ended and has been removed`;
+      return { success: true, message };
+    } catch (err) {
+      if (err instanceof SessionNotFoundError) return sendError(reply, 404, notFoundMessage(id));
+      throw err;
+    }
+  });
+
+  app.post<{ Params: { id: string } }>("/session/:id/prompts", async (request, reply) => {
+    const id = request.params.id;
+    const session = sessions.get(id);
+    if (!session) return sendError(reply, 404, notFoundMessage(id));
+    const prompts = parsePromptUpdate(request.body);
+    if (sessions.hasSessionEnded(id)) {
+      return sendError(
+        reply,
+        409,
+        `session ${JSON.stringify(id)} has ended (${session.status().state}); start a new one`,
+      );
+    }
+    const result = await session.updatePrompts(prompts);
+    if (!result.ok) {
+      return sendError(
+        reply,
+        502,
+        `ComfyStream did not accept the prompts: ${result.error ?? "no reason given"}`,
+        {
+          reply: result.reply ?? null,
+        },
+      );
+    }
+    return { success: true, reply: result.reply ?? null };
+  });
+
+  app.get("/sessions", async () => ({
+    success: true,
+    sessions: sessions.statuses().map(sessionView),
+  }));
+
+  return app;
+}
+
+function isUnderTrickleMount(url: string | undefined): boolean {
+  return url !== undefined && url.startsWith(TRICKLE_MOUNT_PATH);
+}
+
+function notFoundMessage(id: string): string {
+  return `session ${JSON.stringify(id)} not found (it may have ended and been removed; see GET /sessions)`;
+}
+
+function sendError(
+  reply: FastifyReply,
+  status: number,
+  message: string,
+  extra: Record<string, unknown> = {},
+) {
+  const body: ErrorBody = { success: false, error: message, ...extra };
+  return reply.code(status).type("application/json; charset=utf-8").send(body);
+}
+
+/** fastify's own errors (body parsing, limits) and ours, as a status code and a readable message. */
+function describeError(err: FastifyError): { status: number; message: string } {
+  if (err instanceof RequestValidationError) return { status: 400, message: err.message };
+  if (err.code === "FST_ERR_CTP_EMPTY_JSON_BODY") {
+    return { status: 400, message: "the request body is empty; send a JSON object" };
+  }
+  if (err instanceof SyntaxError) {
+    return { status: 400, message: `the request body is not valid JSON: ${err.message}` };
+  }
+  if (err.code === "FST_ERR_CTP_BODY_TOO_LARGE") {
+    return { status: 413, message: `the request body is larger than ${API_BODY_LIMIT_BYTES} bytes` };
+  }
+  const status =
+    typeof err.statusCode === "number" && err.statusCode >= 400 && err.statusCode < 600
+      ? err.statusCode
+      : 500;
+  return { status, message: status >= 500 ? `internal error: ${err.message}` : err.message };
+}

@@ -1,0 +1,187 @@
+/**
+ * Checks the bodies of the REST API's requests. The field names are the older Python service's
+ * (snake_case); each failure names the field and says what was expected, so a caller can fix the
+ * request without reading our code.
+ */
+import { PromptShapeError, normalisePrompts, promptsFromControlMessage } from "../session/prompts.js";
+import type { StartSessionRequest } from "./session-manager.js";
+
+/** A request the API refuses with 400; `field` is the offending body field, when there is one. */
+export class RequestValidationError extends Error {
+  override readonly name = "RequestValidationError";
+  constructor(
+    message: string,
+    readonly field?: string,
+  ) {
+    super(message);
+  }
+}
+
+export const DIMENSION_LIMITS = { min: 64, max: 2048, multipleOf: 8 } as const;
+export const FRAME_RATE_LIMITS = { min: 1, max: 60 } as const;
+
+/** Session ids appear in URL paths and metric labels, so they are kept to URL-safe characters. */
+const SESSION_ID_PATTERN = /^[A-Za-z0-9._-]{1,128}$/;
+
+export function parseStartRequest(body: unknown): StartSessionRequest {
+  const fields = requireObject(body);
+  const request: StartSessionRequest = {
+    inputUrl: requireHttpUrl(fields, "input_stream_url"),
+    comfystreamUrl: requireHttpUrl(fields, "comfystream_url"),
+    prompts: parsePrompts(fields.prompts, "prompts"),
+  };
+  const outputUrl = optionalHttpUrl(fields, "output_stream_url");
+  if (outputUrl !== undefined) request.outputUrl = outputUrl;
+  const controlUrl = optionalHttpUrl(fields, "control_url");
+  if (controlUrl !== undefined) request.controlUrl = controlUrl;
+  const eventsUrl = optionalHttpUrl(fields, "events_url");
+  if (eventsUrl !== undefined) request.eventsUrl = eventsUrl;
+
+  const id = fields.session_id;
+  if (id !== undefined && id !== null) {
+    if (typeof id !== "string" || !SESSION_ID_PATTERN.test(id)) {
+      throw new RequestValidationError(
+        `session_id must be 1 to 128 characters of letters, digits, ".", "_" or "-" (got ${describe(id)})`,
+        "session_id",
+      );
+    }
+    request.id = id;
+  }
+  const width = optionalDimension(fields, "width");
+  if (width !== undefined) request.width = width;
+  const height = optionalDimension(fields, "height");
+  if (height !== undefined) request.height = height;
+
+  const frameRate = fields.frame_rate;
+  if (frameRate !== undefined && frameRate !== null) {
+    if (
+      typeof frameRate !== "number" ||
+      !Number.isFinite(frameRate) ||
+      frameRate < FRAME_RATE_LIMITS.min ||
+      frameRate > FRAME_RATE_LIMITS.max
+    ) {
+      throw new RequestValidationError(
+        `frame_rate must be a number from ${FRAME_RATE_LIMITS.min} to ${FRAME_RATE_LIMITS.max} (got ${describe(frameRate)})`,
+        "frame_rate",
+      );
+    }
+    request.frameRate = frameRate;
+  }
+  return request;
+}
+
+/**
+ * The prompts of POST /session/{id}/prompts: `{prompts}` (the start request's field, and ComfyStream
+ * BYOC's) or ai-runner's `{prompt}`.
+ */
+export function parsePromptUpdate(body: unknown): unknown[] {
+  const fields = requireObject(body);
+  let prompts: unknown[] | undefined;
+  try {
+    prompts = promptsFromControlMessage(fields);
+  } catch (err) {
+    if (err instanceof PromptShapeError)
+      throw new RequestValidationError(namingField(err.message, "prompts"), "prompts");
+    throw err;
+  }
+  if (prompts === undefined) {
+    throw new RequestValidationError(
+      'prompts is required: send {"prompts": <ComfyUI API-format workflow or list of them>} (or ai-runner\'s {"prompt": ...})',
+      "prompts",
+    );
+  }
+  return prompts;
+}
+
+function parsePrompts(value: unknown, field: string): unknown[] {
+  if (value === undefined || value === null) {
+    throw new RequestValidationError(
+      `${field} is required: a ComfyUI API-format workflow object, a list of them, or one as a JSON string`,
+      field,
+    );
+  }
+  try {
+    return normalisePrompts(value);
+  } catch (err) {
+    if (err instanceof PromptShapeError)
+      throw new RequestValidationError(namingField(err.message, field), field);
+    throw err;
+  }
+}
+
+function requireObject(body: unknown): Record<string, unknown> {
+  if (typeof body !== "object" || body === null || Array.isArray(body)) {
+    throw new RequestValidationError(`the request body must be a JSON object (got ${describe(body)})`);
+  }
+  return body as Record<string, unknown>;
+}
+
+function requireHttpUrl(fields: Record<string, unknown>, field: string): string {
+  const value = fields[field];
+  if (value === undefined || value === null || value === "") {
+    throw new RequestValidationError(`${field} is required (an http or https URL)`, field);
+  }
+  return checkHttpUrl(value, field);
+}
+
+function optionalHttpUrl(fields: Record<string, unknown>, field: string): string | undefined {
+  const value = fields[field];
+  if (value === undefined || value === null || value === "") return undefined;
+  return checkHttpUrl(value, field);
+}
+
+function checkHttpUrl(value: unknown, field: string): string {
+  if (typeof value !== "string") {
+    throw new RequestValidationError(
+      `${field} must be an http or https URL string (got ${describe(value)})`,
+      field,
+    );
+  }
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new RequestValidationError(`${field} is not a valid URL: ${JSON.stringify(value)}`, field);
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") {
+    throw new RequestValidationError(
+      `${field} must use http or https (got ${JSON.stringify(url.protocol.slice(0, -1))})`,
+      field,
+    );
+  }
+  // Returned as given: the caller's URL (query string included) is used verbatim.
+  return value;
+}
+
+function optionalDimension(fields: Record<string, unknown>, field: string): number | undefined {
+  const value = fields[field];
+  if (value === undefined || value === null) return undefined;
+  const { min, max, multipleOf } = DIMENSION_LIMITS;
+  if (
+    typeof value !== "number" ||
+    !Number.isInteger(value) ||
+    value < min ||
+    value > max ||
+    value % multipleOf !== 0
+  ) {
+    throw new RequestValidationError(
+      `${field} must be an integer from ${min} to ${max} and a multiple of ${multipleOf} (got ${describe(value)})`,
+      field,
+    );
+  }
+  return value;
+}
+
+/** Prefixes the field name unless the message already starts with it. */
+function namingField(message: string, field: string): string {
+  return message.startsWith(field) ? message : `${field}: ${message}`;
+}
+
+function describe(value: unknown): string {
+  if (value === undefined) return "nothing";
+  if (value === null) return "null";
+  if (Array.isArray(value)) return "an array";
+  if (typeof value === "object") return "an object";
+  if (typeof value === "string") return JSON.stringify(value.length > 80 ? `${value.slice(0, 80)}…` : value);
+  return String(value);
+}
