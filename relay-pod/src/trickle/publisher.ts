@@ -580,9 +580,10 @@ export class TricklePublisher {
   }
 
   private markTerminal(error: Error): void {
-    if (this.terminal) return;
+    // After close() the server's end-of-stream answers are the expected echo of our DELETE.
+    if (this.terminal || this.closedByOwner) return;
     this.terminal = error;
-    if (!this.closedByOwner) this.logger.info({ err: error }, "stream ended by the server");
+    this.logger.info({ err: error }, "stream ended by the server");
     // No more POSTs: drop the idle preconnect (C4).
     const preconnected = this.preconnected;
     this.preconnected = undefined;
