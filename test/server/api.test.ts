@@ -339,6 +339,14 @@ describe("REST API (older Trickle Relay Service compatible)", () => {
       assertError({ status: res.status, body: (await res.json()) as Record<string, unknown> }, 400, "empty");
     });
 
+    it("413 for a body over the limit", async () => {
+      const huge = {
+        ...VALID_START,
+        prompts: [{ "1": { class_type: "X", inputs: { text: "x".repeat(9 * 1024 * 1024) } } }],
+      };
+      assertError(await call(h, "POST", "/session/start", huge), 413, "larger than");
+    });
+
     it("no session is created by a refused request", async () => {
       const before = h.manager.list().length;
       await call(h, "POST", "/session/start", { ...VALID_START, width: 1 });

@@ -51,9 +51,12 @@ export interface ApiServerOptions {
   trickleServer?: RawRequestHandler;
 }
 
+/** The fastify instance serving the API (listen, close, inject). */
+export type ApiServer = FastifyInstance<http.Server, http.IncomingMessage, http.ServerResponse, Logger>;
+
 type ErrorBody = { success: false; error: string; [extra: string]: unknown };
 
-export function buildApiServer(options: ApiServerOptions): FastifyInstance {
+export function buildApiServer(options: ApiServerOptions): ApiServer {
   const { sessions, metricsRegistry, trickleServer } = options;
   const logger = options.logger ?? silentLogger;
 
@@ -69,7 +72,7 @@ export function buildApiServer(options: ApiServerOptions): FastifyInstance {
         if (trickleServer && isUnderTrickleMount(req.url) && trickleServer.handle(req, res)) return;
         fastifyHandler(req, res);
       }),
-  }) as unknown as FastifyInstance;
+  });
 
   // The old service read every body as JSON whatever its Content-Type (aiohttp's request.json()),
   // and `curl -d` sends form-urlencoded, so every body is parsed as JSON here too.
