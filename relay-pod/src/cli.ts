@@ -1,5 +1,7 @@
 #!/usr/bin/env node
 import { Command } from "commander";
+import { registerTrickleServer } from "./commands/trickle-server.js";
+import { registerTrickleClient } from "./commands/trickle-client.js";
 
 const program = new Command();
 program
@@ -9,4 +11,12 @@ program
   )
   .showHelpAfterError("(add --help for usage)");
 
-await program.parseAsync(process.argv);
+registerTrickleServer(program);
+registerTrickleClient(program);
+
+try {
+  await program.parseAsync(process.argv);
+} catch (err) {
+  process.stderr.write(`trickle-relay: ${(err as Error).message}\n`);
+  process.exit(1);
+}

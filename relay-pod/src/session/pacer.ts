@@ -1,0 +1,109 @@
+/**
+ * Releases transcoded frames to WebRTC at the pace of their timestamps.
+ *
+ * Trickle delivers input in bursts (a segment can arrive faster than real time after a stall), and
+ * ffmpeg turns a burst into a burst of RTP. ComfyStream keeps a one-frame input queue, so a burst is
+ * mostly dropped on its side (the old Python relay's main defect, comfystream-webrtc.md §3.1). The
+ * pacer holds frames and sends each at anchor + (pts - anchorPts); it re-anchors when the stream
+ * jumps (a dropped segment, a restart) or when it has fallen behind by more than maxLagMs.
+ *
+ * Bounded: when `capacity` frames wait, new frames are dropped up to the next keyframe, so the
+ * receiver sees a clean gap instead of frames that reference missing ones.
+ */
+export interface PacedFrame {
+  /** 90 kHz timestamp that spaces frames (the input PTS). */
+  pts: number;
+  keyframe: boolean;
+  packets: Buffer[];
+}
+
+export interface FramePacerOptions {
+  capacity: number;
+  send: (frame: PacedFrame) => void;
+  /** A frame later than this is sent at once and the clock re-anchored. */
+  maxLagMs?: number;
+  /** A frame due further ahead than this means a timestamp jump: re-anchor. */
+  maxLeadMs?: number;
+}
+
+export class FramePacer {
+  private readonly queue: PacedFrame[] = [];
+  private anchor: { wallMs: number; pts: number } | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private droppingUntilKeyframe = false;
+  private stopped = false;
+  dropped = 0;
+  sent = 0;
+
+  constructor(private readonly options: FramePacerOptions) {}
+
+  get size(): number {
+    return this.queue.length;
+  }
+
+  push(frame: PacedFrame): void {
+    if (this.stopped) return;
+    if (this.droppingUntilKeyframe && !frame.keyframe) {
+      this.dropped++;
+      return;
+    }
+    this.droppingUntilKeyframe = false;
+    if (this.queue.length >= this.options.capacity) {
+      this.dropped++;
+      this.droppingUntilKeyframe = true;
+      return;
+    }
+    this.queue.push(frame);
+    if (!this.timer) this.schedule();
+  }
+
+  /** Drops everything queued (the peer went away) and restarts pacing from the next frame. */
+  clear(): number {
+    const n = this.queue.length;
+    this.dropped += n;
+    this.queue.length = 0;
+    this.anchor = undefined;
+    this.droppingUntilKeyframe = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    return n;
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    this.queue.length = 0;
+  }
+
+  private schedule(): void {
+    this.timer = undefined;
+    const maxLag = this.options.maxLagMs ?? 250;
+    const maxLead = this.options.maxLeadMs ?? 1000;
+    while (this.queue.length > 0) {
+      const frame = this.queue[0]!;
+      const now = performance.now();
+      if (!this.anchor) this.anchor = { wallMs: now, pts: frame.pts };
+      const due = this.anchor.wallMs + ptsDeltaMs(frame.pts, this.anchor.pts);
+      if (due - now > maxLead || now - due > maxLag) {
+        this.anchor = { wallMs: now, pts: frame.pts };
+      } else if (due > now + 1) {
+        this.timer = setTimeout(() => this.schedule(), due - now);
+        return;
+      }
+      this.queue.shift();
+      this.sent++;
+      this.options.send(frame);
+    }
+  }
+}
+
+const PTS_WRAP = 0x2_0000_0000;
+
+/** Milliseconds from `from` to `to` on the 33-bit 90 kHz clock, taking the short way round. */
+export function ptsDeltaMs(to: number, from: number): number {
+  let delta = (to - from) % PTS_WRAP;
+  if (delta > PTS_WRAP / 2) delta -= PTS_WRAP;
+  if (delta < -PTS_WRAP / 2) delta += PTS_WRAP;
+  return delta / 90;
+}

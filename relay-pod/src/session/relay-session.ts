@@ -1,0 +1,740 @@
+import { EventEmitter } from "node:events";
+import { createSocket, type Socket } from "node:dgram";
+import type { AddressInfo } from "node:net";
+import { silentLogger, type Logger } from "../log.js";
+import { TrickleSubscriber, type SubscribedSegment } from "../trickle/subscriber.js";
+import { TricklePublisher, type SegmentWriter } from "../trickle/publisher.js";
+import { TrickleControlReader, TrickleEventsWriter } from "../trickle/json-channels.js";
+import { TsDemuxer } from "../media/ts-demux.js";
+import { TsMuxer } from "../media/ts-mux.js";
+import { IdrSegmenter } from "../media/segmenter.js";
+import { FfmpegProcess, forwardTranscodeArgs, resolveFfmpeg } from "../media/ffmpeg.js";
+import { ComfyStreamPeer } from "../webrtc/comfystream-peer.js";
+import { H264Depacketizer } from "../webrtc/h264-depacketizer.js";
+import { buildStatusEvent } from "../report/events.js";
+import { FramePacer, type PacedFrame } from "./pacer.js";
+import { RtpFrameAssembler, setRtpTimestamp, type RtpFrame } from "./rtp-frames.js";
+import { FrameMatcher } from "./frame-matcher.js";
+import { PercentileWindow, RateMeter } from "./stats.js";
+import { normalisePrompts, promptsFromControlMessage } from "./prompts.js";
+import type {
+  RelaySessionConfig,
+  SessionState,
+  SessionStatus,
+  WebRtcConnectionState,
+} from "./types.js";
+
+export interface RelaySessionOptions {
+  logger?: Logger;
+  /** Backoff between ComfyStream reconnects: min, max (ms). */
+  reconnectBackoffMs?: [number, number];
+  /** Consecutive failed ComfyStream connects before the session fails. */
+  reconnectBudget?: number;
+  /** Interval of status events on the events channel (ai-runner: 10 s). */
+  eventsIntervalMs?: number;
+  /** How long to wait for ComfyStream to return the last frames once the input has ended. */
+  drainTimeoutMs?: number;
+}
+
+interface OpenSegment {
+  writer: SegmentWriter;
+  startedAt: number;
+}
+
+const RTP_WRAP = 0x1_0000_0000;
+const PTS_WRAP = 0x2_0000_0000;
+
+/**
+ * One relay session: trickle input → ffmpeg (transcode, RTP) → pacer → WebRTC to ComfyStream →
+ * returned RTP → depacketize → MPEG-TS mux → trickle output; plus prompt updates from the control
+ * channel and status events (DESIGN.md §3). Events: "status" (state or WebRTC state changed), "end".
+ */
+export class RelaySession extends EventEmitter {
+  readonly id: string;
+  private readonly log: Logger;
+  private state: SessionState = "starting";
+  private webrtcState: WebRtcConnectionState = "new";
+  private readonly createdAt = new Date();
+  private startedAt: Date | undefined;
+  private endedAt: Date | undefined;
+  private lastError: SessionStatus["lastError"];
+  private lastPromptUpdate: SessionStatus["lastPromptUpdate"];
+  private prompts: unknown[];
+  private promptsGeneration = 0;
+
+  private subscriber: TrickleSubscriber | undefined;
+  private publisher: TricklePublisher | undefined;
+  private controlReader: TrickleControlReader | undefined;
+  private eventsWriter: TrickleEventsWriter | undefined;
+  private eventsTimer: NodeJS.Timeout | undefined;
+  private ffmpeg: FfmpegProcess | undefined;
+  private rtpSocket: Socket | undefined;
+  private peer: ComfyStreamPeer | undefined;
+  private connecting: Promise<void> | undefined;
+  private reconnectTimer: NodeJS.Timeout | undefined;
+  private consecutiveConnectFailures = 0;
+
+  private readonly pacer: FramePacer;
+  private readonly assembler: RtpFrameAssembler;
+  private readonly matcher = new FrameMatcher();
+  private readonly depacketizer = new H264Depacketizer();
+  private readonly segmenter: IdrSegmenter;
+  private readonly muxer = new TsMuxer();
+
+  /** ffmpeg's RTP timestamps are its own; this maps them back onto input PTS (calibrated per ffmpeg run). */
+  private ffmpegTimestampBase: number | undefined;
+  private firstPtsIntoFfmpeg: number | undefined;
+  private lastInputPts: number | undefined;
+  private waitForInputKeyframe = true;
+
+  private readonly processedQueue: Array<{ annexB: Buffer; pts: number; keyframe: boolean }> = [];
+  private processedDropped = 0;
+  private droppingOutputUntilIdr = false;
+  private outputLoopRunning = false;
+  private openSegment: OpenSegment | undefined;
+  private pendingSegmentEnds = 0;
+  private outputSegmentsDropped = 0;
+
+  private readonly counters = {
+    framesIn: 0,
+    framesSent: 0,
+    framesReturned: 0,
+    framesOut: 0,
+    inputFramesDropped: 0,
+    segmentsIn: 0,
+    segmentsOut: 0,
+    segmentsDropped: 0,
+    segmentsCorrupt: 0,
+    reconnects: 0,
+    ffmpegRestarts: 0,
+  };
+  private readonly inputRate = new RateMeter();
+  private readonly outputRate = new RateMeter();
+  private readonly latency = new PercentileWindow();
+  private lastInputAt: number | undefined;
+  private lastOutputAt: number | undefined;
+  private ended: Promise<void>;
+  private resolveEnded!: () => void;
+  private stopping = false;
+
+  constructor(
+    readonly config: RelaySessionConfig,
+    private readonly options: RelaySessionOptions = {},
+  ) {
+    super();
+    this.id = config.id;
+    this.log = (options.logger ?? silentLogger).child({ session: config.id });
+    this.prompts = normalisePrompts(config.prompts);
+    this.segmenter = new IdrSegmenter({ minSegmentDurationSec: config.segmentDurationSec });
+    this.pacer = new FramePacer({
+      capacity: config.queueCapacities.decodedFrames,
+      send: (frame) => this.sendFrame(frame),
+    });
+    this.assembler = new RtpFrameAssembler((frame) => this.onTranscodedFrame(frame));
+    this.ended = new Promise((resolve) => (this.resolveEnded = resolve));
+  }
+
+  /** Starts every stage; resolves once the pipeline is set up, not when ComfyStream is connected. */
+  async start(): Promise<void> {
+    this.startedAt = new Date();
+    this.log.info(
+      { input: this.config.inputUrl, output: this.config.outputUrl, comfystream: this.config.comfystreamUrl },
+      "starting relay session",
+    );
+    try {
+      await this.startTranscoder();
+      this.publisher = new TricklePublisher(this.config.outputUrl, {
+        contentType: "video/MP2T",
+        start: "next",
+        insecureTls: this.config.insecureTls,
+        logger: this.log,
+      });
+      await this.publisher.start();
+    } catch (err) {
+      await this.fail("StartFailed", err);
+      throw err;
+    }
+    this.subscriber = new TrickleSubscriber(this.config.inputUrl, {
+      startSeq: -2,
+      insecureTls: this.config.insecureTls,
+      logger: this.log,
+    });
+    void this.readInput();
+    if (this.config.controlUrl) void this.readControl(this.config.controlUrl);
+    if (this.config.eventsUrl) this.startEvents(this.config.eventsUrl);
+    this.connectPeer();
+  }
+
+  /** Resolves when the session has ended (completed, stopped or failed). */
+  whenEnded(): Promise<void> {
+    return this.ended;
+  }
+
+  async stop(): Promise<void> {
+    if (this.isEnded()) return;
+    this.log.info("stopping relay session on request");
+    await this.finish("stopped");
+  }
+
+  async updatePrompts(input: unknown): Promise<{ ok: boolean; reply?: unknown; error?: string }> {
+    let prompts: unknown[];
+    try {
+      prompts = normalisePrompts(input);
+    } catch (err) {
+      return { ok: false, error: (err as Error).message };
+    }
+    this.prompts = prompts;
+    const at = new Date().toISOString();
+    const peer = this.peer;
+    if (!peer || this.webrtcState !== "connected") {
+      // Not lost: the next /offer carries the newest prompts.
+      this.lastPromptUpdate = { at, ok: true, reply: "queued until ComfyStream is connected" };
+      return { ok: true, reply: this.lastPromptUpdate.reply };
+    }
+    try {
+      const reply = await peer.updatePrompts(prompts);
+      const ok = reply.success !== false;
+      if (ok) this.promptsGeneration++;
+      this.lastPromptUpdate = { at, ok, reply };
+      this.log.info({ reply }, "prompts updated");
+      this.emitStatus();
+      return ok ? { ok, reply } : { ok, reply, error: "ComfyStream rejected the prompts" };
+    } catch (err) {
+      const error = (err as Error).message;
+      this.lastPromptUpdate = { at, ok: false, error };
+      this.log.warn({ err: error }, "prompt update failed");
+      return { ok: false, error };
+    }
+  }
+
+  status(): SessionStatus {
+    const now = performance.now();
+    const caps = this.config.queueCapacities;
+    const status: SessionStatus = {
+      id: this.id,
+      state: this.state,
+      webrtcState: this.webrtcState,
+      createdAt: this.createdAt.toISOString(),
+      inputUrl: this.config.inputUrl,
+      outputUrl: this.config.outputUrl,
+      comfystreamUrl: this.config.comfystreamUrl,
+      width: this.config.width,
+      height: this.config.height,
+      frameRate: this.config.frameRate,
+      mode: this.config.mode,
+      queues: {
+        decodedFrames: { size: this.pacer.size, capacity: caps.decodedFrames, dropped: this.pacer.dropped },
+        processedFrames: {
+          size: this.processedQueue.length,
+          capacity: caps.processedFrames,
+          dropped: this.processedDropped,
+        },
+        outputSegments: {
+          size: this.pendingSegmentEnds,
+          capacity: caps.outputSegments,
+          dropped: this.outputSegmentsDropped,
+        },
+      },
+      fps: { input: this.inputRate.rate(now), output: this.outputRate.rate(now) },
+      frames: {
+        in: this.counters.framesIn,
+        sent: this.counters.framesSent,
+        returned: this.counters.framesReturned,
+        out: this.counters.framesOut,
+        dropped: this.counters.inputFramesDropped + this.pacer.dropped + this.processedDropped,
+      },
+      segments: {
+        in: this.counters.segmentsIn,
+        out: this.counters.segmentsOut,
+        dropped: this.counters.segmentsDropped,
+        corrupt: this.counters.segmentsCorrupt,
+      },
+      latencyMs: { p50: this.latency.percentile(50), p95: this.latency.percentile(95), samples: this.latency.size },
+      reconnects: this.counters.reconnects,
+      ffmpegRestarts: this.counters.ffmpegRestarts,
+      promptsGeneration: this.promptsGeneration,
+    };
+    if (this.config.controlUrl) status.controlUrl = this.config.controlUrl;
+    if (this.config.eventsUrl) status.eventsUrl = this.config.eventsUrl;
+    if (this.startedAt) status.startedAt = this.startedAt.toISOString();
+    if (this.endedAt) status.endedAt = this.endedAt.toISOString();
+    if (this.lastPromptUpdate) status.lastPromptUpdate = this.lastPromptUpdate;
+    if (this.lastError) status.lastError = this.lastError;
+    return status;
+  }
+
+  /** Wall-clock ms of the last input segment byte and the last output frame, for liveness reports. */
+  activity(): { lastInputAt: number | undefined; lastOutputAt: number | undefined } {
+    return { lastInputAt: this.lastInputAt, lastOutputAt: this.lastOutputAt };
+  }
+
+  // ---- input: trickle → demux (count, validate, PTS) → ffmpeg ------------------------------------
+
+  private async readInput(): Promise<void> {
+    const subscriber = this.subscriber!;
+    try {
+      for (;;) {
+        const segment = await subscriber.next();
+        if (!segment) break;
+        if (this.isEnded()) {
+          segment.discard();
+          return;
+        }
+        await this.relayInputSegment(segment);
+      }
+      if (this.isEnded()) return;
+      this.log.info("input stream ended");
+      await this.finish("completed");
+    } catch (err) {
+      if (this.isEnded()) return;
+      await this.fail("InputFailed", err);
+    }
+  }
+
+  /**
+   * Streams one input segment into ffmpeg. The head is held until the demuxer has found a video PES,
+   * so a corrupt or non-video segment is skipped whole instead of confusing the decoder. Segments
+   * start on keyframes, so skipping whole ones (when behind, or while ComfyStream is away) keeps the
+   * decoded stream clean.
+   */
+  private async relayInputSegment(segment: SubscribedSegment): Promise<void> {
+    this.counters.segmentsIn++;
+    let frames = 0;
+    let firstPts: number | undefined;
+    const demuxer = new TsDemuxer({
+      onAccessUnit: (au) => {
+        frames++;
+        if (au.pts !== undefined) {
+          firstPts ??= au.pts;
+          this.lastInputPts = au.pts;
+        }
+        this.counters.framesIn++;
+        this.inputRate.mark();
+      },
+    });
+    const drop = this.shouldDropInputSegment();
+    const held: Buffer[] = [];
+    let validated = false;
+    let heldBytes = 0;
+    for await (const chunk of segment.body) {
+      this.lastInputAt = Date.now();
+      demuxer.push(chunk);
+      if (drop || this.isEnded()) continue;
+      if (!validated) {
+        held.push(chunk);
+        heldBytes += chunk.length;
+        if (demuxer.stats.videoPid === undefined || demuxer.stats.accessUnits === 0) {
+          if (heldBytes > 4 * 1024 * 1024) break; // no video within 4 MiB: not a video segment
+          continue;
+        }
+        validated = true;
+        this.noteFirstPtsIntoFfmpeg(firstPts);
+        for (const piece of held) await this.ffmpeg?.write(piece);
+        held.length = 0;
+        continue;
+      }
+      await this.ffmpeg?.write(chunk);
+    }
+    demuxer.flush();
+    if (!validated && !drop) {
+      if (frames > 0 && !this.isEnded()) {
+        // A segment whose only frame completed at flush: still usable.
+        this.noteFirstPtsIntoFfmpeg(firstPts);
+        for (const piece of held) await this.ffmpeg?.write(piece);
+        return;
+      }
+      this.counters.segmentsCorrupt++;
+      this.log.warn({ seq: segment.seq, stats: demuxer.stats }, "skipped an input segment with no video frames");
+      return;
+    }
+    if (drop) {
+      this.counters.segmentsDropped++;
+      this.counters.inputFramesDropped += frames;
+      this.log.debug({ seq: segment.seq, frames }, "dropped an input segment");
+    }
+  }
+
+  private shouldDropInputSegment(): boolean {
+    if (this.webrtcState !== "connected") return true;
+    if (!this.ffmpeg || !this.ffmpeg.running) return true;
+    // Behind: more frames waiting to go out than the queue holds.
+    return this.pacer.size >= this.config.queueCapacities.decodedFrames;
+  }
+
+  private noteFirstPtsIntoFfmpeg(pts: number | undefined): void {
+    if (this.firstPtsIntoFfmpeg === undefined && pts !== undefined) this.firstPtsIntoFfmpeg = pts;
+  }
+
+  // ---- forward: ffmpeg RTP → frames → pacer → WebRTC ----------------------------------------------
+
+  private async startTranscoder(): Promise<void> {
+    const socket = createSocket("udp4");
+    await new Promise<void>((resolve, reject) => {
+      socket.once("error", reject);
+      socket.bind(0, "127.0.0.1", () => resolve());
+    });
+    socket.on("message", (packet) => this.assembler.push(packet));
+    this.rtpSocket = socket;
+    const ffmpegBinary = await resolveFfmpeg();
+    const args = forwardTranscodeArgs({
+      width: this.config.width,
+      height: this.config.height,
+      frameRate: this.config.frameRate,
+      rtpPort: (socket.address() as AddressInfo).port,
+    });
+    this.ffmpeg = new FfmpegProcess({ path: ffmpegBinary.path, args, logger: this.log });
+    this.ffmpeg.on("exit", (info: { code: number | null; signal: string | null }) => this.onFfmpegExit(info));
+    this.ffmpeg.start();
+    this.log.info({ ffmpeg: ffmpegBinary.path, version: ffmpegBinary.version }, "transcoder started");
+  }
+
+  private onFfmpegExit(info: { code: number | null; signal: string | null }): void {
+    if (this.isEnded() || this.stopping) return;
+    const detail = `ffmpeg exited (code ${info.code ?? "none"}, signal ${info.signal ?? "none"}): ${this.ffmpeg?.stderrTail() ?? ""}`;
+    this.setError("TranscoderCrashed", detail);
+    this.assembler.flush();
+    this.ffmpegTimestampBase = undefined;
+    this.firstPtsIntoFfmpeg = undefined;
+    if (!this.ffmpeg?.restart()) {
+      void this.fail("TranscoderFailed", new Error(`${detail} (restart budget exhausted)`));
+      return;
+    }
+    this.counters.ffmpegRestarts++;
+    this.log.warn({ restarts: this.counters.ffmpegRestarts }, "transcoder restarted");
+    this.emitStatus();
+  }
+
+  private onTranscodedFrame(frame: RtpFrame): void {
+    if (this.ffmpegTimestampBase === undefined) {
+      if (this.firstPtsIntoFfmpeg === undefined) return;
+      this.ffmpegTimestampBase = (frame.rtpTimestamp - (this.firstPtsIntoFfmpeg % RTP_WRAP) + RTP_WRAP) % RTP_WRAP;
+    }
+    const pts32 = (frame.rtpTimestamp - this.ffmpegTimestampBase + RTP_WRAP) % RTP_WRAP;
+    this.pacer.push({ pts: this.extendTo33Bits(pts32), keyframe: frame.keyframe, packets: frame.packets });
+  }
+
+  /** RTP carries 32 bits of a 33-bit PTS: pick the 33-bit value nearest the latest input PTS. */
+  private extendTo33Bits(pts32: number): number {
+    const reference = this.lastInputPts ?? pts32;
+    const candidates = [pts32, pts32 + RTP_WRAP];
+    let best = pts32;
+    let bestDistance = Infinity;
+    for (const c of candidates) {
+      let d = Math.abs(c - reference);
+      d = Math.min(d, PTS_WRAP - d);
+      if (d < bestDistance) {
+        best = c;
+        bestDistance = d;
+      }
+    }
+    return best % PTS_WRAP;
+  }
+
+  private sendFrame(frame: PacedFrame): void {
+    const peer = this.peer;
+    if (!peer || this.webrtcState !== "connected") return;
+    if (this.waitForInputKeyframe) {
+      if (!frame.keyframe) return;
+      this.waitForInputKeyframe = false;
+    }
+    const rtpTs = frame.pts % RTP_WRAP;
+    for (const packet of frame.packets) {
+      setRtpTimestamp(packet, rtpTs);
+      peer.sendRtp(packet);
+    }
+    this.counters.framesSent++;
+    this.matcher.recordSent({ rtpTimestamp: rtpTs, pts: frame.pts, sentAt: performance.now() });
+  }
+
+  // ---- WebRTC: connect, reconnect with backoff ----------------------------------------------------
+
+  private connectPeer(): void {
+    if (this.isEnded() || this.connecting) return;
+    this.connecting = this.runConnect().finally(() => (this.connecting = undefined));
+  }
+
+  private async runConnect(): Promise<void> {
+    const previous = this.peer;
+    this.peer = undefined;
+    if (previous) {
+      // ComfyStream serves one peer: the stale one must be gone before the next /offer.
+      previous.removeAllListeners();
+      await previous.close().catch(() => undefined);
+    }
+    this.matcher.reset();
+    this.depacketizer.reset?.();
+    this.waitForInputKeyframe = true;
+    this.setWebRtcState("connecting");
+    if (this.state !== "degraded") this.setState("connecting");
+    const peer = new ComfyStreamPeer({
+      comfystreamUrl: this.config.comfystreamUrl,
+      prompts: this.prompts,
+      width: this.config.width,
+      height: this.config.height,
+      iceAddresses: this.config.iceAddresses,
+      logger: this.log,
+    });
+    peer.on("rtp", (packet) => this.onReturnedRtp(packet));
+    peer.on("state", (state: WebRtcConnectionState) => {
+      if (this.peer !== peer) return;
+      this.setWebRtcState(state);
+      if (state === "failed" || state === "disconnected" || state === "closed") this.onPeerLost(state);
+    });
+    this.peer = peer;
+    try {
+      await peer.connect();
+      if (this.isEnded() || this.peer !== peer) {
+        await peer.close();
+        return;
+      }
+      this.consecutiveConnectFailures = 0;
+      this.promptsGeneration = Math.max(this.promptsGeneration, 1);
+      this.setWebRtcState("connected");
+      this.setState("running");
+      this.log.info("connected to ComfyStream");
+    } catch (err) {
+      if (this.isEnded()) return;
+      this.consecutiveConnectFailures++;
+      this.setError("ComfyStreamConnectFailed", (err as Error).message);
+      this.setWebRtcState("failed");
+      const budget = this.options.reconnectBudget ?? 10;
+      if (this.consecutiveConnectFailures >= budget) {
+        await this.fail(
+          "ComfyStreamUnavailable",
+          new Error(`gave up after ${budget} failed connects to ComfyStream: ${(err as Error).message}`),
+        );
+        return;
+      }
+      this.scheduleReconnect();
+    }
+  }
+
+  private onPeerLost(state: WebRtcConnectionState): void {
+    if (this.isEnded() || this.stopping) return;
+    this.setError("ComfyStreamDisconnected", `WebRTC connection ${state}`);
+    this.pacer.clear();
+    this.scheduleReconnect();
+  }
+
+  private scheduleReconnect(): void {
+    if (this.reconnectTimer || this.isEnded()) return;
+    const [min, max] = this.options.reconnectBackoffMs ?? [500, 30_000];
+    const delay = Math.min(max, min * 2 ** Math.max(0, this.consecutiveConnectFailures - 1));
+    this.setState("degraded");
+    this.log.warn({ delayMs: delay }, "reconnecting to ComfyStream");
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = undefined;
+      this.counters.reconnects++;
+      this.connectPeer();
+    }, delay);
+  }
+
+  // ---- return: RTP → access units → MPEG-TS segments → trickle output ----------------------------
+
+  private onReturnedRtp(packet: {
+    header: { timestamp: number; marker: boolean; sequenceNumber: number };
+    payload: Buffer;
+  }): void {
+    for (const au of this.depacketizer.push(packet)) {
+      this.counters.framesReturned++;
+      const matched = this.matcher.match(au.rtpTimestamp);
+      if (matched.latencyMs !== undefined) this.latency.add(matched.latencyMs);
+      this.enqueueProcessed({ annexB: au.annexB, pts: matched.pts, keyframe: au.keyframe });
+    }
+  }
+
+  private enqueueProcessed(frame: { annexB: Buffer; pts: number; keyframe: boolean }): void {
+    if (this.droppingOutputUntilIdr && !frame.keyframe) {
+      this.processedDropped++;
+      return;
+    }
+    this.droppingOutputUntilIdr = false;
+    if (
+      this.processedQueue.length >= this.config.queueCapacities.processedFrames ||
+      this.pendingSegmentEnds >= this.config.queueCapacities.outputSegments
+    ) {
+      // The output POST is stalled: drop up to the next IDR and start a fresh segment there.
+      this.processedDropped += this.processedQueue.length + 1;
+      this.processedQueue.length = 0;
+      this.droppingOutputUntilIdr = true;
+      this.closeOpenSegment();
+      return;
+    }
+    this.processedQueue.push(frame);
+    if (!this.outputLoopRunning) void this.runOutputLoop();
+  }
+
+  private async runOutputLoop(): Promise<void> {
+    this.outputLoopRunning = true;
+    try {
+      while (this.processedQueue.length > 0) {
+        const frame = this.processedQueue.shift()!;
+        await this.writeOutputFrame(frame);
+      }
+    } catch (err) {
+      if (!this.isEnded()) await this.fail("OutputFailed", err);
+    } finally {
+      this.outputLoopRunning = false;
+    }
+  }
+
+  private async writeOutputFrame(frame: { annexB: Buffer; pts: number; keyframe: boolean }): Promise<void> {
+    const publisher = this.publisher;
+    if (!publisher) return;
+    const cut = this.segmenter.shouldCut(frame.pts, frame.keyframe);
+    if (!this.openSegment && !cut) {
+      this.processedDropped++; // before the first IDR there is nothing a segment could start with
+      return;
+    }
+    if (cut) {
+      this.closeOpenSegment();
+      this.openSegment = { writer: await publisher.nextSegment(), startedAt: Date.now() };
+    }
+    const bytes = this.muxer.muxAccessUnit({ annexB: frame.annexB, pts: frame.pts, keyframe: frame.keyframe }, cut);
+    await this.openSegment!.writer.write(bytes);
+    this.counters.framesOut++;
+    this.outputRate.mark();
+    this.lastOutputAt = Date.now();
+  }
+
+  private closeOpenSegment(): void {
+    const segment = this.openSegment;
+    if (!segment) return;
+    this.openSegment = undefined;
+    this.pendingSegmentEnds++;
+    segment.writer
+      .end()
+      .then(() => this.counters.segmentsOut++)
+      .catch((err: unknown) => {
+        this.outputSegmentsDropped++;
+        this.log.warn({ err: (err as Error).message, seq: segment.writer.seq }, "output segment failed");
+      })
+      .finally(() => this.pendingSegmentEnds--);
+  }
+
+  // ---- control and events -------------------------------------------------------------------------
+
+  private async readControl(url: string): Promise<void> {
+    const reader = new TrickleControlReader(url, { insecureTls: this.config.insecureTls, logger: this.log });
+    this.controlReader = reader;
+    try {
+      for await (const message of reader) {
+        if (this.isEnded()) break;
+        let prompts: unknown[] | undefined;
+        try {
+          prompts = promptsFromControlMessage(message);
+        } catch (err) {
+          this.log.warn({ err: (err as Error).message }, "ignored a control message");
+          continue;
+        }
+        if (prompts) await this.updatePrompts(prompts);
+      }
+    } catch (err) {
+      if (!this.isEnded()) this.log.warn({ err: (err as Error).message }, "control channel ended with an error");
+    }
+  }
+
+  private startEvents(url: string): void {
+    this.eventsWriter = new TrickleEventsWriter(url, { insecureTls: this.config.insecureTls, logger: this.log });
+    const startTimeMs = this.createdAt.getTime();
+    const send = () => {
+      const event = buildStatusEvent(this.status(), { startTimeMs, lastParams: this.prompts });
+      this.eventsWriter?.write(event, "ai_stream_status").catch((err: unknown) => {
+        this.log.debug({ err: (err as Error).message }, "status event not delivered");
+      });
+    };
+    this.eventsTimer = setInterval(send, this.options.eventsIntervalMs ?? 10_000);
+    this.eventsTimer.unref();
+  }
+
+  // ---- state, errors, teardown ----------------------------------------------------------------------
+
+  private isEnded(): boolean {
+    return this.state === "completed" || this.state === "stopped" || this.state === "failed";
+  }
+
+  private setState(state: SessionState): void {
+    if (this.state === state || this.isEnded()) return;
+    this.state = state;
+    this.emitStatus();
+  }
+
+  private setWebRtcState(state: WebRtcConnectionState): void {
+    if (this.webrtcState === state) return;
+    this.webrtcState = state;
+    this.emitStatus();
+  }
+
+  private setError(reason: string, message: string): void {
+    this.lastError = { at: new Date().toISOString(), reason, message };
+    this.log.warn({ reason, message }, "relay session error");
+    this.emitStatus();
+  }
+
+  private emitStatus(): void {
+    this.emit("status", this.status());
+  }
+
+  private async fail(reason: string, err: unknown): Promise<void> {
+    this.setError(reason, (err as Error)?.message ?? String(err));
+    await this.finish("failed");
+  }
+
+  private async finish(finalState: "completed" | "stopped" | "failed"): Promise<void> {
+    if (this.stopping) return this.ended;
+    this.stopping = true;
+    if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    if (this.eventsTimer) clearInterval(this.eventsTimer);
+    this.subscriber?.close();
+    this.controlReader?.close();
+
+    if (finalState === "completed") {
+      // Let the transcoder and ComfyStream hand back what is still in flight.
+      this.ffmpeg?.endInput();
+      await this.waitForDrain(this.options.drainTimeoutMs ?? 3000);
+    }
+    this.pacer.stop();
+    await this.ffmpeg?.stop().catch(() => undefined);
+    this.rtpSocket?.close();
+    const peer = this.peer;
+    this.peer = undefined;
+    await peer?.close().catch(() => undefined);
+    this.setWebRtcState("closed");
+
+    while (this.outputLoopRunning) await new Promise((r) => setTimeout(r, 10));
+    this.closeOpenSegment();
+    const deadline = Date.now() + 5000;
+    while (this.pendingSegmentEnds > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    // Ending the output channel tells downstream the stream is over (trickle-protocol.md §5.3).
+    await this.publisher?.close().catch((err: unknown) => {
+      this.log.warn({ err: (err as Error).message }, "closing the output channel failed");
+    });
+    if (this.eventsWriter) {
+      const event = buildStatusEvent(this.status(), { startTimeMs: this.createdAt.getTime() });
+      await this.eventsWriter.write(event, "ai_stream_status").catch(() => undefined);
+      await this.eventsWriter.close().catch(() => undefined);
+    }
+    this.endedAt = new Date();
+    this.state = finalState;
+    this.log.info({ state: finalState, status: this.status() }, "relay session ended");
+    this.emitStatus();
+    this.emit("end", this.status());
+    this.resolveEnded();
+  }
+
+  private async waitForDrain(timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    let lastReturned = -1;
+    let quietSince = Date.now();
+    while (Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 100));
+      if (this.counters.framesReturned !== lastReturned) {
+        lastReturned = this.counters.framesReturned;
+        quietSince = Date.now();
+      }
+      const inFlight = this.pacer.size + this.processedQueue.length;
+      if (inFlight === 0 && this.counters.framesReturned >= this.counters.framesSent) return;
+      if (inFlight === 0 && Date.now() - quietSince > 1000) return;
+    }
+  }
+}

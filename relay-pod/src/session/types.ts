@@ -1,0 +1,94 @@
+/**
+ * The relay session's configuration and the status snapshot it exposes. Everything that reports
+ * on a session (REST status, Prometheus, the RelaySession status, trickle events) reads this one
+ * snapshot shape, so the numbers agree everywhere.
+ */
+
+export type RelayMode = "transcode" | "passthrough";
+
+export interface QueueCapacities {
+  /** Input frames demuxed and waiting to go out over WebRTC (in the transcoder or the pacer). */
+  decodedFrames: number;
+  /** Frames returned by ComfyStream waiting to be muxed into the output stream. */
+  processedFrames: number;
+  /** Finished output segments whose trickle POST has not completed. */
+  outputSegments: number;
+}
+
+export const DEFAULT_QUEUE_CAPACITIES: QueueCapacities = {
+  decodedFrames: 100,
+  processedFrames: 100,
+  outputSegments: 50,
+};
+
+export interface RelaySessionConfig {
+  id: string;
+  inputUrl: string;
+  /** Defaults to the input URL + "-out" (Livepeer's naming). */
+  outputUrl: string;
+  controlUrl?: string;
+  eventsUrl?: string;
+  comfystreamUrl: string;
+  /** ComfyUI API-format workflow(s), sent to ComfyStream as `prompts`. */
+  prompts: unknown;
+  width: number;
+  height: number;
+  frameRate: number;
+  mode: RelayMode;
+  /** Shortest output segment; a new one starts at the first IDR after this much PTS. */
+  segmentDurationSec: number;
+  queueCapacities: QueueCapacities;
+  /** Addresses WebRTC gathers host candidates on (loopback in tests, the pod IP in clusters). */
+  iceAddresses: string[];
+  insecureTls: boolean;
+}
+
+export type SessionState =
+  | "starting" // subscribing to the input, starting the transcoder
+  | "connecting" // WebRTC offer/answer with ComfyStream in progress
+  | "running" // frames flowing both ways
+  | "degraded" // running, but ComfyStream is reconnecting or frames are being dropped
+  | "completed" // input ended; output closed
+  | "stopped" // stopped on request
+  | "failed"; // gave up; lastError says why
+
+export type WebRtcConnectionState = "new" | "connecting" | "connected" | "disconnected" | "failed" | "closed";
+
+export interface QueueSnapshot {
+  size: number;
+  capacity: number;
+  dropped: number;
+}
+
+export interface SessionStatus {
+  id: string;
+  state: SessionState;
+  webrtcState: WebRtcConnectionState;
+  createdAt: string;
+  startedAt?: string;
+  endedAt?: string;
+  inputUrl: string;
+  outputUrl: string;
+  controlUrl?: string;
+  eventsUrl?: string;
+  comfystreamUrl: string;
+  width: number;
+  height: number;
+  frameRate: number;
+  mode: RelayMode;
+  queues: {
+    decodedFrames: QueueSnapshot;
+    processedFrames: QueueSnapshot;
+    outputSegments: QueueSnapshot;
+  };
+  fps: { input: number; output: number };
+  frames: { in: number; sent: number; returned: number; out: number; dropped: number };
+  segments: { in: number; out: number; dropped: number; corrupt: number };
+  latencyMs: { p50: number | null; p95: number | null; samples: number };
+  reconnects: number;
+  ffmpegRestarts: number;
+  /** Generation of the prompts ComfyStream last acknowledged (1 = the initial prompts). */
+  promptsGeneration: number;
+  lastPromptUpdate?: { at: string; ok: boolean; reply?: unknown; error?: string };
+  lastError?: { at: string; reason: string; message: string };
+}
