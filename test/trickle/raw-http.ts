@@ -48,7 +48,13 @@ export interface RequestOptions {
 export function openRequest(url: string, options: RequestOptions = {}): OpenRequest {
   const startedAt = Date.now();
   const interim: Array<{ status: number; at: number }> = [];
-  const req = http.request(url, {
+  // Split by hand: WHATWG URL parsing would normalise paths such as "%2E%2E" that tests send on purpose.
+  const parts = /^http:\/\/([^/:]+):(\d+)(\/.*)$/.exec(url);
+  if (parts === null) throw new Error(`unsupported test URL: ${url}`);
+  const req = http.request({
+    host: parts[1],
+    port: Number(parts[2]),
+    path: parts[3],
     method: options.method ?? "GET",
     headers: options.headers ?? {},
     agent: false,
