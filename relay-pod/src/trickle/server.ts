@@ -17,7 +17,9 @@
  *   deterministic. Re-POST of a still-open seq appends to it (§5.1, like GL).
  * - A POST whose client aborts before sending any byte leaves the segment as it was (open, nextWrite
  *   unchanged), so a publisher may retry the same seq; after some bytes it gets 500 "Server error\n"
- *   (if the socket still exists) and the segment is left open (§5.1).
+ *   (if the socket still exists; always for a malformed chunked body) and the segment is left open (§5.1).
+ * - A zero-byte completion caused by DELETE {ch} does not move nextWrite, so waiters woken by the
+ *   same DELETE report the pre-close Lp-Trickle-Latest (matches S13).
  * - Segment size cap (`maxSegmentBytes`, default 64 MiB; GL has none): a POST that would take a
  *   segment past the cap stores the bytes up to exactly the cap, closes the segment (subscribers end
  *   normally with those bytes), and gets 413 "Segment too large: limit is N bytes\n" with
@@ -244,6 +246,7 @@ export class TrickleServer {
     return true;
   }
 
+  /** Listens on its own node:http server. Host defaults to loopback; pass "0.0.0.0" to serve other machines. */
   async listen(port: number, host = "127.0.0.1"): Promise<{ port: number; host: string; url: string }> {
     if (this.httpServer !== undefined) throw new Error("TrickleServer is already listening");
     const server = http.createServer({
