@@ -58,7 +58,9 @@ async function main(): Promise<void> {
   const results: ScenarioResult[] = [];
   for (const publishMbps of [2, 20]) {
     for (const subscribers of [1, 10, 100]) {
-      process.stderr.write(`scenario: ${publishMbps} Mbit/s to ${subscribers} subscribers, ${seconds} s ... `);
+      process.stderr.write(
+        `scenario: ${publishMbps} Mbit/s to ${subscribers} subscribers, ${seconds} s ... `,
+      );
       const result = await runScenario(publishMbps, subscribers, seconds);
       results.push(result);
       process.stderr.write(
@@ -71,7 +73,12 @@ async function main(): Promise<void> {
     benchmark: "trickle",
     command: "npm run bench:trickle",
     date: new Date().toISOString(),
-    machine: { cpu: cpus()[0]?.model, cores: cpus().length, memoryGiB: Math.round(totalmem() / 2 ** 30), node: process.version },
+    machine: {
+      cpu: cpus()[0]?.model,
+      cores: cpus().length,
+      memoryGiB: Math.round(totalmem() / 2 ** 30),
+      node: process.version,
+    },
     method:
       "trickle server in a child process on 127.0.0.1; one publisher writing 20 ms chunks into 1 s segments; " +
       "N subscribers from seq -1; latency = subscriber read time - publisher write time, same clock",
@@ -84,14 +91,21 @@ async function main(): Promise<void> {
   process.stderr.write(`results written to ${out}\n`);
 }
 
-async function runScenario(publishMbps: number, subscriberCount: number, seconds: number): Promise<ScenarioResult> {
+async function runScenario(
+  publishMbps: number,
+  subscriberCount: number,
+  seconds: number,
+): Promise<ScenarioResult> {
   const server = await startServerChild();
   const channelUrl = `${server.url}bench`;
   const latencies: number[] = [];
   let bytesDelivered = 0;
   let chunksReceived = 0;
 
-  const subscribers = Array.from({ length: subscriberCount }, () => new TrickleSubscriber(channelUrl, { startSeq: -1 }));
+  const subscribers = Array.from(
+    { length: subscriberCount },
+    () => new TrickleSubscriber(channelUrl, { startSeq: -1 }),
+  );
   const readers = subscribers.map(async (subscriber) => {
     try {
       for await (const segment of subscriber) {
@@ -157,7 +171,8 @@ async function runScenario(publishMbps: number, subscriberCount: number, seconds
   await server.stop();
 
   latencies.sort((a, b) => a - b);
-  const pct = (p: number) => round(latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))] ?? NaN);
+  const pct = (p: number) =>
+    round(latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))] ?? NaN);
   const expected = bytesPublished * subscriberCount;
   return {
     publishMbps,
@@ -181,7 +196,9 @@ interface ServerChild {
 }
 
 async function startServerChild(): Promise<ServerChild> {
-  const child: ChildProcess = fork(fileURLToPath(import.meta.url), ["--server-child"], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
+  const child: ChildProcess = fork(fileURLToPath(import.meta.url), ["--server-child"], {
+    stdio: ["ignore", "inherit", "inherit", "ipc"],
+  });
   const url = await new Promise<string>((resolvePromise, reject) => {
     const timer = setTimeout(() => reject(new Error("benchmark server did not start within 10 s")), 10_000);
     child.once("message", (m: { url: string }) => {
@@ -224,7 +241,11 @@ function round(n: number, digits = 1): number {
   return Math.round(n * f) / f;
 }
 
-function toMarkdown(report: { date: string; machine: Record<string, unknown>; results: ScenarioResult[] }): string {
+function toMarkdown(report: {
+  date: string;
+  machine: Record<string, unknown>;
+  results: ScenarioResult[];
+}): string {
   const lines = [
     `# Trickle benchmark (${report.date})`,
     "",

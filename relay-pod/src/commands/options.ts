@@ -12,13 +12,15 @@ export function parsePort(value: string): number {
 
 export function parsePositiveNumber(value: string): number {
   const n = Number(value);
-  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError(`expected a positive number, got "${value}"`);
+  if (!Number.isFinite(n) || n <= 0)
+    throw new InvalidArgumentError(`expected a positive number, got "${value}"`);
   return n;
 }
 
 export function parsePositiveInteger(value: string): number {
   const n = Number(value);
-  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError(`expected a positive integer, got "${value}"`);
+  if (!Number.isInteger(n) || n <= 0)
+    throw new InvalidArgumentError(`expected a positive integer, got "${value}"`);
   return n;
 }
 
@@ -32,9 +34,11 @@ export function parseDimension(value: string): number {
 }
 
 export function parseSeq(value: string): number {
-  if (!/^-?\d+$/.test(value)) throw new InvalidArgumentError(`expected an integer sequence number, got "${value}"`);
+  if (!/^-?\d+$/.test(value))
+    throw new InvalidArgumentError(`expected an integer sequence number, got "${value}"`);
   const n = Number(value);
-  if (n < -2) throw new InvalidArgumentError(`sequence numbers are >= 0, or -1 (next) / -2 (current); got ${n}`);
+  if (n < -2)
+    throw new InvalidArgumentError(`sequence numbers are >= 0, or -1 (next) / -2 (current); got ${n}`);
   return n;
 }
 

@@ -22,7 +22,12 @@ export function addSessionOptions(command: Command): Command {
     .option("--height <px>", "height of the frames sent to ComfyStream", parseDimension, 512)
     .option("--frame-rate <fps>", "highest frame rate sent to ComfyStream", parsePositiveNumber, 30)
     .option("--prompts <file>", "JSON file with the ComfyUI API-format workflow(s) (default: passthrough)")
-    .option("--segment-duration <seconds>", "shortest output segment (cut at the next IDR)", parsePositiveNumber, 1)
+    .option(
+      "--segment-duration <seconds>",
+      "shortest output segment (cut at the next IDR)",
+      parsePositiveNumber,
+      1,
+    )
     .option(
       "--ice-address <addr>",
       "address to gather WebRTC candidates on (repeatable; default $TRICKLE_RELAY_ICE_ADDRESSES)",
@@ -30,7 +35,12 @@ export function addSessionOptions(command: Command): Command {
       [],
     )
     .option("--queue-decoded-frames <n>", "capacity of the decoded-frames queue", parsePositiveInteger, 100)
-    .option("--queue-processed-frames <n>", "capacity of the processed-frames queue", parsePositiveInteger, 100)
+    .option(
+      "--queue-processed-frames <n>",
+      "capacity of the processed-frames queue",
+      parsePositiveInteger,
+      100,
+    )
     .option("--queue-output-segments <n>", "capacity of the output-segments queue", parsePositiveInteger, 50)
     .option("--insecure", "do not verify trickle servers' TLS certificates", false);
 }
@@ -49,7 +59,11 @@ export function registerRun(program: Command): void {
     .option("--events <url>", "trickle events channel URL (status every 10 s)", parseHttpUrl)
     .option("--id <id>", "session id used in logs and metrics (default: random)");
   addSessionOptions(command);
-  command.addOption(new Option("--status-interval <seconds>", "log a status line this often").default(10).argParser(parsePositiveNumber));
+  command.addOption(
+    new Option("--status-interval <seconds>", "log a status line this often")
+      .default(10)
+      .argParser(parsePositiveNumber),
+  );
   command.action(async (opts) => {
     const logger = createLogger("trickle-relay");
     const session = new RelaySession(
@@ -70,12 +84,19 @@ export function registerRun(program: Command): void {
 }
 
 /** Runs a session until it ends; returns the process exit code (0 completed/stopped, 1 failed). */
-export async function runToEnd(session: RelaySession, logger: Logger, statusIntervalMs: number): Promise<number> {
+export async function runToEnd(
+  session: RelaySession,
+  logger: Logger,
+  statusIntervalMs: number,
+): Promise<number> {
   onShutdownSignal(async (signal) => {
     logger.info({ signal }, "stopping");
     await session.stop();
   });
-  const timer = setInterval(() => logger.info({ status: summary(session.status()) }, "status"), statusIntervalMs);
+  const timer = setInterval(
+    () => logger.info({ status: summary(session.status()) }, "status"),
+    statusIntervalMs,
+  );
   timer.unref();
   try {
     await session.start();
@@ -110,7 +131,9 @@ export function summary(status: SessionStatus): Record<string, unknown> {
   };
 }
 
-export function sessionInputFromOptions(opts: Record<string, unknown>): Omit<SessionConfigInput, "id" | "inputUrl" | "comfystreamUrl"> {
+export function sessionInputFromOptions(
+  opts: Record<string, unknown>,
+): Omit<SessionConfigInput, "id" | "inputUrl" | "comfystreamUrl"> {
   return {
     prompts: opts.prompts ? readPromptsFile(opts.prompts as string) : [PASSTHROUGH_WORKFLOW],
     width: opts.width as number,

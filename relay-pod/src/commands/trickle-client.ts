@@ -2,13 +2,17 @@ import { createWriteStream, existsSync, mkdirSync, statSync, type WriteStream } 
 import { once } from "node:events";
 import { join } from "node:path";
 import { Option, type Command } from "commander";
-import { TricklePublisher, type SegmentWriter } from "../trickle/publisher.js";
+import { TricklePublisher } from "../trickle/publisher.js";
 import { TrickleSubscriber } from "../trickle/subscriber.js";
-import { TsSegmentCutter } from "../media/ts-cutter.js";
+import { looksLikeMpegTs, SegmentedPublisher } from "./segmented-publisher.js";
 import { createLogger } from "../log.js";
-import { onShutdownSignal, parseHttpUrl, parsePositiveInteger, parsePositiveNumber, parseSeq } from "./options.js";
-
-const TS_PACKET = 188;
+import {
+  onShutdownSignal,
+  parseHttpUrl,
+  parsePositiveInteger,
+  parsePositiveNumber,
+  parseSeq,
+} from "./options.js";
 
 export function registerTrickleClient(program: Command): void {
   const trickle = program.command("trickle").description("Publish to or subscribe from a trickle channel");
@@ -20,7 +24,12 @@ export function registerTrickleClient(program: Command): void {
         "anything else is cut every --segment-bytes.",
     )
     .argument("<url>", "channel URL, e.g. http://127.0.0.1:2939/ai/trickle/mystream", parseHttpUrl)
-    .option("--segment-duration <seconds>", "MPEG-TS: shortest segment, cut at the next keyframe after it", parsePositiveNumber, 1)
+    .option(
+      "--segment-duration <seconds>",
+      "MPEG-TS: shortest segment, cut at the next keyframe after it",
+      parsePositiveNumber,
+      1,
+    )
     .option("--segment-bytes <bytes>", "other content: bytes per segment", parsePositiveInteger, 1024 * 1024)
     .option("--content-type <mime>", "MIME of the data (default: video/MP2T when stdin looks like MPEG-TS)")
     .addOption(
@@ -45,10 +54,21 @@ export function registerTrickleClient(program: Command): void {
 
   trickle
     .command("subscribe")
-    .description("Read a trickle channel and write its segments to a file, a folder (one file per segment) or stdout")
+    .description(
+      "Read a trickle channel and write its segments to a file, a folder (one file per segment) or stdout",
+    )
     .argument("<url>", "channel URL", parseHttpUrl)
-    .option("--start-seq <n>", "first segment: -1 waits for the next, -2 is the current one, n >= 0 that one", parseSeq, -1)
-    .option("--out <target>", "FILE (segments concatenated), DIR/ (one file per segment) or - for stdout", "-")
+    .option(
+      "--start-seq <n>",
+      "first segment: -1 waits for the next, -2 is the current one, n >= 0 that one",
+      parseSeq,
+      -1,
+    )
+    .option(
+      "--out <target>",
+      "FILE (segments concatenated), DIR/ (one file per segment) or - for stdout",
+      "-",
+    )
     .option("--max-segments <n>", "stop after this many segments", parsePositiveInteger)
     .option("--insecure", "do not verify the server's TLS certificate", false)
     .action(async (url: string, opts) => {
@@ -73,14 +93,6 @@ interface PublishOptions {
   logger: ReturnType<typeof createLogger>;
 }
 
-function looksLikeMpegTs(head: Buffer): boolean {
-  if (head.length < TS_PACKET) return head.length > 0 && head[0] === 0x47;
-  for (let offset = 0; offset < Math.min(head.length, TS_PACKET * 3); offset += TS_PACKET) {
-    if (head[offset] !== 0x47) return false;
-  }
-  return true;
-}
-
 async function publishStdin(url: string, options: PublishOptions): Promise<void> {
   const { logger } = options;
   const input = process.stdin[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
@@ -102,86 +114,31 @@ async function publishStdin(url: string, options: PublishOptions): Promise<void>
   });
   await publisher.start();
 
-  let current: { writer: SegmentWriter; bytes: number; startedAt: number } | undefined;
-  let segments = 0;
-  let totalBytes = 0;
+  const segmented = new SegmentedPublisher(publisher, {
+    mpegTs: isTs,
+    segmentDurationSec: options.segmentDurationSec,
+    segmentBytes: options.segmentBytes,
+    onSegmentEnd: ({ seq, bytes, ms }) =>
+      process.stderr.write(`segment ${seq}: ${formatBytes(bytes)} in ${(ms / 1000).toFixed(1)} s\n`),
+  });
   let interrupted = false;
-
-  const startSegment = async () => {
-    current = { writer: await publisher.nextSegment(), bytes: 0, startedAt: Date.now() };
-  };
-  const endSegment = async () => {
-    if (!current) return;
-    const { writer, bytes, startedAt } = current;
-    current = undefined;
-    await writer.end();
-    segments += 1;
-    process.stderr.write(
-      `segment ${writer.seq}: ${formatBytes(bytes)} in ${((Date.now() - startedAt) / 1000).toFixed(1)} s\n`,
-    );
-  };
-  const writeData = async (chunk: Buffer) => {
-    if (!current) await startSegment();
-    current!.bytes += chunk.length;
-    totalBytes += chunk.length;
-    await current!.writer.write(chunk);
-  };
-
-  // The cutter calls back synchronously; the operations are queued and awaited in order so that
-  // stdin is only read again once the publisher has accepted the previous chunk (backpressure).
-  const pending: Array<() => Promise<void>> = [];
-  const drain = async () => {
-    while (pending.length > 0) await pending.shift()!();
-  };
-  let feed: (chunk: Buffer) => void;
-  let finish: () => void;
-  if (isTs) {
-    const cutter = new TsSegmentCutter({
-      minDurationSec: options.segmentDurationSec,
-      onSegmentStart: () => pending.push(startSegment),
-      onData: (chunk) => pending.push(() => writeData(chunk)),
-      onSegmentEnd: () => pending.push(endSegment),
-    });
-    feed = (chunk) => cutter.push(chunk);
-    finish = () => cutter.end();
-  } else {
-    let queuedInSegment = 0;
-    feed = (chunk) => {
-      for (let offset = 0; offset < chunk.length; ) {
-        const piece = chunk.subarray(offset, offset + options.segmentBytes - queuedInSegment);
-        offset += piece.length;
-        queuedInSegment += piece.length;
-        pending.push(() => writeData(piece));
-        if (queuedInSegment === options.segmentBytes) {
-          pending.push(endSegment);
-          queuedInSegment = 0;
-        }
-      }
-    };
-    finish = () => pending.push(endSegment);
-  }
-
   onShutdownSignal(async () => {
     interrupted = true;
-    if (current) await current.writer.abort();
+    await segmented.abort();
     await publisher.close();
   });
 
   try {
-    feed(firstChunk);
-    await drain();
+    await segmented.push(firstChunk);
     for (let next = await input.next(); !next.done && !interrupted; next = await input.next()) {
-      feed(next.value);
-      await drain();
-      if (publisher.closed) throw new Error("the server closed the channel (end of stream)");
+      await segmented.push(next.value);
     }
-    finish();
-    await drain();
+    if (!interrupted) await segmented.end();
   } finally {
     if (!interrupted) {
       if (!options.keepChannel) await publisher.close();
-      logger.info({ segments, bytes: totalBytes }, "published");
-      process.stderr.write(`published ${segments} segments, ${formatBytes(totalBytes)}\n`);
+      logger.info({ segments: segmented.segments, bytes: segmented.bytes }, "published");
+      process.stderr.write(`published ${segmented.segments} segments, ${formatBytes(segmented.bytes)}\n`);
     }
   }
 }
@@ -247,7 +204,9 @@ function extensionFor(contentType: string | undefined): string {
 }
 
 async function closeStream(stream: WriteStream): Promise<void> {
-  await new Promise<void>((resolve, reject) => stream.end((err?: Error | null) => (err ? reject(err) : resolve())));
+  await new Promise<void>((resolve, reject) =>
+    stream.end((err?: Error | null) => (err ? reject(err) : resolve())),
+  );
 }
 
 export function formatBytes(n: number): string {

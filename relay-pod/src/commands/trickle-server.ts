@@ -19,7 +19,12 @@ export function registerTrickleServer(program: Command): void {
     .option("--autocreate", "create channels on first publish (POST {ch}/{seq}) or POST {ch}", true)
     .option("--no-autocreate", "only serve channels given with --channel (orchestrator behaviour)")
     .option("--changefeed", "publish channel additions/removals on the _changes channel", false)
-    .option("--idle-timeout <seconds>", "remove channels with no new segment for this long", parsePositiveNumber, 300)
+    .option(
+      "--idle-timeout <seconds>",
+      "remove channels with no new segment for this long",
+      parsePositiveNumber,
+      300,
+    )
     .option(
       "--max-segment-mb <MiB>",
       "largest segment kept in memory; a bigger upload is refused",
@@ -40,7 +45,10 @@ export function registerTrickleServer(program: Command): void {
         logger,
       });
       const { url } = await server.listen(opts.port as number, opts.host as string);
-      logger.info({ url, channels: channels.map((c) => c.name), autocreate: opts.autocreate }, "trickle server listening");
+      logger.info(
+        { url, channels: channels.map((c) => c.name), autocreate: opts.autocreate },
+        "trickle server listening",
+      );
       process.stdout.write(`trickle server listening on ${url}\n`);
       onShutdownSignal(async () => {
         logger.info("stopping trickle server");

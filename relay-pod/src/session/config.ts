@@ -1,4 +1,9 @@
-import { DEFAULT_QUEUE_CAPACITIES, type QueueCapacities, type RelayMode, type RelaySessionConfig } from "./types.js";
+import {
+  DEFAULT_QUEUE_CAPACITIES,
+  type QueueCapacities,
+  type RelayMode,
+  type RelaySessionConfig,
+} from "./types.js";
 
 /** Livepeer names a stream's output channel after its input: `{mid}` → `{mid}-out` (trickle-protocol.md §12.1). */
 export function defaultOutputUrl(inputUrl: string): string {

@@ -56,7 +56,8 @@ export class FrameMatcher {
 
   match(returnedTimestamp: number, now = performance.now()): MatchedFrame {
     if (this.offset === undefined) this.calibrate(returnedTimestamp);
-    const sentTs = this.offset === undefined ? undefined : (returnedTimestamp - this.offset + RTP_WRAP) % RTP_WRAP;
+    const sentTs =
+      this.offset === undefined ? undefined : (returnedTimestamp - this.offset + RTP_WRAP) % RTP_WRAP;
     const frame = sentTs === undefined ? undefined : this.sent.get(sentTs);
     if (frame) {
       this.unmatchedRun = 0;

@@ -8,7 +8,16 @@ import { TrickleControlReader, TrickleEventsWriter } from "../trickle/json-chann
 import { TsDemuxer } from "../media/ts-demux.js";
 import { TsMuxer } from "../media/ts-mux.js";
 import { IdrSegmenter } from "../media/segmenter.js";
-import { FfmpegProcess, forwardTranscodeArgs, resolveFfmpeg } from "../media/ffmpeg.js";
+import {
+  FfmpegProcess,
+  forwardTranscodeArgs,
+  isRtcpPacket,
+  parseRtcpSenderReport,
+  resolveFfmpeg,
+  rtpBaseFromSenderReport,
+  rtpTimestampToPts,
+  type FfmpegExit,
+} from "../media/ffmpeg.js";
 import { ComfyStreamPeer } from "../webrtc/comfystream-peer.js";
 import { H264Depacketizer } from "../webrtc/h264-depacketizer.js";
 import { buildStatusEvent } from "../report/events.js";
@@ -17,12 +26,7 @@ import { RtpFrameAssembler, setRtpTimestamp, type RtpFrame } from "./rtp-frames.
 import { FrameMatcher } from "./frame-matcher.js";
 import { PercentileWindow, RateMeter } from "./stats.js";
 import { normalisePrompts, promptsFromControlMessage } from "./prompts.js";
-import type {
-  RelaySessionConfig,
-  SessionState,
-  SessionStatus,
-  WebRtcConnectionState,
-} from "./types.js";
+import type { RelaySessionConfig, SessionState, SessionStatus, WebRtcConnectionState } from "./types.js";
 
 export interface RelaySessionOptions {
   logger?: Logger;
@@ -42,7 +46,6 @@ interface OpenSegment {
 }
 
 const RTP_WRAP = 0x1_0000_0000;
-const PTS_WRAP = 0x2_0000_0000;
 
 /**
  * One relay session: trickle input → ffmpeg (transcode, RTP) → pacer → WebRTC to ComfyStream →
@@ -77,7 +80,7 @@ export class RelaySession extends EventEmitter {
   private readonly pacer: FramePacer;
   private readonly assembler: RtpFrameAssembler;
   private readonly matcher = new FrameMatcher();
-  private readonly depacketizer = new H264Depacketizer();
+  private depacketizer = new H264Depacketizer();
   private readonly segmenter: IdrSegmenter;
   private readonly muxer = new TsMuxer();
 
@@ -86,6 +89,7 @@ export class RelaySession extends EventEmitter {
   private firstPtsIntoFfmpeg: number | undefined;
   private lastInputPts: number | undefined;
   private waitForInputKeyframe = true;
+  private restartingTranscoder = false;
 
   private readonly processedQueue: Array<{ annexB: Buffer; pts: number; keyframe: boolean }> = [];
   private processedDropped = 0;
@@ -249,7 +253,11 @@ export class RelaySession extends EventEmitter {
         dropped: this.counters.segmentsDropped,
         corrupt: this.counters.segmentsCorrupt,
       },
-      latencyMs: { p50: this.latency.percentile(50), p95: this.latency.percentile(95), samples: this.latency.size },
+      latencyMs: {
+        p50: this.latency.percentile(50),
+        p95: this.latency.percentile(95),
+        samples: this.latency.size,
+      },
       reconnects: this.counters.reconnects,
       ffmpegRestarts: this.counters.ffmpegRestarts,
       promptsGeneration: this.promptsGeneration,
@@ -344,7 +352,10 @@ export class RelaySession extends EventEmitter {
         return;
       }
       this.counters.segmentsCorrupt++;
-      this.log.warn({ seq: segment.seq, stats: demuxer.stats }, "skipped an input segment with no video frames");
+      this.log.warn(
+        { seq: segment.seq, stats: demuxer.stats },
+        "skipped an input segment with no video frames",
+      );
       return;
     }
     if (drop) {
@@ -356,7 +367,7 @@ export class RelaySession extends EventEmitter {
 
   private shouldDropInputSegment(): boolean {
     if (this.webrtcState !== "connected") return true;
-    if (!this.ffmpeg || !this.ffmpeg.running) return true;
+    if (!this.ffmpeg || !this.ffmpeg.running || this.restartingTranscoder) return true;
     // Behind: more frames waiting to go out than the queue holds.
     return this.pacer.size >= this.config.queueCapacities.decodedFrames;
   }
@@ -373,30 +384,47 @@ export class RelaySession extends EventEmitter {
       socket.once("error", reject);
       socket.bind(0, "127.0.0.1", () => resolve());
     });
-    socket.on("message", (packet) => this.assembler.push(packet));
+    // RTP and RTCP share the port; ffmpeg's sender reports reveal its random RTP timestamp base.
+    socket.on("message", (packet) => {
+      if (!isRtcpPacket(packet)) {
+        this.assembler.push(packet);
+        return;
+      }
+      const report = parseRtcpSenderReport(packet);
+      if (report) this.ffmpegTimestampBase = rtpBaseFromSenderReport(report);
+    });
     this.rtpSocket = socket;
-    const ffmpegBinary = await resolveFfmpeg();
+    const ffmpegBinary = await resolveFfmpeg({ logger: this.log });
+    const port = (socket.address() as AddressInfo).port;
     const args = forwardTranscodeArgs({
       width: this.config.width,
       height: this.config.height,
       frameRate: this.config.frameRate,
-      rtpPort: (socket.address() as AddressInfo).port,
+      rtpPort: port,
+      rtcpPort: port,
     });
-    this.ffmpeg = new FfmpegProcess({ path: ffmpegBinary.path, args, logger: this.log });
-    this.ffmpeg.on("exit", (info: { code: number | null; signal: string | null }) => this.onFfmpegExit(info));
+    this.ffmpeg = new FfmpegProcess({ ffmpegPath: ffmpegBinary.path, args, logger: this.log });
+    this.ffmpeg.on("exit", (info: FfmpegExit) => void this.onFfmpegExit(info));
     this.ffmpeg.start();
     this.log.info({ ffmpeg: ffmpegBinary.path, version: ffmpegBinary.version }, "transcoder started");
   }
 
-  private onFfmpegExit(info: { code: number | null; signal: string | null }): void {
-    if (this.isEnded() || this.stopping) return;
-    const detail = `ffmpeg exited (code ${info.code ?? "none"}, signal ${info.signal ?? "none"}): ${this.ffmpeg?.stderrTail() ?? ""}`;
+  private async onFfmpegExit(info: FfmpegExit): Promise<void> {
+    if (info.requested || this.isEnded() || this.stopping) return;
+    const detail =
+      `ffmpeg exited (code ${info.code ?? "none"}, signal ${info.signal ?? "none"})` +
+      (info.error ? `: ${info.error.message}` : "") +
+      (info.stderrTail ? `: ${info.stderrTail.trim().slice(-500)}` : "");
     this.setError("TranscoderCrashed", detail);
     this.assembler.flush();
     this.ffmpegTimestampBase = undefined;
     this.firstPtsIntoFfmpeg = undefined;
-    if (!this.ffmpeg?.restart()) {
-      void this.fail("TranscoderFailed", new Error(`${detail} (restart budget exhausted)`));
+    // A new ffmpeg must start on a keyframe: the next input segment (segments start on one).
+    this.restartingTranscoder = true;
+    const restarted = await this.ffmpeg!.restart();
+    this.restartingTranscoder = false;
+    if (!restarted) {
+      await this.fail("TranscoderFailed", new Error(`${detail} (restart budget exhausted)`));
       return;
     }
     this.counters.ffmpegRestarts++;
@@ -406,28 +434,13 @@ export class RelaySession extends EventEmitter {
 
   private onTranscodedFrame(frame: RtpFrame): void {
     if (this.ffmpegTimestampBase === undefined) {
+      // No sender report yet: assume the first frame out is the first frame in (ffmpeg keeps PTS).
       if (this.firstPtsIntoFfmpeg === undefined) return;
-      this.ffmpegTimestampBase = (frame.rtpTimestamp - (this.firstPtsIntoFfmpeg % RTP_WRAP) + RTP_WRAP) % RTP_WRAP;
+      this.ffmpegTimestampBase =
+        (frame.rtpTimestamp - (this.firstPtsIntoFfmpeg % RTP_WRAP) + RTP_WRAP) % RTP_WRAP;
     }
-    const pts32 = (frame.rtpTimestamp - this.ffmpegTimestampBase + RTP_WRAP) % RTP_WRAP;
-    this.pacer.push({ pts: this.extendTo33Bits(pts32), keyframe: frame.keyframe, packets: frame.packets });
-  }
-
-  /** RTP carries 32 bits of a 33-bit PTS: pick the 33-bit value nearest the latest input PTS. */
-  private extendTo33Bits(pts32: number): number {
-    const reference = this.lastInputPts ?? pts32;
-    const candidates = [pts32, pts32 + RTP_WRAP];
-    let best = pts32;
-    let bestDistance = Infinity;
-    for (const c of candidates) {
-      let d = Math.abs(c - reference);
-      d = Math.min(d, PTS_WRAP - d);
-      if (d < bestDistance) {
-        best = c;
-        bestDistance = d;
-      }
-    }
-    return best % PTS_WRAP;
+    const pts = rtpTimestampToPts(frame.rtpTimestamp, this.ffmpegTimestampBase, this.lastInputPts ?? 0);
+    this.pacer.push({ pts, keyframe: frame.keyframe, packets: frame.packets });
   }
 
   private sendFrame(frame: PacedFrame): void {
@@ -462,7 +475,7 @@ export class RelaySession extends EventEmitter {
       await previous.close().catch(() => undefined);
     }
     this.matcher.reset();
-    this.depacketizer.reset?.();
+    this.depacketizer = new H264Depacketizer();
     this.waitForInputKeyframe = true;
     this.setWebRtcState("connecting");
     if (this.state !== "degraded") this.setState("connecting");
@@ -590,7 +603,10 @@ export class RelaySession extends EventEmitter {
       this.closeOpenSegment();
       this.openSegment = { writer: await publisher.nextSegment(), startedAt: Date.now() };
     }
-    const bytes = this.muxer.muxAccessUnit({ annexB: frame.annexB, pts: frame.pts, keyframe: frame.keyframe }, cut);
+    const bytes = this.muxer.muxAccessUnit(
+      { annexB: frame.annexB, pts: frame.pts, keyframe: frame.keyframe },
+      cut,
+    );
     await this.openSegment!.writer.write(bytes);
     this.counters.framesOut++;
     this.outputRate.mark();
@@ -630,12 +646,16 @@ export class RelaySession extends EventEmitter {
         if (prompts) await this.updatePrompts(prompts);
       }
     } catch (err) {
-      if (!this.isEnded()) this.log.warn({ err: (err as Error).message }, "control channel ended with an error");
+      if (!this.isEnded())
+        this.log.warn({ err: (err as Error).message }, "control channel ended with an error");
     }
   }
 
   private startEvents(url: string): void {
-    this.eventsWriter = new TrickleEventsWriter(url, { insecureTls: this.config.insecureTls, logger: this.log });
+    this.eventsWriter = new TrickleEventsWriter(url, {
+      insecureTls: this.config.insecureTls,
+      logger: this.log,
+    });
     const startTimeMs = this.createdAt.getTime();
     const send = () => {
       const event = buildStatusEvent(this.status(), { startTimeMs, lastParams: this.prompts });

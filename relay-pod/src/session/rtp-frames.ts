@@ -34,7 +34,7 @@ export function h264PayloadStartsKeyframe(payload: Buffer): boolean {
   if (type === 5 || type === 7) return true;
   if (type === 24) {
     // STAP-A: 16-bit size + NAL, repeated
-    for (let offset = 1; offset + 2 < payload.length; ) {
+    for (let offset = 1; offset + 2 < payload.length;) {
       const size = payload.readUInt16BE(offset);
       const nalType = payload[offset + 2]! & 0x1f;
       if (nalType === 5 || nalType === 7) return true;
