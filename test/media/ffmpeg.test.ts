@@ -18,7 +18,7 @@ import {
 } from "../../relay-pod/src/media/ffmpeg.js";
 import { NAL_IDR, NAL_SPS, parseSps, type SpsInfo } from "../../relay-pod/src/media/h264.js";
 import { TsDemuxer } from "../../relay-pod/src/media/ts-demux.js";
-import { makeH264Ts, makeTempDir } from "./media-helpers.js";
+import { makeH264Ts, makeTempDir, needsFfmpeg } from "./media-helpers.js";
 
 const execFileAsync = promisify(execFile);
 const ffmpegModuleUrl = new URL("../../relay-pod/src/media/ffmpeg.js", import.meta.url).href;
@@ -43,7 +43,7 @@ function waitForExit(process: FfmpegProcess): Promise<FfmpegExit> {
   return new Promise((resolve) => process.once("exit", resolve));
 }
 
-describe("resolveFfmpeg", () => {
+describe("resolveFfmpeg", needsFfmpeg, () => {
   let tmp: { dir: string; cleanup: () => Promise<void> };
   let emptyPath: string;
   let linkedFfmpeg: string;
@@ -109,7 +109,7 @@ describe("resolveFfmpeg", () => {
   });
 });
 
-describe("FfmpegProcess", () => {
+describe("FfmpegProcess", needsFfmpeg, () => {
   let ffmpegPath: string;
   before(async () => {
     ffmpegPath = (await resolveFfmpeg()).path;
@@ -258,6 +258,8 @@ interface RtpCapture {
 async function transcodeToRtp(
   input: Buffer,
   options: { width: number; height: number; frameRate: number },
+  /** RTCP on the RTP port (RFC 5761 style), as the session runs it. */
+  sharedPort = false,
 ): Promise<RtpCapture> {
   const rtp = dgram.createSocket({ type: "udp4", recvBufferSize: 8 * 1024 * 1024 });
   const rtcp = dgram.createSocket("udp4");
@@ -272,7 +274,11 @@ async function transcodeToRtp(
     senderReports: [],
   };
   rtp.on("message", (packet) => {
-    assert.equal(isRtcpPacket(packet), false);
+    if (isRtcpPacket(packet)) {
+      assert.ok(sharedPort, "RTCP only arrives on the RTP port when asked for");
+      capture.senderReports.push(parseRtcpSenderReport(packet));
+      return;
+    }
     capture.packets++;
     capture.payloadTypes.add(packet[1] & 0x7f);
     capture.ssrcs.add(packet.readUInt32BE(8));
@@ -291,7 +297,7 @@ async function transcodeToRtp(
     const args = forwardTranscodeArgs({
       ...options,
       rtpPort: (rtp.address() as { port: number }).port,
-      rtcpPort: (rtcp.address() as { port: number }).port,
+      rtcpPort: ((sharedPort ? rtp : rtcp).address() as { port: number }).port,
       ssrc: 0x12345678,
       bitrate: "500k",
     });
@@ -312,7 +318,7 @@ async function transcodeToRtp(
   return capture;
 }
 
-describe("forward transcode (ffmpeg -> RTP on loopback)", () => {
+describe("forward transcode (ffmpeg -> RTP on loopback)", needsFfmpeg, () => {
   let tmp: { dir: string; cleanup: () => Promise<void> };
   let input: Buffer;
   let inputPts: number[];
@@ -395,8 +401,8 @@ describe("forward transcode (ffmpeg -> RTP on loopback)", () => {
     for (let i = 1; i < outputPts.length; i++) assert.ok(outputPts[i] > outputPts[i - 1], "no reordering");
   });
 
-  it("caps the frame rate by dropping frames, keeping input timestamps", async () => {
-    const capture = await transcodeToRtp(input, { width: 160, height: 120, frameRate: 15 });
+  it("caps the frame rate by dropping frames, keeping input timestamps (RTCP on the RTP port)", async () => {
+    const capture = await transcodeToRtp(input, { width: 160, height: 120, frameRate: 15 }, true);
     const report = capture.senderReports[0];
     assert.ok(report);
     const base = rtpBaseFromSenderReport(report);

@@ -5,7 +5,7 @@ import { findSps, isIdrAccessUnit, nalType, parseSps, splitAnnexB } from "../../
 import { IdrSegmenter } from "../../relay-pod/src/media/segmenter.js";
 import { TsDemuxer, type VideoAccessUnit } from "../../relay-pod/src/media/ts-demux.js";
 import { PTS_MODULUS } from "../../relay-pod/src/media/ts-packet.js";
-import { makeH264Ts, makeTempDir } from "./media-helpers.js";
+import { makeH264Ts, makeTempDir, needsFfmpeg } from "./media-helpers.js";
 
 function demuxAll(data: Buffer): VideoAccessUnit[] {
   const aus: VideoAccessUnit[] = [];
@@ -15,7 +15,7 @@ function demuxAll(data: Buffer): VideoAccessUnit[] {
   return aus;
 }
 
-describe("h264 helpers", () => {
+describe("h264 helpers", needsFfmpeg, () => {
   let tmp: { dir: string; cleanup: () => Promise<void> };
   before(async () => {
     tmp = await makeTempDir("h264");

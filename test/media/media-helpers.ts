@@ -7,6 +7,20 @@ import { promisify } from "node:util";
 
 const execFileAsync = promisify(execFile);
 
+/**
+ * Suites that need real ffmpeg/ffprobe pass this as their options: they skip with a clear reason
+ * when the binaries are missing (npm test installs them via test/infra/setup-system.sh).
+ */
+export const needsFfmpeg: { skip: string | false } = await Promise.all([
+  execFileAsync(process.env.FFMPEG_BIN || "ffmpeg", ["-version"], { timeout: 10_000 }),
+  execFileAsync(process.env.FFPROBE_BIN || "ffprobe", ["-version"], { timeout: 10_000 }),
+]).then(
+  () => ({ skip: false as const }),
+  () => ({
+    skip: "ffmpeg/ffprobe not installed (apt-get install ffmpeg, or set FFMPEG_BIN and FFPROBE_BIN)",
+  }),
+);
+
 export const FFMPEG = process.env.FFMPEG_BIN || "ffmpeg";
 export const FFPROBE = process.env.FFPROBE_BIN || "ffprobe";
 

@@ -5,7 +5,7 @@ import { writeFile } from "node:fs/promises";
 import { TsSegmentCutter } from "../../relay-pod/src/media/ts-cutter.js";
 import { inspectTsSegment, TsDemuxer } from "../../relay-pod/src/media/ts-demux.js";
 import { packetPid } from "../../relay-pod/src/media/ts-packet.js";
-import { makeH264Ts, makeTempDir, probeDecodedFrames, splitRandomly } from "./media-helpers.js";
+import { makeH264Ts, makeTempDir, probeDecodedFrames, splitRandomly, needsFfmpeg } from "./media-helpers.js";
 
 interface CutResult {
   segments: Buffer[];
@@ -60,7 +60,7 @@ function assertStartsWithPsi(segment: Buffer): void {
   assert.ok(pat >= 0 && pmt > pat, `PAT then PMT before the first video packet (pids ${leading.join(",")})`);
 }
 
-describe("TsSegmentCutter", () => {
+describe("TsSegmentCutter", needsFfmpeg, () => {
   let tmp: { dir: string; cleanup: () => Promise<void> };
   let input: Buffer;
   let inputNoRai: Buffer;

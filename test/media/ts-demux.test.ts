@@ -13,6 +13,7 @@ import {
   runFfmpeg,
   splitRandomly,
   type ProbedPacket,
+  needsFfmpeg,
 } from "./media-helpers.js";
 import { readFile } from "node:fs/promises";
 
@@ -33,7 +34,7 @@ function assertMatchesProbe(aus: VideoAccessUnit[], probed: ProbedPacket[]): voi
   }
 }
 
-describe("TsDemuxer", () => {
+describe("TsDemuxer", needsFfmpeg, () => {
   let tmp: { dir: string; cleanup: () => Promise<void> };
   let plainFile: string;
   let plain: Buffer;

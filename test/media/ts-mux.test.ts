@@ -12,6 +12,7 @@ import {
   probeDecodedFrames,
   probeStream,
   probeVideoPackets,
+  needsFfmpeg,
 } from "./media-helpers.js";
 
 function demuxAll(data: Buffer): { aus: VideoAccessUnit[]; demuxer: TsDemuxer } {
@@ -68,7 +69,7 @@ function auditPackets(ts: Buffer): { pcrPackets: number; psiCrcOk: number; ccErr
   return { pcrPackets, psiCrcOk, ccErrors, rai };
 }
 
-describe("TsMuxer", () => {
+describe("TsMuxer", needsFfmpeg, () => {
   let tmp: { dir: string; cleanup: () => Promise<void> };
   let sourceAus: VideoAccessUnit[];
 
