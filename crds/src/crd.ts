@@ -73,7 +73,8 @@ export const relaySessionRootSchema: OpenApiSchema = {
       description: "Versioned schema of this object: trickle-relay.io/v1alpha1.",
     },
     kind: { type: "string", description: "Kind of this object: RelaySession." },
-    metadata: { type: "object", description: "Standard object metadata." },
+    // The apiserver forbids anything but `type` here (even a description): metadata is its own.
+    metadata: { type: "object" },
     spec: relaySessionSpecSchema.schema,
     status: relaySessionStatusSchema.schema,
   },

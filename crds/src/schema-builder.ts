@@ -101,10 +101,15 @@ function node<Stored, Written, O extends FieldOptions<unknown>>(
   const presence = (
     options.default !== undefined ? "defaulted" : options.required ? "required" : "optional"
   ) as PresenceOf<O>;
+  // kubectl explain (1.20) does not print defaults, so scalar defaults are stated in the description.
+  const description =
+    options.default === undefined || typeof options.default === "object"
+      ? options.description
+      : `${options.description} Default: ${options.default}.`;
   // Key order only matters for reading the YAML: type first, then the description.
   const { type, ...rest } = withDefault;
   return {
-    schema: { ...(type === undefined ? {} : { type }), description: options.description, ...rest },
+    schema: { ...(type === undefined ? {} : { type }), description, ...rest },
     presence,
   };
 }
