@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { execFile } from "node:child_process";
 import dgram from "node:dgram";
-import { mkdir, symlink } from "node:fs/promises";
+import { mkdir, readFile, symlink } from "node:fs/promises";
 import path from "node:path";
 import { promisify } from "node:util";
 import {
@@ -18,7 +18,7 @@ import {
 } from "../../relay-pod/src/media/ffmpeg.js";
 import { NAL_IDR, NAL_SPS, parseSps, type SpsInfo } from "../../relay-pod/src/media/h264.js";
 import { TsDemuxer } from "../../relay-pod/src/media/ts-demux.js";
-import { makeH264Ts, makeTempDir, needsFfmpeg } from "./media-helpers.js";
+import { makeH264Ts, makeTempDir, needsFfmpeg, runFfmpeg } from "./media-helpers.js";
 
 const execFileAsync = promisify(execFile);
 const ffmpegModuleUrl = new URL("../../relay-pod/src/media/ffmpeg.js", import.meta.url).href;
@@ -415,6 +415,42 @@ describe("forward transcode (ffmpeg -> RTP on loopback)", needsFfmpeg, () => {
     const known = new Set(inputPts);
     for (const pts of outputPts) assert.ok(known.has(pts));
     for (let i = 1; i < outputPts.length; i++) assert.ok(outputPts[i] - outputPts[i - 1] >= 6000 - 1);
+  });
+  it("keeps off-grid input PTS exactly (no rounding to the frame rate)", async () => {
+    // Every other frame 7 ms late: 630 ticks off the 1/30 s grid.
+    const file = path.join(tmp.dir, "jitter.ts");
+    await runFfmpeg([
+      ...["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30", "-t", "1"],
+      ...["-vf", "settb=1/90000,setpts='PTS+if(mod(N\\,2)\\,0.007/TB\\,0)'", "-fps_mode", "passthrough"],
+      ...[
+        "-enc_time_base",
+        "1:90000",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-bf",
+        "0",
+        "-f",
+        "mpegts",
+        file,
+      ],
+    ]);
+    const jittered = await readFile(file);
+    const pts: number[] = [];
+    const demuxer = new TsDemuxer({ onAccessUnit: (au) => pts.push(au.pts!) });
+    demuxer.push(jittered);
+    demuxer.flush();
+    assert.ok(
+      pts.some((value) => (value - pts[0]) % 3000 !== 0),
+      "the input really is off-grid",
+    );
+    const capture = await transcodeToRtp(jittered, { width: 160, height: 120, frameRate: 30 });
+    const base = rtpBaseFromSenderReport(capture.senderReports[0]!);
+    const outputPts = capture.frameTimestamps.map((ts) => rtpTimestampToPts(ts, base, pts[0]));
+    assert.ok(outputPts.length >= pts.length * 0.9);
+    const known = new Set(pts);
+    for (const value of outputPts) assert.ok(known.has(value), `output PTS ${value} is an input PTS`);
   });
 });
 
