@@ -20,10 +20,15 @@
  * RBAC. `createUserToken(user, groups)` returns a token for any identity (pre-provision identities
  * with `users` to avoid an apiserver restart, see below); `createServiceAccountToken` uses the
  * TokenRequest API; `kubectl(["--as", user, …])` impersonates without a token.
+ *
+ * Garbage collection: CRDs created after the controller manager started reach its garbage collector
+ * only at its fixed 30 s rediscovery — install them with `crdPaths` or call
+ * `restartControllerManager()` after creating them. Process logs are in `logDir`; a failed start
+ * throws with the tail of the failing component's log.
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { createWriteStream, existsSync, readFileSync, type WriteStream } from "node:fs";
+import { createWriteStream, existsSync, readFileSync, rmSync, type WriteStream } from "node:fs";
 import { appendFile, mkdir, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { request as httpsRequest } from "node:https";
 import { request as httpRequest } from "node:http";
@@ -137,8 +142,8 @@ export function resolveEnvtestAssets(): Promise<EnvtestAssets> {
 /**
  * kubectl within the version skew of the apiserver: the kubectl built with the assets (same
  * version) when present, else the oldest versioned kubectl next to the one on PATH (Google Cloud
- * SDK ships kubectl.1.27 … 1.33; 1.27 is still beyond the ±1 skew for a 1.20 server, but works for
- * get/apply/patch/delete), else `kubectl`.
+ * SDK ships kubectl.1.27 … 1.33; 1.27 is beyond the ±1 skew for a 1.20 server, though it and 1.32
+ * passed the harness test's apply/wait/get/delete/--as), else `kubectl`. TRICKLE_RELAY_KUBECTL overrides.
  */
 export function chooseKubectl(assetsDir: string | undefined): string {
   if (process.env.TRICKLE_RELAY_KUBECTL) return process.env.TRICKLE_RELAY_KUBECTL;
@@ -166,6 +171,8 @@ export function chooseKubectl(assetsDir: string | undefined): string {
 // parent-death signal, even when the test process is SIGKILLed.
 
 const liveChildren = new Set<ChildProcess>();
+/** Temp dirs of control planes not stopped yet; removed on a normal exit that skipped stop(). */
+const liveWorkDirs = new Set<string>();
 let exitHookInstalled = false;
 const hasSetpriv = spawnSync("bash", ["-c", "setpriv --help 2>/dev/null | grep -q pdeathsig"]).status === 0;
 
@@ -174,6 +181,7 @@ function installExitHook(): void {
   exitHookInstalled = true;
   process.on("exit", () => {
     for (const child of liveChildren) child.kill("SIGKILL");
+    for (const dir of liveWorkDirs) rmSync(dir, { recursive: true, force: true });
   });
 }
 
@@ -260,6 +268,8 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
   const assetsDir = options.assetsDir ?? (await requireAssets());
   const startTimeoutMs = options.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS;
   const workDir = await mkdtemp(join(tmpdir(), "trickle-relay-envtest-"));
+  installExitHook();
+  liveWorkDirs.add(workDir);
   const logDir = options.logDir ? resolve(options.logDir) : join(workDir, "logs");
   await mkdir(logDir, { recursive: true });
   const certDir = join(workDir, "certs");
@@ -295,6 +305,7 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
     await stopComponent(apiserver, { graceMs: APISERVER_STOP_GRACE_MS });
     await stopComponent(etcd);
     await rm(workDir, { recursive: true, force: true }); // logs survive only in options.logDir
+    liveWorkDirs.delete(workDir);
   };
 
   const apiserverArgs = [
