@@ -2,6 +2,9 @@
 import { Command } from "commander";
 import { registerTrickleServer } from "./commands/trickle-server.js";
 import { registerTrickleClient } from "./commands/trickle-client.js";
+import { registerRun } from "./commands/run.js";
+import { registerServe } from "./commands/serve.js";
+import { registerDemo } from "./commands/demo.js";
 
 const program = new Command();
 program
@@ -13,6 +16,9 @@ program
 
 registerTrickleServer(program);
 registerTrickleClient(program);
+registerRun(program);
+registerServe(program);
+registerDemo(program);
 
 try {
   await program.parseAsync(process.argv);

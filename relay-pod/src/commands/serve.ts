@@ -1,7 +1,7 @@
 import type { Command } from "commander";
 import { createLogger } from "../log.js";
 import { RelaySession } from "../session/relay-session.js";
-import { iceAddressesFromEnv } from "../session/config.js";
+import { iceAddressesFromEnv } from "../webrtc/ice-config.js";
 import { SessionManager } from "../server/session-manager.js";
 import { buildApiServer, TRICKLE_MOUNT_PATH } from "../server/api.js";
 import { createRelayMetrics } from "../report/metrics.js";

@@ -1,3 +1,4 @@
+import { iceAddressesFromEnv } from "../webrtc/ice-config.js";
 import {
   DEFAULT_QUEUE_CAPACITIES,
   type QueueCapacities,
@@ -10,14 +11,6 @@ export function defaultOutputUrl(inputUrl: string): string {
   const url = new URL(inputUrl);
   url.pathname = url.pathname.replace(/\/+$/, "") + "-out";
   return url.toString();
-}
-
-/** ICE host addresses from TRICKLE_RELAY_ICE_ADDRESSES (comma-separated) unless given explicitly. */
-export function iceAddressesFromEnv(env: NodeJS.ProcessEnv = process.env): string[] {
-  return (env.TRICKLE_RELAY_ICE_ADDRESSES ?? "")
-    .split(",")
-    .map((s) => s.trim())
-    .filter(Boolean);
 }
 
 export interface SessionConfigInput {
