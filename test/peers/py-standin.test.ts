@@ -107,6 +107,7 @@ interface StandInStats {
     last_prompts: Record<string, unknown>[];
     width: number;
     height: number;
+    last_frame_means: { input: number[]; output: number[] } | null;
   };
   frames_in: number;
   frames_out: number;
@@ -492,6 +493,10 @@ describe("py stand-in ComfyStream peer", { skip: needsLoopbackNamespace }, () =>
         matched >= returned.length * 0.95,
         `${matched} of ${returned.length} returned frames at sent ts + C`,
       );
+      const means = stats.pipeline.last_frame_means!;
+      means.input.forEach((v, i) =>
+        assert.ok(Math.abs(255 - v - means.output[i]) < 1, `inverted: ${JSON.stringify(means)}`),
+      );
       assert.ok(stats.keyframes.keyframe_requests >= 2, "PLIs reached the encoder");
       assert.ok(idrs >= 3, `IDRs returned: ${idrs} (first frame + PLIs)`);
       assert.equal(stats.current_peer_state, "connected");
@@ -532,6 +537,11 @@ describe("py stand-in ComfyStream peer", { skip: needsLoopbackNamespace }, () =>
       assert.ok(stats.frames_dropped >= client.sentFrames.length * 0.5, `dropped ${stats.frames_dropped}`);
       assert.ok(matched >= returned.length * 0.95, "dropped frames don't disturb the pts passthrough");
       assert.ok(stats.keyframes.keyframe_requests >= 1, "PLIs reached the encoder");
+      assert.deepEqual(
+        stats.pipeline.last_frame_means!.output,
+        stats.pipeline.last_frame_means!.input,
+        "passthrough",
+      );
       assert.equal(stats.keyframes.forced_idrs, 0);
       assert.equal(idrs, 1, "only the first frame is an IDR (x264 keyint 250)");
     },
@@ -556,7 +566,7 @@ describe("py stand-in ComfyStream peer", { skip: needsLoopbackNamespace }, () =>
       assert.equal(prompt.status, 500);
 
       const vp8 = newClient([useVP8()]);
-      assert.equal((await postOffer(standIn.baseUrl, await vp8.offerBody([]))).status, 500);
+      assert.equal((await postOffer(`${standIn.baseUrl}/live`, await vp8.offerBody([]))).status, 500);
 
       // Without prompts the server runs in noop mode, so the session itself comes up.
       const noop = newClient();

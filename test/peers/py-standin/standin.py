@@ -254,6 +254,7 @@ class Pipeline:
         self.changed = asyncio.Event()
         self.next_processing_time = 0.0
         self.counters = Counters()
+        self.last_frame_means: Optional[Dict[str, List[float]]] = None
 
     async def apply_prompts(self, raw_prompts: Any, source: str) -> None:
         prompts = normalise_prompts(raw_prompts)
@@ -317,7 +318,15 @@ class Pipeline:
         transform = self.state == "streaming" and self.settings.mode == "filter"
         processed = invert_colours(frame) if transform else frame
         self.counters.frames_out += 1
+        if self.counters.frames_out % 10 == 1:
+            # Lets a test see what the "workflow" did without decoding the returned video.
+            self.last_frame_means = {"input": mean_rgb(frame), "output": mean_rgb(processed)}
         return processed
+
+
+def mean_rgb(frame: av.VideoFrame) -> List[float]:
+    rgb = frame.to_ndarray(format="rgb24")
+    return [round(float(v), 1) for v in rgb.reshape(-1, 3).mean(axis=0)]
 
 
 def invert_colours(frame: av.VideoFrame) -> av.VideoFrame:
@@ -635,6 +644,7 @@ class StandIn:
                 "prompts_source": pipeline.prompts_source,
                 "last_prompts": pipeline.prompts,
                 "queued_frames": len(pipeline.frames),
+                "last_frame_means": pipeline.last_frame_means,
             },
             "frames_in": counters.frames_in,
             "frames_out": counters.frames_out,
