@@ -49,7 +49,15 @@ class StandIn {
   }
 
   static async start(extraArgs: string[] = []): Promise<StandIn> {
-    const args = [STANDIN, "--port", "0", "--ice-address", LOOPBACK_ICE_ADDRESS, ...extraArgs];
+    const args = [
+      STANDIN,
+      "--port",
+      "0",
+      "--ice-address",
+      LOOPBACK_ICE_ADDRESS,
+      "--exit-with-parent",
+      ...extraArgs,
+    ];
     const child = spawn(PYTHON, args, { stdio: ["ignore", "pipe", "pipe"] });
     const stderrTail: string[] = [];
     createInterface({ input: child.stderr! }).on("line", (line) => {

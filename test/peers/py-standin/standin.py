@@ -22,6 +22,7 @@ import asyncio
 import fractions
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -67,6 +68,7 @@ class Settings:
     pli: str  # "honour" or "ignore"
     keyframe_interval_s: Optional[float]
     ice_consent_interval_s: Optional[float]
+    exit_with_parent: bool
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -755,6 +757,11 @@ def parse_args(argv: Optional[List[str]] = None) -> Settings:
         help="aioice's consent-check interval (default 5 s, so a vanished peer is noticed after ~30 s; "
         "aiortc 1.4.0 does not end the connection when the peer closes). Shorten it in tests",
     )
+    parser.add_argument(
+        "--exit-with-parent",
+        action="store_true",
+        help="shut down when the parent process goes away (so a killed test run leaves no server behind)",
+    )
     parser.add_argument("--log-level", default="INFO", help="Python logging level (default INFO)")
     args = parser.parse_args(argv)
     if args.max_fps is not None and args.max_fps <= 0:
@@ -776,7 +783,16 @@ def parse_args(argv: Optional[List[str]] = None) -> Settings:
         pli=args.pli,
         keyframe_interval_s=args.keyframe_interval,
         ice_consent_interval_s=args.ice_consent_interval,
+        exit_with_parent=args.exit_with_parent,
     )
+
+
+async def stop_when_orphaned(stop: asyncio.Event) -> None:
+    parent = os.getppid()
+    while os.getppid() == parent:
+        await asyncio.sleep(1)
+    log.warning("parent process %d went away", parent)
+    stop.set()
 
 
 async def serve(settings: Settings) -> None:
@@ -795,8 +811,12 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    if settings.exit_with_parent:
+        watcher = asyncio.ensure_future(stop_when_orphaned(stop))
     await stop.wait()
     log.info("shutting down")
+    if settings.exit_with_parent:
+        watcher.cancel()
     await runner.cleanup()
 
 
