@@ -21,4 +21,6 @@ if [ "${TRICKLE_RELAY_NETNS:-}" != "1" ]; then
 fi
 
 if [ $# -eq 0 ]; then set -- "dist/test/**/*.test.js"; fi
-exec node --test --test-reporter=spec "$@"
+# --test-force-exit: a file whose tests are done must not hang the run on a leaked handle;
+# --test-timeout: no single test may run away (CI has a hard time limit).
+exec node --test --test-reporter=spec --test-force-exit --test-timeout=300000 "$@"

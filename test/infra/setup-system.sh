@@ -22,12 +22,15 @@ done
 # package name -> a check that passes when it is usable
 declare -A checks=(
   [ffmpeg]="command -v ffmpeg && command -v ffprobe"
-  [python3-aiortc]="/usr/bin/python3 -c 'import aiortc, av'"
+  [python3-aiortc]="/usr/bin/python3 -c 'import aiortc'"
+  [python3-av]="/usr/bin/python3 -c 'import av'"
+  [python3-aiohttp]="/usr/bin/python3 -c 'import aiohttp'"
+  [python3-numpy]="/usr/bin/python3 -c 'import numpy'"
   [iproute2]="command -v ip"
   [util-linux]="command -v unshare"
 )
 groups_ffmpeg=(ffmpeg)
-groups_all=(ffmpeg python3-aiortc iproute2 util-linux)
+groups_all=(ffmpeg python3-aiortc python3-av python3-aiohttp python3-numpy iproute2 util-linux)
 
 if [ "$only" = "ffmpeg" ]; then wanted=("${groups_ffmpeg[@]}");
 elif [ -z "$only" ]; then wanted=("${groups_all[@]}");

@@ -5,7 +5,6 @@
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
 import dgram from "node:dgram";
-import { createInterface } from "node:readline";
 import { after, describe, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import {
@@ -19,11 +18,9 @@ import {
   type RTCRtpTransceiver,
 } from "werift";
 import { needsLoopbackNamespace } from "../infra/netns.js";
+import { LOOPBACK_ICE_ADDRESS, PYTHON, PyStandin as StandIn, STANDIN } from "./py-standin/launch.js";
 
-const PYTHON = "/usr/bin/python3"; // Debian's, which sees python3-aiortc; not a pyenv one first on PATH
-const STANDIN = "test/peers/py-standin/standin.py"; // relative to the repo root (cwd under run-tests.sh)
 const FFMPEG = process.env.FFMPEG_BIN ?? "ffmpeg";
-const LOOPBACK_ICE_ADDRESS = "127.0.0.2"; // aioice skips 127.0.0.1
 
 /** The smallest valid ComfyStream workflow: LoadTensor -> SaveTensor. */
 const PASSTHROUGH_WORKFLOW = {
@@ -34,100 +31,6 @@ const PASSTHROUGH_WORKFLOW = {
 // ---------------------------------------------------------------------------------------------------
 // The stand-in process
 // ---------------------------------------------------------------------------------------------------
-
-class StandIn {
-  readonly baseUrl: string;
-  private readonly stderrTail: string[];
-
-  private constructor(
-    private readonly child: ChildProcess,
-    port: number,
-    stderrTail: string[],
-  ) {
-    this.baseUrl = `http://127.0.0.1:${port}`;
-    this.stderrTail = stderrTail;
-  }
-
-  static async start(extraArgs: string[] = []): Promise<StandIn> {
-    const args = [
-      STANDIN,
-      "--port",
-      "0",
-      "--ice-address",
-      LOOPBACK_ICE_ADDRESS,
-      "--exit-with-parent",
-      ...extraArgs,
-    ];
-    const child = spawn(PYTHON, args, { stdio: ["ignore", "pipe", "pipe"] });
-    const stderrTail: string[] = [];
-    createInterface({ input: child.stderr! }).on("line", (line) => {
-      stderrTail.push(line);
-      if (stderrTail.length > 80) stderrTail.shift();
-    });
-    const port = await new Promise<number>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        child.kill("SIGKILL");
-        reject(new Error(`stand-in did not report its port within 15 s:\n${stderrTail.join("\n")}`));
-      }, 15_000);
-      child.once("exit", (code) => {
-        clearTimeout(timer);
-        reject(new Error(`stand-in exited early (${code}):\n${stderrTail.join("\n")}`));
-      });
-      createInterface({ input: child.stdout! }).on("line", (line) => {
-        try {
-          const event = JSON.parse(line) as { event?: string; port?: number };
-          if (event.event === "listening" && typeof event.port === "number") {
-            clearTimeout(timer);
-            resolve(event.port);
-          }
-        } catch {
-          // not our JSON line
-        }
-      });
-    });
-    return new StandIn(child, port, stderrTail);
-  }
-
-  logs(): string {
-    return this.stderrTail.join("\n");
-  }
-
-  async stats(): Promise<StandInStats> {
-    const response = await fetch(`${this.baseUrl}/stats`, { signal: AbortSignal.timeout(5_000) });
-    return (await response.json()) as StandInStats;
-  }
-
-  async stop(): Promise<void> {
-    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
-    const exited = new Promise((resolve) => this.child.once("exit", resolve));
-    this.child.kill("SIGTERM");
-    const killTimer = setTimeout(() => this.child.kill("SIGKILL"), 5_000);
-    await exited;
-    clearTimeout(killTimer);
-  }
-}
-
-interface StandInStats {
-  pipeline: {
-    state: string;
-    prompt_count: number;
-    prompts_source: string | null;
-    last_prompts: Record<string, unknown>[];
-    width: number;
-    height: number;
-    last_frame_means: { input: number[]; output: number[] } | null;
-  };
-  frames_in: number;
-  frames_out: number;
-  frames_dropped: number;
-  peers_served: number;
-  offers_failed: number;
-  prompt_updates: number;
-  keyframes: { keyframe_requests: number; forced_idrs: number; encoder_opens: number };
-  peers: { number: number; connection_state: string }[];
-  ended_peers: { number: number; connection_state: string }[];
-  current_peer_state: string | null;
-}
 
 // ---------------------------------------------------------------------------------------------------
 // A werift client shaped like ComfyStream's UI: one sendrecv H.264 video m-line, "control" channel
