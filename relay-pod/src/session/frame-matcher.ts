@@ -2,14 +2,17 @@
  * Matches frames returned by ComfyStream to the frames the relay sent, by RTP timestamp.
  *
  * ComfyStream keeps each frame's pts, and aiortc adds one random constant to outgoing RTP
- * timestamps, so returned ts = sent ts + C (mod 2^32) (media-pipeline.md §3.0, §3.5). The relay sends
- * RTP ts = input PTS (mod 2^32), so once C is known a returned frame gives back both its input PTS
- * (output PTS = input PTS, DESIGN §3.4) and when it was sent (the latency through ComfyStream).
+ * timestamps, so returned ts = sent ts + C (mod 2^32) (media-pipeline.md §3.0, §3.5). Once C is known
+ * a returned frame gives back its input PTS (output PTS = input PTS, DESIGN §3.4) and when it was
+ * sent (the latency through ComfyStream).
  *
- * C is calibrated on the first returned frame against the first frame sent since the last reset: the
- * first thing ComfyStream can decode is the IDR that starts the stream. If ComfyStream skipped the
- * first frames, C is off by whole frames and latency reads high by that many frame times; a run of
- * unmatched frames triggers a recalibration against the oldest frame still waiting.
+ * Finding C: frames are evenly spaced, so with plain PTS timestamps an offset that is wrong by k
+ * frames "matches" just as well (§3.5) — and ComfyStream may skip its first frames, so "first back =
+ * first sent" is not safe either. The relay therefore sends each frame at its PTS plus a small
+ * pseudo-random jitter (0–31 ticks of 90 kHz, under 0.35 ms; see `timestampJitter`). Spacing between
+ * frames then differs from frame to frame, and only the true C maps several returned frames onto
+ * sent ones. The first returned frames are held (at most `calibrationFrames`) while candidates are
+ * voted on; then they are released with their PTS.
  */
 export interface SentFrame {
   rtpTimestamp: number;
@@ -17,29 +20,41 @@ export interface SentFrame {
   sentAt: number; // performance.now()
 }
 
-export interface MatchedFrame {
+export interface MatchedFrame<T> {
+  item: T;
   pts: number;
+  /** undefined when the frame could not be matched (its PTS is extrapolated). */
   latencyMs: number | undefined;
 }
 
 const RTP_WRAP = 0x1_0000_0000;
 const PTS_WRAP = 0x2_0000_0000;
 
-export class FrameMatcher {
+/** Deterministic jitter in ticks for the n-th frame sent: a multiplicative hash, top 5 bits. */
+export function timestampJitter(frameIndex: number): number {
+  return Math.imul(frameIndex + 1, 0x9e3779b1) >>> 27;
+}
+
+export class FrameMatcher<T> {
   private readonly sent = new Map<number, SentFrame>();
   private readonly order: number[] = [];
   private offset: number | undefined;
+  private pending: Array<{ returnedTs: number; item: T; at: number }> = [];
   private unmatchedRun = 0;
   private lastPts: number | undefined;
   private lastSentTs: number | undefined;
 
-  constructor(private readonly maxTracked = 600) {}
+  constructor(
+    private readonly maxTracked = 600,
+    private readonly calibrationFrames = 4,
+  ) {}
 
-  /** Forget the calibration (a new peer connection has a new random offset). */
+  /** Forget everything (a new peer connection has a new random offset). */
   reset(): void {
     this.sent.clear();
     this.order.length = 0;
     this.offset = undefined;
+    this.pending = [];
     this.unmatchedRun = 0;
   }
 
@@ -49,35 +64,78 @@ export class FrameMatcher {
     while (this.order.length > this.maxTracked) this.sent.delete(this.order.shift()!);
   }
 
-  /** Frames sent and not yet seen back (a health number, since ComfyStream may skip frames). */
-  get inFlight(): number {
-    return this.sent.size;
+  get calibrated(): boolean {
+    return this.offset !== undefined;
   }
 
-  match(returnedTimestamp: number, now = performance.now()): MatchedFrame {
-    if (this.offset === undefined) this.calibrate(returnedTimestamp);
-    const sentTs =
-      this.offset === undefined ? undefined : (returnedTimestamp - this.offset + RTP_WRAP) % RTP_WRAP;
-    const frame = sentTs === undefined ? undefined : this.sent.get(sentTs);
+  /** Takes one returned frame; returns the frames now ready, in order, with their PTS. */
+  accept(returnedTs: number, item: T, now = performance.now()): Array<MatchedFrame<T>> {
+    if (this.offset === undefined) {
+      this.pending.push({ returnedTs, item, at: now });
+      if (!this.tryCalibrate()) return [];
+      const ready = this.pending.map((p) => this.matchOne(p.returnedTs, p.item, p.at));
+      this.pending = [];
+      return ready;
+    }
+    return [this.matchOne(returnedTs, item, now)];
+  }
+
+  /** Releases held frames without a calibration (the stream ends before one was possible). */
+  flushPending(): Array<MatchedFrame<T>> {
+    const held = this.pending.map((p) => ({
+      item: p.item,
+      pts: this.extrapolatePts(p.returnedTs),
+      latencyMs: undefined,
+    }));
+    this.pending = [];
+    return held;
+  }
+
+  private matchOne(returnedTs: number, item: T, now: number): MatchedFrame<T> {
+    const sentTs = (returnedTs - this.offset! + RTP_WRAP) % RTP_WRAP;
+    const frame = this.sent.get(sentTs);
     if (frame) {
       this.unmatchedRun = 0;
       this.forgetUpTo(frame.rtpTimestamp);
       this.lastPts = frame.pts;
       this.lastSentTs = frame.rtpTimestamp;
-      return { pts: frame.pts, latencyMs: now - frame.sentAt };
+      return { item, pts: frame.pts, latencyMs: now - frame.sentAt };
     }
     this.unmatchedRun++;
     if (this.unmatchedRun >= 30) {
+      // Persistently unmatched: the peer changed its offset. Vote again on the next frames.
       this.offset = undefined;
       this.unmatchedRun = 0;
     }
-    return { pts: this.extrapolatePts(sentTs ?? returnedTimestamp), latencyMs: undefined };
+    return { item, pts: this.extrapolatePts(sentTs), latencyMs: undefined };
   }
 
-  private calibrate(returnedTimestamp: number): void {
-    const first = this.order[0];
-    if (first === undefined) return;
-    this.offset = (returnedTimestamp - first + RTP_WRAP) % RTP_WRAP;
+  /** Chooses C once one candidate alone explains every held frame (or, after enough frames, the best). */
+  private tryCalibrate(): boolean {
+    if (this.pending.length < 2 || this.order.length === 0) return false;
+    const first = this.pending[0]!;
+    let bestVotes = -1;
+    let best: Array<{ offset: number; sentAt: number }> = [];
+    for (const sentTs of this.order) {
+      const offset = (first.returnedTs - sentTs + RTP_WRAP) % RTP_WRAP;
+      let votes = 0;
+      for (const p of this.pending) {
+        if (this.sent.has((p.returnedTs - offset + RTP_WRAP) % RTP_WRAP)) votes++;
+      }
+      if (votes > bestVotes) {
+        bestVotes = votes;
+        best = [];
+      }
+      if (votes === bestVotes) best.push({ offset, sentAt: this.sent.get(sentTs)!.sentAt });
+    }
+    const unambiguous = best.length === 1 && bestVotes === this.pending.length;
+    const enoughSeen = this.pending.length >= this.calibrationFrames && bestVotes >= 2;
+    const givingUp = this.pending.length >= this.calibrationFrames * 2;
+    if (!unambiguous && !enoughSeen && !givingUp) return false;
+    // Among equals, the most recently sent frame: the shortest latency that explains the data.
+    best.sort((a, b) => b.sentAt - a.sentAt);
+    this.offset = best[0]!.offset;
+    return true;
   }
 
   /** Frames sent before a matched one will not come back any more (ComfyStream skipped them). */

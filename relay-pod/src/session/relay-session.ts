@@ -23,7 +23,7 @@ import { H264Depacketizer } from "../webrtc/h264-depacketizer.js";
 import { buildStatusEvent } from "../report/events.js";
 import { FramePacer, type PacedFrame } from "./pacer.js";
 import { RtpFrameAssembler, setRtpTimestamp, type RtpFrame } from "./rtp-frames.js";
-import { FrameMatcher } from "./frame-matcher.js";
+import { FrameMatcher, timestampJitter } from "./frame-matcher.js";
 import { PercentileWindow, RateMeter } from "./stats.js";
 import { normalisePrompts, promptsFromControlMessage } from "./prompts.js";
 import type { RelaySessionConfig, SessionState, SessionStatus, WebRtcConnectionState } from "./types.js";
@@ -79,7 +79,7 @@ export class RelaySession extends EventEmitter {
 
   private readonly pacer: FramePacer;
   private readonly assembler: RtpFrameAssembler;
-  private readonly matcher = new FrameMatcher();
+  private readonly matcher = new FrameMatcher<{ annexB: Buffer; keyframe: boolean }>();
   private depacketizer = new H264Depacketizer();
   private readonly segmenter: IdrSegmenter;
   private readonly muxer = new TsMuxer();
@@ -450,7 +450,8 @@ export class RelaySession extends EventEmitter {
       if (!frame.keyframe) return;
       this.waitForInputKeyframe = false;
     }
-    const rtpTs = frame.pts % RTP_WRAP;
+    // PTS plus a tiny per-frame jitter, so returned frames can be told apart (see FrameMatcher).
+    const rtpTs = (frame.pts + timestampJitter(this.counters.framesSent)) % RTP_WRAP;
     for (const packet of frame.packets) {
       setRtpTimestamp(packet, rtpTs);
       peer.sendRtp(packet);
@@ -550,9 +551,14 @@ export class RelaySession extends EventEmitter {
   }): void {
     for (const au of this.depacketizer.push(packet)) {
       this.counters.framesReturned++;
-      const matched = this.matcher.match(au.rtpTimestamp);
-      if (matched.latencyMs !== undefined) this.latency.add(matched.latencyMs);
-      this.enqueueProcessed({ annexB: au.annexB, pts: matched.pts, keyframe: au.keyframe });
+      for (const matched of this.matcher.accept(au.rtpTimestamp, au)) {
+        if (matched.latencyMs !== undefined) this.latency.add(matched.latencyMs);
+        this.enqueueProcessed({
+          annexB: matched.item.annexB,
+          pts: matched.pts,
+          keyframe: matched.item.keyframe,
+        });
+      }
     }
   }
 

@@ -1,0 +1,235 @@
+// A relay session end to end with real parts: trickle server and clients over HTTP, real ffmpeg,
+// real WebRTC (werift) to both stand-in ComfyStream peers (werift+ffmpeg, and aiortc like ComfyStream).
+// What is asserted is what a user checks: the output decodes, each segment starts with an IDR, no
+// frames go missing, output PTS = input PTS (DESIGN.md §3.4), prompts reach ComfyStream, status tells
+// the truth, and the session recovers from a lost peer.
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { after, describe, test } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import { needsLoopbackNamespace } from "../infra/netns.js";
+import { RelaySession } from "../../relay-pod/src/session/relay-session.js";
+import { buildSessionConfig } from "../../relay-pod/src/session/config.js";
+import { PASSTHROUGH_WORKFLOW } from "../../relay-pod/src/session/default-workflow.js";
+import type { SessionStatus } from "../../relay-pod/src/session/types.js";
+import { TricklePublisher } from "../../relay-pod/src/trickle/publisher.js";
+import { startTsStandin } from "../peers/ts-standin/standin.js";
+import {
+  ICE_ADDRESSES,
+  collectOutput,
+  demuxPts,
+  makeInputSegments,
+  probeSegment,
+  publishPaced,
+  startPeer,
+  startTrickle,
+  waitFor,
+} from "./relay-harness.js";
+
+const cleanups: Array<() => Promise<unknown> | unknown> = [];
+after(async () => {
+  for (const cleanup of cleanups.reverse()) await Promise.resolve(cleanup()).catch(() => undefined);
+});
+
+function newSession(base: string, comfystreamUrl: string, extra: { control?: boolean } = {}): RelaySession {
+  const session = new RelaySession(
+    buildSessionConfig({
+      id: "e2e",
+      inputUrl: `${base}in`,
+      outputUrl: `${base}in-out`,
+      ...(extra.control ? { controlUrl: `${base}in-control` } : {}),
+      comfystreamUrl,
+      prompts: [PASSTHROUGH_WORKFLOW],
+      width: 256,
+      height: 256,
+      frameRate: 30,
+      iceAddresses: ICE_ADDRESSES,
+    }),
+    { reconnectBackoffMs: [300, 2000] },
+  );
+  cleanups.push(() => session.stop());
+  return session;
+}
+
+describe("relay session end to end", { skip: needsLoopbackNamespace }, () => {
+  for (const kind of ["ts", "py"] as const) {
+    test(
+      `10 s through the ${kind === "ts" ? "werift+ffmpeg" : "aiortc"} stand-in: decodable IDR-first segments, ` +
+        "frames within 5 %, output PTS = input PTS, prompt update delivered, corrupt segment skipped, " +
+        "input end completes the session and closes the output",
+      { timeout: 90_000 },
+      async () => {
+        const { segments, pts: inputPts } = await makeInputSegments({ seconds: 10 });
+        const { server, base } = await startTrickle(["in", "in-out", "in-control"]);
+        cleanups.push(() => server.close());
+        const peer = await startPeer(kind);
+        cleanups.push(() => peer.stop());
+        const output = collectOutput(`${base}in-out`);
+        cleanups.push(() => output.close());
+
+        const session = newSession(base, peer.url, { control: true });
+        await session.start();
+        await waitFor(() => session.status().webrtcState === "connected", 20_000, "WebRTC connected");
+
+        // Garbage where segment 4 would start: trickle-level valid, media-level junk.
+        const inject = new Map([[4, randomBytes(50_000)]]);
+        const publishing = publishPaced(`${base}in`, segments, { inject });
+
+        // Mid-stream: status tells the truth, and a prompt update goes through the control channel.
+        await sleep(5000);
+        const mid = session.status();
+        assert.equal(mid.state, "running");
+        assert.equal(mid.webrtcState, "connected");
+        assert.ok(mid.fps.input > 15, `input fps ${mid.fps.input}`);
+        for (const queue of Object.values(mid.queues)) assert.ok(queue.size <= queue.capacity);
+        const control = new TricklePublisher(`${base}in-control`, { contentType: "application/json" });
+        await control.start();
+        await control.writeSegment(Buffer.from(JSON.stringify({ prompts: [PASSTHROUGH_WORKFLOW] })));
+        cleanups.push(() => control.close());
+        await waitFor(async () => (await peer.promptUpdates()) >= 1, 5000, "the prompt update at the peer");
+        await waitFor(
+          () => session.status().lastPromptUpdate?.ok === true,
+          5000,
+          "the prompt update's reply",
+        );
+
+        await publishing; // ends with DELETE of the input channel: end of stream
+        await session.whenEnded();
+        const final: SessionStatus = session.status();
+        assert.equal(
+          final.state,
+          "completed",
+          `final state (last error: ${JSON.stringify(final.lastError)})`,
+        );
+        assert.deepEqual(
+          await withTimeout(output.done, 10_000),
+          { closedByServer: true },
+          "output channel closed",
+        );
+
+        assert.equal(final.segments.corrupt, 1, "the junk segment is counted as corrupt");
+        assert.equal(final.segments.in, segments.length + 1);
+        assert.ok(
+          final.latencyMs.p50 !== null && final.latencyMs.p50 < 1000,
+          `latency ${final.latencyMs.p50}`,
+        );
+        assert.ok(final.promptsGeneration >= 2, "initial prompts + the update");
+
+        assert.ok(output.segments.length >= 5, `${output.segments.length} output segments`);
+        let outputFrames = 0;
+        for (const segment of output.segments) {
+          const probe = await probeSegment(segment.data);
+          assert.ok(probe.frames > 0, `segment ${segment.seq} decodes`);
+          assert.ok(probe.firstIsKey, `segment ${segment.seq} starts with an IDR`);
+          outputFrames += probe.frames;
+        }
+        const ratio = outputFrames / inputPts.length;
+        assert.ok(
+          ratio >= 0.95 && ratio <= 1.0,
+          `output frames ${outputFrames} vs input ${inputPts.length}; frames ${JSON.stringify(final.frames)}, ` +
+            `queues ${JSON.stringify(final.queues)}, peer ${JSON.stringify(await peer.describe())}`,
+        );
+
+        const outputPts = demuxPts(Buffer.concat(output.segments.map((s) => s.data)));
+        const inputSet = new Set(inputPts);
+        const foreign = outputPts.filter((p) => !inputSet.has(p));
+        assert.deepEqual(foreign.slice(0, 5), [], "every output PTS is an input PTS");
+        assert.equal(new Set(outputPts).size, outputPts.length, "no PTS twice");
+      },
+    );
+  }
+
+  test(
+    "the peer killed and restarted mid-stream: the session reconnects with a new offer and output resumes",
+    { timeout: 90_000 },
+    async () => {
+      const { segments } = await makeInputSegments({ seconds: 12 });
+      const { server, base } = await startTrickle(["in", "in-out"]);
+      cleanups.push(() => server.close());
+      let standin = await startTsStandin({ host: "127.0.0.1", port: 0, iceAddresses: ICE_ADDRESSES });
+      const port = standin.port;
+      cleanups.push(() => standin.close());
+      const output = collectOutput(`${base}in-out`);
+      cleanups.push(() => output.close());
+      const session = newSession(base, standin.url);
+      const states: string[] = [];
+      session.on("status", (s: SessionStatus) => {
+        if (states.at(-1) !== s.state) states.push(s.state);
+      });
+      await session.start();
+      await waitFor(() => session.status().webrtcState === "connected", 20_000, "WebRTC connected");
+      const publishing = publishPaced(`${base}in`, segments);
+
+      await waitFor(() => session.status().frames.out > 60, 10_000, "output flowing");
+      await standin.close();
+      await waitFor(() => session.status().webrtcState !== "connected", 10_000, "the loss noticed");
+      const outBeforeRestart = session.status().frames.out;
+      assert.equal(session.status().state, "degraded");
+      assert.equal(session.status().lastError?.reason, "ComfyStreamDisconnected");
+
+      standin = await startTsStandin({ host: "127.0.0.1", port, iceAddresses: ICE_ADDRESSES });
+      await waitFor(() => session.status().webrtcState === "connected", 15_000, "reconnected");
+      await waitFor(() => session.status().frames.out > outBeforeRestart + 30, 10_000, "output resumed");
+      assert.ok(session.status().reconnects >= 1);
+      assert.equal(standin.stats().peersServed, 1, "a new /offer reached the restarted peer");
+
+      await publishing;
+      await session.whenEnded();
+      assert.equal(session.status().state, "completed");
+      assert.ok(states.includes("degraded") && states.indexOf("running") < states.lastIndexOf("running"));
+      await withTimeout(output.done, 10_000);
+      for (const segment of output.segments) {
+        assert.ok((await probeSegment(segment.data)).firstIsKey, `segment ${segment.seq} starts with an IDR`);
+      }
+    },
+  );
+
+  test(
+    "ComfyStream refusing the offer: the session says why, retries, and fails after its budget",
+    { timeout: 60_000 },
+    async () => {
+      const { server, base } = await startTrickle(["in", "in-out"]);
+      cleanups.push(() => server.close());
+      const standin = await startTsStandin({
+        host: "127.0.0.1",
+        port: 0,
+        iceAddresses: ICE_ADDRESSES,
+        failPrompts: true,
+      });
+      cleanups.push(() => standin.close());
+      const session = new RelaySession(
+        buildSessionConfig({
+          id: "refused",
+          inputUrl: `${base}in`,
+          comfystreamUrl: standin.url,
+          prompts: [PASSTHROUGH_WORKFLOW],
+          iceAddresses: ICE_ADDRESSES,
+        }),
+        { reconnectBackoffMs: [100, 200], reconnectBudget: 3 },
+      );
+      cleanups.push(() => session.stop());
+      await session.start();
+      await waitFor(() => session.status().lastError !== undefined, 10_000, "an error in status");
+      assert.equal(session.status().lastError?.reason, "ComfyStreamConnectFailed");
+      assert.match(session.status().lastError!.message, /500|Internal Server Error/);
+      await withTimeout(session.whenEnded(), 20_000);
+      assert.equal(session.status().state, "failed");
+      assert.equal(session.status().lastError?.reason, "ComfyStreamUnavailable");
+      assert.equal(standin.stats().offersFailed, 3);
+    },
+  );
+});
+
+async function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -1,0 +1,204 @@
+// Real parts for relay-session tests: a trickle server, real H.264 input made by ffmpeg and cut at
+// keyframes, a paced publisher, an output collector, and both stand-in ComfyStream peers.
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
+import { setTimeout as sleep } from "node:timers/promises";
+import { TrickleServer } from "../../relay-pod/src/trickle/server.js";
+import { TricklePublisher } from "../../relay-pod/src/trickle/publisher.js";
+import { TrickleSubscriber } from "../../relay-pod/src/trickle/subscriber.js";
+import { TsSegmentCutter } from "../../relay-pod/src/media/ts-cutter.js";
+import { TsDemuxer } from "../../relay-pod/src/media/ts-demux.js";
+import { startTsStandin, type TsStandin } from "../peers/ts-standin/standin.js";
+import { LOOPBACK_ICE_ADDRESS, PyStandin } from "../peers/py-standin/launch.js";
+
+const run = promisify(execFile);
+export const FFMPEG = process.env.FFMPEG_BIN ?? "ffmpeg";
+export const FFPROBE = process.env.FFPROBE_BIN ?? "ffprobe";
+export const ICE_ADDRESSES = [LOOPBACK_ICE_ADDRESS];
+
+/** `seconds` of test pattern as MPEG-TS, 1 s GOPs, cut into one trickle segment per GOP. */
+export async function makeInputSegments(options: {
+  seconds: number;
+  size?: string;
+  frameRate?: number;
+}): Promise<{ segments: Buffer[]; pts: number[] }> {
+  const frameRate = options.frameRate ?? 30;
+  const { stdout } = await run(
+    FFMPEG,
+    [
+      ...["-hide_banner", "-loglevel", "error", "-f", "lavfi"],
+      ...[
+        "-i",
+        `testsrc2=size=${options.size ?? "320x240"}:rate=${frameRate}`,
+        "-t",
+        String(options.seconds),
+      ],
+      ...[
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-g",
+        String(frameRate),
+        "-bf",
+        "2",
+        "-f",
+        "mpegts",
+        "pipe:1",
+      ],
+    ],
+    { encoding: "buffer", maxBuffer: 256 * 1024 * 1024 },
+  );
+  const segments: Buffer[] = [];
+  let current: Buffer[] = [];
+  const cutter = new TsSegmentCutter({
+    minDurationSec: 1,
+    onSegmentStart: () => (current = []),
+    onData: (chunk) => current.push(Buffer.from(chunk)),
+    onSegmentEnd: () => segments.push(Buffer.concat(current)),
+  });
+  cutter.push(stdout);
+  cutter.end();
+  return { segments, pts: demuxPts(stdout) };
+}
+
+/** Every video PTS in a TS byte stream, in decode order. */
+export function demuxPts(ts: Buffer): number[] {
+  const pts: number[] = [];
+  const demuxer = new TsDemuxer({ onAccessUnit: (au) => au.pts !== undefined && pts.push(au.pts) });
+  demuxer.push(ts);
+  demuxer.flush();
+  return pts;
+}
+
+/** Publishes segments at real-time pace (one per `intervalMs`), with optional extra segments spliced in. */
+export async function publishPaced(
+  url: string,
+  segments: Buffer[],
+  options: { intervalMs?: number; inject?: Map<number, Buffer>; signal?: AbortSignal; close?: boolean } = {},
+): Promise<TricklePublisher> {
+  const publisher = new TricklePublisher(url, { contentType: "video/MP2T" });
+  await publisher.start();
+  const started = performance.now();
+  for (let i = 0; i < segments.length; i++) {
+    if (options.signal?.aborted) break;
+    const extra = options.inject?.get(i);
+    if (extra) await publisher.writeSegment(extra);
+    await publisher.writeSegment(segments[i]!);
+    const wait = started + (i + 1) * (options.intervalMs ?? 1000) - performance.now();
+    if (wait > 0) await sleep(wait);
+  }
+  if (options.close !== false) await publisher.close();
+  return publisher;
+}
+
+/** Reads an output channel to its end; `ended` tells whether the server closed it (not us). */
+export function collectOutput(url: string): {
+  segments: Array<{ seq: number; data: Buffer }>;
+  done: Promise<{ closedByServer: boolean }>;
+  close(): void;
+} {
+  const subscriber = new TrickleSubscriber(url, { startSeq: 0 });
+  const segments: Array<{ seq: number; data: Buffer }> = [];
+  let closedByUs = false;
+  const done = (async () => {
+    try {
+      for await (const segment of subscriber) {
+        const parts: Buffer[] = [];
+        for await (const chunk of segment.body) parts.push(chunk);
+        segments.push({ seq: segment.seq, data: Buffer.concat(parts) });
+      }
+      return { closedByServer: !closedByUs };
+    } catch {
+      return { closedByServer: false };
+    }
+  })();
+  return {
+    segments,
+    done,
+    close: () => {
+      closedByUs = true;
+      subscriber.close();
+    },
+  };
+}
+
+/** Frames ffprobe decodes from one segment on its own, and whether the first frame is a keyframe. */
+export async function probeSegment(data: Buffer): Promise<{ frames: number; firstIsKey: boolean }> {
+  const child = execFile(FFPROBE, [
+    ...["-v", "error", "-f", "mpegts", "-i", "pipe:0", "-select_streams", "v:0"],
+    ...["-show_entries", "frame=key_frame", "-of", "csv=p=0"],
+  ]);
+  const output = new Promise<string>((resolve, reject) => {
+    let text = "";
+    child.stdout!.on("data", (d: Buffer) => (text += d.toString()));
+    child.on("error", reject);
+    child.on("close", (code) => (code === 0 ? resolve(text) : reject(new Error(`ffprobe exited ${code}`))));
+  });
+  child.stdin!.end(data);
+  const lines = (await output).split("\n").filter((l) => l.trim() !== "");
+  return { frames: lines.length, firstIsKey: lines[0]?.trim().startsWith("1") ?? false };
+}
+
+export async function startTrickle(names: string[]): Promise<{ server: TrickleServer; base: string }> {
+  const server = new TrickleServer({
+    channels: names.map((name) => ({
+      name,
+      mimeType: /control|events/.test(name) ? "application/json" : "video/MP2T",
+    })),
+  });
+  const { url } = await server.listen(0, "127.0.0.1");
+  return { server, base: url };
+}
+
+/** What a test needs of either stand-in peer. */
+export interface Peer {
+  url: string;
+  promptUpdates(): Promise<number>;
+  /** The peer's own counters, for failure messages. */
+  describe(): Promise<unknown>;
+  stop(): Promise<void>;
+}
+
+export async function startPeer(kind: "ts" | "py", port = 0): Promise<Peer> {
+  if (kind === "ts") {
+    const standin: TsStandin = await startTsStandin({ host: "127.0.0.1", port, iceAddresses: ICE_ADDRESSES });
+    return {
+      url: standin.url,
+      promptUpdates: async () => standin.stats().promptUpdates,
+      describe: async () => standin.stats().media,
+      stop: () => standin.close(),
+    };
+  }
+  // A FIFO instead of ComfyStream's newest-frame slot: on a loaded 2-core machine the Python peer
+  // cannot always keep up, and frames it skips would hide what the relay itself loses.
+  const standin = await PyStandin.start(["--ice-consent-interval", "0.5", "--queue", "backlog"]);
+  return {
+    url: standin.baseUrl,
+    promptUpdates: async () => (await standin.stats()).prompt_updates,
+    describe: async () => {
+      const stats = await standin.stats();
+      return {
+        in: stats.frames_in,
+        out: stats.frames_out,
+        dropped: stats.frames_dropped,
+        keyframes: stats.keyframes,
+      };
+    },
+    stop: () => standin.stop(),
+  };
+}
+
+/** Polls until `check` returns true or the time is up. */
+export async function waitFor(
+  check: () => boolean | Promise<boolean>,
+  timeoutMs: number,
+  what: string,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await check()) return;
+    await sleep(100);
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+}
