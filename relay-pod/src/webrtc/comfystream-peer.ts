@@ -1,0 +1,490 @@
+import { EventEmitter } from "node:events";
+import {
+  MediaStreamTrack,
+  RTCPeerConnection,
+  RtpPacket,
+  useH264,
+  type RTCDataChannel,
+  type RTCIceServer,
+  type RTCRtpTransceiver,
+} from "werift";
+import { silentLogger, type Logger } from "../log.js";
+import { sendDtlsCloseNotify } from "./dtls-close.js";
+import { CONTROL_CHANNEL_LABEL, CONTROL_REPLY_TYPES, promptsAsList } from "./control-messages.js";
+import { postJson } from "./http-post.js";
+import { iceAddressesFromEnv, iceConfig } from "./ice-config.js";
+
+export type WebRtcState = "new" | "connecting" | "connected" | "disconnected" | "failed" | "closed";
+
+export interface ComfyStreamPeerOptions {
+  /** Base URL of the ComfyStream server; the offer goes to `{url}/offer`. */
+  comfystreamUrl: string;
+  /** ComfyUI API-format workflow(s); sent as the `prompts` list. Empty/null → ComfyStream noop mode. */
+  prompts: unknown[] | unknown;
+  /** Sent as `resolution` in the offer body (ComfyStream uses it for warm-up). */
+  width: number;
+  height: number;
+  /** Local addresses to gather ICE host candidates on (only those). Default: TRICKLE_RELAY_ICE_ADDRESSES. */
+  iceAddresses?: string[];
+  /** STUN/TURN servers; default none (see ice-config.ts). */
+  iceServers?: RTCIceServer[];
+  /** Limit for `POST /offer`; ComfyStream warms the workflow up inside that request. Default 300 000. */
+  offerTimeoutMs?: number;
+  /** Limit for ICE gathering before the offer. Default 10 000. */
+  gatherTimeoutMs?: number;
+  /** Limit for ICE + DTLS + control channel after the answer. Default 30 000. */
+  connectTimeoutMs?: number;
+  /** PLI period so the returned stream has IDRs to cut segments at (aiortc only makes IDRs on PLI). Default 1500. */
+  pliIntervalMs?: number;
+  /**
+   * While connected, no RTP or RTCP from ComfyStream for this long → state "disconnected" (and back
+   * to "connected" when media resumes). ICE consent only declares a vanished peer failed after
+   * 30 s; this notices in seconds. 0 disables. Default 5000.
+   */
+  mediaTimeoutMs?: number;
+  /** Default timeout of control-channel requests. Default 10 000. */
+  requestTimeoutMs?: number;
+  logger?: Logger;
+}
+
+/** Minimal shape of a returned RTP packet (werift's RtpPacket satisfies it). */
+export interface ReturnedRtpPacket {
+  header: { timestamp: number; marker: boolean; sequenceNumber: number; payloadType: number; ssrc: number };
+  payload: Buffer;
+}
+
+export interface ComfyStreamPeerStats {
+  rtpPacketsSent: number;
+  /** Marker bits sent: frames, for an RTP source that sets the marker on the last packet of a frame. */
+  framesSent: number;
+  /** Packets handed to sendRtp while not connected (dropped: werift would drop them anyway). */
+  rtpPacketsDropped: number;
+  rtpPacketsReceived: number;
+  framesReceived: number;
+  plisSent: number;
+  controlMessagesReceived: number;
+}
+
+interface PendingRequest {
+  resolve: (reply: Record<string, unknown>) => void;
+  reject: (error: Error) => void;
+  timer: NodeJS.Timeout;
+}
+
+/**
+ * The relay's WebRTC peer towards one ComfyStream server (spec comfystream-webrtc §5): one sendrecv
+ * H.264 video m-line (packetization-mode 1, profile 42e01f), the `control` data channel created
+ * before the offer, non-trickle ICE, `POST /offer {prompts, offer, resolution}`.
+ *
+ * Events:
+ *  - "state" (state: WebRtcState, previous: WebRtcState)
+ *  - "rtp" (packet: RtpPacket) — every RTP packet ComfyStream sends back
+ *  - "control" (message: Record<string, unknown>) — control-channel messages that answer no pending request
+ */
+export class ComfyStreamPeer extends EventEmitter {
+  readonly stats: ComfyStreamPeerStats = {
+    rtpPacketsSent: 0,
+    framesSent: 0,
+    rtpPacketsDropped: 0,
+    rtpPacketsReceived: 0,
+    framesReceived: 0,
+    plisSent: 0,
+    controlMessagesReceived: 0,
+  };
+
+  private readonly options: Required<
+    Omit<ComfyStreamPeerOptions, "logger" | "iceServers" | "iceAddresses" | "prompts">
+  > & { prompts: unknown[]; iceAddresses: string[]; iceServers: RTCIceServer[] };
+  private readonly logger: Logger;
+  private currentState: WebRtcState = "new";
+  private pc: RTCPeerConnection | undefined;
+  private transceiver: RTCRtpTransceiver | undefined;
+  private readonly sendTrack = new MediaStreamTrack({ kind: "video" });
+  private control: RTCDataChannel | undefined;
+  private remoteVideoSsrc: number | undefined;
+  private lastInboundAt = 0;
+  private pliTimer: NodeJS.Timeout | undefined;
+  private watchdogTimer: NodeJS.Timeout | undefined;
+  private readonly pendingRequests = new Map<string, PendingRequest[]>();
+  private readonly abortConnect = new AbortController();
+  private connectStarted = false;
+
+  constructor(options: ComfyStreamPeerOptions) {
+    super();
+    if (!options.comfystreamUrl) throw new Error("comfystreamUrl is required");
+    if (!(options.width > 0 && options.height > 0)) throw new Error("width and height must be positive");
+    this.options = {
+      comfystreamUrl: options.comfystreamUrl.replace(/\/+$/, ""),
+      prompts: promptsAsList(options.prompts),
+      width: options.width,
+      height: options.height,
+      iceAddresses: options.iceAddresses ?? iceAddressesFromEnv(),
+      iceServers: options.iceServers ?? [],
+      offerTimeoutMs: options.offerTimeoutMs ?? 300_000,
+      gatherTimeoutMs: options.gatherTimeoutMs ?? 10_000,
+      connectTimeoutMs: options.connectTimeoutMs ?? 30_000,
+      pliIntervalMs: options.pliIntervalMs ?? 1500,
+      mediaTimeoutMs: options.mediaTimeoutMs ?? 5000,
+      requestTimeoutMs: options.requestTimeoutMs ?? 10_000,
+    };
+    this.logger = (options.logger ?? silentLogger).child({ component: "comfystream-peer" });
+  }
+
+  get state(): WebRtcState {
+    return this.currentState;
+  }
+
+  /**
+   * Offers, POSTs `/offer`, applies the answer and resolves once ICE+DTLS are connected and the
+   * control channel is open. Rejects with the HTTP status and body text on a non-200 answer, or
+   * with the ICE/DTLS failure; the peer is then closed ("failed") and cannot be reused.
+   */
+  async connect(): Promise<void> {
+    if (this.connectStarted) throw new Error("connect() can only be called once per ComfyStreamPeer");
+    this.connectStarted = true;
+    this.setState("connecting");
+    try {
+      await this.negotiate();
+    } catch (error) {
+      const wasClosedByUs = this.currentState === "closed";
+      this.teardown();
+      this.releasePeerConnection();
+      if (!wasClosedByUs) this.setState("failed");
+      throw error instanceof Error ? error : new Error(String(error));
+    }
+  }
+
+  /** Forward path: one RTP packet (e.g. from `ffmpeg -f rtp`); werift rewrites SSRC and payload type. */
+  sendRtp(packet: Buffer): void {
+    if (this.currentState !== "connected" && this.currentState !== "disconnected") {
+      this.stats.rtpPacketsDropped++;
+      return;
+    }
+    let rtp: RtpPacket;
+    try {
+      rtp = RtpPacket.deSerialize(packet);
+    } catch {
+      this.stats.rtpPacketsDropped++;
+      return;
+    }
+    this.sendTrack.writeRtp(rtp);
+    this.stats.rtpPacketsSent++;
+    if (rtp.header.marker) this.stats.framesSent++;
+  }
+
+  /**
+   * Sends a control message and resolves with the reply of the matching type (spec §1.3), or
+   * rejects after `timeoutMs`. `replyType` is needed only for types outside the known table.
+   */
+  request(
+    message: { type: string; [key: string]: unknown },
+    timeoutMs: number = this.options.requestTimeoutMs,
+    replyType: string | undefined = CONTROL_REPLY_TYPES[message.type],
+  ): Promise<Record<string, unknown>> {
+    if (!replyType) {
+      return Promise.reject(new Error(`control message type "${message.type}" has no known reply type`));
+    }
+    const channel = this.control;
+    if (!channel || channel.readyState !== "open") {
+      return Promise.reject(new Error(`control channel is not open (WebRTC state ${this.currentState})`));
+    }
+    return new Promise((resolve, reject) => {
+      const queue = this.pendingRequests.get(replyType) ?? [];
+      const entry: PendingRequest = {
+        resolve,
+        reject,
+        timer: setTimeout(() => {
+          const waiting = this.pendingRequests.get(replyType);
+          const index = waiting?.indexOf(entry) ?? -1;
+          if (waiting && index >= 0) waiting.splice(index, 1);
+          reject(new Error(`no "${replyType}" reply to "${message.type}" within ${timeoutMs} ms`));
+        }, timeoutMs),
+      };
+      queue.push(entry);
+      this.pendingRequests.set(replyType, queue);
+      try {
+        channel.send(JSON.stringify(message));
+      } catch (error) {
+        queue.splice(queue.indexOf(entry), 1);
+        clearTimeout(entry.timer);
+        reject(error instanceof Error ? error : new Error(String(error)));
+      }
+    });
+  }
+
+  /**
+   * `update_prompts` with the workflow list; resolves with ComfyStream's `prompts_updated` reply
+   * as is — `success:false` (with `error`) is a reply, not a rejection. ComfyStream requires the
+   * same number of workflows as were loaded.
+   */
+  updatePrompts(prompts: unknown, timeoutMs?: number): Promise<Record<string, unknown>> {
+    return this.request({ type: "update_prompts", prompts: promptsAsList(prompts) }, timeoutMs);
+  }
+
+  /** Sends a PLI for the returned video now (no-op until ComfyStream's SSRC is known). */
+  requestKeyframe(): void {
+    const ssrc = this.remoteVideoSsrc;
+    const transceiver = this.transceiver;
+    if (ssrc === undefined || !transceiver) return;
+    if (this.currentState !== "connected" && this.currentState !== "disconnected") return;
+    this.stats.plisSent++;
+    transceiver.receiver.sendRtcpPLI(ssrc).catch((error: unknown) => {
+      this.logger.debug({ err: error }, "sending PLI failed");
+    });
+  }
+
+  /**
+   * Closes the control channel and the peer connection (DTLS close_notify), so ComfyStream sees
+   * "closed" at once and frees its single pipeline. Idempotent.
+   */
+  async close(): Promise<void> {
+    if (this.currentState === "closed") return;
+    this.abortConnect.abort();
+    const pc = this.pc;
+    this.pc = undefined;
+    this.teardown();
+    this.setState("closed");
+    if (pc) {
+      try {
+        this.control?.close();
+      } catch {
+        // already closed
+      }
+      // werift sends no close_notify itself; without it ComfyStream notices only after ~30 s.
+      const notified = await sendDtlsCloseNotify(this.transceiver?.dtlsTransport).catch(() => false);
+      if (!notified) this.logger.debug("could not send DTLS close_notify");
+      await pc
+        .close()
+        .catch((error: unknown) => this.logger.debug({ err: error }, "closing peer connection"));
+    }
+  }
+
+  private async negotiate(): Promise<void> {
+    const { options } = this;
+    const pc = new RTCPeerConnection({
+      codecs: { video: [useH264()], audio: [] },
+      ...iceConfig(options.iceAddresses, options.iceServers),
+    });
+    this.pc = pc;
+    pc.connectionStateChange.subscribe((state) => this.onConnectionState(state));
+
+    const transceiver = pc.addTransceiver(this.sendTrack, { direction: "sendrecv" });
+    this.transceiver = transceiver;
+    transceiver.onTrack.subscribe((track) => {
+      track.onReceiveRtp.subscribe((rtp) => this.onReturnedRtp(rtp));
+      track.onReceiveRtcp.subscribe(() => (this.lastInboundAt = Date.now()));
+    });
+    transceiver.sender.onRtcp.subscribe(() => (this.lastInboundAt = Date.now()));
+
+    // Before the offer, so the offer carries an m=application section (spec §5.3).
+    const control = pc.createDataChannel(CONTROL_CHANNEL_LABEL);
+    this.control = control;
+    control.onMessage.subscribe((data) => this.onControlMessage(data));
+    const controlOpen = new Promise<void>((resolve) => {
+      if (control.readyState === "open") resolve();
+      control.stateChanged.subscribe((state) => {
+        if (state === "open") resolve();
+      });
+    });
+
+    await pc.setLocalDescription(await pc.createOffer());
+    await this.waitForGathering(pc);
+    const local = pc.localDescription;
+    if (!local) throw new Error("no local description after ICE gathering");
+    this.logger.debug({ sdp: local.sdp }, "offer");
+
+    const url = `${options.comfystreamUrl}/offer`;
+    const body = {
+      prompts: options.prompts,
+      offer: { sdp: local.sdp, type: local.type },
+      resolution: { width: options.width, height: options.height },
+    };
+    this.logger.info(
+      { url, prompts: options.prompts.length },
+      "posting offer (ComfyStream warms up inside it)",
+    );
+    const startedAt = Date.now();
+    const answer = await postJson(url, body, options.offerTimeoutMs, this.abortConnect.signal);
+    if (answer.status !== 200) {
+      throw new Error(`ComfyStream ${url} answered HTTP ${answer.status}: ${answer.body.trim()}`);
+    }
+    let parsed: { sdp?: unknown; type?: unknown };
+    try {
+      parsed = JSON.parse(answer.body) as { sdp?: unknown; type?: unknown };
+    } catch {
+      throw new Error(
+        `ComfyStream ${url} answered 200 with a body that is not JSON: ${answer.body.slice(0, 200)}`,
+      );
+    }
+    if (typeof parsed.sdp !== "string" || parsed.type !== "answer") {
+      throw new Error(`ComfyStream ${url} answered 200 without an SDP answer: ${answer.body.slice(0, 200)}`);
+    }
+    this.logger.info({ offerMs: Date.now() - startedAt }, "answer received");
+    this.logger.debug({ sdp: parsed.sdp }, "answer");
+    if (this.abortConnect.signal.aborted) throw new Error("closed while connecting");
+    await pc.setRemoteDescription({ sdp: parsed.sdp, type: "answer" });
+
+    await this.withTimeout(
+      Promise.all([this.waitForConnected(pc), controlOpen]),
+      options.connectTimeoutMs,
+      "ICE/DTLS connection and control channel",
+    );
+    this.lastInboundAt = Date.now();
+    this.startTimers();
+    this.setState("connected");
+  }
+
+  private waitForGathering(pc: RTCPeerConnection): Promise<void> {
+    if (pc.iceGatheringState === "complete") return Promise.resolve();
+    const done = new Promise<void>((resolve) => {
+      const { unSubscribe } = pc.iceGatheringStateChange.subscribe((state) => {
+        if (state === "complete") {
+          unSubscribe();
+          resolve();
+        }
+      });
+    });
+    return this.withTimeout(done, this.options.gatherTimeoutMs, "ICE gathering");
+  }
+
+  private waitForConnected(pc: RTCPeerConnection): Promise<void> {
+    if (pc.connectionState === "connected") return Promise.resolve();
+    return new Promise<void>((resolve, reject) => {
+      const { unSubscribe } = pc.connectionStateChange.subscribe((state) => {
+        if (state === "connected") {
+          unSubscribe();
+          resolve();
+        } else if (state === "failed" || state === "closed") {
+          unSubscribe();
+          reject(new Error(`WebRTC connection to ComfyStream ${state} during ICE/DTLS setup`));
+        }
+      });
+    });
+  }
+
+  private withTimeout<T>(promise: Promise<T>, timeoutMs: number, what: string): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`${what} timed out after ${timeoutMs} ms`)), timeoutMs);
+      const onAbort = (): void => reject(new Error(`closed during ${what}`));
+      this.abortConnect.signal.addEventListener("abort", onAbort, { once: true });
+      promise.then(
+        (value) => {
+          clearTimeout(timer);
+          this.abortConnect.signal.removeEventListener("abort", onAbort);
+          resolve(value);
+        },
+        (error: unknown) => {
+          clearTimeout(timer);
+          this.abortConnect.signal.removeEventListener("abort", onAbort);
+          reject(error instanceof Error ? error : new Error(String(error)));
+        },
+      );
+    });
+  }
+
+  private startTimers(): void {
+    const { pliIntervalMs, mediaTimeoutMs } = this.options;
+    if (pliIntervalMs > 0) this.pliTimer = setInterval(() => this.requestKeyframe(), pliIntervalMs);
+    if (mediaTimeoutMs > 0) {
+      this.watchdogTimer = setInterval(
+        () => {
+          const silentFor = Date.now() - this.lastInboundAt;
+          if (this.currentState === "connected" && silentFor > mediaTimeoutMs) {
+            this.logger.warn({ silentFor }, "no RTP/RTCP from ComfyStream; marking disconnected");
+            this.setState("disconnected");
+          } else if (this.currentState === "disconnected" && silentFor <= mediaTimeoutMs) {
+            this.setState("connected");
+          }
+        },
+        Math.min(500, mediaTimeoutMs),
+      );
+    }
+  }
+
+  private onReturnedRtp(rtp: RtpPacket): void {
+    this.lastInboundAt = Date.now();
+    this.stats.rtpPacketsReceived++;
+    if (rtp.header.marker) this.stats.framesReceived++;
+    if (this.remoteVideoSsrc !== rtp.header.ssrc) {
+      this.remoteVideoSsrc = rtp.header.ssrc;
+      this.requestKeyframe(); // start cuttable output as soon as the stream appears
+    }
+    this.emit("rtp", rtp);
+  }
+
+  private onConnectionState(state: string): void {
+    this.logger.debug({ state }, "peer connection state");
+    if (this.currentState === "closed" || this.currentState === "failed") return;
+    if (this.currentState === "new" || this.currentState === "connecting") {
+      return; // connect() decides when "connected" is reached (control channel open too)
+    }
+    if (state === "failed" || state === "closed") {
+      // Terminal: ICE consent expired, DTLS closed by ComfyStream, or transport error.
+      this.logger.warn({ state }, "WebRTC connection to ComfyStream lost");
+      this.teardown();
+      this.releasePeerConnection();
+      this.setState("failed");
+    } else if (state === "disconnected") {
+      this.setState("disconnected");
+    } else if (state === "connected") {
+      this.setState("connected");
+    }
+  }
+
+  private onControlMessage(data: string | Buffer): void {
+    this.lastInboundAt = Date.now();
+    this.stats.controlMessagesReceived++;
+    let message: Record<string, unknown>;
+    try {
+      const parsed: unknown = JSON.parse(typeof data === "string" ? data : data.toString("utf8"));
+      if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed))
+        throw new Error("not an object");
+      message = parsed as Record<string, unknown>;
+    } catch {
+      this.logger.warn(
+        { data: String(data).slice(0, 200) },
+        "ignoring control message that is not a JSON object",
+      );
+      return;
+    }
+    const type = typeof message.type === "string" ? message.type : undefined;
+    const waiting = type ? this.pendingRequests.get(type) : undefined;
+    const entry = waiting?.shift();
+    if (entry) {
+      clearTimeout(entry.timer);
+      entry.resolve(message);
+    } else {
+      this.emit("control", message);
+    }
+  }
+
+  private setState(state: WebRtcState): void {
+    if (state === this.currentState) return;
+    const previous = this.currentState;
+    this.currentState = state;
+    this.logger.info({ state, previous }, "WebRTC state");
+    this.emit("state", state, previous);
+  }
+
+  /** Stops timers and fails pending requests. */
+  private teardown(): void {
+    clearInterval(this.pliTimer);
+    clearInterval(this.watchdogTimer);
+    this.pliTimer = undefined;
+    this.watchdogTimer = undefined;
+    for (const [replyType, queue] of this.pendingRequests) {
+      for (const entry of queue) {
+        clearTimeout(entry.timer);
+        entry.reject(new Error(`WebRTC peer closed before the "${replyType}" reply`));
+      }
+    }
+    this.pendingRequests.clear();
+  }
+
+  /** Closes the pc without waiting (failure paths; it still holds sockets). */
+  private releasePeerConnection(): void {
+    const pc = this.pc;
+    this.pc = undefined;
+    if (pc) void pc.close().catch(() => undefined);
+  }
+}
