@@ -36,7 +36,10 @@ async function standin(options: Parameters<typeof startTsStandin>[0] = {}): Prom
   return server;
 }
 
-function peerFor(url: string, options: Partial<ConstructorParameters<typeof ComfyStreamPeer>[0]> = {}): ComfyStreamPeer {
+function peerFor(
+  url: string,
+  options: Partial<ConstructorParameters<typeof ComfyStreamPeer>[0]> = {},
+): ComfyStreamPeer {
   const peer = new ComfyStreamPeer({
     comfystreamUrl: url,
     prompts: [PASSTHROUGH_WORKFLOW],
@@ -141,7 +144,9 @@ describe("ComfyStreamPeer ↔ TS stand-in", { skip, timeout: 120_000 }, () => {
     const keyframeTimes = trip.units.filter((unit) => unit.keyframe).map((unit) => unit.rtpTimestamp);
     assert.ok(keyframeTimes.length >= 2, `only ${keyframeTimes.length} keyframes came back`);
     const lastTimestamp = trip.units.at(-1)!.rtpTimestamp;
-    const gaps = [...keyframeTimes.slice(1), lastTimestamp].map((time, index) => ((time - keyframeTimes[index]!) >>> 0) / 90_000);
+    const gaps = [...keyframeTimes.slice(1), lastTimestamp].map(
+      (time, index) => ((time - keyframeTimes[index]!) >>> 0) / 90_000,
+    );
     t.diagnostic(`seconds between returned IDRs: ${gaps.map((gap) => gap.toFixed(2)).join(", ")}`);
     assert.ok(Math.max(...gaps) <= 2.5, `IDR gap of ${Math.max(...gaps).toFixed(2)} s`);
 
@@ -162,7 +167,10 @@ describe("ComfyStreamPeer ↔ TS stand-in", { skip, timeout: 120_000 }, () => {
     const peer = peerFor(server.url);
     await peer.connect();
     const trip = await roundTrip(peer, 3);
-    assert.ok(trip.units.length >= 0.95 * trip.framesSent, `${trip.units.length} of ${trip.framesSent} frames back`);
+    assert.ok(
+      trip.units.length >= 0.95 * trip.framesSent,
+      `${trip.units.length} of ${trip.framesSent} frames back`,
+    );
     const { offset, unmatched, latenciesMs } = timestampOffset(trip);
     assert.equal(unmatched, 0);
     assert.notEqual(offset, 0, "the stand-in adds a random offset like aiortc");
@@ -178,7 +186,10 @@ describe("ComfyStreamPeer ↔ TS stand-in", { skip, timeout: 120_000 }, () => {
     const peer = peerFor(server.url);
     await peer.connect();
 
-    const updated = structuredClone(PASSTHROUGH_WORKFLOW) as Record<string, { class_type: string; inputs: Record<string, unknown> }>;
+    const updated = structuredClone(PASSTHROUGH_WORKFLOW) as Record<
+      string,
+      { class_type: string; inputs: Record<string, unknown> }
+    >;
     updated["2"]!.inputs = { marker: "second prompt" };
     const reply = await peer.updatePrompts([updated]);
     assert.deepEqual(reply, { type: "prompts_updated", success: true });
@@ -188,7 +199,10 @@ describe("ComfyStreamPeer ↔ TS stand-in", { skip, timeout: 120_000 }, () => {
     assert.equal(stats.controlMessages.update_prompts, 1);
 
     // A single workflow object is sent as a one-element list.
-    assert.deepEqual(await peer.updatePrompts(PASSTHROUGH_WORKFLOW), { type: "prompts_updated", success: true });
+    assert.deepEqual(await peer.updatePrompts(PASSTHROUGH_WORKFLOW), {
+      type: "prompts_updated",
+      success: true,
+    });
 
     const nodes = await peer.request({ type: "get_nodes" });
     assert.equal(nodes.type, "nodes_info");
@@ -211,7 +225,10 @@ describe("ComfyStreamPeer ↔ TS stand-in", { skip, timeout: 120_000 }, () => {
   test("/offer answering 500: connect() rejects with the body text and the state is failed", async () => {
     const failing = await standin({ failPrompts: true });
     const peer = peerFor(failing.url);
-    await assert.rejects(peer.connect(), /HTTP 500: 500 Internal Server Error\s+Server got itself in trouble/);
+    await assert.rejects(
+      peer.connect(),
+      /HTTP 500: 500 Internal Server Error\s+Server got itself in trouble/,
+    );
     assert.equal(peer.state, "failed");
 
     // The per-workflow failure marker on a healthy stand-in, and ComfyStream's example of a bad prompt.
@@ -235,9 +252,17 @@ describe("ComfyStreamPeer ↔ TS stand-in", { skip, timeout: 120_000 }, () => {
     assert.equal(stats.pipeline.running, true);
 
     await first.close();
-    await waitFor(async () => (await standinStats(server.url)).activePeers === 1, 3000, "the stand-in to drop the first peer");
+    await waitFor(
+      async () => (await standinStats(server.url)).activePeers === 1,
+      3000,
+      "the stand-in to drop the first peer",
+    );
     stats = await standinStats(server.url);
-    assert.equal(stats.pipeline.running, false, "the stale peer's close stopped the pipeline of the second session");
+    assert.equal(
+      stats.pipeline.running,
+      false,
+      "the stale peer's close stopped the pipeline of the second session",
+    );
     const trip = await roundTrip(second, 1);
     assert.equal(trip.units.length, 0, "no video while the shared pipeline is stopped");
     assert.ok(trip.framesSent > 0);
@@ -249,7 +274,11 @@ describe("ComfyStreamPeer ↔ TS stand-in", { skip, timeout: 120_000 }, () => {
     await first.connect();
     await first.close();
     const closedAt = Date.now();
-    await waitFor(async () => (await standinStats(server.url)).activePeers === 0, 3000, "the stand-in to see the close");
+    await waitFor(
+      async () => (await standinStats(server.url)).activePeers === 0,
+      3000,
+      "the stand-in to see the close",
+    );
     const noticedMs = Date.now() - closedAt;
     assert.ok(noticedMs < 3000);
 
@@ -266,7 +295,17 @@ describe("ComfyStreamPeer ↔ TS stand-in", { skip, timeout: 120_000 }, () => {
     const main = fileURLToPath(new URL("../peers/ts-standin/main.js", import.meta.url));
     const child = spawn(
       process.execPath,
-      [main, "--port", "0", "--ice-address", ICE_ADDRESSES.join(","), "--mode", "passthrough", "--log-level", "warn"],
+      [
+        main,
+        "--port",
+        "0",
+        "--ice-address",
+        ICE_ADDRESSES.join(","),
+        "--mode",
+        "passthrough",
+        "--log-level",
+        "warn",
+      ],
       { stdio: ["ignore", "pipe", "inherit"] },
     );
     cleanups.push(() => {
@@ -290,13 +329,16 @@ describe("ComfyStreamPeer ↔ TS stand-in", { skip, timeout: 120_000 }, () => {
     const statePromise = new Promise<{ state: WebRtcState; afterMs: number }>((resolve) => {
       const killedAt = Date.now();
       peer.on("state", (state: WebRtcState) => {
-        if (state === "disconnected" || state === "failed") resolve({ state, afterMs: Date.now() - killedAt });
+        if (state === "disconnected" || state === "failed")
+          resolve({ state, afterMs: Date.now() - killedAt });
       });
     });
     child.kill("SIGKILL");
     const outcome = await Promise.race([
       statePromise,
-      new Promise<never>((_, reject) => setTimeout(() => reject(new Error("no disconnected/failed state within 6 s")), 6000)),
+      new Promise<never>((_, reject) =>
+        setTimeout(() => reject(new Error("no disconnected/failed state within 6 s")), 6000),
+      ),
     ]);
     t.diagnostic(`state ${outcome.state} ${outcome.afterMs} ms after the kill`);
     assert.ok(outcome.afterMs <= 4000, `took ${outcome.afterMs} ms`);

@@ -275,6 +275,11 @@ export class ComfyStreamPeer extends EventEmitter {
       track.onReceiveRtcp.subscribe(() => (this.lastInboundAt = Date.now()));
     });
     transceiver.sender.onRtcp.subscribe(() => (this.lastInboundAt = Date.now()));
+    // werift's connectionState ignores the DTLS transport closing (ComfyStream's close_notify when it
+    // closes the pc), so watch the transport directly.
+    transceiver.dtlsTransport.onStateChange.subscribe((state) => {
+      if (state === "closed" || state === "failed") this.onConnectionState(state);
+    });
 
     // Before the offer, so the offer carries an m=application section (spec §5.3).
     const control = pc.createDataChannel(CONTROL_CHANNEL_LABEL);

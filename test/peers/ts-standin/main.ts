@@ -76,10 +76,13 @@ async function main(): Promise<void> {
     return;
   }
   const mode = values.mode ?? "filter";
-  if (mode !== "filter" && mode !== "passthrough") fail(`--mode must be filter or passthrough, got "${mode}"`);
+  if (mode !== "filter" && mode !== "passthrough")
+    fail(`--mode must be filter or passthrough, got "${mode}"`);
   let iceAddresses: string[] | undefined;
   try {
-    iceAddresses = values["ice-address"] ? values["ice-address"].flatMap((item) => parseIceAddresses(item)) : undefined;
+    iceAddresses = values["ice-address"]
+      ? values["ice-address"].flatMap((item) => parseIceAddresses(item))
+      : undefined;
   } catch (error) {
     fail(error instanceof Error ? error.message : String(error));
   }

@@ -169,7 +169,8 @@ export class MediaProcessor {
 
   private assemble(packet: RtpPacket): void {
     const { sequenceNumber, timestamp, marker } = packet.header;
-    const lost = this.lastInputSequence !== undefined && sequenceNumber !== ((this.lastInputSequence + 1) & 0xffff);
+    const lost =
+      this.lastInputSequence !== undefined && sequenceNumber !== ((this.lastInputSequence + 1) & 0xffff);
     this.lastInputSequence = sequenceNumber;
     if (this.assembling && (this.assembling.timestamp !== timestamp || lost)) {
       this.assembling.damaged ||= lost;
@@ -349,7 +350,12 @@ export class MediaProcessor {
       encoder.currentIsKeyframe = true;
       this.counters.keyframesOut++;
     }
-    this.sendRestamped(packet.payload, encoder.inputTimestamp, packet.header.marker, packet.header.payloadType);
+    this.sendRestamped(
+      packet.payload,
+      encoder.inputTimestamp,
+      packet.header.marker,
+      packet.header.payloadType,
+    );
   }
 
   private logStderr(child: ChildProcessWithoutNullStreams, role: string): void {
@@ -370,7 +376,7 @@ function containsIdr(payload: Buffer): boolean {
   if (type === NAL_IDR) return true;
   if (type === 28) return (payload[1]! & 0x80) !== 0 && (payload[1]! & 0x1f) === NAL_IDR;
   if (type === 24) {
-    for (let offset = 1; offset + 2 < payload.length; ) {
+    for (let offset = 1; offset + 2 < payload.length;) {
       const size = payload.readUInt16BE(offset);
       if ((payload[offset + 2]! & 0x1f) === NAL_IDR) return true;
       offset += 2 + size;

@@ -25,6 +25,7 @@ import {
   type RTCDataChannel,
   type RtpPacket,
 } from "werift";
+import { sendDtlsCloseNotify } from "../../../relay-pod/src/webrtc/dtls-close.js";
 import { iceAddressesFromEnv, iceConfig } from "../../../relay-pod/src/webrtc/ice-config.js";
 import { MediaProcessor, type MediaCounters, type StandinMode } from "./media-processor.js";
 import { nodesInfo, validatePrompts, type Workflow } from "./workflow.js";
@@ -83,7 +84,14 @@ export interface StandinStats {
   peersServed: number;
   activePeers: number;
   media: MediaCounters;
-  pipeline: { running: boolean; paused: boolean; noop: boolean; promptCount: number; width: number; height: number };
+  pipeline: {
+    running: boolean;
+    paused: boolean;
+    noop: boolean;
+    promptCount: number;
+    width: number;
+    height: number;
+  };
   prompts: Workflow[];
   lastPromptsReceived: unknown;
   promptUpdates: number;
@@ -118,8 +126,15 @@ class FpsMeter {
   }
   snapshot(): Record<string, unknown> {
     const last = this.perSecond.at(-1) ?? 0;
-    const average = this.perSecond.length ? this.perSecond.reduce((a, b) => a + b, 0) / this.perSecond.length : 0;
-    return { timestamp: Date.now() / 1000, fps: last, minute_avg_fps: average, minute_fps_array: [...this.perSecond] };
+    const average = this.perSecond.length
+      ? this.perSecond.reduce((a, b) => a + b, 0) / this.perSecond.length
+      : 0;
+    return {
+      timestamp: Date.now() / 1000,
+      fps: last,
+      minute_avg_fps: average,
+      minute_fps_array: [...this.perSecond],
+    };
   }
   stop(): void {
     clearInterval(this.timer);
@@ -140,7 +155,13 @@ class Standin implements TsStandin {
     keyframeRequests: 0,
     encoderRestarts: 0,
   };
-  private readonly pipeline: PipelineState = { prompts: [], running: false, paused: false, width: 512, height: 512 };
+  private readonly pipeline: PipelineState = {
+    prompts: [],
+    running: false,
+    paused: false,
+    width: 512,
+    height: 512,
+  };
   private readonly counters = {
     offers: 0,
     offersFailed: 0,
@@ -155,7 +176,8 @@ class Standin implements TsStandin {
   port = 0;
 
   constructor(private readonly options: TsStandinOptions) {
-    this.logger = options.logger ?? pino({ name: "ts-standin", level: process.env.STANDIN_LOG_LEVEL ?? "warn" });
+    this.logger =
+      options.logger ?? pino({ name: "ts-standin", level: process.env.STANDIN_LOG_LEVEL ?? "warn" });
     this.mode = options.mode ?? "filter";
     this.iceAddresses = options.iceAddresses ?? iceAddressesFromEnv();
   }
@@ -168,12 +190,18 @@ class Standin implements TsStandin {
     });
     this.port = (this.server.address() as AddressInfo).port;
     this.url = `http://${host.includes(":") ? `[${host}]` : host}:${this.port}`;
-    this.logger.info({ url: this.url, mode: this.mode, iceAddresses: this.iceAddresses }, "stand-in listening");
+    this.logger.info(
+      { url: this.url, mode: this.mode, iceAddresses: this.iceAddresses },
+      "stand-in listening",
+    );
   }
 
   async close(): Promise<void> {
     for (const peer of [...this.peers.values()]) {
       this.retirePeer(peer);
+      // aiortc's close() sends close_notify, so the relay sees the server go away at once.
+      const video = peer.pc.getTransceivers().find((transceiver) => transceiver.kind === "video");
+      await sendDtlsCloseNotify(video?.dtlsTransport).catch(() => false);
       await peer.pc.close().catch(() => undefined);
     }
     await new Promise<void>((resolve) => {
@@ -235,7 +263,8 @@ class Standin implements TsStandin {
       }
       if (path === "/streams/stats" && method === "GET") {
         const all: Record<string, unknown> = {};
-        for (const peer of this.peers.values()) if (peer.inboundTrackId) all[peer.inboundTrackId] = peer.fps.snapshot();
+        for (const peer of this.peers.values())
+          if (peer.inboundTrackId) all[peer.inboundTrackId] = peer.fps.snapshot();
         return sendJson(response, 200, all);
       }
       const streamStats = /^\/stream\/([^/]+)\/stats$/.exec(path);
@@ -244,7 +273,8 @@ class Standin implements TsStandin {
         return sendJson(response, 200, peer ? peer.fps.snapshot() : { error: "Stream not found" });
       }
       if (path === "/stats" && method === "GET") return sendJson(response, 200, this.stats());
-      const known = ["/", "/health", "/offer", "/prompt", "/streams/stats", "/stats"].includes(path) || streamStats;
+      const known =
+        ["/", "/health", "/offer", "/prompt", "/streams/stats", "/stats"].includes(path) || streamStats;
       return known ? send(response, 405, "405: Method Not Allowed") : send(response, 404, "404: Not Found");
     } catch (error) {
       // ComfyStream has no error middleware: any exception is aiohttp's plain-text 500 (spec §1.2).
@@ -273,7 +303,8 @@ class Standin implements TsStandin {
       }
       const prompts = body.prompts;
       this.counters.lastPromptsReceived = prompts;
-      const noop = prompts === undefined || prompts === null || (Array.isArray(prompts) && prompts.length === 0);
+      const noop =
+        prompts === undefined || prompts === null || (Array.isArray(prompts) && prompts.length === 0);
       if (noop) {
         this.pipeline.prompts = [];
         this.pipeline.running = true;
@@ -308,7 +339,10 @@ class Standin implements TsStandin {
 
   private async createPeer(offerSdp: string): Promise<{ sdp: string; type: string }> {
     const id = randomUUID();
-    const pc = new RTCPeerConnection({ codecs: { video: [useH264()], audio: [] }, ...iceConfig(this.iceAddresses) });
+    const pc = new RTCPeerConnection({
+      codecs: { video: [useH264()], audio: [] },
+      ...iceConfig(this.iceAddresses),
+    });
     const outputTrack = new MediaStreamTrack({ kind: "video" });
     const processor = new MediaProcessor({
       mode: this.mode,
@@ -325,11 +359,19 @@ class Standin implements TsStandin {
       },
       logger: this.logger.child({ peer: id }),
     });
-    const peer: PeerEntry = { id, pc, processor, inboundTrackId: undefined, state: "new", fps: new FpsMeter() };
+    const peer: PeerEntry = {
+      id,
+      pc,
+      processor,
+      inboundTrackId: undefined,
+      state: "new",
+      fps: new FpsMeter(),
+    };
     try {
       await processor.start();
       pc.onDataChannel.subscribe((channel) => this.onDataChannel(channel));
-      pc.connectionStateChange.subscribe((state) => {
+      const onPeerState = (state: string): void => {
+        if (peer.state === state || peer.state === "closed" || peer.state === "failed") return;
         peer.state = state;
         this.logger.info({ peer: id, state }, "peer connection state");
         if (state === "failed" || state === "closed") {
@@ -338,7 +380,8 @@ class Standin implements TsStandin {
           this.retirePeer(peer);
           void pc.close().catch(() => undefined);
         }
-      });
+      };
+      pc.connectionStateChange.subscribe(onPeerState);
       let haveVideo = false;
       pc.onTrack.subscribe((track) => {
         if (track.kind !== "video" || haveVideo) return; // only the first track of a kind is used
@@ -349,6 +392,11 @@ class Standin implements TsStandin {
       await pc.setRemoteDescription({ type: "offer", sdp: offerSdp });
       const video = pc.getTransceivers().find((transceiver) => transceiver.kind === "video");
       if (video) {
+        // aiortc's connectionState turns "closed" on a DTLS close_notify; werift's does not, so
+        // watch the DTLS transport to see a graceful client close at once, as ComfyStream does.
+        video.dtlsTransport.onStateChange.subscribe((state) => {
+          if (state === "closed" || state === "failed") onPeerState(state);
+        });
         // The processed video goes back on the same sendrecv m-line the relay sends on.
         video.sender.replaceTrack(outputTrack);
         video.setDirection("sendrecv");
@@ -418,13 +466,19 @@ class Standin implements TsStandin {
           if (!Array.isArray(message.prompts)) throw new Error("prompts must be a list of workflows");
           const list = validatePrompts(message.prompts);
           if (list.length !== pipeline.prompts.length) {
-            throw new Error(`Number of updated prompts (${list.length}) must match current prompts (${pipeline.prompts.length})`);
+            throw new Error(
+              `Number of updated prompts (${list.length}) must match current prompts (${pipeline.prompts.length})`,
+            );
           }
           pipeline.prompts = list;
           return { type: "prompts_updated", success: true };
         } catch (error) {
           this.counters.promptUpdatesFailed++;
-          return { type: "prompts_updated", success: false, error: error instanceof Error ? error.message : String(error) };
+          return {
+            type: "prompts_updated",
+            success: false,
+            error: error instanceof Error ? error.message : String(error),
+          };
         }
       }
       case "update_resolution": {
@@ -481,7 +535,12 @@ async function readJson(request: http.IncomingMessage): Promise<unknown> {
   return JSON.parse(Buffer.concat(chunks).toString("utf8")) as unknown;
 }
 
-function send(response: http.ServerResponse, status: number, body: string, contentType = "text/plain; charset=utf-8"): void {
+function send(
+  response: http.ServerResponse,
+  status: number,
+  body: string,
+  contentType = "text/plain; charset=utf-8",
+): void {
   response.writeHead(status, { "content-type": contentType, "content-length": Buffer.byteLength(body) });
   response.end(body);
 }

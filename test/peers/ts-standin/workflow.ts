@@ -7,12 +7,21 @@
 
 const PRIMARY_INPUT = "PrimaryInputLoadImage";
 const INPUT_TYPES = new Set(["LoadTensor", PRIMARY_INPUT, "LoadImage", "LoadAudioTensor"]);
-const OUTPUT_TYPES = new Set(["SaveTensor", "PreviewImage", "SaveImage", "SaveAudioTensor", "SaveTextTensor"]);
+const OUTPUT_TYPES = new Set([
+  "SaveTensor",
+  "PreviewImage",
+  "SaveImage",
+  "SaveAudioTensor",
+  "SaveTextTensor",
+]);
 
 /** A node of this class makes the stand-in fail the workflow on purpose (tests of the error paths). */
 export const FAIL_MARKER_CLASS = "StandinFailPrompt";
 
-export type Workflow = Record<string, { class_type: string; inputs: Record<string, unknown>; _meta?: unknown }>;
+export type Workflow = Record<
+  string,
+  { class_type: string; inputs: Record<string, unknown>; _meta?: unknown }
+>;
 
 /** The smallest valid workflow: LoadTensor → SaveTensor (ComfyStream's tensor-utils example). */
 export const PASSTHROUGH_WORKFLOW: Workflow = {
@@ -36,10 +45,12 @@ function validateWorkflow(workflow: unknown, index: number): void {
   let otherInputs = 0;
   let outputs = 0;
   for (const [nodeId, node] of Object.entries(workflow)) {
-    if (typeof node !== "object" || node === null) throw new Error(`${where}: node ${nodeId} is not an object`);
+    if (typeof node !== "object" || node === null)
+      throw new Error(`${where}: node ${nodeId} is not an object`);
     const { class_type: classType, inputs } = node as { class_type?: unknown; inputs?: unknown };
     if (typeof classType !== "string") throw new Error(`${where}: node ${nodeId} has no class_type`);
-    if (typeof inputs !== "object" || inputs === null) throw new Error(`${where}: node ${nodeId} has no inputs`);
+    if (typeof inputs !== "object" || inputs === null)
+      throw new Error(`${where}: node ${nodeId} has no inputs`);
     if (classType === FAIL_MARKER_CLASS) throw new Error(`${where}: node ${nodeId} is ${FAIL_MARKER_CLASS}`);
     if (classType === PRIMARY_INPUT) primaryInputs++;
     else if (INPUT_TYPES.has(classType)) otherInputs++;
