@@ -13,10 +13,7 @@ cd "$(dirname "$0")/../.."
 if [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ]; then sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0; fi
 
 if [ "${TRICKLE_RELAY_NETNS:-}" != "1" ]; then
-  if [ "$(id -u)" = 0 ]; then
-    export TRICKLE_RELAY_NETNS=1
-    exec unshare -n bash -c 'ip link set lo up && ip addr add 127.0.0.2/32 dev lo && exec bash test/infra/run-tests.sh "$@"' run-tests "$@"
-  fi
+  if [ "$(id -u)" = 0 ]; then exec bash test/infra/in-loopback-namespace.sh bash test/infra/run-tests.sh "$@"; fi
   echo "run-tests: not root, so no private network namespace; WebRTC tests will be skipped" >&2
 fi
 

@@ -38,6 +38,7 @@ function snapshot(overrides: Partial<SessionStatus> = {}): SessionStatus {
     frames: { in: 1200, sent: 1190, returned: 1180, out: 1175, dropped: 10 },
     segments: { in: 40, out: 39, dropped: 1, corrupt: 2 },
     latencyMs: { p50: 85, p95: 140, samples: 300 },
+    hopLatencyMs: { forward: { p50: 40, p95: 60 }, return: { p50: 1, p95: 2 } },
     reconnects: 3,
     ffmpegRestarts: 1,
     promptsGeneration: 2,

@@ -92,6 +92,7 @@ class ScriptedSession extends EventEmitter implements ManagedSession {
       frames: { in: 300, sent: 298, returned: 290, out: 288, dropped: 2 },
       segments: { in: 10, out: 9, dropped: 0, corrupt: 1 },
       latencyMs: { p50: 80, p95: 120, samples: 250 },
+      hopLatencyMs: { forward: { p50: 40, p95: 60 }, return: { p50: 1, p95: 2 } },
       reconnects: 1,
       ffmpegRestarts: 0,
       promptsGeneration: 1,

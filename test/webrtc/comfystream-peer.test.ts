@@ -291,6 +291,62 @@ describe("ComfyStreamPeer ↔ TS stand-in", { skip, timeout: 120_000 }, () => {
     assert.equal(stats.pipeline.running, true);
   });
 
+  test("ICE: both sides gather host candidates only on the configured address", async () => {
+    const server = await standin({ mode: "passthrough" });
+    const peer = peerFor(server.url);
+    await peer.connect();
+    const stats = await standinStats(server.url);
+    for (const [side, lines] of [
+      ["offer", stats.lastOfferCandidates],
+      ["answer", stats.lastAnswerCandidates],
+    ] as const) {
+      assert.ok(lines.length > 0, `${side} has candidates`);
+      for (const line of lines) {
+        const [, , transport, , address, , , type] = line.split(" ");
+        assert.deepEqual(
+          [transport?.toLowerCase(), address, type],
+          ["udp", "127.0.0.2", "host"],
+          `${side}: ${line}`,
+        );
+      }
+    }
+  });
+
+  test("the server closing its side (DTLS close_notify) turns the peer failed at once", async () => {
+    const server = await standin({ mode: "passthrough" });
+    const peer = peerFor(server.url, { mediaTimeoutMs: 0 });
+    await peer.connect();
+    const failed = new Promise<number>((resolve) => {
+      const startedAt = Date.now();
+      peer.on("state", (state: WebRtcState) => {
+        if (state === "failed") resolve(Date.now() - startedAt);
+      });
+    });
+    await server.close();
+    const afterMs = await Promise.race([
+      failed,
+      new Promise<never>((_, reject) =>
+        setTimeout(() => reject(new Error("no failed state within 3 s")), 3000),
+      ),
+    ]);
+    assert.ok(afterMs < 3000);
+    await assert.rejects(peer.request({ type: "get_nodes" }), /not open/);
+  });
+
+  test("closeDetection consent (aiortc's behaviour): a graceful close is not noticed at once", async () => {
+    const server = await standin({ mode: "passthrough", closeDetection: "consent" });
+    const peer = peerFor(server.url);
+    await peer.connect();
+    await peer.close();
+    await new Promise((resolve) => setTimeout(resolve, 2500));
+    const stats = await standinStats(server.url);
+    assert.equal(
+      stats.activePeers,
+      1,
+      "the stale peer is still there, as in ComfyStream until ICE consent expires",
+    );
+  });
+
   test("stand-in process killed mid-stream: the peer reports disconnected within the media timeout", async (t) => {
     const main = fileURLToPath(new URL("../peers/ts-standin/main.js", import.meta.url));
     const child = spawn(

@@ -122,6 +122,7 @@ export function summary(status: SessionStatus): Record<string, unknown> {
     frames: status.frames,
     segments: status.segments,
     latencyMs: status.latencyMs,
+    hopLatencyMs: status.hopLatencyMs,
     queues: {
       decoded: status.queues.decodedFrames.size,
       processed: status.queues.processedFrames.size,

@@ -40,6 +40,13 @@ export interface RelaySessionOptions {
   drainTimeoutMs?: number;
 }
 
+interface ProcessedFrame {
+  annexB: Buffer;
+  pts: number;
+  keyframe: boolean;
+  returnedAt: number;
+}
+
 interface OpenSegment {
   writer: SegmentWriter;
   startedAt: number;
@@ -91,7 +98,7 @@ export class RelaySession extends EventEmitter {
   private waitForInputKeyframe = true;
   private restartingTranscoder = false;
 
-  private readonly processedQueue: Array<{ annexB: Buffer; pts: number; keyframe: boolean }> = [];
+  private readonly processedQueue: Array<ProcessedFrame> = [];
   private processedDropped = 0;
   private droppingOutputUntilIdr = false;
   private outputLoopRunning = false;
@@ -115,6 +122,10 @@ export class RelaySession extends EventEmitter {
   private readonly inputRate = new RateMeter();
   private readonly outputRate = new RateMeter();
   private readonly latency = new PercentileWindow();
+  private readonly forwardHop = new PercentileWindow();
+  private readonly returnHop = new PercentileWindow();
+  /** When each input frame (by PTS) was complete in the input, for the forward-hop latency. */
+  private readonly inputFrameArrival = new Map<number, number>();
   private lastInputAt: number | undefined;
   private lastOutputAt: number | undefined;
   private ended: Promise<void>;
@@ -258,6 +269,10 @@ export class RelaySession extends EventEmitter {
         p95: this.latency.percentile(95),
         samples: this.latency.size,
       },
+      hopLatencyMs: {
+        forward: { p50: this.forwardHop.percentile(50), p95: this.forwardHop.percentile(95) },
+        return: { p50: this.returnHop.percentile(50), p95: this.returnHop.percentile(95) },
+      },
       reconnects: this.counters.reconnects,
       ffmpegRestarts: this.counters.ffmpegRestarts,
       promptsGeneration: this.promptsGeneration,
@@ -315,6 +330,10 @@ export class RelaySession extends EventEmitter {
         if (au.pts !== undefined) {
           firstPts ??= au.pts;
           this.lastInputPts = au.pts;
+          this.inputFrameArrival.set(au.pts, performance.now());
+          if (this.inputFrameArrival.size > 1000) {
+            this.inputFrameArrival.delete(this.inputFrameArrival.keys().next().value!);
+          }
         }
         this.counters.framesIn++;
         this.inputRate.mark();
@@ -457,7 +476,13 @@ export class RelaySession extends EventEmitter {
       peer.sendRtp(packet);
     }
     this.counters.framesSent++;
-    this.matcher.recordSent({ rtpTimestamp: rtpTs, pts: frame.pts, sentAt: performance.now() });
+    const now = performance.now();
+    this.matcher.recordSent({ rtpTimestamp: rtpTs, pts: frame.pts, sentAt: now });
+    const arrived = this.inputFrameArrival.get(frame.pts);
+    if (arrived !== undefined) {
+      this.forwardHop.add(now - arrived);
+      this.inputFrameArrival.delete(frame.pts);
+    }
   }
 
   // ---- WebRTC: connect, reconnect with backoff ----------------------------------------------------
@@ -557,12 +582,13 @@ export class RelaySession extends EventEmitter {
           annexB: matched.item.annexB,
           pts: matched.pts,
           keyframe: matched.item.keyframe,
+          returnedAt: performance.now(),
         });
       }
     }
   }
 
-  private enqueueProcessed(frame: { annexB: Buffer; pts: number; keyframe: boolean }): void {
+  private enqueueProcessed(frame: ProcessedFrame): void {
     if (this.droppingOutputUntilIdr && !frame.keyframe) {
       this.processedDropped++;
       return;
@@ -597,7 +623,7 @@ export class RelaySession extends EventEmitter {
     }
   }
 
-  private async writeOutputFrame(frame: { annexB: Buffer; pts: number; keyframe: boolean }): Promise<void> {
+  private async writeOutputFrame(frame: ProcessedFrame): Promise<void> {
     const publisher = this.publisher;
     if (!publisher) return;
     const cut = this.segmenter.shouldCut(frame.pts, frame.keyframe);
@@ -615,6 +641,7 @@ export class RelaySession extends EventEmitter {
     );
     await this.openSegment!.writer.write(bytes);
     this.counters.framesOut++;
+    this.returnHop.add(performance.now() - frame.returnedAt);
     this.outputRate.mark();
     this.lastOutputAt = Date.now();
   }

@@ -84,7 +84,16 @@ export interface SessionStatus {
   fps: { input: number; output: number };
   frames: { in: number; sent: number; returned: number; out: number; dropped: number };
   segments: { in: number; out: number; dropped: number; corrupt: number };
+  /** Through ComfyStream: a frame sent to a frame back, matched by RTP timestamp. */
   latencyMs: { p50: number | null; p95: number | null; samples: number };
+  /**
+   * What the relay itself adds: forward = a frame complete in the input to sent over WebRTC
+   * (transcode and pacing); return = a frame back from ComfyStream to written into the output POST.
+   */
+  hopLatencyMs: {
+    forward: { p50: number | null; p95: number | null };
+    return: { p50: number | null; p95: number | null };
+  };
   reconnects: number;
   ffmpegRestarts: number;
   /** Generation of the prompts ComfyStream last acknowledged (1 = the initial prompts). */

@@ -14,6 +14,14 @@ import { CONTROL_CHANNEL_LABEL, CONTROL_REPLY_TYPES, promptsAsList } from "./con
 import { postJson } from "./http-post.js";
 import { iceAddressesFromEnv, iceConfig } from "./ice-config.js";
 
+/**
+ * How long ComfyStream (aiortc) may take to notice that a closed relay peer is gone: aiortc ignores
+ * DTLS close_notify for its connectionState and only ICE consent expiry (6 checks ~5 s apart) ends
+ * the peer, which then stops the shared pipeline — also that of a newer session (spec §1.5). A
+ * reconnect that must not be hit by that should start its new `/offer` after this much time.
+ */
+export const COMFYSTREAM_STALE_PEER_TIMEOUT_MS = 35_000;
+
 export type WebRtcState = "new" | "connecting" | "connected" | "disconnected" | "failed" | "closed";
 
 export interface ComfyStreamPeerOptions {
@@ -234,8 +242,9 @@ export class ComfyStreamPeer extends EventEmitter {
   }
 
   /**
-   * Closes the control channel and the peer connection (DTLS close_notify), so ComfyStream sees
-   * "closed" at once and frees its single pipeline. Idempotent.
+   * Closes the control channel, sends a DTLS close_notify and closes the peer connection.
+   * Idempotent. Peers that act on close_notify (the TS stand-in) free their slot at once; aiortc
+   * (ComfyStream) only notices through ICE consent expiry, see COMFYSTREAM_STALE_PEER_TIMEOUT_MS.
    */
   async close(): Promise<void> {
     if (this.currentState === "closed") return;

@@ -14,10 +14,11 @@ interface DtlsSocketInternals {
  * Sends a DTLS close_notify alert on an established DTLS transport.
  *
  * Why: werift's `RTCPeerConnection.close()` only sends an SCTP ABORT and closes its socket; it
- * sends no close_notify. aiortc (ComfyStream) only notices a peer is gone through a DTLS
- * close_notify — at once — or through ICE consent failure after ~30 s, and a stale peer that fails
- * late stops the pipeline of the next session (comfystream-webrtc spec §1.5). So the relay sends
- * the alert itself before closing.
+ * sends no close_notify, so the remote DTLS stack cannot tell a deliberate close from a vanished
+ * peer. Peers that act on close_notify (werift-based ones such as the TS stand-in, browsers) then
+ * end the session at once. aiortc — ComfyStream — marks its DTLS transport closed but keeps its
+ * connectionState, so there only ICE consent expiry (~30 s) ends the peer (spec §1.5 hazard; see
+ * COMFYSTREAM_STALE_PEER_TIMEOUT_MS); the alert still stops its DTLS/SRTP processing at once.
  *
  * werift has no API for it: its socket's `send()` always builds an application-data record, so we
  * swap in a cipher wrapper for that one synchronous call that relabels the record as an alert

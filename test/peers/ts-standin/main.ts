@@ -27,6 +27,9 @@ Options:
   --warmup-ms N        delay inside /offer and /prompt when prompts are given (default 0)
   --fail-prompts       reject every workflow: /offer and /prompt answer 500, update_prompts fails
                        (a node with class_type "StandinFailPrompt" does the same per workflow)
+  --close-detection dtls|consent
+                       dtls: a client's DTLS close_notify ends its peer at once (default);
+                       consent: only ICE consent expiry (~30 s) does, like aiortc/ComfyStream
   --ffmpeg PATH        ffmpeg binary (default $FFMPEG_BIN or ffmpeg)
   --log-level LEVEL    pino level (default info)
   -h, --help           this text
@@ -60,6 +63,7 @@ async function main(): Promise<void> {
         "max-fps": { type: "string" },
         "warmup-ms": { type: "string" },
         "fail-prompts": { type: "boolean" },
+        "close-detection": { type: "string" },
         ffmpeg: { type: "string" },
         "log-level": { type: "string" },
         help: { type: "boolean", short: "h" },
@@ -78,6 +82,10 @@ async function main(): Promise<void> {
   const mode = values.mode ?? "filter";
   if (mode !== "filter" && mode !== "passthrough")
     fail(`--mode must be filter or passthrough, got "${mode}"`);
+  const closeDetection = values["close-detection"] ?? "dtls";
+  if (closeDetection !== "dtls" && closeDetection !== "consent") {
+    fail(`--close-detection must be dtls or consent, got "${closeDetection}"`);
+  }
   let iceAddresses: string[] | undefined;
   try {
     iceAddresses = values["ice-address"]
@@ -96,6 +104,7 @@ async function main(): Promise<void> {
     maxFps: nonNegativeInteger(values["max-fps"], "--max-fps", 0),
     warmupMs: nonNegativeInteger(values["warmup-ms"], "--warmup-ms", 0),
     failPrompts: values["fail-prompts"] ?? false,
+    closeDetection,
     ffmpegPath: values.ffmpeg,
     logger,
   });

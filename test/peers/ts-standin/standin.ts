@@ -47,6 +47,13 @@ export interface TsStandinOptions {
   warmupMs?: number;
   /** Make every prompt application fail: `/offer` and `/prompt` answer 500, update_prompts replies success:false. */
   failPrompts?: boolean;
+  /**
+   * How a client that closes is noticed. "dtls" (default): at once, on its DTLS close_notify (the
+   * relay sends one). "consent": only when ICE consent expires (~30 s with werift), which is what
+   * aiortc does — its connectionState ignores close_notify (seen with Debian's aiortc 1.4.0 and in
+   * current aiortc's `__updateConnectionState`) — so the stale-peer hazard of spec §1.5 shows.
+   */
+  closeDetection?: "dtls" | "consent";
   /** Default: FFMPEG_BIN or "ffmpeg". */
   ffmpegPath?: string;
   logger?: Logger;
@@ -98,6 +105,9 @@ export interface StandinStats {
   promptUpdatesFailed: number;
   controlMessages: Record<string, number>;
   lastControlMessage: unknown;
+  /** `a=candidate` lines of the last offer received and the last answer sent. */
+  lastOfferCandidates: string[];
+  lastAnswerCandidates: string[];
   peers: Array<{ id: string; state: string } & MediaCounters>;
 }
 
@@ -171,6 +181,8 @@ class Standin implements TsStandin {
     lastPromptsReceived: undefined as unknown,
     controlMessages: {} as Record<string, number>,
     lastControlMessage: undefined as unknown,
+    lastOfferCandidates: [] as string[],
+    lastAnswerCandidates: [] as string[],
   };
   url = "";
   port = 0;
@@ -239,6 +251,8 @@ class Standin implements TsStandin {
       promptUpdatesFailed: counters.promptUpdatesFailed,
       controlMessages: { ...counters.controlMessages },
       lastControlMessage: counters.lastControlMessage,
+      lastOfferCandidates: counters.lastOfferCandidates,
+      lastAnswerCandidates: counters.lastAnswerCandidates,
       peers,
     };
   }
@@ -317,7 +331,9 @@ class Standin implements TsStandin {
       if (/^m=video/m.test(offer.sdp) && !/^a=rtpmap:\d+ H264\/90000/im.test(offer.sdp)) {
         throw new Error("Failed to set remote video description send parameters");
       }
+      this.counters.lastOfferCandidates = candidateLines(offer.sdp);
       const answer = await this.createPeer(offer.sdp);
+      this.counters.lastAnswerCandidates = candidateLines(answer.sdp);
       this.counters.peersServed++;
       sendJson(response, 200, answer);
     } catch (error) {
@@ -392,11 +408,13 @@ class Standin implements TsStandin {
       await pc.setRemoteDescription({ type: "offer", sdp: offerSdp });
       const video = pc.getTransceivers().find((transceiver) => transceiver.kind === "video");
       if (video) {
-        // aiortc's connectionState turns "closed" on a DTLS close_notify; werift's does not, so
-        // watch the DTLS transport to see a graceful client close at once, as ComfyStream does.
-        video.dtlsTransport.onStateChange.subscribe((state) => {
-          if (state === "closed" || state === "failed") onPeerState(state);
-        });
+        // werift's connectionState ignores a DTLS close_notify; watch the DTLS transport to see a
+        // graceful client close at once (see closeDetection for what aiortc does).
+        if ((this.options.closeDetection ?? "dtls") === "dtls") {
+          video.dtlsTransport.onStateChange.subscribe((state) => {
+            if (state === "closed" || state === "failed") onPeerState(state);
+          });
+        }
         // The processed video goes back on the same sendrecv m-line the relay sends on.
         video.sender.replaceTrack(outputTrack);
         video.setDirection("sendrecv");
@@ -504,6 +522,10 @@ class Standin implements TsStandin {
         return undefined;
     }
   }
+}
+
+function candidateLines(sdp: string): string[] {
+  return sdp.split(/\r?\n/).filter((line) => line.startsWith("a=candidate:"));
 }
 
 function addCounters(into: MediaCounters, from: MediaCounters): void {

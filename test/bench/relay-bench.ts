@@ -1,0 +1,414 @@
+/**
+ * Relay benchmark: what one relay session adds in latency, CPU and memory, and how many sessions this
+ * machine carries without dropping frames.
+ *
+ *   npm run bench:relay [-- --seconds 20 --max-sessions 8 --out bench-results/relay.json]
+ *
+ * Must run inside the loopback-only network namespace (WebRTC): `npm run bench:relay` does that as root.
+ * Each relay session is a real `trickle-relay run` process (with its ffmpeg); a helper process holds
+ * the trickle server and one passthrough stand-in peer per session (ComfyStream serves one peer), so
+ * the relay's own CPU and memory can be read from /proc. Input is pre-encoded test pattern, streamed
+ * to the trickle server at real-time pace (each 1 s segment in 30 pieces, one every 33 ms).
+ */
+import { execFile, fork, spawn, type ChildProcess } from "node:child_process";
+import { mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
+import { cpus, totalmem } from "node:os";
+import { dirname, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs, promisify } from "node:util";
+import { setTimeout as sleep } from "node:timers/promises";
+import { createInterface } from "node:readline";
+import { TrickleServer } from "../../relay-pod/src/trickle/server.js";
+import { TricklePublisher } from "../../relay-pod/src/trickle/publisher.js";
+import { TrickleSubscriber } from "../../relay-pod/src/trickle/subscriber.js";
+import { TsSegmentCutter } from "../../relay-pod/src/media/ts-cutter.js";
+import { startTsStandin } from "../peers/ts-standin/standin.js";
+
+const run = promisify(execFile);
+const CLI = fileURLToPath(new URL("../../relay-pod/src/cli.js", import.meta.url));
+const ICE = "127.0.0.2";
+const CLOCK_TICKS = 100; // USER_HZ on Linux
+
+interface SessionResult {
+  frames: { in: number; sent: number; returned: number; out: number; dropped: number };
+  forwardHopMs: { p50: number | null; p95: number | null };
+  returnHopMs: { p50: number | null; p95: number | null };
+  peerMs: { p50: number | null; p95: number | null };
+  relayAddedP50Ms: number | null;
+  cpuPercentOfOneCore: number;
+  rssMb: { node: number; ffmpeg: number; total: number };
+  noDrops: boolean;
+}
+
+interface ScenarioResult {
+  size: string;
+  sessions: number;
+  seconds: number;
+  perSession: SessionResult[];
+  allWithoutDrops: boolean;
+  machineCpuPercent: number;
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      seconds: { type: "string", default: "20" },
+      "max-sessions": { type: "string", default: "8" },
+      out: { type: "string", default: "bench-results/relay.json" },
+      infra: { type: "string" },
+      help: { type: "boolean", short: "h", default: false },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(
+      "npm run bench:relay [-- --seconds N --max-sessions N --out FILE]\n" +
+        "Relay latency (forward hop, return hop, total minus peer time), CPU and RSS per session at\n" +
+        "512x512 and 1280x720 @ 30 fps through the passthrough stand-in, and the most concurrent\n" +
+        "512x512 sessions without drops. Writes JSON and Markdown.\n",
+    );
+    return;
+  }
+  if (values.infra) return runInfra(Number(values.infra));
+  if (process.env.TRICKLE_RELAY_NETNS !== "1") {
+    throw new Error("run this inside the loopback-only namespace: npm run bench:relay (as root)");
+  }
+  const seconds = Number(values.seconds);
+  const scenarios: ScenarioResult[] = [];
+  for (const size of ["512x512", "1280x720"]) {
+    scenarios.push(await runScenario(size, 1, seconds));
+  }
+  let maxSessions = 1;
+  for (let n = 2; n <= Number(values["max-sessions"]); n++) {
+    const result = await runScenario("512x512", n, Math.min(seconds, 15));
+    scenarios.push(result);
+    if (!result.allWithoutDrops) break;
+    maxSessions = n;
+  }
+  const report = {
+    benchmark: "relay",
+    command: "npm run bench:relay",
+    date: new Date().toISOString(),
+    machine: {
+      cpu: cpus()[0]?.model,
+      cores: cpus().length,
+      memoryGiB: Math.round(totalmem() / 2 ** 30),
+      node: process.version,
+    },
+    method:
+      "each session = one `trickle-relay run` process + its ffmpeg; passthrough TypeScript stand-in peer per session " +
+      "in a helper process; input streamed at real-time pace; figures from the session's own status after the run; " +
+      "CPU and RSS from /proc for the relay process and its ffmpeg, sampled over the steady part of the run",
+    targets: { relayAddedP50Ms: 60, cpuPercentOfOneCore: 20, rssMb: 150, at: "512x512@30" },
+    maxConcurrentSessionsWithoutDrops512: maxSessions,
+    scenarios,
+  };
+  const out = resolve(values.out!);
+  mkdirSync(dirname(out), { recursive: true });
+  writeFileSync(out, JSON.stringify(report, null, 2) + "\n");
+  writeFileSync(out.replace(/\.json$/, ".md"), toMarkdown(report));
+  process.stderr.write(`results written to ${out}\n`);
+}
+
+async function runScenario(size: string, sessions: number, seconds: number): Promise<ScenarioResult> {
+  process.stderr.write(`scenario ${size} x ${sessions} session(s), ${seconds} s ... `);
+  const [width, height] = size.split("x").map(Number) as [number, number];
+  const segments = await encodeInput(size, seconds);
+  const infra = await startInfra(sessions);
+  const relays = Array.from({ length: sessions }, (_, i) => startRelay(i, infra, width, height));
+  await Promise.all(relays.map((r) => r.connected));
+  const outputs = relays.map((_, i) => drainOutput(`${infra.trickleBase}bench${i}-out`));
+
+  const machineBefore = machineCpu();
+  const publishing = relays.map((_, i) => publishLive(`${infra.trickleBase}bench${i}`, segments));
+  await sleep(3000);
+  const before = relays.map((r) => processCpu(r.child.pid!));
+  const sampledAt = performance.now();
+  await sleep(Math.max(1000, (seconds - 5) * 1000));
+  const after = relays.map((r) => processCpu(r.child.pid!));
+  const rss = relays.map((r) => processRss(r.child.pid!));
+  const elapsed = (performance.now() - sampledAt) / 1000;
+  const machineAfter = machineCpu();
+  await Promise.all(publishing);
+  const finals = await Promise.all(relays.map((r) => r.finished));
+  for (const o of outputs) o.close();
+  await infra.stop();
+
+  const perSession = finals.map((status, i): SessionResult => {
+    const cpu = ((after[i]!.ticks - before[i]!.ticks) / CLOCK_TICKS / elapsed) * 100;
+    const fwd = status.hopLatencyMs.forward;
+    const ret = status.hopLatencyMs.return;
+    return {
+      frames: status.frames,
+      forwardHopMs: fwd,
+      returnHopMs: ret,
+      peerMs: { p50: status.latencyMs.p50, p95: status.latencyMs.p95 },
+      relayAddedP50Ms: fwd.p50 !== null && ret.p50 !== null ? round(fwd.p50 + ret.p50) : null,
+      cpuPercentOfOneCore: round(cpu),
+      rssMb: rss[i]!,
+      noDrops: status.frames.dropped === 0 && status.frames.out >= status.frames.in * 0.98,
+    };
+  });
+  const machineCpuPercent = round(
+    ((machineAfter.busy - machineBefore.busy) / (machineAfter.total - machineBefore.total)) * 100,
+  );
+  const result = {
+    size,
+    sessions,
+    seconds,
+    perSession,
+    allWithoutDrops: perSession.every((s) => s.noDrops),
+    machineCpuPercent,
+  };
+  const first = perSession[0]!;
+  process.stderr.write(
+    `relay-added p50 ${first.relayAddedP50Ms} ms, CPU ${first.cpuPercentOfOneCore} %, RSS ${first.rssMb.total} MB, ` +
+      `${result.allWithoutDrops ? "no drops" : "DROPS"}, machine CPU ${machineCpuPercent} %\n`,
+  );
+  return result;
+}
+
+async function encodeInput(size: string, seconds: number): Promise<Buffer[]> {
+  const { stdout } = await run(
+    process.env.FFMPEG_BIN ?? "ffmpeg",
+    [
+      ...[
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-f",
+        "lavfi",
+        "-i",
+        `testsrc2=size=${size}:rate=30`,
+        "-t",
+        String(seconds),
+      ],
+      ...["-c:v", "libx264", "-preset", "veryfast", "-g", "30", "-f", "mpegts", "pipe:1"],
+    ],
+    { encoding: "buffer", maxBuffer: 1024 * 1024 * 1024 },
+  );
+  const segments: Buffer[] = [];
+  let current: Buffer[] = [];
+  const cutter = new TsSegmentCutter({
+    minDurationSec: 1,
+    onSegmentStart: () => (current = []),
+    onData: (c) => current.push(Buffer.from(c)),
+    onSegmentEnd: () => segments.push(Buffer.concat(current)),
+  });
+  cutter.push(stdout);
+  cutter.end();
+  return segments;
+}
+
+/** Streams each 1 s segment in 30 pieces, one every 33 ms, like a live encoder would. */
+async function publishLive(url: string, segments: Buffer[]): Promise<void> {
+  const publisher = new TricklePublisher(url, { contentType: "video/MP2T" });
+  await publisher.start();
+  const started = performance.now();
+  let piece = 0;
+  for (const segment of segments) {
+    const writer = await publisher.nextSegment();
+    const size = Math.ceil(segment.length / 30);
+    for (let offset = 0; offset < segment.length; offset += size) {
+      await writer.write(segment.subarray(offset, offset + size));
+      piece++;
+      const wait = started + piece * (1000 / 30) - performance.now();
+      if (wait > 0) await sleep(wait);
+    }
+    await writer.end();
+  }
+  await publisher.close();
+}
+
+function drainOutput(url: string): { close(): void } {
+  const subscriber = new TrickleSubscriber(url, { startSeq: 0 });
+  void (async () => {
+    for await (const segment of subscriber) for await (const _ of segment.body) void _;
+  })().catch(() => undefined);
+  return { close: () => subscriber.close() };
+}
+
+interface Infra {
+  trickleBase: string;
+  standins: string[];
+  stop(): Promise<void>;
+}
+
+async function startInfra(sessions: number): Promise<Infra> {
+  const child = fork(fileURLToPath(import.meta.url), ["--infra", String(sessions)], {
+    stdio: ["ignore", "inherit", "inherit", "ipc"],
+  });
+  const info = await new Promise<{ trickleBase: string; standins: string[] }>((ok, fail) => {
+    child.once("message", (m) => ok(m as { trickleBase: string; standins: string[] }));
+    child.once("exit", (code) => fail(new Error(`infra process exited ${code}`)));
+  });
+  return {
+    ...info,
+    stop: async () => {
+      child.kill("SIGTERM");
+      await new Promise((r) => child.once("exit", r));
+    },
+  };
+}
+
+async function runInfra(sessions: number): Promise<void> {
+  const trickle = new TrickleServer({ autocreate: true });
+  const { url } = await trickle.listen(0, "127.0.0.1");
+  for (let i = 0; i < sessions; i++) {
+    trickle.createChannel(`bench${i}`, "video/MP2T");
+    trickle.createChannel(`bench${i}-out`, "video/MP2T");
+  }
+  const standins = await Promise.all(
+    Array.from({ length: sessions }, () =>
+      startTsStandin({ host: "127.0.0.1", port: 0, iceAddresses: [ICE], mode: "passthrough" }),
+    ),
+  );
+  process.once("SIGTERM", async () => {
+    await Promise.all(standins.map((s) => s.close()));
+    await trickle.close();
+    process.exit(0);
+  });
+  process.send!({ trickleBase: url, standins: standins.map((s) => s.url) });
+}
+
+interface Relay {
+  child: ChildProcess;
+  connected: Promise<void>;
+  finished: Promise<StatusSummary>;
+}
+
+interface StatusSummary {
+  state: string;
+  webrtc: string;
+  frames: SessionResult["frames"];
+  latencyMs: { p50: number | null; p95: number | null };
+  hopLatencyMs: {
+    forward: { p50: number | null; p95: number | null };
+    return: { p50: number | null; p95: number | null };
+  };
+}
+
+function startRelay(index: number, infra: Infra, width: number, height: number): Relay {
+  const child = spawn(
+    process.execPath,
+    [
+      CLI,
+      "run",
+      ...["--id", `bench${index}`, "--input", `${infra.trickleBase}bench${index}`],
+      ...["--comfystream", infra.standins[index]!, "--ice-address", ICE],
+      ...[
+        "--width",
+        String(width),
+        "--height",
+        String(height),
+        "--frame-rate",
+        "30",
+        "--status-interval",
+        "1",
+      ],
+    ],
+    { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, TRICKLE_RELAY_LOG_JSON: "1" } },
+  );
+  let last: StatusSummary | undefined;
+  let onConnected: () => void;
+  const connected = new Promise<void>((r) => (onConnected = r));
+  createInterface({ input: child.stderr! }).on("line", (line) => {
+    let entry: { msg?: string; status?: StatusSummary };
+    try {
+      entry = JSON.parse(line);
+    } catch {
+      return;
+    }
+    if (entry.msg === "connected to ComfyStream") onConnected();
+    if (entry.status && "frames" in entry.status) last = entry.status;
+  });
+  const finished = new Promise<StatusSummary>((ok, fail) => {
+    child.once("exit", (code) =>
+      last ? ok(last) : fail(new Error(`relay ${index} exited ${code} without a status`)),
+    );
+  });
+  return { child, connected, finished };
+}
+
+function childPids(pid: number): number[] {
+  const pids: number[] = [];
+  try {
+    for (const task of readdirSync(`/proc/${pid}/task`)) {
+      const text = readFileSync(`/proc/${pid}/task/${task}/children`, "utf8").trim();
+      if (text) pids.push(...text.split(/\s+/).map(Number));
+    }
+  } catch {
+    // process gone
+  }
+  return pids;
+}
+
+function processCpu(pid: number): { ticks: number } {
+  let ticks = 0;
+  for (const p of [pid, ...childPids(pid)]) {
+    try {
+      const fields = readFileSync(`/proc/${p}/stat`, "utf8").split(") ")[1]!.split(" ");
+      ticks += Number(fields[11]) + Number(fields[12]); // utime, stime
+    } catch {
+      // gone
+    }
+  }
+  return { ticks };
+}
+
+function processRss(pid: number): { node: number; ffmpeg: number; total: number } {
+  const rssOf = (p: number) => {
+    try {
+      const match = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${p}/status`, "utf8"));
+      return match ? Number(match[1]) / 1024 : 0;
+    } catch {
+      return 0;
+    }
+  };
+  const node = rssOf(pid);
+  const ffmpeg = childPids(pid).reduce((sum, p) => sum + rssOf(p), 0);
+  return { node: round(node), ffmpeg: round(ffmpeg), total: round(node + ffmpeg) };
+}
+
+function machineCpu(): { busy: number; total: number } {
+  const fields = readFileSync("/proc/stat", "utf8").split("\n")[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const total = fields.reduce((a, b) => a + b, 0);
+  const idle = fields[3]! + (fields[4] ?? 0);
+  return { busy: total - idle, total };
+}
+
+function round(n: number): number {
+  return Math.round(n * 10) / 10;
+}
+
+function toMarkdown(report: {
+  date: string;
+  machine: Record<string, unknown>;
+  maxConcurrentSessionsWithoutDrops512: number;
+  scenarios: ScenarioResult[];
+}): string {
+  const rows = report.scenarios.flatMap((s) =>
+    s.perSession
+      .slice(0, 1)
+      .map(
+        (p) =>
+          `| ${s.size} | ${s.sessions} | ${p.forwardHopMs.p50} / ${p.forwardHopMs.p95} | ${p.returnHopMs.p50} / ${p.returnHopMs.p95} | ` +
+          `${p.relayAddedP50Ms} | ${p.peerMs.p50} / ${p.peerMs.p95} | ${p.cpuPercentOfOneCore} | ${p.rssMb.total} (${p.rssMb.node} + ${p.rssMb.ffmpeg}) | ` +
+          `${p.frames.in}/${p.frames.out}/${p.frames.dropped} | ${s.allWithoutDrops ? "yes" : "no"} | ${s.machineCpuPercent} |`,
+      ),
+  );
+  return [
+    `# Relay benchmark (${report.date})`,
+    "",
+    `Machine: ${JSON.stringify(report.machine)}. Command: \`npm run bench:relay\`.`,
+    `Most concurrent 512x512@30 sessions without drops: **${report.maxConcurrentSessionsWithoutDrops512}**.`,
+    "",
+    "Per-session figures are for the first session of each scenario. Latency in ms (p50 / p95).",
+    "",
+    "| size | sessions | forward hop | return hop | relay-added p50 | through peer | CPU % of a core | RSS MB (node + ffmpeg) | frames in/out/dropped | all without drops | machine CPU % |",
+    "|---|---|---|---|---|---|---|---|---|---|---|",
+    ...rows,
+    "",
+  ].join("\n");
+}
+
+await main();
