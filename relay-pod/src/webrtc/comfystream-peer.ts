@@ -272,6 +272,9 @@ export class ComfyStreamPeer extends EventEmitter {
     const { options } = this;
     const pc = new RTCPeerConnection({
       codecs: { video: [useH264()], audio: [] },
+      // One transport for video and data: with werift's default "max-compat" the transport of the
+      // m-line that BUNDLE folds away keeps its UDP socket open after close() (a leak per session).
+      bundlePolicy: "max-bundle",
       ...iceConfig(options.iceAddresses, options.iceServers),
     });
     this.pc = pc;

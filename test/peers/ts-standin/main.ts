@@ -30,7 +30,7 @@ Options:
   --close-detection dtls|consent
                        dtls: a client's DTLS close_notify ends its peer at once (default);
                        consent: only ICE consent expiry (~30 s) does, like aiortc/ComfyStream
-  --ffmpeg PATH        ffmpeg binary (default $FFMPEG_BIN or ffmpeg)
+  --ffmpeg PATH        ffmpeg binary (default: $FFMPEG_BIN, ffmpeg-static, ffmpeg on PATH)
   --log-level LEVEL    pino level (default info)
   -h, --help           this text
 

@@ -25,6 +25,7 @@ import {
   type RTCDataChannel,
   type RtpPacket,
 } from "werift";
+import { resolveFfmpeg } from "../../../relay-pod/src/media/ffmpeg.js";
 import { sendDtlsCloseNotify } from "../../../relay-pod/src/webrtc/dtls-close.js";
 import { iceAddressesFromEnv, iceConfig } from "../../../relay-pod/src/webrtc/ice-config.js";
 import { MediaProcessor, type MediaCounters, type StandinMode } from "./media-processor.js";
@@ -54,7 +55,7 @@ export interface TsStandinOptions {
    * current aiortc's `__updateConnectionState`) — so the stale-peer hazard of spec §1.5 shows.
    */
   closeDetection?: "dtls" | "consent";
-  /** Default: FFMPEG_BIN or "ffmpeg". */
+  /** Default: resolveFfmpeg() (FFMPEG_BIN → ffmpeg-static → PATH). */
   ffmpegPath?: string;
   logger?: Logger;
 }
@@ -364,7 +365,7 @@ class Standin implements TsStandin {
       mode: this.mode,
       filter: this.options.filter ?? "negate",
       maxFps: this.options.maxFps ?? 0,
-      ffmpegPath: this.options.ffmpegPath ?? process.env.FFMPEG_BIN ?? "ffmpeg",
+      ffmpegPath: this.options.ffmpegPath ?? (await resolveFfmpeg()).path,
       gate: () => ({
         process: this.pipeline.running && !this.pipeline.paused,
         applyFilter: this.pipeline.prompts.length > 0,
