@@ -136,6 +136,12 @@ async function runScenario(
     }
   });
 
+  // Every subscriber must be waiting on the first segment before it starts, or the late ones would
+  // resolve seq -1 past it and the share delivered would measure start-up, not fan-out.
+  const waitDeadline = Date.now() + 10_000;
+  while ((await server.stats()).subscribers < subscriberCount && Date.now() < waitDeadline) {
+    await new Promise((r) => setTimeout(r, 20));
+  }
   const publisher = new TricklePublisher(channelUrl, { contentType: "application/octet-stream" });
   await publisher.start();
   const chunkIntervalMs = 20;
@@ -191,6 +197,7 @@ async function runScenario(
 
 interface ServerChild {
   url: string;
+  stats(): Promise<{ subscribers: number }>;
   usage(): Promise<{ cpuMicros: number; rss: number }>;
   stop(): Promise<void>;
 }
@@ -214,6 +221,11 @@ async function startServerChild(): Promise<ServerChild> {
         child.once("message", (m: { cpuMicros: number; rss: number }) => resolvePromise(m));
         child.send("usage");
       }),
+    stats: () =>
+      new Promise((resolvePromise) => {
+        child.once("message", (m: { subscribers: number }) => resolvePromise(m));
+        child.send("stats");
+      }),
     stop: async () => {
       child.send("stop");
       await new Promise((r) => child.once("exit", r));
@@ -228,6 +240,8 @@ async function runServerChild(): Promise<void> {
     if (m === "usage") {
       const u = process.cpuUsage();
       process.send!({ cpuMicros: u.user + u.system, rss: process.memoryUsage().rss });
+    } else if (m === "stats") {
+      process.send!(server.stats());
     } else if (m === "stop") {
       await server.close();
       process.exit(0);

@@ -301,7 +301,11 @@ export class TrickleSubscriber implements AsyncIterable<SubscribedSegment> {
 
   /** 470: the seq is evicted or not yet reachable (spec §5.2, §11.5, C6, C7). */
   private async handleNonexistent(requestedSeq: number, latest: number | undefined): Promise<void> {
-    if (latest !== undefined && latest >= 0 && requestedSeq >= 0 && latest < requestedSeq) {
+    // A reader can legitimately be ahead by one: the server pre-creates only seq == nextWrite (or 1
+    // on a fresh channel, spec §4.2). Further ahead means the writer restarted its numbering (a
+    // restarted server or publisher): waiting would stall until the writer catches up, so resync.
+    const slightlyAhead = latest !== undefined && requestedSeq - latest === 1;
+    if (latest !== undefined && latest >= 0 && requestedSeq >= 0 && latest < requestedSeq && slightlyAhead) {
       // Reader ahead of the writer: the seq will exist soon; ask again for the same one.
       this.logger.debug({ seq: requestedSeq, latest }, "ahead of the writer, waiting");
       await sleep(this.aheadOfEdgeWaitMs, this.closeController.signal);
