@@ -10,21 +10,19 @@
  * the relay's own CPU and memory can be read from /proc. Input is pre-encoded test pattern, streamed
  * to the trickle server at real-time pace (each 1 s segment in 30 pieces, one every 33 ms).
  */
-import { execFile, fork, spawn, type ChildProcess } from "node:child_process";
-import { mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
-import { cpus, totalmem } from "node:os";
-import { dirname, resolve } from "node:path";
+import { fork, spawn, type ChildProcess } from "node:child_process";
+import { readFileSync, readdirSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { parseArgs, promisify } from "node:util";
+import { machineInfo, round, writeResults } from "./results.js";
+import { parseArgs } from "node:util";
 import { setTimeout as sleep } from "node:timers/promises";
 import { createInterface } from "node:readline";
 import { TrickleServer } from "../../relay-pod/src/trickle/server.js";
 import { TricklePublisher } from "../../relay-pod/src/trickle/publisher.js";
 import { TrickleSubscriber } from "../../relay-pod/src/trickle/subscriber.js";
-import { TsSegmentCutter } from "../../relay-pod/src/media/ts-cutter.js";
 import { startTsStandin } from "../peers/ts-standin/standin.js";
+import { makeInputSegments } from "../session/relay-harness.js";
 
-const run = promisify(execFile);
 const CLI = fileURLToPath(new URL("../../relay-pod/src/cli.js", import.meta.url));
 const ICE = "127.0.0.2";
 const CLOCK_TICKS = 100; // USER_HZ on Linux
@@ -88,12 +86,7 @@ async function main(): Promise<void> {
     benchmark: "relay",
     command: "npm run bench:relay",
     date: new Date().toISOString(),
-    machine: {
-      cpu: cpus()[0]?.model,
-      cores: cpus().length,
-      memoryGiB: Math.round(totalmem() / 2 ** 30),
-      node: process.version,
-    },
+    machine: machineInfo(),
     method:
       "each session = one `trickle-relay run` process + its ffmpeg; passthrough TypeScript stand-in peer per session " +
       "in a helper process; input streamed at real-time pace; figures from the session's own status after the run; " +
@@ -102,17 +95,13 @@ async function main(): Promise<void> {
     maxConcurrentSessionsWithoutDrops512: maxSessions,
     scenarios,
   };
-  const out = resolve(values.out!);
-  mkdirSync(dirname(out), { recursive: true });
-  writeFileSync(out, JSON.stringify(report, null, 2) + "\n");
-  writeFileSync(out.replace(/\.json$/, ".md"), toMarkdown(report));
-  process.stderr.write(`results written to ${out}\n`);
+  writeResults(values.out!, report, toMarkdown(report));
 }
 
 async function runScenario(size: string, sessions: number, seconds: number): Promise<ScenarioResult> {
   process.stderr.write(`scenario ${size} x ${sessions} session(s), ${seconds} s ... `);
   const [width, height] = size.split("x").map(Number) as [number, number];
-  const segments = await encodeInput(size, seconds);
+  const { segments } = await makeInputSegments({ seconds, size });
   const infra = await startInfra(sessions);
   const relays = Array.from({ length: sessions }, (_, i) => startRelay(i, infra, width, height));
   await Promise.all(relays.map((r) => r.connected));
@@ -165,38 +154,6 @@ async function runScenario(size: string, sessions: number, seconds: number): Pro
       `${result.allWithoutDrops ? "no drops" : "DROPS"}, machine CPU ${machineCpuPercent} %\n`,
   );
   return result;
-}
-
-async function encodeInput(size: string, seconds: number): Promise<Buffer[]> {
-  const { stdout } = await run(
-    process.env.FFMPEG_BIN ?? "ffmpeg",
-    [
-      ...[
-        "-hide_banner",
-        "-loglevel",
-        "error",
-        "-f",
-        "lavfi",
-        "-i",
-        `testsrc2=size=${size}:rate=30`,
-        "-t",
-        String(seconds),
-      ],
-      ...["-c:v", "libx264", "-preset", "veryfast", "-g", "30", "-f", "mpegts", "pipe:1"],
-    ],
-    { encoding: "buffer", maxBuffer: 1024 * 1024 * 1024 },
-  );
-  const segments: Buffer[] = [];
-  let current: Buffer[] = [];
-  const cutter = new TsSegmentCutter({
-    minDurationSec: 1,
-    onSegmentStart: () => (current = []),
-    onData: (c) => current.push(Buffer.from(c)),
-    onSegmentEnd: () => segments.push(Buffer.concat(current)),
-  });
-  cutter.push(stdout);
-  cutter.end();
-  return segments;
 }
 
 /** Streams each 1 s segment in 30 pieces, one every 33 ms, like a live encoder would. */
@@ -374,10 +331,6 @@ function machineCpu(): { busy: number; total: number } {
   const total = fields.reduce((a, b) => a + b, 0);
   const idle = fields[3]! + (fields[4] ?? 0);
   return { busy: total - idle, total };
-}
-
-function round(n: number): number {
-  return Math.round(n * 10) / 10;
 }
 
 function toMarkdown(report: {

@@ -9,10 +9,8 @@
  * measures write→read latency on one clock.
  */
 import { fork, type ChildProcess } from "node:child_process";
-import { mkdirSync, writeFileSync } from "node:fs";
-import { cpus, totalmem } from "node:os";
-import { dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { machineInfo, round, writeResults } from "./results.js";
 import { parseArgs } from "node:util";
 import { TricklePublisher } from "../../relay-pod/src/trickle/publisher.js";
 import { TrickleSubscriber } from "../../relay-pod/src/trickle/subscriber.js";
@@ -73,22 +71,13 @@ async function main(): Promise<void> {
     benchmark: "trickle",
     command: "npm run bench:trickle",
     date: new Date().toISOString(),
-    machine: {
-      cpu: cpus()[0]?.model,
-      cores: cpus().length,
-      memoryGiB: Math.round(totalmem() / 2 ** 30),
-      node: process.version,
-    },
+    machine: machineInfo(),
     method:
       "trickle server in a child process on 127.0.0.1; one publisher writing 20 ms chunks into 1 s segments; " +
       "N subscribers from seq -1; latency = subscriber read time - publisher write time, same clock",
     results,
   };
-  const out = resolve(values.out!);
-  mkdirSync(dirname(out), { recursive: true });
-  writeFileSync(out, JSON.stringify(report, null, 2) + "\n");
-  writeFileSync(out.replace(/\.json$/, ".md"), toMarkdown(report));
-  process.stderr.write(`results written to ${out}\n`);
+  writeResults(values.out!, report, toMarkdown(report));
 }
 
 async function runScenario(
@@ -248,11 +237,6 @@ async function runServerChild(): Promise<void> {
     }
   });
   process.send!({ url });
-}
-
-function round(n: number, digits = 1): number {
-  const f = 10 ** digits;
-  return Math.round(n * f) / f;
 }
 
 function toMarkdown(report: {

@@ -6,6 +6,7 @@
 import { randomUUID } from "node:crypto";
 import type { EventEmitter } from "node:events";
 import { silentLogger, type Logger } from "../log.js";
+import { buildSessionConfig, defaultOutputUrl } from "../session/config.js";
 import {
   DEFAULT_QUEUE_CAPACITIES,
   type QueueCapacities,
@@ -119,14 +120,7 @@ export function isEndedState(state: SessionState): boolean {
   return ENDED_STATES.has(state);
 }
 
-/**
- * Livepeer names a stream's processed output `{input}-out` (trickle-protocol.md §12.1). The suffix
- * goes on the path, before any query string or fragment, which are kept as they are.
- */
-export function defaultOutputUrl(inputUrl: string): string {
-  const cut = inputUrl.search(/[?#]/);
-  return cut < 0 ? `${inputUrl}-out` : `${inputUrl.slice(0, cut)}-out${inputUrl.slice(cut)}`;
-}
+export { defaultOutputUrl };
 
 interface Entry {
   session: ManagedSession;
@@ -239,14 +233,9 @@ export class SessionManager {
 
   private configFor(id: string, request: StartSessionRequest): RelaySessionConfig {
     const d = this.defaults;
-    return {
+    return buildSessionConfig({
+      ...request,
       id,
-      inputUrl: request.inputUrl,
-      outputUrl: request.outputUrl ?? defaultOutputUrl(request.inputUrl),
-      ...(request.controlUrl !== undefined ? { controlUrl: request.controlUrl } : {}),
-      ...(request.eventsUrl !== undefined ? { eventsUrl: request.eventsUrl } : {}),
-      comfystreamUrl: request.comfystreamUrl,
-      prompts: request.prompts,
       width: request.width ?? d.width,
       height: request.height ?? d.height,
       frameRate: request.frameRate ?? d.frameRate,
@@ -255,7 +244,7 @@ export class SessionManager {
       queueCapacities: { ...d.queueCapacities },
       iceAddresses: [...d.iceAddresses],
       insecureTls: d.insecureTls,
-    };
+    });
   }
 
   private activeCount(): number {

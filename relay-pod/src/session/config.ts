@@ -1,3 +1,4 @@
+import { defaultOutputUrl } from "../../../crds/src/output-url.js";
 import { iceAddressesFromEnv } from "../webrtc/ice-config.js";
 import {
   DEFAULT_QUEUE_CAPACITIES,
@@ -5,13 +6,6 @@ import {
   type RelayMode,
   type RelaySessionConfig,
 } from "./types.js";
-
-/** Livepeer names a stream's output channel after its input: `{mid}` → `{mid}-out` (trickle-protocol.md §12.1). */
-export function defaultOutputUrl(inputUrl: string): string {
-  const url = new URL(inputUrl);
-  url.pathname = url.pathname.replace(/\/+$/, "") + "-out";
-  return url.toString();
-}
 
 export interface SessionConfigInput {
   id: string;
@@ -52,3 +46,5 @@ export function buildSessionConfig(input: SessionConfigInput): RelaySessionConfi
   if (input.eventsUrl) config.eventsUrl = input.eventsUrl;
   return config;
 }
+
+export { defaultOutputUrl };

@@ -30,9 +30,19 @@ export interface MatchedFrame<T> {
 const RTP_WRAP = 0x1_0000_0000;
 const PTS_WRAP = 0x2_0000_0000;
 
-/** Deterministic jitter in ticks for the n-th frame sent: a multiplicative hash, top 5 bits. */
+/**
+ * Deterministic jitter in ticks (0-31) for the n-th frame sent: a well-mixed integer hash (the
+ * murmur3 finaliser), so the spacing from one frame to the next looks random. A plain multiplicative
+ * hash would not do: its consecutive values step by nearly the same amount.
+ */
 export function timestampJitter(frameIndex: number): number {
-  return Math.imul(frameIndex + 1, 0x9e3779b1) >>> 27;
+  let h = frameIndex | 0;
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h & 31;
 }
 
 export class FrameMatcher<T> {

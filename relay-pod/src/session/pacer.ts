@@ -7,6 +7,11 @@
  * pacer holds frames and sends each at anchor + (pts - anchorPts); it re-anchors when the stream
  * jumps (a dropped segment, a restart) or when it has fallen behind by more than maxLagMs.
  *
+ * The first frame sets the anchor, and it is often the latest of all (ffmpeg probes its input
+ * before the first frame). Frames that then arrive early by the same amount, frame after frame, are
+ * not a burst but a schedule set too late: when every frame of a window arrived early, the anchor
+ * moves earlier by the smallest of those leads, so steady live input is not held back.
+ *
  * Bounded: when `capacity` frames wait, new frames are dropped up to the next keyframe, so the
  * receiver sees a clean gap instead of frames that reference missing ones.
  */
@@ -31,6 +36,10 @@ export class FramePacer {
   private anchor: { wallMs: number; pts: number } | undefined;
   private timer: NodeJS.Timeout | undefined;
   private droppingUntilKeyframe = false;
+  private windowMinLeadMs = Infinity;
+  private windowFrames = 0;
+  /** Lead still to be taken out of the schedule, a few ms per frame (no burst, no re-anchor). */
+  private pendingShiftMs = 0;
   private stopped = false;
   dropped = 0;
   sent = 0;
@@ -53,8 +62,26 @@ export class FramePacer {
       this.droppingUntilKeyframe = true;
       return;
     }
+    this.noteLead(frame);
     this.queue.push(frame);
     if (!this.timer) this.schedule();
+  }
+
+  /** Tracks how early frames arrive against the schedule; see the class comment. */
+  private noteLead(frame: PacedFrame): void {
+    if (!this.anchor) return;
+    if (this.pendingShiftMs > 0) {
+      const step = Math.min(this.pendingShiftMs, MAX_SHIFT_PER_FRAME_MS);
+      this.anchor.wallMs -= step;
+      this.pendingShiftMs -= step;
+    }
+    const lead = this.anchor.wallMs + ptsDeltaMs(frame.pts, this.anchor.pts) - performance.now();
+    this.windowMinLeadMs = Math.min(this.windowMinLeadMs, lead);
+    if (++this.windowFrames < LEAD_WINDOW_FRAMES) return;
+    // The whole window was early by at least this much: take it out of the schedule.
+    this.pendingShiftMs = this.windowMinLeadMs > 1 ? this.windowMinLeadMs : 0;
+    this.windowMinLeadMs = Infinity;
+    this.windowFrames = 0;
   }
 
   /** Drops everything queued (the peer went away) and restarts pacing from the next frame. */
@@ -99,6 +126,10 @@ export class FramePacer {
 }
 
 const PTS_WRAP = 0x2_0000_0000;
+/** Frames over which a steady lead must hold before the anchor moves (about half a second). */
+const LEAD_WINDOW_FRAMES = 15;
+/** Catching up plays at most this much faster per frame (8 ms on a 33 ms frame: about 1.25×). */
+const MAX_SHIFT_PER_FRAME_MS = 8;
 
 /** Milliseconds from `from` to `to` on the 33-bit 90 kHz clock, taking the short way round. */
 export function ptsDeltaMs(to: number, from: number): number {
