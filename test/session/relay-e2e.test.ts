@@ -13,6 +13,7 @@ import { buildSessionConfig } from "../../relay-pod/src/session/config.js";
 import { PASSTHROUGH_WORKFLOW } from "../../relay-pod/src/session/default-workflow.js";
 import type { SessionStatus } from "../../relay-pod/src/session/types.js";
 import { TricklePublisher } from "../../relay-pod/src/trickle/publisher.js";
+import { TrickleEventsReader } from "../../relay-pod/src/trickle/json-channels.js";
 import { startTsStandin } from "../peers/ts-standin/standin.js";
 import {
   ICE_ADDRESSES,
@@ -37,7 +38,7 @@ function newSession(base: string, comfystreamUrl: string, extra: { control?: boo
       id: "e2e",
       inputUrl: `${base}in`,
       outputUrl: `${base}in-out`,
-      ...(extra.control ? { controlUrl: `${base}in-control` } : {}),
+      ...(extra.control ? { controlUrl: `${base}in-control`, eventsUrl: `${base}in-events` } : {}),
       comfystreamUrl,
       prompts: [PASSTHROUGH_WORKFLOW],
       width: 256,
@@ -60,7 +61,13 @@ describe("relay session end to end", { skip: needsLoopbackNamespace }, () => {
       { timeout: 90_000 },
       async () => {
         const { segments, pts: inputPts } = await makeInputSegments({ seconds: 10 });
-        const { server, base } = await startTrickle(["in", "in-out", "in-control"]);
+        const { server, base } = await startTrickle(["in", "in-out", "in-control", "in-events"]);
+        const events = new TrickleEventsReader(`${base}in-events`, { startSeq: 0 });
+        cleanups.push(() => events.close());
+        const statusEvents: Array<Record<string, unknown>> = [];
+        void (async () => {
+          for await (const e of events) if (e.event.type === "status") statusEvents.push(e.event);
+        })().catch(() => undefined);
         cleanups.push(() => server.close());
         const peer = await startPeer(kind);
         cleanups.push(() => peer.stop());
@@ -108,6 +115,11 @@ describe("relay session end to end", { skip: needsLoopbackNamespace }, () => {
         );
 
         assert.equal(final.segments.corrupt, 1, "the junk segment is counted as corrupt");
+        // ai-runner-style status events (every 10 s while running) end with the final state.
+        await waitFor(() => statusEvents.some((e) => e.state === "OFFLINE"), 5000, "the final status event");
+        const last = statusEvents.at(-1)!;
+        assert.equal(last.type, "status");
+        assert.ok(typeof last.inference_status === "object" && typeof last.input_status === "object");
         assert.equal(final.segments.in, segments.length + 1);
         assert.ok(
           final.latencyMs.p50 !== null && final.latencyMs.p50 < 1000,

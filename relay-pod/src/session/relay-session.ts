@@ -763,7 +763,9 @@ export class RelaySession extends EventEmitter {
       this.log.warn({ err: (err as Error).message }, "closing the output channel failed");
     });
     if (this.eventsWriter) {
-      const event = buildStatusEvent(this.status(), { startTimeMs: this.createdAt.getTime() });
+      // The last event already tells the final state, so a gateway sees the stream end cleanly.
+      const finalStatus = { ...this.status(), state: finalState, endedAt: new Date().toISOString() };
+      const event = buildStatusEvent(finalStatus, { startTimeMs: this.createdAt.getTime() });
       await this.eventsWriter.write(event, "ai_stream_status").catch(() => undefined);
       await this.eventsWriter.close().catch(() => undefined);
     }
