@@ -8,7 +8,7 @@
  * Each relay session is a real `trickle-relay run` process (with its ffmpeg); a helper process holds
  * the trickle server and one passthrough stand-in peer per session (ComfyStream serves one peer), so
  * the relay's own CPU and memory can be read from /proc. Input is pre-encoded test pattern, streamed
- * to the trickle server at real-time pace (each 1 s segment in 30 pieces, one every 33 ms).
+ * to the trickle server frame by frame at real-time pace.
  */
 import { fork, spawn, type ChildProcess } from "node:child_process";
 import { readFileSync, readdirSync } from "node:fs";
@@ -40,6 +40,7 @@ interface SessionResult {
 
 interface ScenarioResult {
   size: string;
+  inputBFrames: number;
   sessions: number;
   seconds: number;
   perSession: SessionResult[];
@@ -51,7 +52,7 @@ async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
       seconds: { type: "string", default: "20" },
-      "max-sessions": { type: "string", default: "8" },
+      "max-sessions": { type: "string", default: "12" },
       out: { type: "string", default: "bench-results/relay.json" },
       infra: { type: "string" },
       help: { type: "boolean", short: "h", default: false },
@@ -75,6 +76,8 @@ async function main(): Promise<void> {
   for (const size of ["512x512", "1280x720"]) {
     scenarios.push(await runScenario(size, 1, seconds));
   }
+  // Input without B-frames (WHIP and browser encoders): the transcoder's decoder need not reorder.
+  scenarios.push(await runScenario("512x512", 1, seconds, 0));
   let maxSessions = 1;
   for (let n = 2; n <= Number(values["max-sessions"]); n++) {
     const result = await runScenario("512x512", n, Math.min(seconds, 15));
@@ -89,7 +92,7 @@ async function main(): Promise<void> {
     machine: machineInfo(),
     method:
       "each session = one `trickle-relay run` process + its ffmpeg; passthrough TypeScript stand-in peer per session " +
-      "in a helper process; input streamed at real-time pace; figures from the session's own status after the run; " +
+      "in a helper process; input streamed frame by frame at real-time pace; figures from the session's own status after the run; " +
       "CPU and RSS from /proc for the relay process and its ffmpeg, sampled over the steady part of the run",
     targets: { relayAddedP50Ms: 60, cpuPercentOfOneCore: 20, rssMb: 150, at: "512x512@30" },
     maxConcurrentSessionsWithoutDrops512: maxSessions,
@@ -98,10 +101,17 @@ async function main(): Promise<void> {
   writeResults(values.out!, report, toMarkdown(report));
 }
 
-async function runScenario(size: string, sessions: number, seconds: number): Promise<ScenarioResult> {
-  process.stderr.write(`scenario ${size} x ${sessions} session(s), ${seconds} s ... `);
+async function runScenario(
+  size: string,
+  sessions: number,
+  seconds: number,
+  inputBFrames = 2,
+): Promise<ScenarioResult> {
+  process.stderr.write(
+    `scenario ${size} x ${sessions} session(s), input B-frames ${inputBFrames}, ${seconds} s ... `,
+  );
   const [width, height] = size.split("x").map(Number) as [number, number];
-  const { segments } = await makeInputSegments({ seconds, size });
+  const { segments } = await makeInputSegments({ seconds, size, bFrames: inputBFrames });
   const infra = await startInfra(sessions);
   const relays = Array.from({ length: sessions }, (_, i) => startRelay(i, infra, width, height));
   await Promise.all(relays.map((r) => r.connected));
@@ -142,6 +152,7 @@ async function runScenario(size: string, sessions: number, seconds: number): Pro
   );
   const result = {
     size,
+    inputBFrames,
     sessions,
     seconds,
     perSession,
@@ -156,24 +167,50 @@ async function runScenario(size: string, sessions: number, seconds: number): Pro
   return result;
 }
 
-/** Streams each 1 s segment in 30 pieces, one every 33 ms, like a live encoder would. */
+/**
+ * Streams the input like a live encoder: each video frame's TS packets are written at that frame's
+ * time (one every 33 ms), so what the relay adds is not confused with pacing a bursty input.
+ */
 async function publishLive(url: string, segments: Buffer[]): Promise<void> {
   const publisher = new TricklePublisher(url, { contentType: "video/MP2T" });
   await publisher.start();
   const started = performance.now();
-  let piece = 0;
+  let frame = 0;
   for (const segment of segments) {
     const writer = await publisher.nextSegment();
-    const size = Math.ceil(segment.length / 30);
-    for (let offset = 0; offset < segment.length; offset += size) {
-      await writer.write(segment.subarray(offset, offset + size));
-      piece++;
-      const wait = started + piece * (1000 / 30) - performance.now();
+    const starts = videoPesStarts(segment);
+    for (let k = 0; k < starts.length; k++) {
+      // Everything before the second frame start belongs with the first frame (PAT/PMT, etc.).
+      const from = k === 0 ? 0 : starts[k]!;
+      const to = starts[k + 1] ?? segment.length;
+      await writer.write(segment.subarray(from, to));
+      frame++;
+      const wait = started + frame * (1000 / 30) - performance.now();
       if (wait > 0) await sleep(wait);
     }
     await writer.end();
   }
   await publisher.close();
+}
+
+/** Byte offsets of the TS packets that start a video PES (PUSI set, PES stream id 0xE0-0xEF). */
+function videoPesStarts(segment: Buffer): number[] {
+  const starts: number[] = [];
+  for (let offset = 0; offset + 188 <= segment.length; offset += 188) {
+    if (segment[offset] !== 0x47 || (segment[offset + 1]! & 0x40) === 0) continue;
+    let payload = offset + 4;
+    if (segment[offset + 3]! & 0x20) payload += 1 + segment[offset + 4]!;
+    if (
+      payload + 4 <= offset + 188 &&
+      segment[payload] === 0 &&
+      segment[payload + 1] === 0 &&
+      segment[payload + 2] === 1 &&
+      (segment[payload + 3]! & 0xf0) === 0xe0
+    ) {
+      starts.push(offset);
+    }
+  }
+  return starts.length > 0 ? starts : [0];
 }
 
 function drainOutput(url: string): { close(): void } {
@@ -344,7 +381,7 @@ function toMarkdown(report: {
       .slice(0, 1)
       .map(
         (p) =>
-          `| ${s.size} | ${s.sessions} | ${p.forwardHopMs.p50} / ${p.forwardHopMs.p95} | ${p.returnHopMs.p50} / ${p.returnHopMs.p95} | ` +
+          `| ${s.size} | ${s.inputBFrames} | ${s.sessions} | ${p.forwardHopMs.p50} / ${p.forwardHopMs.p95} | ${p.returnHopMs.p50} / ${p.returnHopMs.p95} | ` +
           `${p.relayAddedP50Ms} | ${p.peerMs.p50} / ${p.peerMs.p95} | ${p.cpuPercentOfOneCore} | ${p.rssMb.total} (${p.rssMb.node} + ${p.rssMb.ffmpeg}) | ` +
           `${p.frames.in}/${p.frames.out}/${p.frames.dropped} | ${s.allWithoutDrops ? "yes" : "no"} | ${s.machineCpuPercent} |`,
       ),
@@ -357,8 +394,8 @@ function toMarkdown(report: {
     "",
     "Per-session figures are for the first session of each scenario. Latency in ms (p50 / p95).",
     "",
-    "| size | sessions | forward hop | return hop | relay-added p50 | through peer | CPU % of a core | RSS MB (node + ffmpeg) | frames in/out/dropped | all without drops | machine CPU % |",
-    "|---|---|---|---|---|---|---|---|---|---|---|",
+    "| size | input B-frames | sessions | forward hop | return hop | relay-added p50 | through peer | CPU % of a core | RSS MB (node + ffmpeg) | frames in/out/dropped | all without drops | machine CPU % |",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ...rows,
     "",
   ].join("\n");

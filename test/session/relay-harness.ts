@@ -21,6 +21,8 @@ export async function makeInputSegments(options: {
   seconds: number;
   size?: string;
   frameRate?: number;
+  /** B-frames in the input (default 2, as RTMP encoders often send; WHIP/browser input has none). */
+  bFrames?: number;
 }): Promise<{ segments: Buffer[]; pts: number[] }> {
   const frameRate = options.frameRate ?? 30;
   const { stdout } = await run(
