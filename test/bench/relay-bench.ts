@@ -40,6 +40,7 @@ interface SessionResult {
 
 interface ScenarioResult {
   size: string;
+  mode: "transcode" | "passthrough";
   inputBFrames: number;
   sessions: number;
   seconds: number;
@@ -78,6 +79,8 @@ async function main(): Promise<void> {
   }
   // Input without B-frames (WHIP and browser encoders): the transcoder's decoder need not reorder.
   scenarios.push(await runScenario("512x512", 1, seconds, 0));
+  // The same input sent as is: no ffmpeg at all.
+  scenarios.push(await runScenario("512x512", 1, seconds, 0, "passthrough"));
   let maxSessions = 1;
   for (let n = 2; n <= Number(values["max-sessions"]); n++) {
     const result = await runScenario("512x512", n, Math.min(seconds, 15));
@@ -106,14 +109,15 @@ async function runScenario(
   sessions: number,
   seconds: number,
   inputBFrames = 2,
+  mode: "transcode" | "passthrough" = "transcode",
 ): Promise<ScenarioResult> {
   process.stderr.write(
-    `scenario ${size} x ${sessions} session(s), input B-frames ${inputBFrames}, ${seconds} s ... `,
+    `scenario ${size} ${mode} x ${sessions} session(s), input B-frames ${inputBFrames}, ${seconds} s ... `,
   );
   const [width, height] = size.split("x").map(Number) as [number, number];
   const { segments } = await makeInputSegments({ seconds, size, bFrames: inputBFrames });
   const infra = await startInfra(sessions);
-  const relays = Array.from({ length: sessions }, (_, i) => startRelay(i, infra, width, height));
+  const relays = Array.from({ length: sessions }, (_, i) => startRelay(i, infra, width, height, mode));
   await Promise.all(relays.map((r) => r.connected));
   const outputs = relays.map((_, i) => drainOutput(`${infra.trickleBase}bench${i}-out`));
 
@@ -152,6 +156,7 @@ async function runScenario(
   );
   const result = {
     size,
+    mode,
     inputBFrames,
     sessions,
     seconds,
@@ -281,7 +286,13 @@ interface StatusSummary {
   };
 }
 
-function startRelay(index: number, infra: Infra, width: number, height: number): Relay {
+function startRelay(
+  index: number,
+  infra: Infra,
+  width: number,
+  height: number,
+  mode: "transcode" | "passthrough",
+): Relay {
   const child = spawn(
     process.execPath,
     [
@@ -298,6 +309,8 @@ function startRelay(index: number, infra: Infra, width: number, height: number):
         "30",
         "--status-interval",
         "1",
+        "--mode",
+        mode,
       ],
     ],
     { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, TRICKLE_RELAY_LOG_JSON: "1" } },
@@ -381,7 +394,7 @@ function toMarkdown(report: {
       .slice(0, 1)
       .map(
         (p) =>
-          `| ${s.size} | ${s.inputBFrames} | ${s.sessions} | ${p.forwardHopMs.p50} / ${p.forwardHopMs.p95} | ${p.returnHopMs.p50} / ${p.returnHopMs.p95} | ` +
+          `| ${s.size} | ${s.mode} | ${s.inputBFrames} | ${s.sessions} | ${p.forwardHopMs.p50} / ${p.forwardHopMs.p95} | ${p.returnHopMs.p50} / ${p.returnHopMs.p95} | ` +
           `${p.relayAddedP50Ms} | ${p.peerMs.p50} / ${p.peerMs.p95} | ${p.cpuPercentOfOneCore} | ${p.rssMb.total} (${p.rssMb.node} + ${p.rssMb.ffmpeg}) | ` +
           `${p.frames.in}/${p.frames.out}/${p.frames.dropped} | ${s.allWithoutDrops ? "yes" : "no"} | ${s.machineCpuPercent} |`,
       ),
@@ -394,8 +407,8 @@ function toMarkdown(report: {
     "",
     "Per-session figures are for the first session of each scenario. Latency in ms (p50 / p95).",
     "",
-    "| size | input B-frames | sessions | forward hop | return hop | relay-added p50 | through peer | CPU % of a core | RSS MB (node + ffmpeg) | frames in/out/dropped | all without drops | machine CPU % |",
-    "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    "| size | mode | input B-frames | sessions | forward hop | return hop | relay-added p50 | through peer | CPU % of a core | RSS MB (node + ffmpeg) | frames in/out/dropped | all without drops | machine CPU % |",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ...rows,
     "",
   ].join("\n");

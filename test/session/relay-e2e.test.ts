@@ -197,6 +197,57 @@ describe("relay session end to end", { skip: needsLoopbackNamespace }, () => {
   );
 
   test(
+    "passthrough mode: the input's own H.264 goes to ComfyStream untranscoded; output complete, PTS kept",
+    { timeout: 60_000 },
+    async () => {
+      const { segments, pts: inputPts } = await makeInputSegments({
+        seconds: 6,
+        size: "256x256",
+        bFrames: 0,
+      });
+      const { server, base } = await startTrickle(["in", "in-out"]);
+      cleanups.push(() => server.close());
+      const peer = await startPeer("ts");
+      cleanups.push(() => peer.stop());
+      const output = collectOutput(`${base}in-out`);
+      cleanups.push(() => output.close());
+      const session = new RelaySession(
+        buildSessionConfig({
+          id: "passthrough",
+          inputUrl: `${base}in`,
+          comfystreamUrl: peer.url,
+          prompts: [PASSTHROUGH_WORKFLOW],
+          mode: "passthrough",
+          iceAddresses: ICE_ADDRESSES,
+        }),
+      );
+      cleanups.push(() => session.stop());
+      await session.start();
+      await waitFor(() => session.status().webrtcState === "connected", 20_000, "WebRTC connected");
+      await publishPaced(`${base}in`, segments);
+      await session.whenEnded();
+      const final = session.status();
+      assert.equal(final.state, "completed", JSON.stringify(final.lastError));
+      assert.equal(final.ffmpegRestarts, 0);
+      await withTimeout(output.done, 10_000);
+      let frames = 0;
+      for (const segment of output.segments) {
+        const probe = await probeSegment(segment.data);
+        assert.ok(probe.firstIsKey, `segment ${segment.seq} starts with an IDR`);
+        frames += probe.frames;
+      }
+      assert.ok(frames >= inputPts.length * 0.95, `output frames ${frames} vs input ${inputPts.length}`);
+      const inputSet = new Set(inputPts);
+      const outputPts = demuxPts(Buffer.concat(output.segments.map((s) => s.data)));
+      assert.deepEqual(
+        outputPts.filter((p) => !inputSet.has(p)).slice(0, 5),
+        [],
+        "every output PTS is an input PTS",
+      );
+    },
+  );
+
+  test(
     "ComfyStream refusing the offer: the session says why, retries, and fails after its budget",
     { timeout: 60_000 },
     async () => {

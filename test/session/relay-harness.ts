@@ -164,7 +164,14 @@ export interface Peer {
 
 export async function startPeer(kind: "ts" | "py", port = 0): Promise<Peer> {
   if (kind === "ts") {
-    const standin: TsStandin = await startTsStandin({ host: "127.0.0.1", port, iceAddresses: ICE_ADDRESSES });
+    // Passthrough: its filter mode restarts its encoder on every PLI and loses the frames in flight,
+    // which would hide what the relay itself loses (the filter is exercised in its own tests).
+    const standin: TsStandin = await startTsStandin({
+      host: "127.0.0.1",
+      port,
+      iceAddresses: ICE_ADDRESSES,
+      mode: "passthrough",
+    });
     return {
       url: standin.url,
       promptUpdates: async () => standin.stats().promptUpdates,

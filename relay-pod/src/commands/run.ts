@@ -5,7 +5,7 @@ import { createLogger, type Logger } from "../log.js";
 import { RelaySession } from "../session/relay-session.js";
 import { buildSessionConfig, type SessionConfigInput } from "../session/config.js";
 import { PASSTHROUGH_WORKFLOW } from "../session/default-workflow.js";
-import type { SessionStatus } from "../session/types.js";
+import type { RelayMode, SessionStatus } from "../session/types.js";
 import {
   collect,
   onShutdownSignal,
@@ -22,6 +22,14 @@ export function addSessionOptions(command: Command): Command {
     .option("--height <px>", "height of the frames sent to ComfyStream", parseDimension, 512)
     .option("--frame-rate <fps>", "highest frame rate sent to ComfyStream", parsePositiveNumber, 30)
     .option("--prompts <file>", "JSON file with the ComfyUI API-format workflow(s) (default: passthrough)")
+    .addOption(
+      new Option(
+        "--mode <mode>",
+        "transcode (ffmpeg: any input, scaled and rate-capped) or passthrough (input H.264 sent as is: lower latency and memory, no scaling)",
+      )
+        .choices(["transcode", "passthrough"])
+        .default("transcode"),
+    )
     .option(
       "--segment-duration <seconds>",
       "shortest output segment (cut at the next IDR)",
@@ -137,6 +145,7 @@ export function sessionInputFromOptions(
 ): Omit<SessionConfigInput, "id" | "inputUrl" | "comfystreamUrl"> {
   return {
     prompts: opts.prompts ? readPromptsFile(opts.prompts as string) : [PASSTHROUGH_WORKFLOW],
+    mode: opts.mode as RelayMode,
     width: opts.width as number,
     height: opts.height as number,
     frameRate: opts.frameRate as number,

@@ -5,7 +5,9 @@ import { silentLogger, type Logger } from "../log.js";
 import { TrickleSubscriber, type SubscribedSegment } from "../trickle/subscriber.js";
 import { TricklePublisher, type SegmentWriter } from "../trickle/publisher.js";
 import { TrickleControlReader, TrickleEventsWriter } from "../trickle/json-channels.js";
-import { TsDemuxer } from "../media/ts-demux.js";
+import { randomInt } from "node:crypto";
+import { H264Packetizer } from "werift";
+import { TsDemuxer, type VideoAccessUnit } from "../media/ts-demux.js";
 import { TsMuxer } from "../media/ts-mux.js";
 import { IdrSegmenter } from "../media/segmenter.js";
 import {
@@ -53,6 +55,7 @@ interface OpenSegment {
 }
 
 const RTP_WRAP = 0x1_0000_0000;
+const H264_STREAM_TYPE = 0x1b;
 
 /**
  * One relay session: trickle input → ffmpeg (transcode, RTP) → pacer → WebRTC to ComfyStream →
@@ -78,6 +81,8 @@ export class RelaySession extends EventEmitter {
   private eventsWriter: TrickleEventsWriter | undefined;
   private eventsTimer: NodeJS.Timeout | undefined;
   private ffmpeg: FfmpegProcess | undefined;
+  /** Set in passthrough mode, where input access units go to WebRTC without ffmpeg. */
+  private packetizer: H264Packetizer | undefined;
   private rtpSocket: Socket | undefined;
   private peer: ComfyStreamPeer | undefined;
   private connecting: Promise<void> | undefined;
@@ -157,7 +162,15 @@ export class RelaySession extends EventEmitter {
       "starting relay session",
     );
     try {
-      await this.startTranscoder();
+      if (this.config.mode === "passthrough") {
+        this.packetizer = new H264Packetizer({
+          payloadType: 96,
+          ssrc: randomInt(1, 2 ** 31),
+          inputFormat: "annexb",
+        });
+      } else {
+        await this.startTranscoder();
+      }
       this.publisher = new TricklePublisher(this.config.outputUrl, {
         contentType: "video/MP2T",
         start: "next",
@@ -337,6 +350,7 @@ export class RelaySession extends EventEmitter {
         }
         this.counters.framesIn++;
         this.inputRate.mark();
+        if (this.packetizer && !drop && !this.isEnded()) this.forwardAccessUnit(au);
       },
     });
     const drop = this.shouldDropInputSegment();
@@ -363,6 +377,10 @@ export class RelaySession extends EventEmitter {
       await this.ffmpeg?.write(chunk);
     }
     demuxer.flush();
+    if (this.packetizer) {
+      this.finishPassthroughSegment(segment.seq, frames, drop, demuxer.stats);
+      return;
+    }
     if (!validated && !drop) {
       if (frames > 0 && !this.isEnded()) {
         // A segment whose only frame completed at flush: still usable.
@@ -386,13 +404,50 @@ export class RelaySession extends EventEmitter {
 
   private shouldDropInputSegment(): boolean {
     if (this.webrtcState !== "connected") return true;
-    if (!this.ffmpeg || !this.ffmpeg.running || this.restartingTranscoder) return true;
+    const transcoderReady = this.ffmpeg?.running === true && !this.restartingTranscoder;
+    if (!this.packetizer && !transcoderReady) return true;
     // Behind: more frames waiting to go out than the queue holds.
     return this.pacer.size >= this.config.queueCapacities.decodedFrames;
   }
 
   private noteFirstPtsIntoFfmpeg(pts: number | undefined): void {
     if (this.firstPtsIntoFfmpeg === undefined && pts !== undefined) this.firstPtsIntoFfmpeg = pts;
+  }
+
+  // ---- forward, passthrough mode: input H.264 access units → RTP → pacer (no transcoding) ---------
+
+  /**
+   * Passthrough (media-pipeline.md §3.2): the input's own H.264 goes to ComfyStream unchanged, one
+   * access unit at a time, with RTP ts = input PTS. Saves ffmpeg's ~70 ms and its memory; the price
+   * is no scaling, no frame-rate cap, and PLI cannot be honoured (the next input keyframe, at most
+   * one segment away, does the job).
+   */
+  private forwardAccessUnit(au: VideoAccessUnit): void {
+    if (au.streamType !== H264_STREAM_TYPE || au.pts === undefined) return;
+    const packets = this.packetizer!.packetize(au.data, au.pts % RTP_WRAP).map((p) => p.serialize());
+    this.pacer.push({ pts: au.pts, keyframe: au.keyframe, packets });
+  }
+
+  private finishPassthroughSegment(
+    seq: number,
+    frames: number,
+    dropped: boolean,
+    stats: TsDemuxer["stats"],
+  ): void {
+    if (dropped) {
+      this.counters.segmentsDropped++;
+      this.counters.inputFramesDropped += frames;
+    } else if (frames === 0) {
+      this.counters.segmentsCorrupt++;
+      this.log.warn({ seq, stats }, "skipped an input segment with no video frames");
+    } else if (stats.streamType !== H264_STREAM_TYPE) {
+      this.counters.segmentsCorrupt++;
+      this.counters.inputFramesDropped += frames;
+      this.setError(
+        "UnsupportedInput",
+        `passthrough needs H.264 input; this stream's video is stream type 0x${(stats.streamType ?? 0).toString(16)} (use transcode mode)`,
+      );
+    }
   }
 
   // ---- forward: ffmpeg RTP → frames → pacer → WebRTC ----------------------------------------------
