@@ -17,8 +17,8 @@ import { TrickleEventsReader } from "../../relay-pod/src/trickle/json-channels.j
 import { startTsStandin } from "../peers/ts-standin/standin.js";
 import {
   ICE_ADDRESSES,
+  checkOutputAgainstInput,
   collectOutput,
-  demuxPts,
   makeInputSegments,
   probeSegment,
   publishPaced,
@@ -128,25 +128,17 @@ describe("relay session end to end", { skip: needsLoopbackNamespace }, () => {
         assert.ok(final.promptsGeneration >= 2, "initial prompts + the update");
 
         assert.ok(output.segments.length >= 5, `${output.segments.length} output segments`);
-        let outputFrames = 0;
-        for (const segment of output.segments) {
-          const probe = await probeSegment(segment.data);
-          assert.ok(probe.frames > 0, `segment ${segment.seq} decodes`);
-          assert.ok(probe.firstIsKey, `segment ${segment.seq} starts with an IDR`);
-          outputFrames += probe.frames;
-        }
-        const ratio = outputFrames / inputPts.length;
+        const check = await checkOutputAgainstInput(output.segments, inputPts);
+        assert.deepEqual(check.undecodable, [], "every segment decodes");
+        assert.deepEqual(check.notIdrFirst, [], "every segment starts with an IDR");
+        const ratio = check.frames / inputPts.length;
         assert.ok(
           ratio >= 0.95 && ratio <= 1.0,
-          `output frames ${outputFrames} vs input ${inputPts.length}; frames ${JSON.stringify(final.frames)}, ` +
+          `output frames ${check.frames} vs input ${inputPts.length}; frames ${JSON.stringify(final.frames)}, ` +
             `queues ${JSON.stringify(final.queues)}, peer ${JSON.stringify(await peer.describe())}`,
         );
-
-        const outputPts = demuxPts(Buffer.concat(output.segments.map((s) => s.data)));
-        const inputSet = new Set(inputPts);
-        const foreign = outputPts.filter((p) => !inputSet.has(p));
-        assert.deepEqual(foreign.slice(0, 5), [], "every output PTS is an input PTS");
-        assert.equal(new Set(outputPts).size, outputPts.length, "no PTS twice");
+        assert.deepEqual(check.foreignPts.slice(0, 5), [], "every output PTS is an input PTS");
+        assert.equal(check.repeatedPts, 0, "no PTS twice");
       },
     );
   }
@@ -230,20 +222,13 @@ describe("relay session end to end", { skip: needsLoopbackNamespace }, () => {
       assert.equal(final.state, "completed", JSON.stringify(final.lastError));
       assert.equal(final.ffmpegRestarts, 0);
       await withTimeout(output.done, 10_000);
-      let frames = 0;
-      for (const segment of output.segments) {
-        const probe = await probeSegment(segment.data);
-        assert.ok(probe.firstIsKey, `segment ${segment.seq} starts with an IDR`);
-        frames += probe.frames;
-      }
-      assert.ok(frames >= inputPts.length * 0.95, `output frames ${frames} vs input ${inputPts.length}`);
-      const inputSet = new Set(inputPts);
-      const outputPts = demuxPts(Buffer.concat(output.segments.map((s) => s.data)));
-      assert.deepEqual(
-        outputPts.filter((p) => !inputSet.has(p)).slice(0, 5),
-        [],
-        "every output PTS is an input PTS",
+      const check = await checkOutputAgainstInput(output.segments, inputPts);
+      assert.deepEqual(check.notIdrFirst, [], "every segment starts with an IDR");
+      assert.ok(
+        check.frames >= inputPts.length * 0.95,
+        `output frames ${check.frames} vs input ${inputPts.length}`,
       );
+      assert.deepEqual(check.foreignPts.slice(0, 5), [], "every output PTS is an input PTS");
     },
   );
 

@@ -142,6 +142,37 @@ export async function probeSegment(data: Buffer): Promise<{ frames: number; firs
   return { frames: lines.length, firstIsKey: lines[0]?.trim().startsWith("1") ?? false };
 }
 
+/** What a user checks of an output stream against its input: decodable, IDR-first, same PTS. */
+export async function checkOutputAgainstInput(
+  segments: Array<{ seq: number; data: Buffer }>,
+  inputPts: number[],
+): Promise<{
+  frames: number;
+  undecodable: number[];
+  notIdrFirst: number[];
+  foreignPts: number[];
+  repeatedPts: number;
+}> {
+  let frames = 0;
+  const undecodable: number[] = [];
+  const notIdrFirst: number[] = [];
+  for (const segment of segments) {
+    const probe = await probeSegment(segment.data);
+    if (probe.frames === 0) undecodable.push(segment.seq);
+    if (!probe.firstIsKey) notIdrFirst.push(segment.seq);
+    frames += probe.frames;
+  }
+  const outputPts = demuxPts(Buffer.concat(segments.map((s) => s.data)));
+  const inputSet = new Set(inputPts);
+  return {
+    frames,
+    undecodable,
+    notIdrFirst,
+    foreignPts: outputPts.filter((p) => !inputSet.has(p)),
+    repeatedPts: outputPts.length - new Set(outputPts).size,
+  };
+}
+
 export async function startTrickle(names: string[]): Promise<{ server: TrickleServer; base: string }> {
   const server = new TrickleServer({
     channels: names.map((name) => ({

@@ -35,7 +35,9 @@ export function registerDemo(program: Command): void {
       level: process.env.TRICKLE_RELAY_LOG_LEVEL ?? "warn",
     });
     const code = await runDemo(opts, logger);
-    process.exitCode = code;
+    // Everything is closed by now; a WebRTC library socket must not keep a finished demo alive.
+    logger.flush();
+    process.exit(code);
   });
 }
 

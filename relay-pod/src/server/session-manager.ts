@@ -6,7 +6,7 @@
 import { randomUUID } from "node:crypto";
 import type { EventEmitter } from "node:events";
 import { silentLogger, type Logger } from "../log.js";
-import { buildSessionConfig, defaultOutputUrl } from "../session/config.js";
+import { buildSessionConfig, defaultOutputUrl, type SessionConfigInput } from "../session/config.js";
 import {
   DEFAULT_QUEUE_CAPACITIES,
   type QueueCapacities,
@@ -65,20 +65,19 @@ export interface SessionManagerOptions {
   logger?: Logger;
 }
 
-/** A validated start request; anything left out comes from the defaults. */
-export interface StartSessionRequest {
-  id?: string;
-  inputUrl: string;
-  /** Default: the input URL + "-out" (see defaultOutputUrl). */
-  outputUrl?: string;
-  controlUrl?: string;
-  eventsUrl?: string;
-  comfystreamUrl: string;
-  prompts: unknown;
-  width?: number;
-  height?: number;
-  frameRate?: number;
-}
+/** A validated start request; anything left out comes from the defaults (output: input + "-out"). */
+export type StartSessionRequest = Pick<
+  SessionConfigInput,
+  | "inputUrl"
+  | "outputUrl"
+  | "controlUrl"
+  | "eventsUrl"
+  | "comfystreamUrl"
+  | "prompts"
+  | "width"
+  | "height"
+  | "frameRate"
+> & { id?: string };
 
 export class SessionLimitError extends Error {
   override readonly name = "SessionLimitError";
