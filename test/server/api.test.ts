@@ -11,11 +11,11 @@ import { after, before, describe, it } from "node:test";
 import { buildApiServer } from "../../relay-pod/src/server/api.js";
 import {
   SessionManager,
-  defaultOutputUrl,
   type ManagedSession,
   type SessionManagerOptions,
 } from "../../relay-pod/src/server/session-manager.js";
 import { createRelayMetrics } from "../../relay-pod/src/report/metrics.js";
+import { defaultOutputUrl } from "../../crds/src/output-url.js";
 import type { RelaySessionConfig, SessionState, SessionStatus } from "../../relay-pod/src/session/types.js";
 
 const WORKFLOW = {

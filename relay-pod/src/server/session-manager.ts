@@ -6,7 +6,7 @@
 import { randomUUID } from "node:crypto";
 import type { EventEmitter } from "node:events";
 import { silentLogger, type Logger } from "../log.js";
-import { buildSessionConfig, defaultOutputUrl, type SessionConfigInput } from "../session/config.js";
+import { buildSessionConfig, type SessionConfigInput } from "../session/config.js";
 import {
   DEFAULT_QUEUE_CAPACITIES,
   type QueueCapacities,
@@ -118,8 +118,6 @@ const ENDED_STATES: ReadonlySet<SessionState> = new Set(["completed", "stopped",
 export function isEndedState(state: SessionState): boolean {
   return ENDED_STATES.has(state);
 }
-
-export { defaultOutputUrl };
 
 interface Entry {
   session: ManagedSession;

@@ -46,5 +46,3 @@ export function buildSessionConfig(input: SessionConfigInput): RelaySessionConfi
   if (input.eventsUrl) config.eventsUrl = input.eventsUrl;
   return config;
 }
-
-export { defaultOutputUrl };

@@ -131,8 +131,6 @@ export class RelaySession extends EventEmitter {
   private readonly returnHop = new PercentileWindow();
   /** When each input frame (by PTS) was complete in the input, for the forward-hop latency. */
   private readonly inputFrameArrival = new Map<number, number>();
-  private lastInputAt: number | undefined;
-  private lastOutputAt: number | undefined;
   private ended: Promise<void>;
   private resolveEnded!: () => void;
   private stopping = false;
@@ -299,11 +297,6 @@ export class RelaySession extends EventEmitter {
     return status;
   }
 
-  /** Wall-clock ms of the last input segment byte and the last output frame, for liveness reports. */
-  activity(): { lastInputAt: number | undefined; lastOutputAt: number | undefined } {
-    return { lastInputAt: this.lastInputAt, lastOutputAt: this.lastOutputAt };
-  }
-
   // ---- input: trickle → demux (count, validate, PTS) → ffmpeg ------------------------------------
 
   private async readInput(): Promise<void> {
@@ -358,7 +351,6 @@ export class RelaySession extends EventEmitter {
     let validated = false;
     let heldBytes = 0;
     for await (const chunk of segment.body) {
-      this.lastInputAt = Date.now();
       demuxer.push(chunk);
       if (drop || this.isEnded()) continue;
       if (!validated) {
@@ -698,7 +690,6 @@ export class RelaySession extends EventEmitter {
     this.counters.framesOut++;
     this.returnHop.add(performance.now() - frame.returnedAt);
     this.outputRate.mark();
-    this.lastOutputAt = Date.now();
   }
 
   private closeOpenSegment(): void {
