@@ -59,7 +59,7 @@ describe("relay session end to end", { skip: needsLoopbackNamespace }, () => {
         "frames within 5 %, output PTS = input PTS, prompt update delivered, corrupt segment skipped, " +
         "input end completes the session and closes the output",
       { timeout: 90_000 },
-      async () => {
+      async (t) => {
         const { segments, pts: inputPts } = await makeInputSegments({ seconds: 10 });
         const { server, base } = await startTrickle(["in", "in-out", "in-control", "in-events"]);
         const events = new TrickleEventsReader(`${base}in-events`, { startSeq: 0 });
@@ -131,6 +131,9 @@ describe("relay session end to end", { skip: needsLoopbackNamespace }, () => {
         const check = await checkOutputAgainstInput(output.segments, inputPts);
         assert.deepEqual(check.undecodable, [], "every segment decodes");
         assert.deepEqual(check.notIdrFirst, [], "every segment starts with an IDR");
+        t.diagnostic(
+          `frames ${JSON.stringify(final.frames)}; output ${check.frames} of ${inputPts.length} input`,
+        );
         const ratio = check.frames / inputPts.length;
         assert.ok(
           ratio >= 0.95 && ratio <= 1.0,

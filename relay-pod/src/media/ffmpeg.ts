@@ -542,6 +542,22 @@ export class FfmpegProcess extends EventEmitter {
     if (stdin && !stdin.writableEnded) stdin.end();
   }
 
+  /** Resolves true once the current child has exited (at once if none runs), false after timeoutMs. */
+  async whenExited(timeoutMs: number): Promise<boolean> {
+    const child = this.child;
+    const gone = child === undefined ? undefined : this.exitWaiters.get(child);
+    if (gone === undefined) return true;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<false>((resolve) => {
+      timer = setTimeout(() => resolve(false), timeoutMs);
+    });
+    try {
+      return await Promise.race([gone.then(() => true as const), timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   /**
    * Kills the current child (if any) and starts a new one, if the budget allows. Returns false
    * (and starts nothing) when maxRestarts restarts already happened within the window.

@@ -789,8 +789,15 @@ export class RelaySession extends EventEmitter {
 
     if (finalState === "completed") {
       // Let the transcoder and ComfyStream hand back what is still in flight.
+      // ffmpeg exits once it has sent its last frame; under load it runs well behind its input, and
+      // draining before that loses the stream's tail.
+      const drainTimeoutMs = this.options.drainTimeoutMs ?? 3000;
+      const drainStart = Date.now();
       this.ffmpeg?.endInput();
-      await this.waitForDrain(this.options.drainTimeoutMs ?? 3000);
+      if (this.ffmpeg && (await this.ffmpeg.whenExited(drainTimeoutMs))) {
+        await new Promise((r) => setTimeout(r, 50)); // its last UDP datagrams
+      }
+      await this.waitForDrain(Math.max(500, drainTimeoutMs - (Date.now() - drainStart)));
     }
     this.pacer.stop();
     await this.ffmpeg?.stop().catch(() => undefined);
