@@ -198,7 +198,7 @@ function notFoundMessage(id: string): string {
   return `session ${JSON.stringify(id)} not found (it may have ended and been removed; see GET /sessions)`;
 }
 
-function sendError(
+export function sendError(
   reply: FastifyReply,
   status: number,
   message: string,
@@ -209,7 +209,7 @@ function sendError(
 }
 
 /** fastify's own errors (body parsing, limits) and ours, as a status code and a readable message. */
-function describeError(err: FastifyError): { status: number; message: string } {
+export function describeError(err: FastifyError): { status: number; message: string } {
   if (err instanceof RequestValidationError) return { status: 400, message: err.message };
   if (err.code === "FST_ERR_CTP_EMPTY_JSON_BODY") {
     return { status: 400, message: "the request body is empty; send a JSON object" };
