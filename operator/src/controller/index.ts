@@ -1,0 +1,22 @@
+// The RelaySession controller as main.ts wires it: the reconciler, its Events, the desired objects.
+
+export * from "./labels.js";
+export {
+  SESSION_LABEL,
+  desiredRelayPod,
+  desiredRelayRbac,
+  podSpecHash,
+  sessionOwnerReference,
+} from "./desired-pod.js";
+export type { DesiredPodOptions, RelayRbac } from "./desired-pod.js";
+export * from "./status.js";
+export { EventRecorder, MemoryEventSink } from "./events.js";
+export type { EventRecorderOptions, EventSink, EventType, InvolvedObject } from "./events.js";
+export { RelaySessionReconciler, podOwnerUid, splitKey, sweepOrphanPods } from "./reconciler.js";
+export type {
+  PodCache,
+  ReconcileResult,
+  RelaySessionReconcilerDeps,
+  SessionCache,
+  SweepOrphanPodsOptions,
+} from "./reconciler.js";
