@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { describe, test } from "node:test";
 import { parse as parseYaml } from "yaml";
-import { leaseRules, operatorRules } from "./expected-rbac.js";
+import { gatewayRules, leaseRules, operatorRules } from "./expected-rbac.js";
 import { chartAppVersion, chartDir, find, helm, one, rawCrdPath, render, templateRaw, type K8sObject } from "./helm.js";
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -266,11 +266,14 @@ describe("helm template with non-default values", () => {
     assert.deepEqual(JSON.parse(envValue(objects, "RELAY_DEFAULT_TOLERATIONS")!), relay.tolerations);
   });
 
-  test("gateway: create on relaysessions, port, token Secret mounted read-only, Service", async () => {
+  test("gateway: a Role for its namespace only, port, token Secret mounted read-only, Service", async () => {
     const objects = await render({ gateway: { enabled: true, tokenSecret: { name: "gw-token", key: "bearer" } } });
-    assert.deepEqual(one(objects, "ClusterRole").rules, operatorRules({ gateway: true }));
+    assert.deepEqual(one(objects, "ClusterRole").rules, operatorRules(), "no gateway verbs cluster-wide");
+    assert.deepEqual(one(objects, "Role", "tr-trickle-relay-gateway", "ops").rules, gatewayRules);
+    assert.equal(one(objects, "RoleBinding", "tr-trickle-relay-gateway", "ops").subjects[0].name, "tr-trickle-relay");
     const a = args(objects);
     assert.ok(a.includes("--gateway-port=8890"));
+    assert.ok(a.includes("--gateway-namespace=ops"));
     assert.ok(a.includes("--gateway-token-file=/etc/trickle-relay/gateway/bearer"));
     const spec = one(objects, "Deployment").spec.template.spec;
     assert.deepEqual(spec.volumes.find((v: Any) => v.name === "gateway-token").secret, {
@@ -279,6 +282,13 @@ describe("helm template with non-default values", () => {
     });
     assert.ok(container(objects).volumeMounts.find((m: Any) => m.name === "gateway-token").readOnly);
     assert.equal(one(objects, "Service", "tr-trickle-relay-gateway").spec.ports[0].port, 8890);
+
+    const namespaced = await render({
+      watchNamespaces: ["team-a", "team-b"],
+      gateway: { enabled: true, tokenSecret: { name: "gw-token" } },
+    });
+    assert.ok(args(namespaced).includes("--gateway-namespace=team-a"), "defaults to the first watched namespace");
+    assert.deepEqual(one(namespaced, "Role", "tr-trickle-relay-gateway", "team-a").rules, gatewayRules);
 
     const missing = await templateRaw({ gateway: { enabled: true } });
     assert.notEqual(missing.code, 0);

@@ -11,13 +11,9 @@ export interface Rule {
 }
 
 /** Rules in each watched namespace (ClusterRole when cluster-wide). */
-export function operatorRules(options: { gateway?: boolean } = {}): Rule[] {
+export function operatorRules(): Rule[] {
   return [
-    {
-      apiGroups: ["trickle-relay.io"],
-      resources: ["relaysessions"],
-      verbs: ["get", "list", "watch", "delete", ...(options.gateway ? ["create"] : [])],
-    },
+    { apiGroups: ["trickle-relay.io"], resources: ["relaysessions"], verbs: ["get", "list", "watch", "delete"] },
     { apiGroups: ["trickle-relay.io"], resources: ["relaysessions/status"], verbs: ["get", "patch", "update"] },
     { apiGroups: ["trickle-relay.io"], resources: ["relaysessions/finalizers"], verbs: ["update"] },
     { apiGroups: [""], resources: ["pods"], verbs: ["get", "list", "watch", "create", "delete"] },
@@ -31,6 +27,11 @@ export function operatorRules(options: { gateway?: boolean } = {}): Rule[] {
     { apiGroups: ["events.k8s.io"], resources: ["events"], verbs: ["create", "patch"] },
   ];
 }
+
+/** The REST gateway, in its namespace only (operator/src/api/README.md). */
+export const gatewayRules: Rule[] = [
+  { apiGroups: ["trickle-relay.io"], resources: ["relaysessions"], verbs: ["create", "get", "list", "patch", "delete"] },
+];
 
 /** Leader election, in the release namespace only. */
 export function leaseRules(leaseName: string): Rule[] {

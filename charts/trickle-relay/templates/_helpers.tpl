@@ -85,7 +85,7 @@ else [] (all namespaces, cluster-wide RBAC). Use with `include … | fromJsonArr
 
 {{/*
 What the operator does in a watched namespace (operator/README.md): reconcile RelaySessions (delete
-for ttlSecondsAfterFinished; create only for the REST gateway), write their status, own relay pods,
+for ttlSecondsAfterFinished), write their status, own relay pods,
 create each session's ServiceAccount/Role/RoleBinding, and record Events. RBAC escalation
 prevention: the per-session Role grants relaysessions get/list/watch and relaysessions/status
 get/patch, so the operator must hold those itself to create and bind it.
@@ -93,7 +93,7 @@ get/patch, so the operator must hold those itself to create and bind it.
 {{- define "trickle-relay.operatorRules" -}}
 - apiGroups: ["trickle-relay.io"]
   resources: ["relaysessions"]
-  verbs: ["get", "list", "watch", "delete"{{ if .Values.gateway.enabled }}, "create"{{ end }}]
+  verbs: ["get", "list", "watch", "delete"]
 - apiGroups: ["trickle-relay.io"]
   resources: ["relaysessions/status"]
   verbs: ["get", "patch", "update"]
@@ -115,4 +115,9 @@ get/patch, so the operator must hold those itself to create and bind it.
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+{{- end }}
+
+{{/* Namespace the REST gateway creates RelaySessions in (--gateway-namespace). */}}
+{{- define "trickle-relay.gatewayNamespace" -}}
+{{- .Values.gateway.namespace | default (first .Values.watchNamespaces) | default .Release.Namespace }}
 {{- end }}
