@@ -40,6 +40,8 @@ export interface RelaySessionOptions {
   eventsIntervalMs?: number;
   /** How long to wait for ComfyStream to return the last frames once the input has ended. */
   drainTimeoutMs?: number;
+  /** Limit for ComfyStream's answer to `/offer` (warm-up runs inside it). Default: the peer's, 300 s. */
+  offerTimeoutMs?: number;
 }
 
 interface ProcessedFrame {
@@ -60,7 +62,8 @@ const H264_STREAM_TYPE = 0x1b;
 /**
  * One relay session: trickle input → ffmpeg (transcode, RTP) → pacer → WebRTC to ComfyStream →
  * returned RTP → depacketize → MPEG-TS mux → trickle output; plus prompt updates from the control
- * channel and status events (DESIGN.md §3). Events: "status" (state or WebRTC state changed), "end".
+ * channel and status events (DESIGN.md §3). Events: "status" (state or WebRTC state changed), "end",
+ * "prompts-applied" (prompts: unknown[]) — ComfyStream runs these now (offer answered or update accepted).
  */
 export class RelaySession extends EventEmitter {
   readonly id: string;
@@ -220,7 +223,10 @@ export class RelaySession extends EventEmitter {
     try {
       const reply = await peer.updatePrompts(prompts);
       const ok = reply.success !== false;
-      if (ok) this.promptsGeneration++;
+      if (ok) {
+        this.promptsGeneration++;
+        this.setAppliedPrompts(prompts);
+      }
       this.lastPromptUpdate = { at, ok, reply };
       this.log.info({ reply }, "prompts updated");
       this.emitStatus();
@@ -552,9 +558,11 @@ export class RelaySession extends EventEmitter {
     this.waitForInputKeyframe = true;
     this.setWebRtcState("connecting");
     if (this.state !== "degraded") this.setState("connecting");
+    const offeredPrompts = this.prompts;
     const peer = new ComfyStreamPeer({
       comfystreamUrl: this.config.comfystreamUrl,
-      prompts: this.prompts,
+      prompts: offeredPrompts,
+      ...(this.options.offerTimeoutMs ? { offerTimeoutMs: this.options.offerTimeoutMs } : {}),
       width: this.config.width,
       height: this.config.height,
       iceAddresses: this.config.iceAddresses,
@@ -578,6 +586,9 @@ export class RelaySession extends EventEmitter {
       this.setWebRtcState("connected");
       this.setState("running");
       this.log.info("connected to ComfyStream");
+      this.setAppliedPrompts(offeredPrompts);
+      // Prompts that changed while the offer was in flight are not in it: send them now.
+      if (this.prompts !== offeredPrompts) void this.updatePrompts(this.prompts);
     } catch (err) {
       if (this.isEnded()) return;
       this.consecutiveConnectFailures++;
@@ -768,6 +779,10 @@ export class RelaySession extends EventEmitter {
     this.lastError = { at: new Date().toISOString(), reason, message };
     this.log.warn({ reason, message }, "relay session error");
     this.emitStatus();
+  }
+
+  private setAppliedPrompts(prompts: unknown[]): void {
+    this.emit("prompts-applied", prompts);
   }
 
   private emitStatus(): void {
