@@ -3,6 +3,7 @@ import { randomUUID } from "node:crypto";
 import { Option, type Command } from "commander";
 import { createLogger, type Logger } from "../log.js";
 import { RelaySession } from "../session/relay-session.js";
+import { EXIT_CODES } from "../session/exit-codes.js";
 import { buildSessionConfig, type SessionConfigInput } from "../session/config.js";
 import { PASSTHROUGH_WORKFLOW } from "../session/default-workflow.js";
 import type { RelayMode, SessionStatus } from "../session/types.js";
@@ -53,6 +54,22 @@ export function addSessionOptions(command: Command): Command {
     .option("--insecure", "do not verify trickle servers' TLS certificates", false);
 }
 
+/** Options that describe the session itself, which the RelaySession's spec gives with --session. */
+const SPEC_OPTIONS = [
+  "input",
+  "comfystream",
+  "output",
+  "control",
+  "events",
+  "width",
+  "height",
+  "frameRate",
+  "prompts",
+  "mode",
+  "segmentDuration",
+  "id",
+] as const;
+
 export function registerRun(program: Command): void {
   const command = program
     .command("run")
@@ -60,8 +77,14 @@ export function registerRun(program: Command): void {
       "Run one relay session in the foreground: trickle input → ComfyStream (WebRTC) → trickle output. " +
         "SIGTERM or Ctrl-C stops it gracefully.",
     )
-    .requiredOption("--input <url>", "trickle input channel URL", parseHttpUrl)
-    .requiredOption("--comfystream <url>", "ComfyStream server base URL (POST {url}/offer)", parseHttpUrl)
+    .usage("(--input URL --comfystream URL | --session NAMESPACE/NAME) [options]")
+    .option(
+      "--session <namespace/name>",
+      "run the RelaySession NAMESPACE/NAME (the relay pod's form): read it with the kube config " +
+        "($KUBECONFIG, else in-cluster), follow its spec.prompts edits, write status.relay",
+    )
+    .option("--input <url>", "trickle input channel URL", parseHttpUrl)
+    .option("--comfystream <url>", "ComfyStream server base URL (POST {url}/offer)", parseHttpUrl)
     .option("--output <url>", "trickle output channel URL (default: input URL + -out)", parseHttpUrl)
     .option("--control <url>", "trickle control channel URL (prompt updates)", parseHttpUrl)
     .option("--events <url>", "trickle events channel URL (status every 10 s)", parseHttpUrl)
@@ -72,8 +95,38 @@ export function registerRun(program: Command): void {
       .default(10)
       .argParser(parsePositiveNumber),
   );
+  command.addHelpText(
+    "after",
+    `
+Two forms:
+  trickle-relay run --input URL --comfystream URL [--output URL] [--prompts FILE] ...
+      The session is described by the options.
+  trickle-relay run --session NAMESPACE/NAME
+      The session is described by the spec of a RelaySession (how the operator runs its pods).
+      Its spec.prompts edits reach ComfyStream live; status.relay is written at most once a second
+      and on state changes. Only pod-side options combine with it: --ice-address, --queue-*,
+      --insecure, --status-interval.
+
+Exit codes: 0 the input ended (or the session was stopped: SIGTERM/SIGINT, RelaySession deleted),
+1 the session failed, 2 bad options or (with --session) the RelaySession is missing, unreadable
+or its spec unusable.`,
+  );
+  // Usage errors exit 2 like the configuration errors found later (1 means the session failed).
+  command.exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : EXIT_CODES.configError));
   command.action(async (opts) => {
     const logger = createLogger("trickle-relay");
+    if (opts.session !== undefined) {
+      process.exitCode = await runResourceForm(command, opts, logger);
+      // A leftover keep-alive socket or timer must not keep a finished pod running.
+      setTimeout(() => process.exit(), 3000).unref();
+      return;
+    }
+    if (opts.input === undefined || opts.comfystream === undefined) {
+      command.error(
+        "error: give --input URL and --comfystream URL, or --session NAMESPACE/NAME (see --help)",
+        { exitCode: EXIT_CODES.configError },
+      );
+    }
     const session = new RelaySession(
       buildSessionConfig({
         ...sessionInputFromOptions(opts),
@@ -88,6 +141,48 @@ export function registerRun(program: Command): void {
     );
     const exitCode = await runToEnd(session, logger, (opts.statusInterval as number) * 1000);
     process.exitCode = exitCode;
+  });
+}
+
+/** `run --session NS/NAME`: everything about the session comes from the RelaySession. */
+async function runResourceForm(
+  command: Command,
+  opts: Record<string, unknown>,
+  logger: Logger,
+): Promise<number> {
+  const given = SPEC_OPTIONS.filter((name) => command.getOptionValueSource(name) === "cli");
+  if (given.length > 0) {
+    const flags = given.map((name) => `--${name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`);
+    command.error(
+      `error: ${flags.join(", ")} cannot be combined with --session (the RelaySession's spec sets ${given.length === 1 ? "it" : "them"})`,
+      { exitCode: EXIT_CODES.configError },
+    );
+  }
+  // Loaded only here: the Kubernetes client is large and the other commands do not need it.
+  const { parseSessionRef, SessionResourceError } = await import("../session/session-resource.js");
+  const { runSessionFromResource } = await import("../session/resource-session.js");
+  let ref;
+  try {
+    ref = parseSessionRef(opts.session as string);
+  } catch (err) {
+    if (!(err instanceof SessionResourceError)) throw err;
+    command.error(`error: --session: ${err.message}`, { exitCode: EXIT_CODES.configError });
+  }
+  const podOptions = sessionInputFromOptions(opts);
+  return runSessionFromResource(ref, {
+    logger,
+    settings: {
+      iceAddresses: podOptions.iceAddresses ?? [],
+      insecureTls: podOptions.insecureTls ?? false,
+      ...(podOptions.queueCapacities ? { queueCapacities: podOptions.queueCapacities } : {}),
+    },
+    logStatus: (status) => logger.info({ status: summary(status) }, "status"),
+    statusLogIntervalMs: (opts.statusInterval as number) * 1000,
+    onShutdown: (stop) =>
+      onShutdownSignal(async (signal) => {
+        logger.info({ signal }, "stopping");
+        await stop();
+      }),
   });
 }
 
