@@ -33,6 +33,7 @@ import {
   type RelaySessionSpecInput,
 } from "../../crds/src/index.js";
 import { PASSTHROUGH_WORKFLOW } from "../../relay-pod/src/session/default-workflow.js";
+import { RelaySessionWatch } from "../../relay-pod/src/session/resource-watch.js";
 import {
   collectOutput,
   makeInputSegments,
@@ -374,7 +375,7 @@ describe("relay pod: trickle-relay run --session against a real kube-apiserver",
       // The edit came through the watch (fieldSelector metadata.name, allowed by resourceNames).
       assert.doesNotMatch(
         pod.fullLog(),
-        /watch failed|re-reading the RelaySession failed|writing status.relay failed/,
+        /watch failed|re-listing the RelaySession failed|writing status.relay failed/,
       );
     },
   );
@@ -452,6 +453,50 @@ describe("relay pod: trickle-relay run --session against a real kube-apiserver",
       const forbidden = startRelayPod(`${namespace}/main`, kubeconfig);
       assert.equal(await exitWithin(forbidden, 15_000), 2, forbidden.log());
       assert.match(forbidden.log(), /not allowed to read/);
+    },
+  );
+
+  test(
+    "the pod's watch (its own RBAC) survives an apiserver crash: an edit after the restart arrives, then the deletion",
+    { timeout: 60_000 },
+    async (t) => {
+      const peer = await startPeer("ts"); // only its URL is used: nothing connects to it here
+      cleanups.push(() => peer.stop());
+      await createSession("watched", peer);
+      const podConfig = new KubeConfig();
+      podConfig.loadFromFile(await podIdentity("watched"));
+      const seen: number[] = [];
+      let deleted = false;
+      const watch = new RelaySessionWatch(
+        podConfig,
+        { namespace, name: "watched" },
+        {
+          onObject: (object) => seen.push(object.metadata.generation ?? 0),
+          onDeleted: () => (deleted = true),
+          backoffMs: [200, 1000],
+        },
+      );
+      cleanups.push(() => watch.stop());
+      watch.start((await getSession("watched")).metadata.resourceVersion);
+      await sleep(500);
+
+      await cp.restartApiserver({ crash: true });
+      await admin.patchNamespacedCustomObject(
+        {
+          ...resourceApi,
+          namespace,
+          name: "watched",
+          body: { spec: { prompts: [workflow("after restart")] } },
+        },
+        mergePatch,
+      );
+      await waitFor(() => seen.includes(2), 20_000, "generation 2 through the re-established watch");
+      t.diagnostic(`watch stats after the restart: ${JSON.stringify(watch.stats)}`);
+      assert.ok(watch.stats.watches >= 2, "the watch was re-established");
+      assert.ok(watch.stats.relists <= 3, "no relist loop (410 after the restart → one list, then a watch)");
+
+      await admin.deleteNamespacedCustomObject({ ...resourceApi, namespace, name: "watched" });
+      await waitFor(() => deleted, 10_000, "the deletion");
     },
   );
 });

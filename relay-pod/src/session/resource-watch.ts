@@ -1,23 +1,19 @@
 // Follows the pod's own RelaySession: a watch with fieldSelector metadata.name=NAME, which RBAC
 // authorizes against resourceNames: [NAME] (a plain list/watch of the collection would be refused).
 // client-node's Watch does not reconnect, so this does: from the last resourceVersion after a clean
-// close or client-node's 30 s inactivity timeout, with backoff after errors, and with a fresh GET
-// after 410 Gone (the resourceVersion is too old to resume from).
+// close or client-node's 30 s inactivity timeout, with backoff after errors, and after 410 Gone (the
+// resourceVersion is older than the apiserver's watch window, e.g. after an apiserver restart) from a
+// fresh list of the one object, whose list resourceVersion is current.
 
 import { Watch, type KubeConfig } from "@kubernetes/client-node";
 import { silentLogger, type Logger } from "../log.js";
 import type { RelaySession } from "../../../crds/src/relay-session.js";
-import {
-  readRelaySession,
-  relaySessionsPath,
-  SessionResourceError,
-  type SessionRef,
-} from "./session-resource.js";
+import { listOwnRelaySession, relaySessionsPath, type SessionRef } from "./session-resource.js";
 
 export interface ResourceWatchOptions {
-  /** Every version of the object seen (watch ADDED/MODIFIED, or a re-read after 410). */
+  /** Every version of the object seen (watch ADDED/MODIFIED, or a re-list after 410). */
   onObject: (object: RelaySession) => void;
-  /** The object is gone (watch DELETED, or 404 on a re-read). The watch stops. */
+  /** The object is gone (watch DELETED, or missing from a re-list). The watch stops. */
   onDeleted: () => void;
   logger?: Logger;
   /** Delay before re-watching after an error: min, max (ms), doubling per consecutive error. */
@@ -73,7 +69,10 @@ export class RelaySessionWatch {
     const startedAt = Date.now();
     const onEvent = (type: string, object: unknown) => {
       if (this.stopped) return;
-      sawEvent = true;
+      if (type !== "ERROR") {
+        sawEvent = true;
+        this.consecutiveErrors = 0;
+      }
       const metadata = (object as WatchEventObject | undefined)?.metadata;
       switch (type) {
         case "ADDED":
@@ -102,7 +101,8 @@ export class RelaySessionWatch {
       if (this.stopped) return; // our own abort
       const statusCode = (err as { statusCode?: number } | null)?.statusCode;
       if (gone || statusCode === 410) {
-        void this.relist();
+        // A relist that leads straight to another 410 must not become a tight loop.
+        this.scheduleRelist(sawEvent ? 0 : this.nextBackoff());
         return;
       }
       const timedOut = (err as Error | null)?.name === "TimeoutError";
@@ -138,31 +138,33 @@ export class RelaySessionWatch {
     }
   }
 
-  /** After 410: read the object afresh (it may have changed meanwhile) and watch from there. */
+  /** After 410: list the object afresh (it may have changed meanwhile) and watch from the list. */
   private async relist(): Promise<void> {
     if (this.stopped) return;
     this.stats.relists++;
-    this.resourceVersion = undefined;
     try {
-      const object = await readRelaySession(this.kubeConfig, this.ref);
+      const { object, resourceVersion } = await listOwnRelaySession(this.kubeConfig, this.ref);
       if (this.stopped) return;
-      this.resourceVersion = object.metadata.resourceVersion;
-      this.consecutiveErrors = 0;
-      this.options.onObject(object);
-      void this.connect();
-    } catch (err) {
-      if (this.stopped) return;
-      if (err instanceof SessionResourceError && err.httpStatus === 404) {
+      if (!object) {
         this.log.info("the RelaySession is gone");
         this.stop();
         this.options.onDeleted();
         return;
       }
+      this.resourceVersion = resourceVersion ?? object.metadata.resourceVersion;
+      this.options.onObject(object);
+      void this.connect();
+    } catch (err) {
+      if (this.stopped) return;
       this.stats.errors++;
-      this.log.warn({ err: (err as Error).message }, "re-reading the RelaySession failed; retrying");
-      clearTimeout(this.retryTimer);
-      this.retryTimer = setTimeout(() => void this.relist(), this.nextBackoff());
+      this.log.warn({ err: (err as Error).message }, "re-listing the RelaySession failed; retrying");
+      this.scheduleRelist(this.nextBackoff());
     }
+  }
+
+  private scheduleRelist(delayMs: number): void {
+    clearTimeout(this.retryTimer);
+    this.retryTimer = setTimeout(() => void this.relist(), delayMs);
   }
 
   private scheduleConnect(delayMs: number): void {

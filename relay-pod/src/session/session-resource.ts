@@ -67,6 +67,29 @@ export function loadKubeConfig(): KubeConfig {
   return kubeConfig;
 }
 
+/**
+ * Lists the one RelaySession through `fieldSelector=metadata.name=NAME` (RBAC authorizes that against
+ * resourceNames). Returns it, or undefined when it does not exist, and the list's resourceVersion:
+ * the current one, from which a watch can always start (an object's own resourceVersion may be older
+ * than the apiserver's watch window).
+ */
+export async function listOwnRelaySession(
+  kubeConfig: KubeConfig,
+  ref: SessionRef,
+): Promise<{ object: RelaySession | undefined; resourceVersion: string | undefined }> {
+  const list = (await kubeConfig.makeApiClient(CustomObjectsApi).listNamespacedCustomObject({
+    group: RELAY_SESSION_GROUP,
+    version: RELAY_SESSION_VERSION,
+    namespace: ref.namespace,
+    plural: RELAY_SESSION_PLURAL,
+    fieldSelector: `metadata.name=${ref.name}`,
+  })) as { items?: RelaySession[]; metadata?: { resourceVersion?: string } };
+  return {
+    object: list.items?.find((item) => item.metadata?.name === ref.name),
+    resourceVersion: list.metadata?.resourceVersion,
+  };
+}
+
 /** `/apis/trickle-relay.io/v1alpha1/namespaces/NS/relaysessions` (the watch path). */
 export function relaySessionsPath(namespace: string): string {
   return `/apis/${RELAY_SESSION_GROUP}/${RELAY_SESSION_VERSION}/namespaces/${encodeURIComponent(namespace)}/${RELAY_SESSION_PLURAL}`;
