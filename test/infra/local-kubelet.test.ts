@@ -305,9 +305,10 @@ describe("local kubelet test harness (real kube-apiserver + etcd)", { skip: asse
     await create(nodePod("evicted", idleScript));
     await waitForPod("evicted", "Running", phase("Running"));
     await kubelet.evict(namespace, "evicted");
-    const pod = await waitForPod("evicted", "Failed", phase("Failed"));
+    const pod = await waitForPod("evicted", "Failed with the container killed", (p) => !!terminated(p));
+    assert.equal(pod.status?.phase, "Failed");
     assert.equal(pod.status?.reason, "Evicted");
-    assert.ok(terminated(pod), "the container was killed");
+    assert.equal(terminated(pod)?.exitCode, 137);
   });
 
   test("scheduling: nodeSelector and GPU misfits stay Pending as Unschedulable; a fitting GPU pod runs", async () => {

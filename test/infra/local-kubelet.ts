@@ -125,6 +125,7 @@ export interface LocalKubelet {
 const FIELD_MANAGER = "local-kubelet";
 const GPU = "nvidia.com/gpu";
 const API_CALL_TIMEOUT_MS = 10_000;
+const START_TIMEOUT_MS = 30_000;
 const DEFAULT_GRACE_SECONDS = 30;
 const MINIMUM_GRACE_SECONDS = 2;
 /** Kubelet's default for projected service-account tokens. */
@@ -265,7 +266,14 @@ class LocalKubeletImpl implements LocalKubelet {
     let firstList!: () => void;
     const listed = new Promise<void>((done) => (firstList = done));
     this.watchLoopDone = this.watchLoop(firstList);
-    await listed;
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<boolean>((done) => (timer = setTimeout(() => done(true), START_TIMEOUT_MS)));
+    const failed = await Promise.race([listed.then(() => false), timedOut]);
+    clearTimeout(timer);
+    if (failed) {
+      await this.stop();
+      throw new Error(`local-kubelet: no pod list from the apiserver within ${START_TIMEOUT_MS} ms`);
+    }
   }
 
   // ------------------------------------------------------------------------------------------
@@ -479,14 +487,14 @@ class LocalKubeletImpl implements LocalKubelet {
     const phase = pod.status?.phase;
     if (!run) {
       if (phase === "Succeeded" || phase === "Failed") return;
-      if (pod.status?.startTime) {
+      if (pod.status?.containerStatuses?.some((status) => status.state?.running)) {
         await this.reportLost(pod);
         return;
       }
       await this.startPod(pod);
       return;
     }
-    if (!run.started && !run.terminating) await this.tryStartContainers(run);
+    if (!run.started && !run.terminating && !run.failure) await this.tryStartContainers(run);
     this.armDeadline(run);
     await this.postStatus(run);
   }
@@ -690,7 +698,7 @@ class LocalKubeletImpl implements LocalKubelet {
       }
       plan.argv = plan.argv.map((word) => expandVars(word, plan.env));
     }
-    if (this.stopped || run.terminating || run.started) return;
+    if (this.stopped || run.terminating || run.started || run.failure) return;
     run.started = true;
     for (const plan of plans) this.spawnContainer(run, plan.container, plan.argv, plan.env);
   }
@@ -991,15 +999,41 @@ class LocalKubeletImpl implements LocalKubelet {
     run.deadlineTimer = setTimeout(() => {
       run.deadlineTimer = undefined;
       if (run.failure || run.terminating || this.stopped) return;
-      run.failure = {
-        reason: "DeadlineExceeded",
-        message: "Pod was active on the node longer than the specified deadline",
-      };
       this.log(`${run.namespace}/${run.name}: active deadline of ${seconds} s exceeded`);
-      void this.killContainers(run, graceSeconds(run.pod));
-      this.enqueue(run.uid);
+      void this.failPod(
+        run,
+        {
+          reason: "DeadlineExceeded",
+          message: "Pod was active on the node longer than the specified deadline",
+        },
+        graceSeconds(run.pod),
+      );
     }, delay);
     run.deadlineTimer.unref();
+  }
+
+  /** Phase Failed with a pod-level reason; kills what runs, and nothing starts any more. */
+  private async failPod(
+    run: PodRun,
+    failure: { reason: string; message: string },
+    killGraceSeconds: number,
+  ): Promise<void> {
+    run.failure = failure;
+    if (run.deadlineTimer) clearTimeout(run.deadlineTimer);
+    run.started = true;
+    for (const container of run.containers) {
+      if (container.state.kind === "waiting") {
+        container.state = {
+          kind: "terminated",
+          exitCode: 137,
+          reason: "ContainerStatusUnknown",
+          message: `never started: the pod failed (${failure.reason})`,
+          finishedAt: rfc3339(),
+        };
+      }
+    }
+    this.enqueue(run.uid);
+    await this.killContainers(run, killGraceSeconds);
   }
 
   private isDone(run: PodRun): boolean {
@@ -1044,11 +1078,10 @@ class LocalKubeletImpl implements LocalKubelet {
   /** The pod object is gone: kill what still runs and drop the run (logs stay). */
   private async forget(run: PodRun): Promise<void> {
     if (run.deadlineTimer) clearTimeout(run.deadlineTimer);
+    const wasTerminating = run.terminating;
+    run.terminating = true;
     if (run.containers.some((c) => c.state.kind === "running")) {
-      if (!run.terminating) {
-        run.terminating = true;
-        void this.killContainers(run, graceSeconds(run.pod));
-      }
+      if (!wasTerminating) void this.killContainers(run, graceSeconds(run.pod));
       return; // back here after the exits
     }
     for (const timer of run.killTimers) clearTimeout(timer);
@@ -1249,17 +1282,7 @@ class LocalKubeletImpl implements LocalKubelet {
     name: string,
     message = "The node was low on resource: memory.",
   ): Promise<void> {
-    const run = this.findRun(namespace, name);
-    run.failure = { reason: "Evicted", message };
-    if (run.deadlineTimer) clearTimeout(run.deadlineTimer);
-    run.started = true; // never start what has not started yet
-    for (const container of run.containers) {
-      if (container.state.kind === "waiting") {
-        container.state = { kind: "terminated", exitCode: 137, reason: "Error", finishedAt: rfc3339() };
-      }
-    }
-    await this.killContainers(run, 0);
-    this.enqueue(run.uid);
+    await this.failPod(this.findRun(namespace, name), { reason: "Evicted", message }, 0);
   }
 
   private findRun(namespace: string, name: string): PodRun {
