@@ -8,7 +8,17 @@ import { readFileSync } from "node:fs";
 import { describe, test } from "node:test";
 import { parse as parseYaml } from "yaml";
 import { gatewayRules, leaseRules, operatorRules } from "./expected-rbac.js";
-import { chartAppVersion, chartDir, find, helm, one, rawCrdPath, render, templateRaw, type K8sObject } from "./helm.js";
+import {
+  chartAppVersion,
+  chartDir,
+  find,
+  helm,
+  one,
+  rawCrdPath,
+  render,
+  templateRaw,
+  type K8sObject,
+} from "./helm.js";
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Any = any;
@@ -20,7 +30,8 @@ function args(objects: K8sObject[]): string[] {
   return container(objects).args as string[];
 }
 function envValue(objects: K8sObject[], name: string): string | undefined {
-  return (container(objects).env as Array<{ name: string; value?: string }>).find((e) => e.name === name)?.value;
+  return (container(objects).env as Array<{ name: string; value?: string }>).find((e) => e.name === name)
+    ?.value;
 }
 function kinds(objects: K8sObject[]): string[] {
   return objects.map((o) => `${o.kind}/${o.metadata.namespace ?? ""}/${o.metadata.name}`).sort();
@@ -97,9 +108,15 @@ describe("helm template with default values", async () => {
     assert.deepEqual(env.find((e) => e.name === "POD_NAMESPACE")?.valueFrom, {
       fieldRef: { fieldPath: "metadata.namespace" },
     });
-    assert.deepEqual(env.find((e) => e.name === "POD_NAME")?.valueFrom, { fieldRef: { fieldPath: "metadata.name" } });
+    assert.deepEqual(env.find((e) => e.name === "POD_NAME")?.valueFrom, {
+      fieldRef: { fieldPath: "metadata.name" },
+    });
     assert.equal(envValue(objects, "RELAY_DEFAULT_GPU_RESOURCE_NAME"), "nvidia.com/gpu");
-    for (const unset of ["RELAY_DEFAULT_RESOURCES", "RELAY_DEFAULT_RUNTIME_CLASS_NAME", "RELAY_DEFAULT_NODE_SELECTOR"])
+    for (const unset of [
+      "RELAY_DEFAULT_RESOURCES",
+      "RELAY_DEFAULT_RUNTIME_CLASS_NAME",
+      "RELAY_DEFAULT_NODE_SELECTOR",
+    ])
       assert.equal(envValue(objects, unset), undefined, unset);
   });
 
@@ -130,8 +147,14 @@ describe("helm template with default values", async () => {
     const sa = one(objects, "ServiceAccount");
     assert.equal(one(objects, "Deployment").spec.template.spec.serviceAccountName, sa.metadata.name);
     const binding = one(objects, "ClusterRoleBinding");
-    assert.deepEqual(binding.roleRef, { apiGroup: "rbac.authorization.k8s.io", kind: "ClusterRole", name: fullname });
-    assert.deepEqual(binding.subjects, [{ kind: "ServiceAccount", name: sa.metadata.name, namespace: "ops" }]);
+    assert.deepEqual(binding.roleRef, {
+      apiGroup: "rbac.authorization.k8s.io",
+      kind: "ClusterRole",
+      name: fullname,
+    });
+    assert.deepEqual(binding.subjects, [
+      { kind: "ServiceAccount", name: sa.metadata.name, namespace: "ops" },
+    ]);
   });
 
   test("the ClusterRole grants exactly the operator's permissions", () => {
@@ -141,9 +164,12 @@ describe("helm template with default values", async () => {
   test("the metrics Service selects the operator pods only (not relay pods) on port metrics", () => {
     const service = one(objects, "Service");
     const podLabels = one(objects, "Deployment").spec.template.metadata.labels;
-    for (const [k, v] of Object.entries(service.spec.selector as Record<string, string>)) assert.equal(podLabels[k], v);
+    for (const [k, v] of Object.entries(service.spec.selector as Record<string, string>))
+      assert.equal(podLabels[k], v);
     assert.equal(service.spec.selector["app.kubernetes.io/component"], "operator");
-    assert.deepEqual(service.spec.ports, [{ name: "metrics", port: 8080, targetPort: "metrics", protocol: "TCP" }]);
+    assert.deepEqual(service.spec.ports, [
+      { name: "metrics", port: 8080, targetPort: "metrics", protocol: "TCP" },
+    ]);
     assert.deepEqual(one(objects, "Deployment").spec.selector.matchLabels, service.spec.selector);
   });
 
@@ -151,7 +177,11 @@ describe("helm template with default values", async () => {
     const raw = parseYaml(readFileSync(rawCrdPath, "utf8")) as K8sObject;
     const crd = one(objects, "CustomResourceDefinition");
     assert.equal(crd.metadata.name, raw.metadata.name);
-    assert.deepEqual(crd.spec, raw.spec, "templates/crds/relaysessions.yaml is stale: run charts/scripts/render.sh");
+    assert.deepEqual(
+      crd.spec,
+      raw.spec,
+      "templates/crds/relaysessions.yaml is stale: run charts/scripts/render.sh",
+    );
     assert.equal(crd.metadata.annotations["helm.sh/resource-policy"], "keep");
     assert.equal(crd.metadata.annotations["argocd.argoproj.io/sync-wave"], "-1");
     for (const [k, v] of Object.entries(raw.metadata.labels as Record<string, string>))
@@ -184,7 +214,9 @@ describe("helm template with non-default values", () => {
     assert.deepEqual(role.rules, leaseRules("tr-trickle-relay"));
     const binding = one(objects, "RoleBinding", "tr-trickle-relay-leader-election", "ops");
     assert.equal(binding.roleRef.name, role.metadata.name);
-    assert.deepEqual(binding.subjects, [{ kind: "ServiceAccount", name: "tr-trickle-relay", namespace: "ops" }]);
+    assert.deepEqual(binding.subjects, [
+      { kind: "ServiceAccount", name: "tr-trickle-relay", namespace: "ops" },
+    ]);
   });
 
   test("leaderElection.enabled with one replica, custom lease name and timings", async () => {
@@ -192,20 +224,35 @@ describe("helm template with non-default values", () => {
       leaderElection: { enabled: true, id: "my-lease", leaseDuration: 30, renewDeadline: 20, retryPeriod: 5 },
     });
     const a = args(objects);
-    for (const flag of ["--leader-elect", "--leader-election-id=my-lease", "--lease-duration=30", "--renew-deadline=20", "--retry-period=5"])
+    for (const flag of [
+      "--leader-elect",
+      "--leader-election-id=my-lease",
+      "--lease-duration=30",
+      "--renew-deadline=20",
+      "--retry-period=5",
+    ])
       assert.ok(a.includes(flag), flag);
     assert.deepEqual(one(objects, "Role").rules, leaseRules("my-lease"));
   });
 
   test("watchNamespaces [team-a, team-b]: a Role + RoleBinding in each, --namespace flags, nothing cluster-wide", async () => {
-    const objects = await render({ watchNamespaces: ["team-a", "team-b"] }, { release: "tr", namespace: "ops" });
+    const objects = await render(
+      { watchNamespaces: ["team-a", "team-b"] },
+      { release: "tr", namespace: "ops" },
+    );
     assert.equal(find(objects, "ClusterRole").length, 0);
     assert.equal(find(objects, "ClusterRoleBinding").length, 0);
     for (const ns of ["team-a", "team-b"]) {
       assert.deepEqual(one(objects, "Role", "tr-trickle-relay", ns).rules, operatorRules());
       const binding = one(objects, "RoleBinding", "tr-trickle-relay", ns);
-      assert.deepEqual(binding.roleRef, { apiGroup: "rbac.authorization.k8s.io", kind: "Role", name: "tr-trickle-relay" });
-      assert.deepEqual(binding.subjects, [{ kind: "ServiceAccount", name: "tr-trickle-relay", namespace: "ops" }]);
+      assert.deepEqual(binding.roleRef, {
+        apiGroup: "rbac.authorization.k8s.io",
+        kind: "Role",
+        name: "tr-trickle-relay",
+      });
+      assert.deepEqual(binding.subjects, [
+        { kind: "ServiceAccount", name: "tr-trickle-relay", namespace: "ops" },
+      ]);
     }
     assert.equal(find(objects, "Role").length, 2, "no Role in the release namespace (it is not watched)");
     const ns = args(objects).filter((a) => a.startsWith("--namespace"));
@@ -223,7 +270,9 @@ describe("helm template with non-default values", () => {
   });
 
   test("metrics.serviceMonitor.enabled renders a ServiceMonitor that selects the metrics Service", async () => {
-    const objects = await render({ metrics: { serviceMonitor: { enabled: true, interval: "15s", labels: { release: "prom" } } } });
+    const objects = await render({
+      metrics: { serviceMonitor: { enabled: true, interval: "15s", labels: { release: "prom" } } },
+    });
     const monitor = one(objects, "ServiceMonitor");
     assert.equal(monitor.apiVersion, "monitoring.coreos.com/v1");
     assert.equal(monitor.metadata.labels.release, "prom");
@@ -231,7 +280,9 @@ describe("helm template with non-default values", () => {
     for (const [k, v] of Object.entries(monitor.spec.selector.matchLabels as Record<string, string>))
       assert.equal(service.metadata.labels[k], v, `Service label ${k}`);
     assert.deepEqual(monitor.spec.namespaceSelector, { matchNames: ["ops"] });
-    assert.deepEqual(monitor.spec.endpoints, [{ port: "metrics", path: "/metrics", interval: "15s", scrapeTimeout: "10s" }]);
+    assert.deepEqual(monitor.spec.endpoints, [
+      { port: "metrics", path: "/metrics", interval: "15s", scrapeTimeout: "10s" },
+    ]);
   });
 
   test("metrics.enabled false: no Service and no ServiceMonitor even if asked for", async () => {
@@ -242,7 +293,10 @@ describe("helm template with non-default values", () => {
 
   test("crds.install false leaves the CRD out; crds.keep false drops the keep annotation", async () => {
     assert.equal(find(await render({ crds: { install: false } }), "CustomResourceDefinition").length, 0);
-    const crd = one(await render({ crds: { keep: false, annotations: { team: "media" } } }), "CustomResourceDefinition");
+    const crd = one(
+      await render({ crds: { keep: false, annotations: { team: "media" } } }),
+      "CustomResourceDefinition",
+    );
     assert.equal(crd.metadata.annotations["helm.sh/resource-policy"], undefined);
     assert.equal(crd.metadata.annotations.team, "media");
   });
@@ -267,10 +321,15 @@ describe("helm template with non-default values", () => {
   });
 
   test("gateway: a Role for its namespace only, port, token Secret mounted read-only, Service", async () => {
-    const objects = await render({ gateway: { enabled: true, tokenSecret: { name: "gw-token", key: "bearer" } } });
+    const objects = await render({
+      gateway: { enabled: true, tokenSecret: { name: "gw-token", key: "bearer" } },
+    });
     assert.deepEqual(one(objects, "ClusterRole").rules, operatorRules(), "no gateway verbs cluster-wide");
     assert.deepEqual(one(objects, "Role", "tr-trickle-relay-gateway", "ops").rules, gatewayRules);
-    assert.equal(one(objects, "RoleBinding", "tr-trickle-relay-gateway", "ops").subjects[0].name, "tr-trickle-relay");
+    assert.equal(
+      one(objects, "RoleBinding", "tr-trickle-relay-gateway", "ops").subjects[0].name,
+      "tr-trickle-relay",
+    );
     const a = args(objects);
     assert.ok(a.includes("--gateway-port=8890"));
     assert.ok(a.includes("--gateway-namespace=ops"));
@@ -287,7 +346,10 @@ describe("helm template with non-default values", () => {
       watchNamespaces: ["team-a", "team-b"],
       gateway: { enabled: true, tokenSecret: { name: "gw-token" } },
     });
-    assert.ok(args(namespaced).includes("--gateway-namespace=team-a"), "defaults to the first watched namespace");
+    assert.ok(
+      args(namespaced).includes("--gateway-namespace=team-a"),
+      "defaults to the first watched namespace",
+    );
     assert.deepEqual(one(namespaced, "Role", "tr-trickle-relay-gateway", "team-a").rules, gatewayRules);
 
     const missing = await templateRaw({ gateway: { enabled: true } });
@@ -296,7 +358,11 @@ describe("helm template with non-default values", () => {
   });
 
   test("rbac.create false and an existing ServiceAccount: no RBAC, no ServiceAccount", async () => {
-    const objects = await render({ rbac: { create: false }, serviceAccount: { create: false, name: "ops-operator" }, replicaCount: 3 });
+    const objects = await render({
+      rbac: { create: false },
+      serviceAccount: { create: false, name: "ops-operator" },
+      replicaCount: 3,
+    });
     assert.deepEqual(
       objects.filter((o) => /Role|ServiceAccount/.test(o.kind)),
       [],

@@ -13,8 +13,16 @@ export interface Rule {
 /** Rules in each watched namespace (ClusterRole when cluster-wide). */
 export function operatorRules(): Rule[] {
   return [
-    { apiGroups: ["trickle-relay.io"], resources: ["relaysessions"], verbs: ["get", "list", "watch", "delete"] },
-    { apiGroups: ["trickle-relay.io"], resources: ["relaysessions/status"], verbs: ["get", "patch", "update"] },
+    {
+      apiGroups: ["trickle-relay.io"],
+      resources: ["relaysessions"],
+      verbs: ["get", "list", "watch", "delete"],
+    },
+    {
+      apiGroups: ["trickle-relay.io"],
+      resources: ["relaysessions/status"],
+      verbs: ["get", "patch", "update"],
+    },
     { apiGroups: ["trickle-relay.io"], resources: ["relaysessions/finalizers"], verbs: ["update"] },
     { apiGroups: [""], resources: ["pods"], verbs: ["get", "list", "watch", "create", "delete"] },
     { apiGroups: [""], resources: ["serviceaccounts"], verbs: ["get", "list", "watch", "create", "delete"] },
@@ -30,23 +38,31 @@ export function operatorRules(): Rule[] {
 
 /** The REST gateway, in its namespace only (operator/src/api/README.md). */
 export const gatewayRules: Rule[] = [
-  { apiGroups: ["trickle-relay.io"], resources: ["relaysessions"], verbs: ["create", "get", "list", "patch", "delete"] },
+  {
+    apiGroups: ["trickle-relay.io"],
+    resources: ["relaysessions"],
+    verbs: ["create", "get", "list", "patch", "delete"],
+  },
 ];
 
 /** Leader election, in the release namespace only. */
 export function leaseRules(leaseName: string): Rule[] {
   return [
     { apiGroups: ["coordination.k8s.io"], resources: ["leases"], verbs: ["create"] },
-    { apiGroups: ["coordination.k8s.io"], resources: ["leases"], resourceNames: [leaseName], verbs: ["get", "update"] },
+    {
+      apiGroups: ["coordination.k8s.io"],
+      resources: ["leases"],
+      resourceNames: [leaseName],
+      verbs: ["get", "update"],
+    },
   ];
 }
 
-/** One `kubectl auth can-i` question: verb, resource[.group], optional subresource/name. */
+/** One `kubectl auth can-i` question: verb, resource[.group], optional subresource. */
 export interface Access {
   verb: string;
   resource: string;
   subresource?: string;
-  name?: string;
 }
 
 /** Everything the operator does in a watched namespace (operator/README.md). */

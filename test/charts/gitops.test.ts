@@ -30,7 +30,8 @@ test("generated files are fresh: CRD template, kustomize base, argocd-cm (charts
 
 function findLua(): string | undefined {
   for (const name of ["lua5.1", "lua5.4", "lua5.3", "lua"]) {
-    for (const dir of (process.env.PATH ?? "").split(":")) if (dir && existsSync(join(dir, name))) return join(dir, name);
+    for (const dir of (process.env.PATH ?? "").split(":"))
+      if (dir && existsSync(join(dir, name))) return join(dir, name);
   }
   return undefined;
 }
@@ -80,74 +81,113 @@ function session(status?: object, generation = 1): object {
   };
 }
 function ready(status: "True" | "False" | "Unknown", reason: string, message = ""): object {
-  return { type: "Ready", status, reason, message, lastTransitionTime: "2026-01-01T00:00:00Z", observedGeneration: 1 };
+  return {
+    type: "Ready",
+    status,
+    reason,
+    message,
+    lastTransitionTime: "2026-01-01T00:00:00Z",
+    observedGeneration: 1,
+  };
 }
 
-describe("Argo CD health check for RelaySession (argocd-cm.yaml, run by a real Lua)", { skip: luaSkip }, () => {
-  const cases: Array<[string, object, string, RegExp?]> = [
-    ["no status yet", session(), "Progressing", /operator/],
-    ["Pending", session({ phase: "Pending", observedGeneration: 1, conditions: [ready("False", "PodPending")] }), "Progressing", /Pending/],
-    ["Starting", session({ phase: "Starting", observedGeneration: 1 }), "Progressing", /Starting/],
-    [
-      "Connecting",
-      session({ phase: "Connecting", observedGeneration: 1, conditions: [ready("False", "Connecting", "offer sent to ComfyStream")] }),
-      "Progressing",
-      /Connecting: offer sent/,
-    ],
-    [
-      "Running and Ready",
-      session({
-        phase: "Running",
-        observedGeneration: 1,
-        conditions: [{ type: "Other", status: "False" }, ready("True", "Running", "WebRTC connected")],
-        relay: { webrtc: "connected", fps: 30 },
-      }),
-      "Healthy",
-      /WebRTC connected/,
-    ],
-    [
-      "Degraded",
-      session({ phase: "Degraded", observedGeneration: 1, conditions: [ready("False", "ReportStale", "no relay report for 30s")] }),
-      "Degraded",
-      /no relay report/,
-    ],
-    [
-      "Failed",
-      session({ phase: "Failed", observedGeneration: 1, conditions: [ready("False", "RestartBudgetExhausted", "")] }),
-      "Degraded",
-      /RestartBudgetExhausted/,
-    ],
-    [
-      "Succeeded",
-      session({ phase: "Succeeded", observedGeneration: 1, conditions: [ready("False", "Succeeded", "input stream ended")] }),
-      "Healthy",
-      /input stream ended/,
-    ],
-    [
-      "Running, but a spec edit not yet observed",
-      session({ phase: "Running", observedGeneration: 1, conditions: [ready("True", "Running")] }, 2),
-      "Progressing",
-      /generation 2/,
-    ],
-  ];
-  for (const [what, obj, status, message] of cases) {
-    test(`${what} → ${status}`, async () => {
-      const hs = await health(sessionHealth, obj);
-      assert.equal(hs.status, status, hs.message);
-      if (message) assert.match(hs.message, message);
+describe(
+  "Argo CD health check for RelaySession (argocd-cm.yaml, run by a real Lua)",
+  { skip: luaSkip },
+  () => {
+    const cases: Array<[string, object, string, RegExp?]> = [
+      ["no status yet", session(), "Progressing", /operator/],
+      [
+        "Pending",
+        session({ phase: "Pending", observedGeneration: 1, conditions: [ready("False", "PodPending")] }),
+        "Progressing",
+        /Pending/,
+      ],
+      ["Starting", session({ phase: "Starting", observedGeneration: 1 }), "Progressing", /Starting/],
+      [
+        "Connecting",
+        session({
+          phase: "Connecting",
+          observedGeneration: 1,
+          conditions: [ready("False", "Connecting", "offer sent to ComfyStream")],
+        }),
+        "Progressing",
+        /Connecting: offer sent/,
+      ],
+      [
+        "Running and Ready",
+        session({
+          phase: "Running",
+          observedGeneration: 1,
+          conditions: [{ type: "Other", status: "False" }, ready("True", "Running", "WebRTC connected")],
+          relay: { webrtc: "connected", fps: 30 },
+        }),
+        "Healthy",
+        /WebRTC connected/,
+      ],
+      [
+        "Degraded",
+        session({
+          phase: "Degraded",
+          observedGeneration: 1,
+          conditions: [ready("False", "ReportStale", "no relay report for 30s")],
+        }),
+        "Degraded",
+        /no relay report/,
+      ],
+      [
+        "Failed",
+        session({
+          phase: "Failed",
+          observedGeneration: 1,
+          conditions: [ready("False", "RestartBudgetExhausted", "")],
+        }),
+        "Degraded",
+        /RestartBudgetExhausted/,
+      ],
+      [
+        "Succeeded",
+        session({
+          phase: "Succeeded",
+          observedGeneration: 1,
+          conditions: [ready("False", "Succeeded", "input stream ended")],
+        }),
+        "Healthy",
+        /input stream ended/,
+      ],
+      [
+        "Running, but a spec edit not yet observed",
+        session({ phase: "Running", observedGeneration: 1, conditions: [ready("True", "Running")] }, 2),
+        "Progressing",
+        /generation 2/,
+      ],
+    ];
+    for (const [what, obj, status, message] of cases) {
+      test(`${what} → ${status}`, async () => {
+        const hs = await health(sessionHealth, obj);
+        assert.equal(hs.status, status, hs.message);
+        if (message) assert.match(hs.message, message);
+      });
+    }
+
+    test("argocd-cm embeds relaysession-health.lua verbatim", () => {
+      assert.equal(sessionHealth, readFileSync(join(gitops, "argocd/relaysession-health.lua"), "utf8"));
     });
-  }
 
-  test("argocd-cm embeds relaysession-health.lua verbatim", () => {
-    assert.equal(sessionHealth, readFileSync(join(gitops, "argocd/relaysession-health.lua"), "utf8"));
-  });
-
-  test("child Application health mirrors its status.health (app of apps waves)", async () => {
-    assert.equal((await health(applicationHealth, { status: { health: { status: "Healthy" } } })).status, "Healthy");
-    assert.equal((await health(applicationHealth, { status: { health: { status: "Degraded", message: "x" } } })).status, "Degraded");
-    assert.equal((await health(applicationHealth, {})).status, "Progressing");
-  });
-});
+    test("child Application health mirrors its status.health (app of apps waves)", async () => {
+      assert.equal(
+        (await health(applicationHealth, { status: { health: { status: "Healthy" } } })).status,
+        "Healthy",
+      );
+      assert.equal(
+        (await health(applicationHealth, { status: { health: { status: "Degraded", message: "x" } } }))
+          .status,
+        "Degraded",
+      );
+      assert.equal((await health(applicationHealth, {})).status, "Progressing");
+    });
+  },
+);
 
 // --- Argo CD and Flux manifests -------------------------------------------------------------
 
@@ -170,7 +210,8 @@ describe("Argo CD manifests", () => {
 
   test("every source path exists in this repository", () => {
     const root = readYaml("argocd/root-application.yaml");
-    for (const app of [...apps, root]) assert.ok(existsSync(join(repoRoot, app.spec.source.path)), app.spec.source.path);
+    for (const app of [...apps, root])
+      assert.ok(existsSync(join(repoRoot, app.spec.source.path)), app.spec.source.path);
     assert.ok(existsSync(join(repoRoot, crds.spec.source.path, crds.spec.source.directory.include)));
   });
 
@@ -183,16 +224,23 @@ describe("Argo CD manifests", () => {
     assert.ok(sessions.spec.syncPolicy.syncOptions.includes("SkipDryRunOnMissingResource=true"));
     const sample = readYaml("samples/relaysession.yaml");
     assert.equal(sample.metadata.annotations["argocd.argoproj.io/sync-wave"], "1");
-    assert.equal(sample.metadata.annotations["argocd.argoproj.io/sync-options"], "SkipDryRunOnMissingResource=true");
+    assert.equal(
+      sample.metadata.annotations["argocd.argoproj.io/sync-options"],
+      "SkipDryRunOnMissingResource=true",
+    );
   });
 
   test("the operator app's Helm values pass the chart's schema and render", async () => {
-    const objects = await render(operator.spec.source.helm.valuesObject, { namespace: "trickle-relay-system" });
+    const objects = await render(operator.spec.source.helm.valuesObject, {
+      namespace: "trickle-relay-system",
+    });
     assert.equal(objects.filter((o) => o.kind === "CustomResourceDefinition").length, 0);
   });
 
   test("argocd-cm ignores /status/relay updates of RelaySessions", () => {
-    const ignore = parseYaml(argocdCm.data["resource.customizations.ignoreResourceUpdates.trickle-relay.io_RelaySession"]);
+    const ignore = parseYaml(
+      argocdCm.data["resource.customizations.ignoreResourceUpdates.trickle-relay.io_RelaySession"],
+    );
     assert.deepEqual(ignore, { jsonPointers: ["/status/relay"] });
   });
 });

@@ -113,7 +113,7 @@ async function readZipEntry(zipPath: string, entryName: string): Promise<Buffer>
     const cdOffset = tail.readUInt32LE(eocd + 16);
     const cd = Buffer.alloc(cdSize);
     await file.read(cd, 0, cdSize, cdOffset);
-    for (let p = 0; p < cd.length; ) {
+    for (let p = 0; p < cd.length;) {
       if (cd.readUInt32LE(p) !== 0x02014b50) throw new Error(`${zipPath}: bad central directory`);
       const method = cd.readUInt16LE(p + 10);
       const compressedSize = cd.readUInt32LE(p + 20);
@@ -145,7 +145,12 @@ export async function helm(args: string[], options: { input?: string; timeoutMs?
 
 /** A Kubernetes object as rendered (loosely typed: tests reach into it by path). */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export type K8sObject = { apiVersion: string; kind: string; metadata: { name: string; namespace?: string; [k: string]: any }; [k: string]: any };
+export type K8sObject = {
+  apiVersion: string;
+  kind: string;
+  metadata: { name: string; namespace?: string; [k: string]: any };
+  [k: string]: any;
+};
 
 /** Values as a temporary file (JSON is YAML), so no --set escaping rules get in the way. */
 async function withValuesFile<T>(values: object, use: (path: string) => Promise<T>): Promise<T> {
@@ -209,8 +214,9 @@ export function one(objects: K8sObject[], kind: string, name?: string, namespace
   return found[0]!;
 }
 
-export const chartAppVersion = (parseYaml(readFileSync(join(chartDir, "Chart.yaml"), "utf8")) as { appVersion: string })
-  .appVersion;
+export const chartAppVersion = (
+  parseYaml(readFileSync(join(chartDir, "Chart.yaml"), "utf8")) as { appVersion: string }
+).appVersion;
 
 export interface InstalledChart {
   release: string;
@@ -249,7 +255,10 @@ export async function installChart(
   const rendered = await render(options.values ?? {}, options);
   const serviceAccount = one(rendered, "Deployment").spec.template.spec.serviceAccountName as string;
   const token = await cp.createServiceAccountToken(options.namespace, serviceAccount, 3600);
-  const serviceAccountKubeconfig = join(dirname(cp.kubeconfigPath), `${options.release}-${serviceAccount}.kubeconfig`);
+  const serviceAccountKubeconfig = join(
+    dirname(cp.kubeconfigPath),
+    `${options.release}-${serviceAccount}.kubeconfig`,
+  );
   await writeFile(serviceAccountKubeconfig, kubeconfigWithToken(cp.kubeconfigPath, token));
   return {
     release: options.release,
