@@ -28,9 +28,10 @@ declare -A checks=(
   [python3-numpy]="/usr/bin/python3 -c 'import numpy'"
   [iproute2]="command -v ip"
   [util-linux]="command -v unshare"
+  [lua5.1]="command -v lua5.1"
 )
 groups_ffmpeg=(ffmpeg)
-groups_all=(ffmpeg python3-aiortc python3-av python3-aiohttp python3-numpy iproute2 util-linux)
+groups_all=(ffmpeg python3-aiortc python3-av python3-aiohttp python3-numpy iproute2 util-linux lua5.1)
 
 if [ "$only" = "ffmpeg" ]; then wanted=("${groups_ffmpeg[@]}");
 elif [ -z "$only" ]; then wanted=("${groups_all[@]}");
