@@ -360,6 +360,27 @@ describe("relay pod: trickle-relay run --session against a real kube-apiserver",
       assert.equal(pod.child.exitCode, null, "the relay kept running");
       assert.equal(edited.status!.relay!.webrtc?.connectionState, "connected");
 
+      // An edit ComfyStream refuses (it keeps the number of workflows): said in lastError, not applied.
+      await admin.patchNamespacedCustomObject(
+        {
+          ...resourceApi,
+          namespace,
+          name: "main",
+          body: { spec: { prompts: [workflow("one"), workflow("two")] } },
+        },
+        mergePatch,
+      );
+      const refused = await waitForReport(
+        "main",
+        (r) => /generation 3 not applied/.test(r.lastError?.message ?? ""),
+        15_000,
+        "lastError about generation 3",
+        pod,
+      );
+      assert.equal(refused.status!.relay!.lastError!.component, "comfystream");
+      assert.match(refused.status!.relay!.lastError!.message!, /Number of updated prompts/);
+      assert.equal(refused.status!.relay!.appliedPromptsGeneration, 2);
+
       // Input ends → session completes → exit 0, output channel closed, final report.
       await publishing;
       const code = await exitWithin(pod, 30_000);

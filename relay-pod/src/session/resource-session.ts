@@ -48,6 +48,14 @@ export async function runSessionFromResource(
   options: ResourceSessionOptions,
 ): Promise<number> {
   const log = options.logger.child({ relaySession: formatSessionRef(ref) });
+  // Registered first: a SIGTERM while the RelaySession is still being read is a clean stop too.
+  let stopRequested = false;
+  const running: { session?: RelaySession } = {};
+  options.onShutdown?.(async () => {
+    log.info("stopping on request");
+    stopRequested = true;
+    await running.session?.stop();
+  });
 
   let kubeConfig: KubeConfig;
   let resource: RelaySessionResource;
@@ -55,7 +63,15 @@ export async function runSessionFromResource(
   let offerTimeoutMs: number;
   try {
     kubeConfig = options.kubeConfig ?? loadKubeConfig();
-    resource = await readWithRetry(kubeConfig, ref, options.readRetryMs ?? 60_000, log);
+    const read = await readWithRetry(
+      kubeConfig,
+      ref,
+      options.readRetryMs ?? 60_000,
+      log,
+      () => stopRequested,
+    );
+    if (!read) return EXIT_CODES.ended;
+    resource = read;
     const built = sessionConfigFromResource(resource, options.settings);
     for (const note of built.notes) log.info(note);
     offerTimeoutMs = built.offerTimeoutMs;
@@ -120,10 +136,8 @@ export async function runSessionFromResource(
     onDeleted,
   });
 
-  options.onShutdown?.(async () => {
-    log.info("stopping on request");
-    await session.stop();
-  });
+  if (stopRequested) return EXIT_CODES.ended;
+  running.session = session;
   reporter.start();
   watch.start(resource.metadata.resourceVersion);
   const statusTimer = options.logStatus
@@ -151,15 +165,20 @@ export async function runSessionFromResource(
   return EXIT_CODES.ended;
 }
 
-/** Reads the RelaySession; retries while the apiserver is unreachable, not on 403/404. */
+/**
+ * Reads the RelaySession; retries while the apiserver is unreachable, not on 403/404. Undefined when
+ * a stop was requested meanwhile.
+ */
 async function readWithRetry(
   kubeConfig: KubeConfig,
   ref: SessionRef,
   retryForMs: number,
   log: Logger,
-): Promise<RelaySessionResource> {
+  stopped: () => boolean,
+): Promise<RelaySessionResource | undefined> {
   const deadline = Date.now() + retryForMs;
   for (let attempt = 0; ; attempt++) {
+    if (stopped()) return undefined;
     try {
       return await readRelaySession(kubeConfig, ref);
     } catch (err) {

@@ -103,7 +103,10 @@ export class SpecPromptsSync {
         }
         if (!result.ok) {
           const rejected = result.reply !== undefined; // ComfyStream answered success: false
-          const error = result.error ?? "prompt update failed";
+          const why = (result.reply as { error?: unknown } | undefined)?.error;
+          const error = [result.error ?? "prompt update failed", typeof why === "string" ? why : undefined]
+            .filter(Boolean)
+            .join(": ");
           if (rejected || this.attempts >= MAX_ATTEMPTS_PER_GENERATION) {
             this.log.warn({ generation: target.generation, error }, "spec.prompts not applied");
             this.events.onRejected?.(target.generation, error);
