@@ -213,19 +213,24 @@ export class RelaySessionReconciler {
   // The decision
 
   private async reconcileSession(
-    session: RelaySession,
+    cached: RelaySession,
     now: Date,
     log: Logger,
   ): Promise<ReconcileResult | void> {
-    await this.ensureRbac(session);
-    if (isTerminalPhase(session.status?.phase)) return this.reconcileFinished(session, now, log);
+    await this.ensureRbac(cached);
+    if (isTerminalPhase(cached.status?.phase)) return this.reconcileFinished(cached, now, log);
 
-    const namespace = session.metadata.namespace ?? "default";
-    const attempt = session.status?.restarts ?? 0;
+    const namespace = cached.metadata.namespace ?? "default";
+    const owned = this.ownedPods(cached);
+    // Pods are the durable record of attempts: a pod of a later attempt than status.restarts means
+    // the cached session predates our own last write (its status patch will then 409) or the
+    // status was lost; either way the highest attempt is the current one.
+    const attempt = Math.max(cached.status?.restarts ?? 0, ...owned.map(attemptOf));
+    const session: RelaySession =
+      attempt === (cached.status?.restarts ?? 0)
+        ? cached
+        : { ...cached, status: { ...cached.status, restarts: attempt } };
     const podName = relayPodName(session.metadata.name ?? "", attempt);
-    const owned = this.ownedPods(session);
-    // A pod of a later attempt means this session object is older than our own last write.
-    if (owned.some((pod) => attemptOf(pod) > attempt)) throw new Retry("session cache behind its pods");
     await this.deleteSupersededPods(owned, attempt, log);
 
     let pod = owned.find((candidate) => candidate.metadata?.name === podName);
