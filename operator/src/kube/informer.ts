@@ -383,7 +383,7 @@ export class SupervisedInformer<T extends KubernetesObject>
 
   private listWithTimeout(): Promise<KubernetesListObject<T>> {
     const timeoutMs = this.options.listTimeoutMs ?? DEFAULT_LIST_TIMEOUT_MS;
-    const signal = AbortSignal.any([AbortSignal.timeout(timeoutMs), this.stopController.signal]);
+    const signal = AbortSignal.any([AbortSignal.timeout(Math.ceil(timeoutMs)), this.stopController.signal]);
     if (!this.options.list) return this.listRaw(signal);
     // A caller's list cannot be cancelled, only abandoned.
     const listing = this.options.list();

@@ -331,7 +331,7 @@ export class LeaderElector {
 
 /** Request options that abort the request at `deadline` (wall-clock ms), at least 100 ms from now. */
 function requestTimeout(deadline: number): ConfigurationOptions {
-  const timeoutMs = Math.max(100, deadline - Date.now());
+  const timeoutMs = Math.max(100, Math.ceil(deadline - Date.now())); // AbortSignal.timeout wants an integer
   return {
     middleware: [
       {
