@@ -359,6 +359,16 @@ export class RelaySessionReconciler {
         };
         return this.handleFailure(session, undefined, failure, false, now, log);
       } else {
+        // E.g. a missing PriorityClass or an exceeded quota (403): may resolve on its own, so the
+        // queue retries with backoff; meanwhile the status and an Event say why there is no pod.
+        const message = `cannot create pod ${podName}: ${apiMessage(error)}`;
+        const outcome: Outcome = { kind: "CreateFailed", message };
+        if (
+          (await this.writeStatus(session, computeStatus({ session, now, outcome }).status, log)) ===
+          "written"
+        ) {
+          this.emit(session, "Warning", "PodCreateFailed", message);
+        }
         throw error;
       }
     }

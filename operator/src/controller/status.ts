@@ -47,6 +47,8 @@ export type Outcome =
   | { kind: "Restarting"; failure: Failure; restarts: number; backoffMs: number }
   /** The pod spec changed: the old pod is going away and a new one with the same attempt follows. */
   | { kind: "Replacing" }
+  /** The apiserver refused to create the pod for a reason that may pass (quota, missing PriorityClass). */
+  | { kind: "CreateFailed"; message: string }
   /** Final failure: the budget is spent, or the failure cannot be retried. */
   | { kind: "Failed"; failure: Failure; budgetExhausted: boolean; restartBudget: number }
   | { kind: "Succeeded"; at: Date };
@@ -363,6 +365,15 @@ function assessOutcome(session: RelaySession, pod: V1Pod | undefined, outcome: O
         ready: condition(READY_CONDITION, "False", "PodSpecChanged", message),
         scheduled,
         progressing: condition(PROGRESSING_CONDITION, "True", "PodSpecChanged", message),
+        degraded: notDegraded,
+      };
+    }
+    case "CreateFailed": {
+      return {
+        phase: "Pending",
+        ready: condition(READY_CONDITION, "False", "PodCreateFailed", outcome.message),
+        scheduled,
+        progressing: condition(PROGRESSING_CONDITION, "True", "PodCreateFailed", outcome.message),
         degraded: notDegraded,
       };
     }

@@ -580,6 +580,73 @@ describe("RelaySessionReconciler on a real kube-apiserver", { skip: assets.skipR
     await expectNotFound(h.session("done"));
   });
 
+  test("sidecar-gpu.yaml: a refused create shows in status; the relay's exit ends the session and stops the sidecar", async (t) => {
+    const h = await newHarness(t, "sidecar");
+    if (!h) return;
+    const example = readExample("sidecar-gpu.yaml");
+    const applied = await controlPlane!.kubectl(["apply", "-n", "sidecar", "-f", "-"], {
+      input: stringify(example),
+    });
+    assert.equal(applied.code, 0, applied.stderr);
+
+    // The PriorityClass does not exist yet: admission refuses the pod; the queue will retry.
+    await assert.rejects(h.reconcile("sidecar-gpu"), (error) => error instanceof ApiException);
+    let session = await h.session("sidecar-gpu");
+    assert.equal(session.status?.phase, "Pending");
+    assert.equal(readyOf(session)?.reason, "PodCreateFailed");
+    assert.match(readyOf(session)?.message ?? "", /live-video/);
+
+    const classes = [
+      "apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata: {name: live-video}\nvalue: 1000\n",
+      "apiVersion: node.k8s.io/v1\nkind: RuntimeClass\nmetadata: {name: nvidia}\nhandler: nvidia\n",
+    ];
+    for (const manifest of classes) {
+      const result = await controlPlane!.kubectl(["apply", "-f", "-"], { input: manifest });
+      assert.equal(result.code, 0, result.stderr);
+    }
+    await h.reconcile("sidecar-gpu");
+    const pod = await h.pod("sidecar-gpu-relay-0");
+    assert.ok(pod, "created once the PriorityClass exists");
+    assert.deepEqual(
+      pod.spec?.containers.map((c) => [c.name, c.resources?.limits?.["nvidia.com/gpu"]]),
+      [
+        ["relay", undefined],
+        ["comfystream", "1"],
+      ],
+    );
+    assert.equal(pod.spec?.priorityClassName, "live-video");
+    assert.equal(pod.spec?.runtimeClassName, "nvidia");
+
+    // restartPolicy Never: the relay's exit 0 is final even though ComfyStream keeps the pod Running.
+    const now = new Date().toISOString();
+    await h.setPodStatus("sidecar-gpu-relay-0", {
+      phase: "Running",
+      conditions: [{ type: "PodScheduled", status: "True", lastTransitionTime: now }],
+      containerStatuses: [
+        {
+          name: "relay",
+          image: RELAY_IMAGE,
+          imageID: "",
+          ready: false,
+          restartCount: 0,
+          state: { terminated: { exitCode: 0, reason: "Completed", finishedAt: now } },
+        },
+        {
+          name: "comfystream",
+          image: "livepeer/comfystream:0.1.8",
+          imageID: "",
+          ready: true,
+          restartCount: 0,
+          state: { running: { startedAt: now } },
+        },
+      ],
+    });
+    await h.reconcile("sidecar-gpu");
+    session = await h.session("sidecar-gpu");
+    assert.equal(session.status?.phase, "Succeeded");
+    assert.equal(await h.pod("sidecar-gpu-relay-0"), undefined, "the pod (and its GPU) released");
+  });
+
   test("orphan sweep deletes relay pods whose session is gone and keeps the others", async (t) => {
     const h = await newHarness(t, "orphans");
     if (!h) return;
