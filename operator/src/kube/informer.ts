@@ -257,6 +257,7 @@ export class SupervisedInformer<T extends KubernetesObject>
     this.stopController.abort();
     await this.loop;
     this.running = false;
+    this.hasSynced = false; // a later start() waits for a fresh list again
     this.metrics?.synced.set({ informer: this.name }, 0);
     const waiters = this.syncWaiters;
     this.syncWaiters = [];

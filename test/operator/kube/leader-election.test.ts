@@ -121,7 +121,7 @@ describe("LeaderElector on a real kube-apiserver", { skip: assets.skipReason }, 
     await eventually("b leads", 3_000, () => b.elector.isLeader);
     const takeoverMs = b.startedAt! - releasedAt;
     // Within one jittered retry period (0.4–0.48 s) plus request time: far below the 3 s lease.
-    assert.ok(takeoverMs < 1_200, `took over after ${Math.round(takeoverMs)} ms`);
+    assert.ok(takeoverMs < 1_500, `took over after ${Math.round(takeoverMs)} ms`);
     const lease = await readLease("graceful");
     assert.equal(lease.spec?.holderIdentity, "b");
     assert.equal(lease.spec?.leaseTransitions, 1);
@@ -147,9 +147,9 @@ describe("LeaderElector on a real kube-apiserver", { skip: assets.skipReason }, 
     assert.ok(a.stoppedAt !== undefined && a.signal?.aborted, "the frozen leader stopped leading");
     assert.ok(a.stoppedAt! < b.startedAt!, "the old leader stopped before the new one started");
     // a renewed at most one retry period (0.4 s) before the freeze: it gives up ~2 s after that renewal.
-    assert.ok(gaveUpMs >= 1_400 && gaveUpMs < 2_800, `gave up after ${Math.round(gaveUpMs)} ms`);
+    assert.ok(gaveUpMs >= 1_400 && gaveUpMs < 3_200, `gave up after ${Math.round(gaveUpMs)} ms`);
     // b waits 3 s from the last renewal it saw (≤ 0.4 s + polling before the freeze).
-    assert.ok(takeoverMs >= 2_400 && takeoverMs < 4_500, `took over after ${Math.round(takeoverMs)} ms`);
+    assert.ok(takeoverMs >= 2_400 && takeoverMs < 5_500, `took over after ${Math.round(takeoverMs)} ms`);
     const lease = await readLease("frozen");
     assert.equal(lease.spec?.holderIdentity, "b");
     assert.equal(lease.spec?.leaseTransitions, 1);
