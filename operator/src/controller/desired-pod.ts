@@ -52,8 +52,6 @@ export interface DesiredPodOptions {
   attempt: number;
 }
 
-/** The relay process runs as this non-root user (the image must let uid 1000 read the app). */
-export const RELAY_RUN_AS_USER = 1000;
 /** The only writable path of the relay container (ffmpeg and werift temp files). */
 export const RELAY_TMP_PATH = "/tmp";
 const TMP_VOLUME = "tmp";
@@ -114,9 +112,8 @@ const fieldEnv = (name: string, fieldPath: string): V1EnvVar => ({
 /** The "restricted" Pod Security Standard for the relay: non-root, no privileges, read-only root. */
 function relaySecurityContext(): V1SecurityContext {
   return {
+    // The user comes from the image (Dockerfile.relay: USER 10001, numeric so the kubelet can verify it).
     runAsNonRoot: true,
-    runAsUser: RELAY_RUN_AS_USER,
-    runAsGroup: RELAY_RUN_AS_USER,
     allowPrivilegeEscalation: false,
     readOnlyRootFilesystem: true,
     capabilities: { drop: ["ALL"] },

@@ -57,8 +57,6 @@ describe("desiredRelayPod", () => {
     });
     assert.deepEqual(relay.securityContext, {
       runAsNonRoot: true,
-      runAsUser: 1000,
-      runAsGroup: 1000,
       allowPrivilegeEscalation: false,
       readOnlyRootFilesystem: true,
       capabilities: { drop: ["ALL"] },
