@@ -1,0 +1,310 @@
+/**
+ * The operator process: informers for RelaySessions and relay pods fill a workqueue keyed
+ * `namespace/name`; while this replica holds the Lease, workers run the reconciler on those keys.
+ * Informers run whether or not this replica leads, so a standby's cache is warm when it takes over,
+ * and /readyz means "caches synced", independent of leadership (controller-runtime's behaviour).
+ * Losing the lease ends the process (a fresh replica is safer than a half-stopped one).
+ */
+import { EventEmitter } from "node:events";
+import { hostname } from "node:os";
+import type { V1Pod } from "@kubernetes/client-node";
+import type { KubeConfig } from "@kubernetes/client-node";
+import Fastify, { type FastifyInstance } from "fastify";
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import {
+  RELAY_SESSION_GROUP,
+  RELAY_SESSION_PLURAL,
+  RELAY_SESSION_VERSION,
+  type RelaySession,
+} from "../../crds/src/index.js";
+import { silentLogger, type Logger } from "../../relay-pod/src/log.js";
+import { loadKubeConfig } from "./kube/client.js";
+import { createNamespacedInformers, type InformerGroup } from "./kube/informer.js";
+import { LeaderElector } from "./kube/leader-election.js";
+import { WorkQueue } from "./kube/workqueue.js";
+import { RelaySessionReconciler, sweepOrphanPods } from "./controller/reconciler.js";
+import { EventRecorder } from "./controller/events.js";
+import { RELAY_POD_SELECTOR, sessionKeyOfPod } from "./controller/labels.js";
+import { readGatewayToken } from "./api/auth.js";
+import { buildGatewayServer } from "./api/gateway.js";
+
+export const DEFAULT_RELAY_IMAGE = "trickle-relay/relay:0.1.0";
+
+export interface OperatorOptions {
+  kubeconfigPath?: string;
+  /** A loaded KubeConfig (tests, benchmarks); wins over kubeconfigPath. */
+  kubeConfig?: KubeConfig;
+  /** Namespaces to watch; empty = all. */
+  namespaces: string[];
+  relayImage: string;
+  leaderElection?: {
+    namespace: string;
+    name: string;
+    identity?: string;
+    leaseDurationSeconds: number;
+    renewDeadlineSeconds: number;
+    retryPeriodSeconds: number;
+  };
+  /** 0 = no metrics server. */
+  metricsPort: number;
+  /** 0 = any free port (tests); see healthAddress(). */
+  healthPort: number;
+  bindAddress: string;
+  concurrency: number;
+  gateway?: { port: number; tokenFile: string; namespace: string };
+  logger?: Logger;
+  /** Periodic re-reconcile of every session (controller-runtime's SyncPeriod). */
+  resyncMs?: number;
+}
+
+export class Operator extends EventEmitter {
+  readonly registry = new Registry();
+  private readonly options: OperatorOptions;
+  private readonly log: Logger;
+  private readonly kubeConfig: KubeConfig;
+  private sessions: InformerGroup<RelaySession> | undefined;
+  private pods: InformerGroup<V1Pod> | undefined;
+  private readonly queue: WorkQueue;
+  private elector: LeaderElector | undefined;
+  private healthServer: FastifyInstance | undefined;
+  private metricsServer: FastifyInstance | undefined;
+  private gatewayServer: FastifyInstance | undefined;
+  private leading = false;
+  private stopping = false;
+  private workersDone: Promise<void> | undefined;
+  private readonly isLeader: Gauge;
+  private readonly reconciles: Counter<"result">;
+  private readonly reconcileSeconds: Histogram;
+
+  constructor(options: OperatorOptions) {
+    super();
+    this.options = options;
+    this.log = options.logger ?? silentLogger;
+    this.kubeConfig = options.kubeConfig ?? loadKubeConfig(options.kubeconfigPath);
+    collectDefaultMetrics({ register: this.registry });
+    this.isLeader = new Gauge({
+      name: "trickle_relay_operator_leader",
+      help: "1 while this replica holds the leader Lease (or runs without leader election)",
+      registers: [this.registry],
+    });
+    this.reconciles = new Counter({
+      name: "trickle_relay_operator_reconcile_total",
+      help: "Reconciles of RelaySessions by result (success, requeue, error)",
+      labelNames: ["result"],
+      registers: [this.registry],
+    });
+    this.reconcileSeconds = new Histogram({
+      name: "trickle_relay_operator_reconcile_duration_seconds",
+      help: "Time spent in one reconcile",
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      registers: [this.registry],
+    });
+    const sessionsByPhase = new Gauge({
+      name: "trickle_relay_operator_sessions",
+      help: "RelaySessions in the cache by status.phase",
+      labelNames: ["phase"],
+      registers: [this.registry],
+      collect: () => {
+        sessionsByPhase.reset();
+        for (const session of this.allSessions()) {
+          sessionsByPhase.inc({ phase: session.status?.phase ?? "New" });
+        }
+      },
+    });
+    this.queue = new WorkQueue({ name: "relaysessions", metrics: this.registry, logger: this.log });
+  }
+
+  /** Starts servers and informers, then leads (or waits to lead). Resolves once running. */
+  async start(): Promise<void> {
+    await this.startHealthServer();
+    if (this.options.metricsPort > 0) await this.startMetricsServer();
+    this.createInformers();
+    await Promise.all([this.sessions!.start(), this.pods!.start()]);
+    this.log.info(
+      { namespaces: this.options.namespaces.length ? this.options.namespaces : "all" },
+      "caches synced",
+    );
+    if (this.options.gateway) await this.startGateway(this.options.gateway);
+
+    const election = this.options.leaderElection;
+    if (!election) {
+      this.startLeading();
+      return;
+    }
+    const identity = election.identity ?? process.env.POD_NAME ?? `${hostname()}-${process.pid}`;
+    this.elector = new LeaderElector({
+      kubeConfig: this.kubeConfig,
+      namespace: election.namespace,
+      name: election.name,
+      identity,
+      leaseDurationSeconds: election.leaseDurationSeconds,
+      renewDeadlineSeconds: election.renewDeadlineSeconds,
+      retryPeriodSeconds: election.retryPeriodSeconds,
+      logger: this.log,
+    });
+    this.log.info({ lease: `${election.namespace}/${election.name}`, identity }, "waiting for leadership");
+    void this.elector
+      .run({
+        onStartedLeading: () => this.startLeading(),
+        onStoppedLeading: () => {
+          if (this.stopping) return;
+          this.isLeader.set(0);
+          this.emit("fatal", new Error("lost the leader Lease"));
+        },
+      })
+      .catch((err: unknown) => {
+        if (!this.stopping) this.emit("fatal", err);
+      });
+  }
+
+  get isLeading(): boolean {
+    return this.leading;
+  }
+
+  /** Where /healthz and /readyz answer (after start()). */
+  healthAddress(): string {
+    const address = this.healthServer?.server.address();
+    if (!address || typeof address === "string") throw new Error("health server is not listening");
+    return `http://${this.options.bindAddress}:${address.port}`;
+  }
+
+  gatewayAddress(): string | undefined {
+    const address = this.gatewayServer?.server.address();
+    if (!address || typeof address === "string") return undefined;
+    return `http://${this.options.bindAddress}:${address.port}`;
+  }
+
+  /** Graceful: workers finish their current reconcile, the Lease is released, servers close. */
+  async stop(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    await this.queue.shutdown();
+    await this.workersDone?.catch(() => undefined);
+    await this.elector?.release().catch(() => undefined);
+    await Promise.all([this.sessions?.stop(), this.pods?.stop()]);
+    await Promise.all(
+      [this.gatewayServer, this.metricsServer, this.healthServer].map((server) =>
+        server?.close().catch(() => undefined),
+      ),
+    );
+    this.isLeader.set(0);
+    this.leading = false;
+  }
+
+  private synced(): boolean {
+    return this.sessions?.synced === true && this.pods?.synced === true;
+  }
+
+  private allSessions(): RelaySession[] {
+    return this.sessions?.list() ?? [];
+  }
+
+  private createInformers(): void {
+    const crPath = `/apis/${RELAY_SESSION_GROUP}/${RELAY_SESSION_VERSION}`;
+    const common = {
+      kubeConfig: this.kubeConfig,
+      logger: this.log,
+      metrics: this.registry,
+      resyncMs: this.options.resyncMs,
+    };
+    this.sessions = createNamespacedInformers<RelaySession>(this.options.namespaces, (namespace) => ({
+      ...common,
+      name: `relaysessions/${namespace ?? "*"}`,
+      path: namespace
+        ? `${crPath}/namespaces/${namespace}/${RELAY_SESSION_PLURAL}`
+        : `${crPath}/${RELAY_SESSION_PLURAL}`,
+    }));
+    const enqueueSession = (session: RelaySession) =>
+      this.enqueue(session.metadata?.namespace, session.metadata?.name);
+    for (const event of ["add", "update", "delete", "resync"] as const)
+      this.sessions.on(event, enqueueSession);
+
+    this.pods = createNamespacedInformers<V1Pod>(this.options.namespaces, (namespace) => ({
+      ...common,
+      name: `pods/${namespace ?? "*"}`,
+      path: namespace ? `/api/v1/namespaces/${namespace}/pods` : "/api/v1/pods",
+      labelSelector: RELAY_POD_SELECTOR,
+    }));
+    // A pod event means its session needs a look (the pod → owner mapping of controller-runtime).
+    const enqueueOwner = (pod: V1Pod) => {
+      const key = sessionKeyOfPod(pod);
+      if (key) this.queue.add(key);
+    };
+    for (const event of ["add", "update", "delete"] as const) this.pods.on(event, enqueueOwner);
+  }
+
+  private enqueue(namespace: string | undefined, name: string | undefined): void {
+    if (namespace && name) this.queue.add(`${namespace}/${name}`);
+  }
+
+  private startLeading(): void {
+    if (this.stopping || this.leading) return;
+    this.leading = true;
+    this.isLeader.set(1);
+    this.log.info("leading: reconciling RelaySessions");
+    const reconciler = new RelaySessionReconciler({
+      kubeConfig: this.kubeConfig,
+      sessions: this.sessions!,
+      pods: this.pods!,
+      events: new EventRecorder({ kubeConfig: this.kubeConfig, logger: this.log }),
+      relayImage: this.options.relayImage,
+      logger: this.log,
+    });
+    void sweepOrphanPods({
+      kubeConfig: this.kubeConfig,
+      pods: this.pods!.list(),
+      sessions: this.allSessions(),
+      logger: this.log,
+    }).catch((err: unknown) => this.log.warn({ err }, "orphan pod sweep failed"));
+    for (const session of this.allSessions())
+      this.enqueue(session.metadata?.namespace, session.metadata?.name);
+    this.workersDone = this.queue.run(this.options.concurrency, async (key) => {
+      const end = this.reconcileSeconds.startTimer();
+      try {
+        const result = await reconciler.reconcile(key);
+        this.reconciles.inc({ result: result?.requeueAfterMs !== undefined ? "requeue" : "success" });
+        return result;
+      } catch (err) {
+        this.reconciles.inc({ result: "error" });
+        this.log.warn({ key, err }, "reconcile failed; retrying with backoff");
+        throw err;
+      } finally {
+        end();
+      }
+    });
+  }
+
+  private async startHealthServer(): Promise<void> {
+    const app = Fastify({ logger: false });
+    app.get("/healthz", async () => ({ status: "ok" }));
+    app.get("/readyz", async (_request, reply) => {
+      if (this.stopping) return reply.code(503).send({ status: "stopping" });
+      if (!this.synced()) return reply.code(503).send({ status: "caches not synced" });
+      return { status: "ok", leader: this.leading };
+    });
+    await app.listen({ port: this.options.healthPort, host: this.options.bindAddress });
+    this.healthServer = app;
+  }
+
+  private async startMetricsServer(): Promise<void> {
+    const app = Fastify({ logger: false });
+    app.get("/metrics", async (_request, reply) =>
+      reply.type(this.registry.contentType).send(await this.registry.metrics()),
+    );
+    await app.listen({ port: this.options.metricsPort, host: this.options.bindAddress });
+    this.metricsServer = app;
+  }
+
+  private async startGateway(gateway: NonNullable<OperatorOptions["gateway"]>): Promise<void> {
+    const token = readGatewayToken(gateway.tokenFile);
+    const app = buildGatewayServer({
+      kubeConfig: this.kubeConfig,
+      namespace: gateway.namespace,
+      token,
+      logger: this.log,
+    });
+    await app.listen({ port: gateway.port, host: this.options.bindAddress });
+    this.gatewayServer = app as unknown as FastifyInstance;
+    this.log.info({ port: gateway.port, namespace: gateway.namespace }, "REST gateway listening");
+  }
+}
