@@ -11,6 +11,7 @@ import {
   parsePort,
   parsePositiveInteger,
 } from "../../relay-pod/src/commands/options.js";
+import { relayDefaultsFromEnv } from "./controller/relay-defaults.js";
 import { DEFAULT_RELAY_IMAGE, Operator, type OperatorOptions } from "./operator.js";
 
 function parseSeconds(value: string): number {
@@ -79,7 +80,9 @@ export function buildCommand(): Command {
     )
     .addHelpText(
       "after",
-      "\nEnvironment: KUBECONFIG, POD_NAMESPACE (default Lease namespace), POD_NAME (leader identity)." +
+      "\nEnvironment: KUBECONFIG, POD_NAMESPACE (default Lease namespace), POD_NAME (leader identity)," +
+        "\nRELAY_DEFAULT_RESOURCES / _NODE_SELECTOR / _TOLERATIONS (JSON), RELAY_DEFAULT_RUNTIME_CLASS_NAME," +
+        "\nRELAY_DEFAULT_GPU_RESOURCE_NAME: relay pod defaults; a RelaySession's spec.pod wins." +
         "\nSee operator/README.md for the pods it creates and the permissions it needs.",
     );
 }
@@ -94,11 +97,18 @@ export async function main(argv: string[]): Promise<void> {
   if (flags.gatewayPort > 0 && !flags.gatewayTokenFile) {
     command.error("--gateway-port needs --gateway-token-file");
   }
+  let relayDefaults;
+  try {
+    relayDefaults = relayDefaultsFromEnv();
+  } catch (err) {
+    command.error((err as Error).message);
+  }
   const logger = createLogger("trickle-relay-operator", { level: flags.logLevel });
   const options: OperatorOptions = {
     kubeconfigPath: flags.kubeconfig,
     namespaces: flags.namespace,
     relayImage: flags.relayImage,
+    relayDefaults,
     leaderElection: flags.leaderElect
       ? {
           namespace: flags.leaderElectionNamespace,

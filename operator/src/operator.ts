@@ -24,6 +24,7 @@ import { LeaderElector } from "./kube/leader-election.js";
 import { WorkQueue } from "./kube/workqueue.js";
 import { RelaySessionReconciler, sweepOrphanPods } from "./controller/reconciler.js";
 import { EventRecorder } from "./controller/events.js";
+import type { RelayPodDefaults } from "./controller/desired-pod.js";
 import { RELAY_POD_SELECTOR, sessionKeyOfPod } from "./controller/labels.js";
 import { readGatewayToken } from "./api/auth.js";
 import { buildGatewayServer } from "./api/gateway.js";
@@ -37,6 +38,8 @@ export interface OperatorOptions {
   /** Namespaces to watch; empty = all. */
   namespaces: string[];
   relayImage: string;
+  /** Installation-wide relay pod defaults (RELAY_DEFAULT_* environment, Helm `relay.*`). */
+  relayDefaults?: RelayPodDefaults;
   leaderElection?: {
     namespace: string;
     name: string;
@@ -248,6 +251,7 @@ export class Operator extends EventEmitter {
       pods: this.pods!,
       events: new EventRecorder({ kubeConfig: this.kubeConfig, logger: this.log }),
       relayImage: this.options.relayImage,
+      relayDefaults: this.options.relayDefaults,
       logger: this.log,
     });
     void sweepOrphanPods({

@@ -13,7 +13,8 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { KubeConfig } from "@kubernetes/client-node";
 import { parse as parseYaml, stringify as stringifyYaml } from "yaml";
-import type { RelaySession } from "../../crds/src/index.js";
+import type { V1Pod } from "@kubernetes/client-node";
+import type { RelaySession, RelaySessionInput } from "../../crds/src/index.js";
 import { TrickleServer } from "../../relay-pod/src/trickle/server.js";
 import { resolveEnvtestAssets, startControlPlane, type ControlPlane } from "../infra/apiserver.js";
 import { startLocalKubelet, type LocalKubelet } from "../infra/local-kubelet.js";
@@ -60,14 +61,17 @@ describe("operator end to end (real apiserver, local kubelet, real relay and Web
     return JSON.parse(result.stdout) as RelaySession;
   }
 
-  async function getPod(name: string): Promise<Record<string, any> | undefined> {
+  async function getPod(name: string): Promise<V1Pod | undefined> {
     const result = await cp.kubectl(["get", "pod", name, "-n", namespace, "-o", "json"]);
-    return result.code === 0 ? JSON.parse(result.stdout) : undefined;
+    return result.code === 0 ? (JSON.parse(result.stdout) as V1Pod) : undefined;
   }
 
   /** The example from the repo, its URLs pointed at the local trickle server and stand-in peer. */
-  async function localExample(file: string, patch: (doc: any) => void = () => undefined): Promise<string> {
-    const doc = parseYaml(await readFile(join(repoRoot, "crds/examples", file), "utf8"));
+  async function localExample(
+    file: string,
+    patch: (doc: RelaySessionInput) => void = () => undefined,
+  ): Promise<string> {
+    const doc = parseYaml(await readFile(join(repoRoot, "crds/examples", file), "utf8")) as RelaySessionInput;
     patch(doc);
     return stringifyYaml(doc);
   }
@@ -166,14 +170,16 @@ describe("operator end to end (real apiserver, local kubelet, real relay and Web
     await waitFor(async () => (await getPod("basic-relay-0")) !== undefined, 30_000, "pod basic-relay-0");
     const session = await getSession("basic");
     const pod = (await getPod("basic-relay-0"))!;
+    const metadata = pod.metadata!;
+    const spec = pod.spec!;
     assert.deepEqual(
-      pod.metadata.ownerReferences.map((o: any) => [o.kind, o.name, o.uid, o.controller]),
+      metadata.ownerReferences?.map((o) => [o.kind, o.name, o.uid, o.controller]),
       [["RelaySession", "basic", session.metadata!.uid, true]],
     );
-    assert.equal(pod.metadata.labels["trickle-relay.io/session"], "basic");
-    assert.equal(pod.spec.restartPolicy, "Never");
-    assert.equal(pod.spec.serviceAccountName, "basic-relay");
-    const relay = pod.spec.containers.find((c: any) => c.name === "relay");
+    assert.equal(metadata.labels?.["trickle-relay.io/session"], "basic");
+    assert.equal(spec.restartPolicy, "Never");
+    assert.equal(spec.serviceAccountName, "basic-relay");
+    const relay = spec.containers.find((c) => c.name === "relay")!;
     assert.equal(relay.image, "trickle-relay/relay:e2e");
     assert.deepEqual(relay.command, ["trickle-relay"]);
     assert.deepEqual(relay.args, ["run", "--session", `${namespace}/basic`]);
@@ -203,8 +209,8 @@ describe("operator end to end (real apiserver, local kubelet, real relay and Web
   test("a spec.prompts edit reaches ComfyStream live, without a pod restart", async () => {
     const before = await peer.promptUpdates();
     // The same workflow with a changed node input: a real edit a user would make.
-    const prompts = structuredClone((await getSession("basic")).spec.prompts ?? []) as any[];
-    prompts[0]["2"].inputs.edited = true;
+    const prompts = structuredClone((await getSession("basic")).spec.prompts ?? []);
+    (prompts[0]!["2"] as { inputs: Record<string, unknown> }).inputs.edited = true;
     const result = await cp.kubectl([
       "patch",
       "rls",

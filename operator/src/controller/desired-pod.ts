@@ -12,6 +12,7 @@ import type {
   V1Role,
   V1RoleBinding,
   V1SecurityContext,
+  V1Toleration,
   V1ServiceAccount,
 } from "@kubernetes/client-node";
 import {
@@ -50,7 +51,24 @@ export interface DesiredPodOptions {
   relayImage: string;
   /** 0 for the first pod, status.restarts after. */
   attempt: number;
+  /** The installation's defaults (Helm `relay.*`); a session's own `spec.pod` fields win. */
+  defaults?: RelayPodDefaults;
 }
+
+/** Installation-wide relay pod defaults, from the operator's RELAY_DEFAULT_* environment. */
+export interface RelayPodDefaults {
+  resources?: V1ResourceRequirements;
+  nodeSelector?: Record<string, string>;
+  tolerations?: V1Toleration[];
+  runtimeClassName?: string;
+  /**
+   * The GPU's extended resource name (default nvidia.com/gpu). A ComfyStream sidecar whose
+   * resources name no GPU gets one of these: ComfyStream without a GPU is not a useful session.
+   */
+  gpuResourceName?: string;
+}
+
+export const DEFAULT_GPU_RESOURCE_NAME = "nvidia.com/gpu";
 
 /** The only writable path of the relay container (ffmpeg and werift temp files). */
 export const RELAY_TMP_PATH = "/tmp";
@@ -133,7 +151,7 @@ function sidecarSecurityContext(): V1SecurityContext {
   };
 }
 
-function comfystreamContainer(sidecar: ComfyStreamSidecarSpec): V1Container {
+function comfystreamContainer(sidecar: ComfyStreamSidecarSpec, gpuResourceName: string): V1Container {
   const container: V1Container = {
     name: COMFYSTREAM_CONTAINER,
     image: sidecar.image,
@@ -143,8 +161,13 @@ function comfystreamContainer(sidecar: ComfyStreamSidecarSpec): V1Container {
   if (sidecar.imagePullPolicy) container.imagePullPolicy = sidecar.imagePullPolicy;
   if (sidecar.args) container.args = [...sidecar.args];
   if (sidecar.env) container.env = sidecar.env.map((env) => ({ ...env }) as V1EnvVar);
-  const resources = toResourceRequirements(sidecar.resources);
-  if (resources) container.resources = resources;
+  const resources = toResourceRequirements(sidecar.resources) ?? {};
+  const namesGpu = (map: Record<string, string> | undefined) =>
+    Object.keys(map ?? {}).some((key) => key === gpuResourceName || key.endsWith("/gpu"));
+  if (!namesGpu(resources.limits) && !namesGpu(resources.requests)) {
+    resources.limits = { ...resources.limits, [gpuResourceName]: "1" };
+  }
+  container.resources = resources;
   return container;
 }
 
@@ -171,12 +194,18 @@ export function desiredRelayPod(session: RelaySession, options: DesiredPodOption
     volumeMounts: [{ name: TMP_VOLUME, mountPath: RELAY_TMP_PATH }],
   };
   if (placement.imagePullPolicy) relay.imagePullPolicy = placement.imagePullPolicy;
-  const relayResources = toResourceRequirements(placement.resources);
+  const defaults = options.defaults ?? {};
+  const relayResources = toResourceRequirements(placement.resources) ?? structuredClone(defaults.resources);
   if (relayResources) relay.resources = relayResources;
 
   const containers = [relay];
   if (session.spec.comfystream.sidecar)
-    containers.push(comfystreamContainer(session.spec.comfystream.sidecar));
+    containers.push(
+      comfystreamContainer(
+        session.spec.comfystream.sidecar,
+        defaults.gpuResourceName ?? DEFAULT_GPU_RESOURCE_NAME,
+      ),
+    );
 
   const pod: V1Pod = {
     apiVersion: "v1",
@@ -201,10 +230,13 @@ export function desiredRelayPod(session: RelaySession, options: DesiredPodOption
   const spec = pod.spec!;
   const maxDuration = session.spec.lifetime?.maxDurationSeconds;
   if (maxDuration !== undefined) spec.activeDeadlineSeconds = maxDuration;
-  if (placement.nodeSelector) spec.nodeSelector = { ...placement.nodeSelector };
-  if (placement.tolerations) spec.tolerations = placement.tolerations.map((t) => ({ ...t }));
+  const nodeSelector = placement.nodeSelector ?? defaults.nodeSelector;
+  if (nodeSelector) spec.nodeSelector = { ...nodeSelector };
+  const tolerations = placement.tolerations ?? defaults.tolerations;
+  if (tolerations) spec.tolerations = tolerations.map((t) => ({ ...t }) as V1Toleration);
   if (placement.affinity) spec.affinity = structuredClone(placement.affinity);
-  if (placement.runtimeClassName) spec.runtimeClassName = placement.runtimeClassName;
+  const runtimeClassName = placement.runtimeClassName ?? defaults.runtimeClassName;
+  if (runtimeClassName) spec.runtimeClassName = runtimeClassName;
   if (placement.priorityClassName) spec.priorityClassName = placement.priorityClassName;
   if (placement.imagePullSecrets)
     spec.imagePullSecrets = placement.imagePullSecrets.map((s) => ({ name: s.name }));

@@ -30,7 +30,7 @@ import {
 } from "../../../crds/src/index.js";
 import { silentLogger } from "../../../relay-pod/src/log.js";
 import { canonicalJson } from "./canonical-json.js";
-import { desiredRelayPod, desiredRelayRbac, podSpecHash } from "./desired-pod.js";
+import { desiredRelayPod, desiredRelayRbac, podSpecHash, type RelayPodDefaults } from "./desired-pod.js";
 import type { EventSink, EventType } from "./events.js";
 import {
   ANNOTATION_POD_SPEC_HASH,
@@ -75,6 +75,8 @@ export interface RelaySessionReconcilerDeps {
   events?: EventSink;
   /** The operator's --relay-image. */
   relayImage: string;
+  /** Installation-wide relay pod defaults (Helm `relay.*` values). */
+  relayDefaults?: RelayPodDefaults;
   now?: () => Date;
   logger?: Logger;
   /** Relay reports older than this make a running session Degraded. Default 30 s. */
@@ -148,6 +150,7 @@ export class RelaySessionReconciler {
   private readonly customObjects: CustomObjectsApi;
   private readonly events: EventSink | undefined;
   private readonly relayImage: string;
+  private readonly relayDefaults: RelayPodDefaults | undefined;
   private readonly now: () => Date;
   private readonly logger: Logger;
   private readonly reportStaleAfterMs: number | undefined;
@@ -164,6 +167,7 @@ export class RelaySessionReconciler {
     this.customObjects = deps.kubeConfig.makeApiClient(CustomObjectsApi);
     this.events = deps.events;
     this.relayImage = deps.relayImage;
+    this.relayDefaults = deps.relayDefaults;
     this.now = deps.now ?? (() => new Date());
     this.logger = deps.logger ?? silentLogger;
     this.reportStaleAfterMs = deps.reportStaleAfterMs;
@@ -329,7 +333,11 @@ export class RelaySessionReconciler {
       }
     }
 
-    const desired = desiredRelayPod(session, { relayImage: this.relayImage, attempt });
+    const desired = desiredRelayPod(session, {
+      relayImage: this.relayImage,
+      attempt,
+      defaults: this.relayDefaults,
+    });
     const podName = desired.metadata?.name ?? "";
     let pod: V1Pod | undefined;
     try {
