@@ -1,6 +1,7 @@
 /**
  * The operator end to end, as a user meets it: a real kube-apiserver + etcd + controller manager
- * (garbage collection), the operator binary out of cluster (`--kubeconfig`), the local kubelet test
+ * (garbage collection), the operator binary out of cluster (`--kubeconfig`) with the token of the Helm
+ * chart's ServiceAccount (so the chart's RBAC is proven sufficient), the local kubelet test
  * harness running the relay pods it creates as local processes (with their ServiceAccount tokens, so
  * the per-session RBAC is real), a real trickle server with a live ffmpeg input, and the TS stand-in
  * ComfyStream peer over real WebRTC. Everything is driven with kubectl, like a user would.
@@ -16,6 +17,7 @@ import { parse as parseYaml, stringify as stringifyYaml } from "yaml";
 import type { V1Pod } from "@kubernetes/client-node";
 import type { RelaySession, RelaySessionInput } from "../../crds/src/index.js";
 import { TrickleServer } from "../../relay-pod/src/trickle/server.js";
+import { installChart, type InstalledChart } from "../charts/helm.js";
 import { resolveEnvtestAssets, startControlPlane, type ControlPlane } from "../infra/apiserver.js";
 import { startLocalKubelet, type LocalKubelet } from "../infra/local-kubelet.js";
 import { needsLoopbackNamespace } from "../infra/netns.js";
@@ -52,6 +54,7 @@ describe("operator end to end (real apiserver, local kubelet, real relay and Web
   let trickle: TrickleServer;
   let trickleBase: string;
   let peer: Peer;
+  let chart: InstalledChart;
   const abortInput = new AbortController();
   const cleanups: Array<() => Promise<unknown> | unknown> = [];
 
@@ -118,12 +121,21 @@ describe("operator end to end (real apiserver, local kubelet, real relay and Web
     });
     cleanups.push(() => kubelet.stop());
 
+    // The operator runs with exactly the Helm chart's permissions: the chart is installed (its
+    // Deployment never starts: no scheduler runs its ReplicaSet here) and its ServiceAccount's token
+    // is what the out-of-cluster operator uses.
+    chart = await installChart(cp, {
+      release: "trickle-relay",
+      namespace: "trickle-relay-system",
+      values: { crds: { install: false } },
+    });
+
     const healthPort = await freePort();
     operator = spawn(
       process.execPath,
       [
         join(repoRoot, "dist/operator/src/main.js"),
-        ...["--kubeconfig", cp.kubeconfigPath, "--no-leader-elect"],
+        ...["--kubeconfig", chart.serviceAccountKubeconfig, "--no-leader-elect"],
         ...["--health-port", String(healthPort), "--metrics-port", "0", "--bind-address", "127.0.0.1"],
         ...["--relay-image", "trickle-relay/relay:e2e"],
       ],
@@ -147,6 +159,22 @@ describe("operator end to end (real apiserver, local kubelet, real relay and Web
 
   after(async () => {
     for (const cleanup of cleanups.reverse()) await Promise.resolve(cleanup()).catch(() => undefined);
+  });
+
+  test("the operator runs as the chart's ServiceAccount, which may not read Secrets", async () => {
+    const canI = await cp.kubectl(["auth", "can-i", "get", "secrets", "-n", namespace, "--as", chart.user]);
+    assert.equal(canI.stdout.trim(), "no");
+    const canCreatePods = await cp.kubectl([
+      "auth",
+      "can-i",
+      "create",
+      "pods",
+      "-n",
+      namespace,
+      "--as",
+      chart.user,
+    ]);
+    assert.equal(canCreatePods.stdout.trim(), "yes");
   });
 
   test("an invalid RelaySession is rejected at apply time with a message naming the field", async () => {
