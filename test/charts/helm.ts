@@ -143,14 +143,15 @@ export async function helm(args: string[], options: { input?: string; timeoutMs?
   return run(await ensureHelm(), args, { ...options, timeoutMs: options.timeoutMs ?? 120_000 });
 }
 
+/* eslint-disable @typescript-eslint/no-explicit-any -- rendered objects: tests reach into them by path */
 /** A Kubernetes object as rendered (loosely typed: tests reach into it by path). */
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
 export type K8sObject = {
   apiVersion: string;
   kind: string;
   metadata: { name: string; namespace?: string; [k: string]: any };
   [k: string]: any;
 };
+/* eslint-enable @typescript-eslint/no-explicit-any */
 
 /** Values as a temporary file (JSON is YAML), so no --set escaping rules get in the way. */
 async function withValuesFile<T>(values: object, use: (path: string) => Promise<T>): Promise<T> {
