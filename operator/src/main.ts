@@ -60,6 +60,12 @@ export function buildCommand(): Command {
     .option("--bind-address <ip>", "address the metrics, health and gateway servers listen on", "0.0.0.0")
     .option("--concurrency <n>", "RelaySessions reconciled in parallel", parsePositiveInteger, 4)
     .option(
+      "--watch-timeout <s>",
+      "advanced: a watch (or list) that delivers nothing for this long is abandoned and relisted",
+      parseSeconds,
+      300,
+    )
+    .option(
       "--gateway-port <port>",
       "serve the standalone service's REST API by managing RelaySessions (0: off)",
       parsePortOrZero,
@@ -122,6 +128,7 @@ export async function main(argv: string[]): Promise<void> {
     healthPort: flags.healthPort,
     bindAddress: flags.bindAddress,
     concurrency: flags.concurrency,
+    watchdogMs: flags.watchTimeout * 1000,
     gateway:
       flags.gatewayPort > 0
         ? {

@@ -58,6 +58,11 @@ export interface OperatorOptions {
   logger?: Logger;
   /** Periodic re-reconcile of every session (controller-runtime's SyncPeriod). */
   resyncMs?: number;
+  /**
+   * A watch that delivers nothing (not even its end) for this long is abandoned and relisted; a
+   * list gets at most this long too (capped at 60 s). Default 5 min (`--watch-timeout`).
+   */
+  watchdogMs?: number;
 }
 
 export class Operator extends EventEmitter {
@@ -209,6 +214,9 @@ export class Operator extends EventEmitter {
       logger: this.log,
       metrics: this.registry,
       resyncMs: this.options.resyncMs,
+      watchdogMs: this.options.watchdogMs,
+      listTimeoutMs:
+        this.options.watchdogMs === undefined ? undefined : Math.min(60_000, this.options.watchdogMs),
     };
     this.sessions = createNamespacedInformers<RelaySession>(this.options.namespaces, (namespace) => ({
       ...common,
