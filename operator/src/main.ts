@@ -66,6 +66,12 @@ export function buildCommand(): Command {
       300,
     )
     .option(
+      "--request-timeout <s>",
+      "advanced: an API call of the reconciler not answered within this long fails and is retried",
+      parseSeconds,
+      30,
+    )
+    .option(
       "--gateway-port <port>",
       "serve the standalone service's REST API by managing RelaySessions (0: off)",
       parsePortOrZero,
@@ -129,6 +135,7 @@ export async function main(argv: string[]): Promise<void> {
     bindAddress: flags.bindAddress,
     concurrency: flags.concurrency,
     watchdogMs: flags.watchTimeout * 1000,
+    requestTimeoutMs: flags.requestTimeout * 1000,
     gateway:
       flags.gatewayPort > 0
         ? {

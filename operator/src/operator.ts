@@ -18,7 +18,7 @@ import {
   type RelaySession,
 } from "../../crds/src/index.js";
 import { silentLogger, type Logger } from "../../relay-pod/src/log.js";
-import { loadKubeConfig } from "./kube/client.js";
+import { loadKubeConfig, withRequestTimeout } from "./kube/client.js";
 import { createNamespacedInformers, type InformerGroup } from "./kube/informer.js";
 import { LeaderElector } from "./kube/leader-election.js";
 import { WorkQueue } from "./kube/workqueue.js";
@@ -63,7 +63,11 @@ export interface OperatorOptions {
    * list gets at most this long too (capped at 60 s). Default 5 min (`--watch-timeout`).
    */
   watchdogMs?: number;
+  /** Bound of one API call of the reconciler (pods, RBAC, status, Events); default 30 s. */
+  requestTimeoutMs?: number;
 }
+
+export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;
 
 export class Operator extends EventEmitter {
   readonly registry = new Registry();
@@ -253,17 +257,22 @@ export class Operator extends EventEmitter {
     this.leading = true;
     this.isLeader.set(1);
     this.log.info("leading: reconciling RelaySessions");
+    // A call that hangs must not pin a worker: it fails and the queue retries it with backoff.
+    const kubeConfig = withRequestTimeout(
+      this.kubeConfig,
+      this.options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS,
+    );
     const reconciler = new RelaySessionReconciler({
-      kubeConfig: this.kubeConfig,
+      kubeConfig,
       sessions: this.sessions!,
       pods: this.pods!,
-      events: new EventRecorder({ kubeConfig: this.kubeConfig, logger: this.log }),
+      events: new EventRecorder({ kubeConfig, logger: this.log }),
       relayImage: this.options.relayImage,
       relayDefaults: this.options.relayDefaults,
       logger: this.log,
     });
     void sweepOrphanPods({
-      kubeConfig: this.kubeConfig,
+      kubeConfig,
       pods: this.pods!.list(),
       sessions: this.allSessions(),
       logger: this.log,

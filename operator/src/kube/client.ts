@@ -1,7 +1,7 @@
 import { existsSync } from "node:fs";
 import { homedir } from "node:os";
 import { delimiter, join } from "node:path";
-import { KubeConfig } from "@kubernetes/client-node";
+import { KubeConfig, type RequestContext } from "@kubernetes/client-node";
 
 const SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount";
 
@@ -44,6 +44,23 @@ export function loadKubeConfig(kubeconfigPath?: string): KubeConfig {
     throw new Error(`kubeconfig context "${kc.getCurrentContext()}" names no user`);
   }
   return kc;
+}
+
+/**
+ * A view of `kubeConfig` whose API clients (`makeApiClient`) abort every request not answered within
+ * `timeoutMs`, unless the call brings its own signal. Without a bound, a request on a connection that
+ * died silently (no FIN, no RST: a dropped network path, a frozen apiserver) waits for undici's
+ * 300 s headers timeout, and a reconcile worker waits with it. Watches are unaffected: client-node's
+ * Watch aborts through its own controller, and the informer's watchdog bounds them.
+ */
+export function withRequestTimeout(kubeConfig: KubeConfig, timeoutMs: number): KubeConfig {
+  // Shares the clusters, users and contexts (and any token refresh state) of the original.
+  const timed = Object.create(kubeConfig) as KubeConfig;
+  timed.applySecurityAuthentication = async (context: RequestContext) => {
+    await kubeConfig.applySecurityAuthentication(context);
+    if (!context.getSignal()) context.setSignal(AbortSignal.timeout(Math.max(1, Math.ceil(timeoutMs))));
+  };
+  return timed;
 }
 
 function loadFiles(kc: KubeConfig, files: string[], source: string): void {
