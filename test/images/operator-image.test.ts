@@ -15,8 +15,10 @@ import { waitFor } from "../session/relay-harness.js";
 import {
   IMAGE_UID,
   ImageContainer,
+  OCI_LABELS,
   OPERATOR_IMAGE,
   assertLoopbackOnly,
+  imageConfig,
   imageTestsSkipReason,
   inspectContainer,
   processUid,
@@ -49,6 +51,16 @@ async function httpStatus(url: string): Promise<number> {
 }
 
 if (!sandboxId) {
+  test("operator image: non-root user, entrypoint, OCI labels", { skip }, async () => {
+    const config = await imageConfig(OPERATOR_IMAGE);
+    assert.match(
+      config.user,
+      /^[1-9][0-9]*(:[0-9]+)?$/,
+      "a numeric non-root user, so runAsNonRoot can check it",
+    );
+    assert.equal(config.entrypoint.at(-1), "trickle-relay-operator");
+    for (const label of OCI_LABELS) assert.ok(config.labels[label], `label ${label}`);
+  });
   test(
     "operator image (run inside a loopback-only sandbox)",
     { skip, timeout: TIMEOUT_MS + 30_000 },

@@ -89,6 +89,27 @@ export async function imageTestsSkipReason(images: string[]): Promise<string | f
   return false;
 }
 
+/** What an image declares: labels, user, entrypoint. */
+export async function imageConfig(
+  image: string,
+): Promise<{ labels: Record<string, string>; user: string; entrypoint: string[]; cmd: string[] }> {
+  const client = await getContainerRuntimeClient();
+  const info = await client.image.inspect(ImageName.fromString(image));
+  const toList = (v: unknown): string[] =>
+    Array.isArray(v) ? (v as string[]) : typeof v === "string" ? [v] : [];
+  return {
+    labels: info.Config.Labels ?? {},
+    user: info.Config.User ?? "",
+    entrypoint: toList(info.Config.Entrypoint),
+    cmd: toList(info.Config.Cmd),
+  };
+}
+
+/** The OCI annotations both images carry. */
+export const OCI_LABELS = ["title", "description", "source", "version", "revision", "licenses"].map(
+  (key) => `org.opencontainers.image.${key}`,
+);
+
 /** Container state after it ended (testcontainers' stop() does not report it). */
 export async function inspectContainer(
   id: string,
