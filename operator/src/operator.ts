@@ -18,7 +18,12 @@ import {
   type RelaySession,
 } from "../../crds/src/index.js";
 import { silentLogger, type Logger } from "../../relay-pod/src/log.js";
-import { loadKubeConfig, withRequestTimeout } from "./kube/client.js";
+import {
+  dropPooledConnections,
+  isRequestTimeout,
+  loadKubeConfig,
+  withRequestTimeout,
+} from "./kube/client.js";
 import { createNamespacedInformers, type InformerGroup } from "./kube/informer.js";
 import { LeaderElector } from "./kube/leader-election.js";
 import { WorkQueue } from "./kube/workqueue.js";
@@ -287,6 +292,7 @@ export class Operator extends EventEmitter {
         return result;
       } catch (err) {
         this.reconciles.inc({ result: "error" });
+        if (isRequestTimeout(err)) dropPooledConnections(kubeConfig);
         this.log.warn({ key, err }, "reconcile failed; retrying with backoff");
         throw err;
       } finally {

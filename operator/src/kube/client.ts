@@ -1,7 +1,9 @@
 import { existsSync } from "node:fs";
 import { homedir } from "node:os";
 import { delimiter, join } from "node:path";
-import { KubeConfig, type RequestContext } from "@kubernetes/client-node";
+import { createHash } from "node:crypto";
+import type { AgentOptions } from "node:https";
+import { KubeConfig, type Cluster, type RequestContext } from "@kubernetes/client-node";
 
 const SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount";
 
@@ -56,11 +58,73 @@ export function loadKubeConfig(kubeconfigPath?: string): KubeConfig {
 export function withRequestTimeout(kubeConfig: KubeConfig, timeoutMs: number): KubeConfig {
   // Shares the clusters, users and contexts (and any token refresh state) of the original.
   const timed = Object.create(kubeConfig) as KubeConfig;
+  reuseConnections(timed);
   timed.applySecurityAuthentication = async (context: RequestContext) => {
-    await kubeConfig.applySecurityAuthentication(context);
+    // Called with `this` = timed so that reuseConnections' createDispatcher applies.
+    await KubeConfig.prototype.applySecurityAuthentication.call(timed, context);
     if (!context.getSignal()) context.setSignal(AbortSignal.timeout(Math.max(1, Math.ceil(timeoutMs))));
   };
   return timed;
+}
+
+const pools = new WeakMap<KubeConfig, Map<string, unknown>>();
+
+/**
+ * Closes the pooled connections of a withRequestTimeout() config, so the next call connects afresh.
+ * For after a timed-out call: a connection that died silently (no FIN, no RST) would otherwise stay
+ * in the pool and time out every call that lands on it. Calls in flight on it fail and are retried.
+ */
+export function dropPooledConnections(kubeConfig: KubeConfig): void {
+  const agents = pools.get(kubeConfig);
+  if (!agents) return;
+  for (const agent of agents.values())
+    void (agent as { destroy?: () => Promise<void> }).destroy?.()?.catch(() => undefined);
+  agents.clear();
+}
+
+/** A call that gave up because of withRequestTimeout's bound. */
+export function isRequestTimeout(err: unknown): boolean {
+  return (
+    err instanceof Error &&
+    (err.name === "TimeoutError" || (err.cause as Error | undefined)?.name === "TimeoutError")
+  );
+}
+
+/** What client-node's (private) createDispatcher is called with. */
+type CreateDispatcher = (cluster: Cluster | null, agentOptions: AgentOptions) => unknown;
+
+/**
+ * client-node 2.0.1 builds a new undici Agent for every API call, so every call pays a TLS handshake:
+ * at 1000 sessions that was half the operator's CPU (bench-results/operator.md). One Agent per
+ * distinct server + TLS identity keeps connections alive across calls; a rotated client certificate
+ * or CA yields a new key and so a new Agent.
+ */
+function reuseConnections(kubeConfig: KubeConfig): void {
+  const target = kubeConfig as unknown as { createDispatcher: CreateDispatcher };
+  const create = target.createDispatcher.bind(kubeConfig);
+  const agents = new Map<string, unknown>();
+  pools.set(kubeConfig, agents);
+  target.createDispatcher = (cluster, agentOptions) => {
+    const identity = [
+      cluster?.server,
+      cluster?.skipTLSVerify,
+      cluster?.tlsServerName,
+      cluster?.proxyUrl,
+      agentOptions.ca,
+      agentOptions.cert,
+      agentOptions.key,
+      agentOptions.pfx,
+      agentOptions.passphrase,
+      agentOptions.rejectUnauthorized,
+      agentOptions.servername,
+    ];
+    const key = createHash("sha256").update(JSON.stringify(identity)).digest("hex");
+    if (!agents.has(key)) {
+      if (agents.size >= 4) agents.clear(); // rotations only; the dropped Agents close when idle
+      agents.set(key, create(cluster, agentOptions));
+    }
+    return agents.get(key);
+  };
 }
 
 function loadFiles(kc: KubeConfig, files: string[], source: string): void {
