@@ -25,6 +25,7 @@ import {
   removeContainer,
   runInSandbox,
   sandboxId,
+  sandboxLabels,
 } from "./sandbox.js";
 
 const TIMEOUT_MS = 240_000;
@@ -98,7 +99,7 @@ if (!sandboxId) {
             ...["--kubeconfig", "/kubeconfig", "--health-port", String(healthPort)],
             ...["--metrics-port", String(metricsPort), "--bind-address", "127.0.0.1", "--no-leader-elect"],
           ])
-          .withLabels({ "trickle-relay.test": "operator-image" })
+          .withLabels({ "trickle-relay.test": "operator-image", ...sandboxLabels() })
           .withLogConsumer((stream: Readable) => {
             stream.on("data", (chunk: Buffer) => (logs = (logs + chunk.toString()).slice(-8_000)));
           })

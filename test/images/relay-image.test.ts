@@ -30,6 +30,7 @@ import {
   removeContainer,
   runInSandbox,
   sandboxId,
+  sandboxLabels,
 } from "./sandbox.js";
 
 const skip = await imageTestsSkipReason([RELAY_IMAGE]);
@@ -59,7 +60,7 @@ async function sessionThenStop(entrypoint: string[] | undefined): Promise<void> 
       .withSecurityOpt("no-new-privileges")
       .withEnvironment({ TRICKLE_RELAY_ICE_ADDRESSES: "127.0.0.2" })
       .withCommand(["run", "--input", `${base}in`, "--comfystream", peer.url])
-      .withLabels({ "trickle-relay.test": "relay-image" })
+      .withLabels({ "trickle-relay.test": "relay-image", ...sandboxLabels() })
       .withLogConsumer((stream: Readable) => {
         stream.on("data", (chunk: Buffer) => (logs = (logs + chunk.toString()).slice(-8_000)));
       })

@@ -42,6 +42,7 @@ export const OPERATOR_IMAGE = `trickle-relay/operator:${version}`;
 export const IMAGE_UID = 10001;
 
 const SANDBOX_ENV = "TRICKLE_RELAY_DOCKER_SANDBOX";
+const SANDBOX_LABEL = "trickle-relay.test.sandbox";
 /** Set inside the re-run: the id of the sandbox container whose network namespace we are in. */
 export const sandboxId = process.env[SANDBOX_ENV];
 
@@ -121,7 +122,15 @@ export async function inspectContainer(
 
 export async function removeContainer(id: string): Promise<void> {
   const client = await getContainerRuntimeClient();
-  await client.container.remove(client.container.getById(id), { removeVolumes: true }).catch(() => undefined);
+  await client.container
+    .getById(id)
+    .remove({ force: true, v: true })
+    .catch(() => undefined);
+}
+
+/** Labels for a container that joins the sandbox, so the sandbox's owner can clean it up. */
+export function sandboxLabels(): Record<string, string> {
+  return { [SANDBOX_LABEL]: sandboxId ?? "" };
 }
 
 /** The effective uid of a running process, from /proc (the containers share our PID view). */
@@ -152,6 +161,8 @@ export async function runInSandbox(testFile: string, image: string, timeoutMs: n
     .withCommand([])
     .withReadOnlyRootFilesystem()
     .withLabels({ "trickle-relay.test": "sandbox" })
+    // If this process dies, the sandbox still ends (its sleep is bounded) and removes itself.
+    .withAutoRemove(true)
     .withStartupTimeout(60_000)
     .start();
   try {
@@ -174,7 +185,8 @@ export async function runInSandbox(testFile: string, image: string, timeoutMs: n
     let report = "";
     const relay = (chunk: Buffer): void => {
       report = (report + chunk.toString()).slice(-20_000);
-      process.stderr.write(chunk);
+      // Marked, so that the re-run's own summary is not mistaken for this run's.
+      process.stderr.write(chunk.toString().replace(/^(?=.)/gm, "  sandbox │ "));
     };
     child.stdout.on("data", relay);
     child.stderr.on("data", relay);
@@ -184,6 +196,11 @@ export async function runInSandbox(testFile: string, image: string, timeoutMs: n
     if (code !== 0)
       throw new Error(`the tests inside the sandbox failed (exit ${code}):\n${report.slice(-6_000)}`);
   } finally {
+    // Containers the re-run left behind (it was killed, say) go first, then the sandbox.
+    const client = await getContainerRuntimeClient();
+    for (const info of await client.container.list().catch(() => [])) {
+      if (info.Labels?.[SANDBOX_LABEL] === sandbox.getId()) await removeContainer(info.Id);
+    }
     await sandbox.stop({ timeout: 5_000 }).catch(() => undefined);
   }
 }
