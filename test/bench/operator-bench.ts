@@ -27,7 +27,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { readFileSync, readdirSync } from "node:fs";
 import { request as httpsRequest } from "node:https";
-import { createServer } from "node:net";
+import { freePort } from "../operator/operator-harness.js";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -397,17 +397,6 @@ async function apiserverWrites(cp: ControlPlane): Promise<WriteCounts> {
 async function operatorMetrics(port: number): Promise<Record<string, number>> {
   const response = await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(10_000) });
   return operatorSeries(parsePrometheus(await response.text()));
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((ok, fail) => {
-    const server = createServer();
-    server.once("error", fail);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      server.close(() => ok(typeof address === "object" && address ? address.port : 0));
-    });
-  });
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -7,9 +7,7 @@
  * ComfyStream peer over real WebRTC. Everything is driven with kubectl, like a user would.
  */
 import assert from "node:assert/strict";
-import { spawn, type ChildProcess } from "node:child_process";
 import { readFile } from "node:fs/promises";
-import { createServer } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { KubeConfig } from "@kubernetes/client-node";
@@ -21,6 +19,7 @@ import { installChart, type InstalledChart } from "../charts/helm.js";
 import { resolveEnvtestAssets, startControlPlane, type ControlPlane } from "../infra/apiserver.js";
 import { startLocalKubelet, type LocalKubelet } from "../infra/local-kubelet.js";
 import { needsLoopbackNamespace } from "../infra/netns.js";
+import { startOperator, type OperatorProcess } from "./operator-harness.js";
 import {
   collectOutput,
   makeInputSegments,
@@ -35,22 +34,10 @@ const skip = assets.skipReason || needsLoopbackNamespace;
 const repoRoot = process.cwd();
 const namespace = "default";
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === "object" && address ? address.port : 0));
-    });
-  });
-}
-
 describe("operator end to end (real apiserver, local kubelet, real relay and WebRTC)", { skip }, () => {
   let cp: ControlPlane;
   let kubelet: LocalKubelet;
-  let operator: ChildProcess;
-  let operatorLog = "";
+  let operator: OperatorProcess;
   let trickle: TrickleServer;
   let trickleBase: string;
   let peer: Peer;
@@ -83,7 +70,7 @@ describe("operator end to end (real apiserver, local kubelet, real relay and Web
   async function failureContext(pod = "basic-relay-0"): Promise<string> {
     const relayLog = await kubelet.logs(namespace, pod, "relay").catch((err: Error) => err.message);
     return (
-      `\n--- operator log (tail) ---\n${operatorLog.slice(-3000)}` +
+      `\n--- operator log (tail) ---\n${operator.output().slice(-3000)}` +
       `\n--- ${pod} relay log (tail) ---\n${relayLog.slice(-3000)}`
     );
   }
@@ -130,31 +117,14 @@ describe("operator end to end (real apiserver, local kubelet, real relay and Web
       values: { crds: { install: false } },
     });
 
-    const healthPort = await freePort();
-    operator = spawn(
-      process.execPath,
-      [
-        join(repoRoot, "dist/operator/src/main.js"),
-        ...["--kubeconfig", chart.serviceAccountKubeconfig, "--no-leader-elect"],
-        ...["--health-port", String(healthPort), "--metrics-port", "0", "--bind-address", "127.0.0.1"],
-        ...["--relay-image", "trickle-relay/relay:e2e"],
-      ],
-      { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, TRICKLE_RELAY_LOG_JSON: "1" } },
-    );
-    operator.stdout!.on("data", (chunk: Buffer) => (operatorLog += chunk.toString()));
-    operator.stderr!.on("data", (chunk: Buffer) => (operatorLog += chunk.toString()));
-    cleanups.push(async () => {
-      operator.kill("SIGTERM");
-      await new Promise((resolve) => operator.once("exit", resolve)).catch(() => undefined);
+    operator = await startOperator({
+      kubeconfigPath: chart.serviceAccountKubeconfig,
+      args: ["--no-leader-elect", "--relay-image", "trickle-relay/relay:e2e"],
+      metrics: false,
+      name: "operator",
     });
-    await waitFor(
-      async () => {
-        const response = await fetch(`http://127.0.0.1:${healthPort}/readyz`).catch(() => undefined);
-        return response?.status === 200;
-      },
-      30_000,
-      "operator /readyz",
-    );
+    cleanups.push(() => operator.stop());
+    await operator.waitReady(30_000);
   });
 
   after(async () => {
