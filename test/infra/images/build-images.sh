@@ -80,8 +80,10 @@ build() {
 [ "$only" = operator ] || build relay Dockerfile.relay
 [ "$only" = relay ] || build operator Dockerfile.operator
 
-# Dangling layers of earlier builds cost real disk on vfs (every layer is a full copy).
+# Dangling layers of earlier builds cost real disk on vfs (every layer is a full copy): drop
+# superseded images and build cache unused for a day (this run's cache stays for the next run).
 "$docker_bin" image prune -f >/dev/null 2>&1 || true
+"$docker_bin" builder prune -f --filter until=24h >/dev/null 2>&1 || true
 
 say "image sizes (uncompressed):"
 for name in relay operator; do
