@@ -50,6 +50,7 @@ import {
   type V1PodStatus,
   type V1Taint,
 } from "@kubernetes/client-node";
+import { parseQuantity } from "../../crds/src/index.js";
 
 export interface LocalKubeletOptions {
   /** Credentials of the harness itself (node + scheduler + admission duties): the admin kubeconfig. */
@@ -586,7 +587,7 @@ class LocalKubeletImpl implements LocalKubelet {
     const insufficient: string[] = [];
     for (const [resource, amount] of wanted) {
       if (amount <= 0) continue;
-      const allocatable = parseQuantity(this.allocatable[resource] ?? "0");
+      const allocatable = quantityValue(this.allocatable[resource] ?? "0");
       if ((used.get(resource) ?? 0) + amount > allocatable + 1e-9) insufficient.push(resource);
     }
     if (insufficient.length) return insufficient.map((r) => `Insufficient ${r}`).join(", ");
@@ -1414,37 +1415,15 @@ function podRequests(pod: V1Pod): Map<string, number> {
   for (const container of pod.spec?.containers ?? []) {
     const resources = { ...container.resources?.limits, ...container.resources?.requests };
     for (const [resource, quantity] of Object.entries(resources)) {
-      total.set(resource, (total.get(resource) ?? 0) + parseQuantity(String(quantity)));
+      total.set(resource, (total.get(resource) ?? 0) + quantityValue(String(quantity)));
     }
   }
   return total;
 }
 
-const QUANTITY_SUFFIXES: Record<string, number> = {
-  n: 1e-9,
-  u: 1e-6,
-  m: 1e-3,
-  "": 1,
-  k: 1e3,
-  M: 1e6,
-  G: 1e9,
-  T: 1e12,
-  P: 1e15,
-  E: 1e18,
-  Ki: 2 ** 10,
-  Mi: 2 ** 20,
-  Gi: 2 ** 30,
-  Ti: 2 ** 40,
-  Pi: 2 ** 50,
-  Ei: 2 ** 60,
-};
-
-/** A resource quantity as a float ("500m" → 0.5, "1Gi" → 1073741824); unparseable → Infinity. */
-export function parseQuantity(quantity: string): number {
-  const match = /^([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)([a-zA-Z]*)$/.exec(quantity.trim());
-  const multiplier = match ? QUANTITY_SUFFIXES[match[2]!] : undefined;
-  if (!match || multiplier === undefined) return Number.POSITIVE_INFINITY;
-  return Number(match[1]) * multiplier;
+/** A resource quantity as a float ("500m" → 0.5, "1Gi" → 1073741824); unparseable → Infinity (never fits). */
+function quantityValue(quantity: string): number {
+  return parseQuantity(quantity.trim()) ?? Number.POSITIVE_INFINITY;
 }
 
 /** A typed client-node object as plain JSON (Date → string), the shape watch events have. */
