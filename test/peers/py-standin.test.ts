@@ -18,6 +18,7 @@ import {
   type RTCRtpTransceiver,
 } from "werift";
 import { needsLoopbackNamespace } from "../infra/netns.js";
+import { waitFor } from "../infra/wait-for.js";
 import { LOOPBACK_ICE_ADDRESS, PYTHON, PyStandin as StandIn, STANDIN } from "./py-standin/launch.js";
 
 const FFMPEG = process.env.FFMPEG_BIN ?? "ffmpeg";
@@ -233,22 +234,6 @@ function timestampOffset(sent: number[], returned: number[]): { offset: number; 
   const sentSet = new Set(sent);
   const matched = returned.filter((r) => sentSet.has((r - best) >>> 0)).length;
   return { offset: best, matched };
-}
-
-async function waitFor(condition: () => boolean, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(20);
-  }
-}
-
-async function waitUntil(condition: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(100);
-  }
 }
 
 async function postOffer(baseUrl: string, body: string): Promise<Response> {
@@ -525,7 +510,7 @@ describe("py stand-in ComfyStream peer", { skip: needsLoopbackNamespace }, () =>
         "second peer still served",
       );
 
-      await waitUntil(
+      await waitFor(
         async () => (stats = await standIn.stats()).peers.length === 1,
         20_000,
         "first peer ended",
@@ -548,7 +533,7 @@ describe("py stand-in ComfyStream peer", { skip: needsLoopbackNamespace }, () =>
 
       // Close the second peer too and let the server notice (else its later end would kill the next session).
       await second.close();
-      await waitUntil(
+      await waitFor(
         async () => (stats = await standIn.stats()).peers.length === 0,
         20_000,
         "second peer ended",

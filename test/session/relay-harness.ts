@@ -229,16 +229,4 @@ export async function startPeer(kind: "ts" | "py", port = 0): Promise<Peer> {
   };
 }
 
-/** Polls until `check` returns true or the time is up. */
-export async function waitFor(
-  check: () => boolean | Promise<boolean>,
-  timeoutMs: number,
-  what: string,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await check()) return;
-    await sleep(100);
-  }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-}
+export { waitFor } from "../infra/wait-for.js";
