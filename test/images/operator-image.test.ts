@@ -5,12 +5,11 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { copyFile, chmod, mkdtemp, rm } from "node:fs/promises";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Readable } from "node:stream";
-import { resolveEnvtestAssets, startControlPlane } from "../infra/apiserver.js";
+import { freePorts, resolveEnvtestAssets, startControlPlane } from "../infra/apiserver.js";
 import { waitFor } from "../session/relay-harness.js";
 import {
   IMAGE_UID,
@@ -31,15 +30,6 @@ import {
 const TIMEOUT_MS = 240_000;
 let skip = await imageTestsSkipReason([OPERATOR_IMAGE]);
 if (!skip && sandboxId) skip = (await resolveEnvtestAssets()).skipReason;
-
-/** A port nobody listens on in this namespace. */
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 async function httpStatus(url: string): Promise<number> {
   try {
@@ -82,8 +72,7 @@ if (!sandboxId) {
       await copyFile(cp.kubeconfigPath, kubeconfig);
       await chmod(dir, 0o755);
       await chmod(kubeconfig, 0o644);
-      const healthPort = await freePort();
-      const metricsPort = await freePort();
+      const [healthPort, metricsPort] = (await freePorts(2)) as [number, number];
       let logs = "";
       let containerId: string | undefined;
       try {

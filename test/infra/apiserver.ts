@@ -553,7 +553,8 @@ async function readCa(certDir: string): Promise<string | undefined> {
   }
 }
 
-async function freePorts(count: number): Promise<number[]> {
+/** `count` distinct free TCP ports on 127.0.0.1. */
+export async function freePorts(count: number): Promise<number[]> {
   // Hold all listeners open together so the kernel hands out distinct ports.
   const servers = await Promise.all(
     Array.from(

@@ -14,10 +14,10 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { KubeConfig } from "@kubernetes/client-node";
+import { freePorts } from "../infra/apiserver.js";
 
 export const repoRoot = process.cwd();
 const OPERATOR_MAIN = join(repoRoot, "dist/operator/src/main.js");
@@ -48,15 +48,9 @@ export async function waitFor<T>(
   }
 }
 
+/** One free TCP port on 127.0.0.1. */
 export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === "object" && address ? address.port : 0));
-    });
-  });
+  return (await freePorts(1))[0]!;
 }
 
 /** Writes `kubeConfig` to a file in a fresh temp dir (for `--kubeconfig`); returns its path. */
