@@ -7,8 +7,7 @@
  */
 import { EventEmitter } from "node:events";
 import { hostname } from "node:os";
-import type { V1Pod } from "@kubernetes/client-node";
-import type { KubeConfig } from "@kubernetes/client-node";
+import type { KubeConfig, V1Pod } from "@kubernetes/client-node";
 import Fastify, { type FastifyInstance } from "fastify";
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import {

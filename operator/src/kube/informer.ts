@@ -85,6 +85,19 @@ export interface InformerStats {
   events: number;
 }
 
+function zeroStats(): InformerStats {
+  return {
+    lists: 0,
+    relists: 0,
+    watches: 0,
+    restarts: 0,
+    watchdogRestarts: 0,
+    expired: 0,
+    errors: 0,
+    events: 0,
+  };
+}
+
 export interface SupervisedInformerEvents<T> {
   add: [obj: T];
   update: [obj: T, old: T];
@@ -161,16 +174,7 @@ export class SupervisedInformer<T extends KubernetesObject>
   implements InformerCache<T>
 {
   readonly name: string;
-  readonly stats: InformerStats = {
-    lists: 0,
-    relists: 0,
-    watches: 0,
-    restarts: 0,
-    watchdogRestarts: 0,
-    expired: 0,
-    errors: 0,
-    events: 0,
-  };
+  readonly stats: InformerStats = zeroStats();
 
   private readonly options: SupervisedInformerOptions<T>;
   private readonly log: Logger;
@@ -606,16 +610,7 @@ export class InformerGroup<T extends KubernetesObject>
 
   /** Summed counters of all members. */
   get stats(): InformerStats {
-    const total: InformerStats = {
-      lists: 0,
-      relists: 0,
-      watches: 0,
-      restarts: 0,
-      watchdogRestarts: 0,
-      expired: 0,
-      errors: 0,
-      events: 0,
-    };
+    const total = zeroStats();
     for (const informer of this.informers.values()) {
       for (const key of Object.keys(total) as Array<keyof InformerStats>) total[key] += informer.stats[key];
     }
