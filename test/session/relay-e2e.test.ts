@@ -24,6 +24,7 @@ import {
   publishPaced,
   startPeer,
   startTrickle,
+  udpReceiveBufferErrors,
   waitFor,
 } from "./relay-harness.js";
 
@@ -138,7 +139,8 @@ describe("relay session end to end", { skip: needsLoopbackNamespace }, () => {
         assert.ok(
           ratio >= 0.95 && ratio <= 1.0,
           `output frames ${check.frames} vs input ${inputPts.length}; frames ${JSON.stringify(final.frames)}, ` +
-            `queues ${JSON.stringify(final.queues)}, peer ${JSON.stringify(await peer.describe())}`,
+            `queues ${JSON.stringify(final.queues)}, peer ${JSON.stringify(await peer.describe())}, ` +
+            `UDP receive-buffer drops in this namespace ${await udpReceiveBufferErrors()}`,
         );
         assert.deepEqual(check.foreignPts.slice(0, 5), [], "every output PTS is an input PTS");
         assert.equal(check.repeatedPts, 0, "no PTS twice");
@@ -232,6 +234,50 @@ describe("relay session end to end", { skip: needsLoopbackNamespace }, () => {
         `output frames ${check.frames} vs input ${inputPts.length}`,
       );
       assert.deepEqual(check.foreignPts.slice(0, 5), [], "every output PTS is an input PTS");
+    },
+  );
+
+  test(
+    "the relay's event loop stalled for 1.5 s mid-stream: ffmpeg's RTP waits in the socket, no frame is lost",
+    { timeout: 60_000 },
+    async (t) => {
+      // CI caught this: on a starved machine the kernel's default receive buffer on the loopback
+      // RTP socket from ffmpeg overflowed and whole frames went missing (RcvbufErrors in
+      // /proc/net/snmp). A synchronous stall is the same starvation, made deterministic.
+      const { segments } = await makeInputSegments({ seconds: 6 });
+      const { server, base } = await startTrickle(["in", "in-out"]);
+      cleanups.push(() => server.close());
+      const peer = await startPeer("ts");
+      cleanups.push(() => peer.stop());
+      const output = collectOutput(`${base}in-out`);
+      cleanups.push(() => output.close());
+      const session = new RelaySession(
+        buildSessionConfig({
+          id: "stalled",
+          inputUrl: `${base}in`,
+          outputUrl: `${base}in-out`,
+          comfystreamUrl: peer.url,
+          prompts: [PASSTHROUGH_WORKFLOW],
+          width: 256,
+          height: 256,
+          frameRate: 30,
+          iceAddresses: ICE_ADDRESSES,
+        }),
+      );
+      cleanups.push(() => session.stop());
+      await session.start();
+      await waitFor(() => session.status().webrtcState === "connected", 20_000, "WebRTC connected");
+      const publishing = publishPaced(`${base}in`, segments);
+      await waitFor(() => session.status().frames.sent >= 60, 10_000, "frames flowing");
+      const stallUntil = performance.now() + 1500;
+      while (performance.now() < stallUntil); // nothing in this process runs; ffmpeg keeps sending
+      await publishing;
+      await session.whenEnded();
+      const final = session.status();
+      t.diagnostic(`frames ${JSON.stringify(final.frames)}`);
+      assert.equal(final.state, "completed", JSON.stringify(final.lastError));
+      assert.equal(final.frames.dropped, 0, "no frame dropped");
+      assert.equal(final.frames.sent, final.frames.in, "every input frame went to ComfyStream");
     },
   );
 

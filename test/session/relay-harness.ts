@@ -1,6 +1,7 @@
 // Real parts for relay-session tests: a trickle server, real H.264 input made by ffmpeg and cut at
 // keyframes, a paced publisher, an output collector, and both stand-in ComfyStream peers.
 import { execFile } from "node:child_process";
+import { readFile } from "node:fs/promises";
 import { promisify } from "node:util";
 import { setTimeout as sleep } from "node:timers/promises";
 import { TrickleServer } from "../../relay-pod/src/trickle/server.js";
@@ -230,3 +231,16 @@ export async function startPeer(kind: "ts" | "py", port = 0): Promise<Peer> {
 }
 
 export { waitFor } from "../infra/wait-for.js";
+
+/**
+ * UDP datagrams the kernel dropped for full receive buffers in this network namespace
+ * (`RcvbufErrors` in /proc/net/snmp), or undefined where that file is missing. Tests run in a
+ * private namespace, so this counts only their own sockets: ffmpeg → relay and the WebRTC hops.
+ */
+export async function udpReceiveBufferErrors(): Promise<number | undefined> {
+  const snmp = await readFile("/proc/net/snmp", "utf8").catch(() => undefined);
+  const [names, values] = (snmp ?? "").split("\n").filter((line) => line.startsWith("Udp:"));
+  if (!names || !values) return undefined;
+  const index = names.split(/\s+/).indexOf("RcvbufErrors");
+  return index > 0 ? Number(values.split(/\s+/)[index]) : undefined;
+}

@@ -58,6 +58,8 @@ interface OpenSegment {
 
 const RTP_WRAP = 0x1_0000_0000;
 const H264_STREAM_TYPE = 0x1b;
+/** Receive buffer asked for on ffmpeg's RTP socket (Linux reports double what it grants). */
+const RTP_RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024;
 
 /**
  * One relay session: trickle input → ffmpeg (transcode, RTP) → pacer → WebRTC to ComfyStream →
@@ -87,6 +89,7 @@ export class RelaySession extends EventEmitter {
   /** Set in passthrough mode, where input access units go to WebRTC without ffmpeg. */
   private packetizer: H264Packetizer | undefined;
   private rtpSocket: Socket | undefined;
+  private lastTranscoderLossWarning = -Infinity;
   private peer: ComfyStreamPeer | undefined;
   private connecting: Promise<void> | undefined;
   private reconnectTimer: NodeJS.Timeout | undefined;
@@ -273,7 +276,11 @@ export class RelaySession extends EventEmitter {
         sent: this.counters.framesSent,
         returned: this.counters.framesReturned,
         out: this.counters.framesOut,
-        dropped: this.counters.inputFramesDropped + this.pacer.dropped + this.processedDropped,
+        dropped:
+          this.counters.inputFramesDropped +
+          this.assembler.damagedFrames +
+          this.pacer.dropped +
+          this.processedDropped,
       },
       segments: {
         in: this.counters.segmentsIn,
@@ -451,15 +458,22 @@ export class RelaySession extends EventEmitter {
   // ---- forward: ffmpeg RTP → frames → pacer → WebRTC ----------------------------------------------
 
   private async startTranscoder(): Promise<void> {
-    const socket = createSocket("udp4");
+    // Loopback UDP has no backpressure: whatever arrives while the event loop is busy waits in the
+    // socket's receive buffer, and the kernel's default (~208 KiB, ~50 datagrams by truesize) was
+    // overrun by a few hundred ms of CPU starvation, costing whole frames. Ask for more; the kernel
+    // caps it at net.core.rmem_max.
+    const socket = createSocket({ type: "udp4", recvBufferSize: RTP_RECEIVE_BUFFER_BYTES });
     await new Promise<void>((resolve, reject) => {
       socket.once("error", reject);
       socket.bind(0, "127.0.0.1", () => resolve());
     });
+    const receiveBufferBytes = socket.getRecvBufferSize();
     // RTP and RTCP share the port; ffmpeg's sender reports reveal its random RTP timestamp base.
     socket.on("message", (packet) => {
       if (!isRtcpPacket(packet)) {
+        const lostBefore = this.assembler.lostPackets;
         this.assembler.push(packet);
+        if (this.assembler.lostPackets !== lostBefore) this.warnTranscoderLoss();
         return;
       }
       const report = parseRtcpSenderReport(packet);
@@ -478,7 +492,10 @@ export class RelaySession extends EventEmitter {
     this.ffmpeg = new FfmpegProcess({ ffmpegPath: ffmpegBinary.path, args, logger: this.log });
     this.ffmpeg.on("exit", (info: FfmpegExit) => void this.onFfmpegExit(info));
     this.ffmpeg.start();
-    this.log.info({ ffmpeg: ffmpegBinary.path, version: ffmpegBinary.version }, "transcoder started");
+    this.log.info(
+      { ffmpeg: ffmpegBinary.path, version: ffmpegBinary.version, rtpReceiveBufferBytes: receiveBufferBytes },
+      "transcoder started",
+    );
   }
 
   private async onFfmpegExit(info: FfmpegExit): Promise<void> {
@@ -488,7 +505,7 @@ export class RelaySession extends EventEmitter {
       (info.error ? `: ${info.error.message}` : "") +
       (info.stderrTail ? `: ${info.stderrTail.trim().slice(-500)}` : "");
     this.setError("TranscoderCrashed", detail);
-    this.assembler.flush();
+    this.assembler.reset();
     this.ffmpegTimestampBase = undefined;
     this.firstPtsIntoFfmpeg = undefined;
     // A new ffmpeg must start on a keyframe: the next input segment (segments start on one).
@@ -502,6 +519,17 @@ export class RelaySession extends EventEmitter {
     this.counters.ffmpegRestarts++;
     this.log.warn({ restarts: this.counters.ffmpegRestarts }, "transcoder restarted");
     this.emitStatus();
+  }
+
+  /** At most one warning per 5 s: a starved event loop loses packets in bursts. */
+  private warnTranscoderLoss(): void {
+    const now = performance.now();
+    if (now - this.lastTranscoderLossWarning < 5000) return;
+    this.lastTranscoderLossWarning = now;
+    this.log.warn(
+      { lostPackets: this.assembler.lostPackets, droppedFrames: this.assembler.damagedFrames },
+      "RTP from ffmpeg lost on loopback (receive buffer overrun: the relay is short of CPU)",
+    );
   }
 
   private onTranscodedFrame(frame: RtpFrame): void {
