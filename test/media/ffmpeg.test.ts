@@ -247,6 +247,7 @@ function nalsInRtpPayload(payload: Buffer): { type: number; nal?: Buffer }[] {
 
 interface RtpCapture {
   packets: number;
+  payloadBytes: number;
   payloadTypes: Set<number>;
   ssrcs: Set<number>;
   frameTimestamps: number[];
@@ -257,7 +258,7 @@ interface RtpCapture {
 
 async function transcodeToRtp(
   input: Buffer,
-  options: { width: number; height: number; frameRate: number },
+  options: { width: number; height: number; frameRate: number; bitrate?: string; gopFrames?: number },
   /** RTCP on the RTP port (RFC 5761 style), as the session runs it. */
   sharedPort = false,
 ): Promise<RtpCapture> {
@@ -267,6 +268,7 @@ async function transcodeToRtp(
   await new Promise<void>((resolve) => rtcp.bind(0, "127.0.0.1", resolve));
   const capture: RtpCapture = {
     packets: 0,
+    payloadBytes: 0,
     payloadTypes: new Set(),
     ssrcs: new Set(),
     frameTimestamps: [],
@@ -280,6 +282,7 @@ async function transcodeToRtp(
       return;
     }
     capture.packets++;
+    capture.payloadBytes += packet.length - 12;
     capture.payloadTypes.add(packet[1] & 0x7f);
     capture.ssrcs.add(packet.readUInt32BE(8));
     const timestamp = packet.readUInt32BE(4);
@@ -295,11 +298,11 @@ async function transcodeToRtp(
   });
   try {
     const args = forwardTranscodeArgs({
+      bitrate: "500k",
       ...options,
       rtpPort: (rtp.address() as { port: number }).port,
       rtcpPort: ((sharedPort ? rtp : rtcp).address() as { port: number }).port,
       ssrc: 0x12345678,
-      bitrate: "500k",
     });
     const child = new FfmpegProcess({ ffmpegPath: (await resolveFfmpeg()).path, args });
     const exit = waitForExit(child);
@@ -399,6 +402,29 @@ describe("forward transcode (ffmpeg -> RTP on loopback)", needsFfmpeg, () => {
     for (const pts of outputPts) assert.ok(known.has(pts), `output PTS ${pts} is an input PTS`);
     assert.equal(outputPts[0], inputPts[0], "the first frame keeps the first input PTS");
     for (let i = 1; i < outputPts.length; i++) assert.ok(outputPts[i] > outputPts[i - 1], "no reordering");
+  });
+
+  it("follows the session's bitrate and keyframe interval (RelaySession spec.video)", async (t) => {
+    // What the relay session passes for keyframeIntervalSeconds 0.5 at 30 fps: a 15-frame GOP.
+    const low = await transcodeToRtp(input, {
+      width: 256,
+      height: 256,
+      frameRate: 30,
+      bitrate: "100k",
+      gopFrames: 15,
+    });
+    const high = await transcodeToRtp(input, { width: 256, height: 256, frameRate: 30, bitrate: "1000k" });
+    const seconds = (inputPts.at(-1)! - inputPts[0]! + 3000) / 90_000;
+    assert.ok(
+      low.idrTimestamps.size >= 2 * seconds - 1 && low.idrTimestamps.size <= 2 * seconds + 1,
+      `IDRs every 0.5 s: ${low.idrTimestamps.size} in ${seconds} s`,
+    );
+    const kbps = (capture: RtpCapture) => Math.round((capture.payloadBytes * 8) / seconds / 1000);
+    t.diagnostic(
+      `IDRs ${low.idrTimestamps.size} in ${seconds} s; 100k → ${kbps(low)}, 1000k → ${kbps(high)} kbit/s`,
+    );
+    assert.ok(kbps(low) < 200, `100k asked, ${kbps(low)} kbit/s sent`);
+    assert.ok(kbps(high) > 3 * kbps(low), `1000k asked, ${kbps(high)} kbit/s sent (100k: ${kbps(low)})`);
   });
 
   it("caps the frame rate by dropping frames, keeping input timestamps (RTCP on the RTP port)", async () => {

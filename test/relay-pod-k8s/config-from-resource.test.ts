@@ -17,6 +17,7 @@ import {
   SessionSpecError,
 } from "../../relay-pod/src/session/config-from-resource.js";
 import { PASSTHROUGH_WORKFLOW } from "../../relay-pod/src/session/default-workflow.js";
+import { forwardEncoderSettings } from "../../relay-pod/src/session/config.js";
 import { parseSessionRef, SessionResourceError } from "../../relay-pod/src/session/session-resource.js";
 
 const workflow = { "1": { class_type: "LoadTensor", inputs: {} } };
@@ -107,16 +108,34 @@ describe("sessionConfigFromResource", () => {
     );
   });
 
-  test("Auto transcodes and says so; unsupported video settings are noted", () => {
+  test("Auto transcodes and says so; bitrate and keyframe interval reach the transcoder", () => {
     const { config, notes } = sessionConfigFromResource(
       resource({
-        video: { mode: "Auto", bitrateKbps: 4000, keyframeIntervalSeconds: 1, segmentDurationSeconds: 1 },
+        frameRate: 24,
+        video: { mode: "Auto", bitrateKbps: 4000, keyframeIntervalSeconds: 0.5, segmentDurationSeconds: 1 },
       }),
     );
     assert.equal(config.mode, "transcode");
-    assert.equal(notes.length, 2);
+    assert.deepEqual(notes.length, 1);
     assert.match(notes[0]!, /Auto/);
-    assert.match(notes[1]!, /bitrateKbps/);
+    assert.equal(config.bitrateKbps, 4000);
+    assert.equal(config.keyframeIntervalSec, 0.5);
+    assert.deepEqual(forwardEncoderSettings(config), { bitrate: "4000k", gopFrames: 12 });
+    // The CRD's defaults (2000 kbit/s, 1 s) are ComfyStream's own and the transcoder's.
+    assert.deepEqual(forwardEncoderSettings(sessionConfigFromResource(resource()).config), {
+      bitrate: "2000k",
+      gopFrames: 30,
+    });
+  });
+
+  test("passthrough with encoder settings other than the defaults says they do not apply", () => {
+    const video = { mode: "Passthrough", keyframeIntervalSeconds: 1, segmentDurationSeconds: 1 } as const;
+    const asked = sessionConfigFromResource(resource({ video: { ...video, bitrateKbps: 800 } }));
+    assert.equal(asked.config.mode, "passthrough");
+    assert.equal(asked.notes.length, 1);
+    assert.match(asked.notes[0]!, /bitrateKbps and keyframeIntervalSeconds apply to transcoding only/);
+    const defaults = sessionConfigFromResource(resource({ video: { ...video, bitrateKbps: 2000 } }));
+    assert.deepEqual(defaults.notes, []);
   });
 
   test("empty prompts become ComfyStream's pass-through workflow", () => {

@@ -33,6 +33,24 @@ export function parseDimension(value: string): number {
   return n;
 }
 
+/** kbit/s, 100-50000 (what the RelaySession API allows for spec.video.bitrateKbps). */
+export function parseBitrateKbps(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 100 || n > 50_000) {
+    throw new InvalidArgumentError(`expected a bitrate in kbit/s, an integer 100-50000; got "${value}"`);
+  }
+  return n;
+}
+
+/** Seconds, 0.25-10 (what the RelaySession API allows for spec.video.keyframeIntervalSeconds). */
+export function parseKeyframeInterval(value: string): number {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n < 0.25 || n > 10) {
+    throw new InvalidArgumentError(`expected a keyframe interval in seconds, 0.25-10; got "${value}"`);
+  }
+  return n;
+}
+
 export function parseSeq(value: string): number {
   if (!/^-?\d+$/.test(value))
     throw new InvalidArgumentError(`expected an integer sequence number, got "${value}"`);

@@ -4,13 +4,20 @@ import { Option, type Command } from "commander";
 import { createLogger, type Logger } from "../log.js";
 import { RelaySession } from "../session/relay-session.js";
 import { EXIT_CODES } from "../session/exit-codes.js";
-import { buildSessionConfig, type SessionConfigInput } from "../session/config.js";
+import {
+  DEFAULT_BITRATE_KBPS,
+  DEFAULT_KEYFRAME_INTERVAL_SEC,
+  buildSessionConfig,
+  type SessionConfigInput,
+} from "../session/config.js";
 import { PASSTHROUGH_WORKFLOW } from "../session/default-workflow.js";
 import type { RelayMode, SessionStatus } from "../session/types.js";
 import {
   collect,
   onShutdownSignal,
+  parseBitrateKbps,
   parseDimension,
+  parseKeyframeInterval,
   parseHttpUrl,
   parsePositiveInteger,
   parsePositiveNumber,
@@ -30,6 +37,18 @@ export function addSessionOptions(command: Command): Command {
       )
         .choices(["transcode", "passthrough"])
         .default("transcode"),
+    )
+    .option(
+      "--bitrate <kbps>",
+      "target bitrate of the H.264 sent to ComfyStream, kbit/s (transcode mode)",
+      parseBitrateKbps,
+      DEFAULT_BITRATE_KBPS,
+    )
+    .option(
+      "--keyframe-interval <seconds>",
+      "keyframe interval of the H.264 sent to ComfyStream (transcode mode)",
+      parseKeyframeInterval,
+      DEFAULT_KEYFRAME_INTERVAL_SEC,
     )
     .option(
       "--segment-duration <seconds>",
@@ -66,6 +85,8 @@ const SPEC_OPTIONS = [
   "frameRate",
   "prompts",
   "mode",
+  "bitrate",
+  "keyframeInterval",
   "segmentDuration",
   "id",
 ] as const;
@@ -244,6 +265,8 @@ export function sessionInputFromOptions(
     width: opts.width as number,
     height: opts.height as number,
     frameRate: opts.frameRate as number,
+    bitrateKbps: opts.bitrate as number,
+    keyframeIntervalSec: opts.keyframeInterval as number,
     segmentDurationSec: opts.segmentDuration as number,
     iceAddresses: opts.iceAddress as string[],
     insecureTls: opts.insecure as boolean,

@@ -4,7 +4,7 @@
 
 import type { ComfyWorkflow, RelaySession, RelaySessionSpec } from "../../../crds/src/relay-session.js";
 import { defaultOutputUrl } from "../../../crds/src/output-url.js";
-import { buildSessionConfig } from "./config.js";
+import { DEFAULT_BITRATE_KBPS, DEFAULT_KEYFRAME_INTERVAL_SEC, buildSessionConfig } from "./config.js";
 import { PASSTHROUGH_WORKFLOW } from "./default-workflow.js";
 import { normalisePrompts } from "./prompts.js";
 import type { QueueCapacities, RelayMode, RelaySessionConfig } from "./types.js";
@@ -46,9 +46,13 @@ export function sessionConfigFromResource(
   const notes: string[] = [];
   const mode = relayModeFromSpec(spec.video?.mode, notes);
   const { bitrateKbps, keyframeIntervalSeconds } = spec.video ?? {};
-  if ((bitrateKbps ?? 2000) !== 2000 || (keyframeIntervalSeconds ?? 1) !== 1) {
+  // The CRD defaults both fields, so only values that differ from the defaults were asked for.
+  const encoderSettingsAsked =
+    (bitrateKbps ?? DEFAULT_BITRATE_KBPS) !== DEFAULT_BITRATE_KBPS ||
+    (keyframeIntervalSeconds ?? DEFAULT_KEYFRAME_INTERVAL_SEC) !== DEFAULT_KEYFRAME_INTERVAL_SEC;
+  if (mode === "passthrough" && encoderSettingsAsked) {
     notes.push(
-      "spec.video.bitrateKbps and keyframeIntervalSeconds are not applied: the transcoder uses its own rate control and a 1 s GOP",
+      "spec.video.bitrateKbps and keyframeIntervalSeconds apply to transcoding only: passthrough sends the input's own H.264",
     );
   }
   let outputUrl = spec.trickle.outputUrl;
@@ -72,6 +76,8 @@ export function sessionConfigFromResource(
     ...(spec.height !== undefined ? { height: spec.height } : {}),
     ...(spec.frameRate !== undefined ? { frameRate: spec.frameRate } : {}),
     mode,
+    ...(bitrateKbps !== undefined ? { bitrateKbps } : {}),
+    ...(keyframeIntervalSeconds !== undefined ? { keyframeIntervalSec: keyframeIntervalSeconds } : {}),
     ...(spec.video?.segmentDurationSeconds !== undefined
       ? { segmentDurationSec: spec.video.segmentDurationSeconds }
       : {}),

@@ -7,6 +7,22 @@ import {
   type RelaySessionConfig,
 } from "./types.js";
 
+export const DEFAULT_BITRATE_KBPS = 2000;
+export const DEFAULT_KEYFRAME_INTERVAL_SEC = 1;
+
+/**
+ * The transcoder's rate control for a session: x264 counts the GOP in frames, so the interval is
+ * taken at the session's frame rate (the cap; a slower input stretches it).
+ */
+export function forwardEncoderSettings(
+  config: Pick<RelaySessionConfig, "bitrateKbps" | "keyframeIntervalSec" | "frameRate">,
+): { bitrate: string; gopFrames: number } {
+  return {
+    bitrate: `${config.bitrateKbps}k`,
+    gopFrames: Math.max(1, Math.round(config.keyframeIntervalSec * config.frameRate)),
+  };
+}
+
 export interface SessionConfigInput {
   id: string;
   inputUrl: string;
@@ -19,13 +35,18 @@ export interface SessionConfigInput {
   height?: number;
   frameRate?: number;
   mode?: RelayMode;
+  bitrateKbps?: number;
+  keyframeIntervalSec?: number;
   segmentDurationSec?: number;
   queueCapacities?: Partial<QueueCapacities>;
   iceAddresses?: string[];
   insecureTls?: boolean;
 }
 
-/** Fills defaults: 512×512 at 30 fps, 1 s segments, transcode, the documented queue capacities. */
+/**
+ * Fills defaults: 512×512 at 30 fps, transcode at 2000 kbit/s with a keyframe every second (what
+ * ComfyStream's own encoder uses), 1 s segments, the documented queue capacities.
+ */
 export function buildSessionConfig(input: SessionConfigInput): RelaySessionConfig {
   const config: RelaySessionConfig = {
     id: input.id,
@@ -37,6 +58,8 @@ export function buildSessionConfig(input: SessionConfigInput): RelaySessionConfi
     height: input.height ?? 512,
     frameRate: input.frameRate ?? 30,
     mode: input.mode ?? "transcode",
+    bitrateKbps: input.bitrateKbps ?? DEFAULT_BITRATE_KBPS,
+    keyframeIntervalSec: input.keyframeIntervalSec ?? DEFAULT_KEYFRAME_INTERVAL_SEC,
     segmentDurationSec: input.segmentDurationSec ?? 1,
     queueCapacities: { ...DEFAULT_QUEUE_CAPACITIES, ...input.queueCapacities },
     iceAddresses: input.iceAddresses?.length ? input.iceAddresses : iceAddressesFromEnv(),

@@ -26,6 +26,7 @@ import { buildStatusEvent } from "../report/events.js";
 import { FramePacer, type PacedFrame } from "./pacer.js";
 import { RtpFrameAssembler, setRtpTimestamp, type RtpFrame } from "./rtp-frames.js";
 import { FrameMatcher, timestampJitter } from "./frame-matcher.js";
+import { forwardEncoderSettings } from "./config.js";
 import { PercentileWindow, RateMeter } from "./stats.js";
 import { normalisePrompts, promptsFromControlMessage } from "./prompts.js";
 import type { RelaySessionConfig, SessionState, SessionStatus, WebRtcConnectionState } from "./types.js";
@@ -486,6 +487,7 @@ export class RelaySession extends EventEmitter {
       width: this.config.width,
       height: this.config.height,
       frameRate: this.config.frameRate,
+      ...forwardEncoderSettings(this.config),
       rtpPort: port,
       rtcpPort: port,
     });

@@ -35,6 +35,10 @@ export interface RelaySessionConfig {
   height: number;
   frameRate: number;
   mode: RelayMode;
+  /** Target bitrate of the H.264 sent to ComfyStream, kbit/s (transcode mode). */
+  bitrateKbps: number;
+  /** Keyframe (GOP) interval of the H.264 sent to ComfyStream, seconds (transcode mode). */
+  keyframeIntervalSec: number;
   /** Shortest output segment; a new one starts at the first IDR after this much PTS. */
   segmentDurationSec: number;
   queueCapacities: QueueCapacities;
