@@ -24,9 +24,10 @@ import {
   withRequestTimeout,
 } from "./kube/client.js";
 import { createNamespacedInformers, type InformerGroup } from "./kube/informer.js";
+import { OwnerIndex } from "./kube/owner-index.js";
 import { LeaderElector } from "./kube/leader-election.js";
 import { WorkQueue } from "./kube/workqueue.js";
-import { RelaySessionReconciler, sweepOrphanPods } from "./controller/reconciler.js";
+import { RelaySessionReconciler, podOwnerUid, sweepOrphanPods } from "./controller/reconciler.js";
 import { EventRecorder } from "./controller/events.js";
 import type { RelayPodDefaults } from "./controller/desired-pod.js";
 import { RELAY_POD_SELECTOR, sessionKeyOfPod } from "./controller/labels.js";
@@ -80,6 +81,7 @@ export class Operator extends EventEmitter {
   private readonly kubeConfig: KubeConfig;
   private sessions: InformerGroup<RelaySession> | undefined;
   private pods: InformerGroup<V1Pod> | undefined;
+  private podsByOwner: OwnerIndex<V1Pod> | undefined;
   private readonly queue: WorkQueue;
   private elector: LeaderElector | undefined;
   private healthServer: FastifyInstance | undefined;
@@ -250,6 +252,7 @@ export class Operator extends EventEmitter {
       if (key) this.queue.add(key);
     };
     for (const event of ["add", "update", "delete"] as const) this.pods.on(event, enqueueOwner);
+    this.podsByOwner = new OwnerIndex(this.pods, podOwnerUid);
   }
 
   private enqueue(namespace: string | undefined, name: string | undefined): void {
@@ -269,7 +272,10 @@ export class Operator extends EventEmitter {
     const reconciler = new RelaySessionReconciler({
       kubeConfig,
       sessions: this.sessions!,
-      pods: this.pods!,
+      pods: {
+        list: (namespace) => this.pods!.list(namespace),
+        byOwner: (uid) => this.podsByOwner!.byOwner(uid),
+      },
       events: new EventRecorder({ kubeConfig, logger: this.log }),
       relayImage: this.options.relayImage,
       relayDefaults: this.options.relayDefaults,

@@ -62,9 +62,11 @@ export interface SessionCache {
   get(namespace: string, name: string): RelaySession | undefined;
 }
 
-/** Read access to the relay pod informer cache (the reconciler filters by session itself). */
+/** Read access to the relay pod informer cache. */
 export interface PodCache {
   list(namespace?: string): V1Pod[];
+  /** The cached pods whose owning session has this uid (`podOwnerUid`); an index, not a scan. */
+  byOwner(uid: string): V1Pod[];
 }
 
 export interface RelaySessionReconcilerDeps {
@@ -640,9 +642,9 @@ export class RelaySessionReconciler {
 
   private ownedPods(session: RelaySession): V1Pod[] {
     const uid = session.metadata.uid;
-    return this.pods
-      .list(session.metadata.namespace)
-      .filter((pod) => uid !== undefined && podOwnerUid(pod) === uid);
+    if (uid === undefined) return [];
+    // Owner references never cross namespaces; the check guards a uid label copied elsewhere.
+    return this.pods.byOwner(uid).filter((pod) => pod.metadata?.namespace === session.metadata.namespace);
   }
 
   /** A live read, for when the cache may be behind our own writes. */

@@ -32,7 +32,11 @@ import {
 } from "../../../crds/src/index.js";
 import { desiredRelayPod } from "../../../operator/src/controller/desired-pod.js";
 import { EventRecorder } from "../../../operator/src/controller/events.js";
-import { RelaySessionReconciler, sweepOrphanPods } from "../../../operator/src/controller/reconciler.js";
+import {
+  RelaySessionReconciler,
+  podOwnerUid,
+  sweepOrphanPods,
+} from "../../../operator/src/controller/reconciler.js";
 import { silentLogger } from "../../../relay-pod/src/log.js";
 import { resolveEnvtestAssets, startControlPlane, type ControlPlane } from "../../infra/apiserver.js";
 import { RELAY_IMAGE, readExample, repositoryRoot } from "./fixtures.js";
@@ -58,6 +62,7 @@ class ListedCaches {
   readonly pods = {
     list: (namespace?: string) =>
       this.podSnapshot.filter((pod) => !namespace || pod.metadata?.namespace === namespace),
+    byOwner: (uid: string) => this.podSnapshot.filter((pod) => podOwnerUid(pod) === uid),
   };
 
   async refresh(): Promise<void> {

@@ -22,6 +22,7 @@ import {
   createNamespacedInformers,
   type SupervisedInformerOptions,
 } from "../../../operator/src/kube/informer.js";
+import { OwnerIndex } from "../../../operator/src/kube/owner-index.js";
 import { resolveEnvtestAssets, startControlPlane, type ControlPlane } from "../../infra/apiserver.js";
 import { captureLogger, eventually, sleep } from "./helpers.js";
 import { StallingProxy } from "./stalling-proxy.js";
@@ -74,6 +75,8 @@ describe("SupervisedInformer on a real kube-apiserver", { skip: assets.skipReaso
       "inf-silent",
       "inf-stop",
       "inf-crash",
+      "inf-index-a",
+      "inf-index-b",
     ]) {
       await core.createNamespace({ body: { metadata: { name } } });
     }
@@ -146,6 +149,57 @@ describe("SupervisedInformer on a real kube-apiserver", { skip: assets.skipReaso
     await eventually("resync of every cached object", 3_000, () => resynced.has("existing"));
     assert.ok(!resynced.has("x"), "deleted objects are not resynced");
     await informer.stop();
+  });
+
+  test("OwnerIndex: objects filed by owner as they are listed, added, moved and deleted, across a group", async () => {
+    // The operator files relay pods by their session's uid; a label plays the owner here.
+    const [a, b] = ["inf-index-a", "inf-index-b"];
+    const labelled = (owner: string) => ({ metadata: { labels: { owner } } });
+    await core.createNamespacedConfigMap({
+      namespace: a,
+      body: { metadata: { name: "early", labels: { owner: "s1" } } },
+    });
+    const group = createNamespacedInformers<V1ConfigMap>([a, b], (namespace) => ({
+      kubeConfig: kc,
+      name: `index-${namespace}`,
+      path: `/api/v1/namespaces/${namespace}/configmaps`,
+    }));
+    informers.push(group);
+    await group.start();
+    const index = new OwnerIndex(group, (cm) => cm.metadata?.labels?.owner);
+    const owned = (owner: string) =>
+      index
+        .byOwner(owner)
+        .map((cm) => `${cm.metadata?.namespace}/${cm.metadata?.name}`)
+        .sort();
+    assert.deepEqual(owned("s1"), [`${a}/early`], "listed before the index existed");
+
+    await core.createNamespacedConfigMap({
+      namespace: a,
+      body: { metadata: { name: "p1", labels: { owner: "s1" } } },
+    });
+    await core.createNamespacedConfigMap({
+      namespace: b,
+      body: { metadata: { name: "p2", labels: { owner: "s2" } } },
+    });
+    await core.createNamespacedConfigMap({ namespace: b, body: { metadata: { name: "unowned" } } });
+    await eventually("added", 5_000, () => owned("s1").length === 2 && owned("s2").length === 1);
+    assert.deepEqual(owned("s1"), [`${a}/early`, `${a}/p1`]);
+    assert.deepEqual(owned("s2"), [`${b}/p2`]);
+
+    await core.patchNamespacedConfigMap({ namespace: a, name: "p1", body: labelled("s2") }, mergePatch);
+    await eventually("moved", 5_000, () => owned("s2").length === 2);
+    assert.deepEqual(owned("s1"), [`${a}/early`]);
+    assert.equal(
+      index.byOwner("s2").find((cm) => cm.metadata?.name === "p1")?.metadata?.labels?.owner,
+      "s2",
+      "objects come from the cache, current",
+    );
+
+    await deleteConfigMap(a, "early");
+    await eventually("deleted", 5_000, () => owned("s1").length === 0);
+    assert.equal(index.owners, 1, "an owner with nothing left is forgotten");
+    assert.deepEqual(owned("nobody"), []);
   });
 
   test("an informer group watches exactly the listed namespaces, or all of them", async () => {
