@@ -53,6 +53,17 @@ function newSession(base: string, comfystreamUrl: string, extra: { control?: boo
   return session;
 }
 
+/** A trickle server with `channels`, a stand-in ComfyStream and a collector on the output channel. */
+async function startRig(kind: "ts" | "py", channels = ["in", "in-out"]) {
+  const { server, base } = await startTrickle(channels);
+  cleanups.push(() => server.close());
+  const peer = await startPeer(kind);
+  cleanups.push(() => peer.stop());
+  const output = collectOutput(`${base}in-out`);
+  cleanups.push(() => output.close());
+  return { base, peer, output };
+}
+
 describe("relay session end to end", { skip: needsLoopbackNamespace }, () => {
   for (const kind of ["ts", "py"] as const) {
     test(
@@ -62,18 +73,13 @@ describe("relay session end to end", { skip: needsLoopbackNamespace }, () => {
       { timeout: 90_000 },
       async (t) => {
         const { segments, pts: inputPts } = await makeInputSegments({ seconds: 10 });
-        const { server, base } = await startTrickle(["in", "in-out", "in-control", "in-events"]);
+        const { base, peer, output } = await startRig(kind, ["in", "in-out", "in-control", "in-events"]);
         const events = new TrickleEventsReader(`${base}in-events`, { startSeq: 0 });
         cleanups.push(() => events.close());
         const statusEvents: Array<Record<string, unknown>> = [];
         void (async () => {
           for await (const e of events) if (e.event.type === "status") statusEvents.push(e.event);
         })().catch(() => undefined);
-        cleanups.push(() => server.close());
-        const peer = await startPeer(kind);
-        cleanups.push(() => peer.stop());
-        const output = collectOutput(`${base}in-out`);
-        cleanups.push(() => output.close());
 
         const session = newSession(base, peer.url, { control: true });
         await session.start();
@@ -202,12 +208,7 @@ describe("relay session end to end", { skip: needsLoopbackNamespace }, () => {
         size: "256x256",
         bFrames: 0,
       });
-      const { server, base } = await startTrickle(["in", "in-out"]);
-      cleanups.push(() => server.close());
-      const peer = await startPeer("ts");
-      cleanups.push(() => peer.stop());
-      const output = collectOutput(`${base}in-out`);
-      cleanups.push(() => output.close());
+      const { base, peer, output } = await startRig("ts");
       const session = new RelaySession(
         buildSessionConfig({
           id: "passthrough",
@@ -245,26 +246,8 @@ describe("relay session end to end", { skip: needsLoopbackNamespace }, () => {
       // RTP socket from ffmpeg overflowed and whole frames went missing (RcvbufErrors in
       // /proc/net/snmp). A synchronous stall is the same starvation, made deterministic.
       const { segments } = await makeInputSegments({ seconds: 6 });
-      const { server, base } = await startTrickle(["in", "in-out"]);
-      cleanups.push(() => server.close());
-      const peer = await startPeer("ts");
-      cleanups.push(() => peer.stop());
-      const output = collectOutput(`${base}in-out`);
-      cleanups.push(() => output.close());
-      const session = new RelaySession(
-        buildSessionConfig({
-          id: "stalled",
-          inputUrl: `${base}in`,
-          outputUrl: `${base}in-out`,
-          comfystreamUrl: peer.url,
-          prompts: [PASSTHROUGH_WORKFLOW],
-          width: 256,
-          height: 256,
-          frameRate: 30,
-          iceAddresses: ICE_ADDRESSES,
-        }),
-      );
-      cleanups.push(() => session.stop());
+      const { base, peer } = await startRig("ts");
+      const session = newSession(base, peer.url);
       await session.start();
       await waitFor(() => session.status().webrtcState === "connected", 20_000, "WebRTC connected");
       const publishing = publishPaced(`${base}in`, segments);
