@@ -18,6 +18,21 @@ import { desiredRelayPod } from "../../../operator/src/controller/desired-pod.js
 export const repositoryRoot = findRepositoryRoot();
 export const RELAY_IMAGE = "ghcr.io/example/trickle-relay:test";
 
+/** A container's status as the kubelet reports it: the relay container unless `name`/`image` say. */
+export function containerStatus<S extends object>(
+  state: S,
+  options: { name?: string; image?: string; ready?: boolean } = {},
+): { name: string; image: string; imageID: string; ready: boolean; restartCount: number; state: S } {
+  return {
+    name: options.name ?? "relay",
+    image: options.image ?? RELAY_IMAGE,
+    imageID: "",
+    ready: options.ready ?? false,
+    restartCount: 0,
+    state,
+  };
+}
+
 export function readExample(file: "basic.yaml" | "sidecar-gpu.yaml"): RelaySessionInput {
   return parse(readFileSync(join(repositoryRoot, "crds/examples", file), "utf8")) as RelaySessionInput;
 }
@@ -85,16 +100,7 @@ export function podIn(
       pod.status = {
         phase: "Pending",
         conditions: [scheduled],
-        containerStatuses: [
-          {
-            name: "relay",
-            image: RELAY_IMAGE,
-            imageID: "",
-            ready: false,
-            restartCount: 0,
-            state: { waiting: { reason: "ContainerCreating" } },
-          },
-        ],
+        containerStatuses: [containerStatus({ waiting: { reason: "ContainerCreating" } })],
       };
       break;
     case "running":
@@ -110,20 +116,13 @@ export function podIn(
         containerStatuses: state.reason
           ? []
           : [
-              {
-                name: "relay",
-                image: RELAY_IMAGE,
-                imageID: "",
-                ready: false,
-                restartCount: 0,
-                state: {
-                  terminated: {
-                    exitCode: state.exitCode ?? 1,
-                    reason: "Error",
-                    finishedAt: at(state.finishedAt ?? 10),
-                  },
+              containerStatus({
+                terminated: {
+                  exitCode: state.exitCode ?? 1,
+                  reason: "Error",
+                  finishedAt: at(state.finishedAt ?? 10),
                 },
-              },
+              }),
             ],
       };
       break;
@@ -133,16 +132,9 @@ export function podIn(
         conditions: [scheduled],
         startTime: at(1),
         containerStatuses: [
-          {
-            name: "relay",
-            image: RELAY_IMAGE,
-            imageID: "",
-            ready: false,
-            restartCount: 0,
-            state: {
-              terminated: { exitCode: 0, reason: "Completed", finishedAt: at(state.finishedAt ?? 10) },
-            },
-          },
+          containerStatus({
+            terminated: { exitCode: 0, reason: "Completed", finishedAt: at(state.finishedAt ?? 10) },
+          }),
         ],
       };
       break;
@@ -152,22 +144,10 @@ export function podIn(
         conditions: [scheduled],
         startTime: at(1),
         containerStatuses: [
-          {
-            name: "relay",
-            image: RELAY_IMAGE,
-            imageID: "",
-            ready: false,
-            restartCount: 0,
-            state: { terminated: { exitCode: state.exitCode, finishedAt: at(state.finishedAt ?? 10) } },
-          },
-          {
-            name: "comfystream",
-            image: "c",
-            imageID: "",
-            ready: true,
-            restartCount: 0,
-            state: { running: {} },
-          },
+          containerStatus({
+            terminated: { exitCode: state.exitCode, finishedAt: at(state.finishedAt ?? 10) },
+          }),
+          containerStatus({ running: {} }, { name: "comfystream", image: "c", ready: true }),
         ],
       };
       break;

@@ -39,7 +39,7 @@ import {
 } from "../../../operator/src/controller/reconciler.js";
 import { silentLogger } from "../../../relay-pod/src/log.js";
 import { resolveEnvtestAssets, startControlPlane, type ControlPlane } from "../../infra/apiserver.js";
-import { RELAY_IMAGE, readExample, repositoryRoot } from "./fixtures.js";
+import { RELAY_IMAGE, containerStatus, readExample, repositoryRoot } from "./fixtures.js";
 
 const assets = await resolveEnvtestAssets();
 const mergePatch = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
@@ -147,16 +147,7 @@ class Harness {
     await this.setPodStatus(name, {
       phase: "Failed",
       conditions: [{ type: "PodScheduled", status: "True", lastTransitionTime: now }],
-      containerStatuses: [
-        {
-          name: "relay",
-          image: RELAY_IMAGE,
-          imageID: "",
-          ready: false,
-          restartCount: 0,
-          state: { terminated: { exitCode: 1, reason: "Error", finishedAt: now } },
-        },
-      ],
+      containerStatuses: [containerStatus({ terminated: { exitCode: 1, reason: "Error", finishedAt: now } })],
       ...extra,
     });
   }
@@ -560,14 +551,7 @@ describe("RelaySessionReconciler on a real kube-apiserver", { skip: assets.skipR
     await h.setPodStatus("done-relay-0", {
       phase: "Succeeded",
       containerStatuses: [
-        {
-          name: "relay",
-          image: RELAY_IMAGE,
-          imageID: "",
-          ready: false,
-          restartCount: 0,
-          state: { terminated: { exitCode: 0, reason: "Completed", finishedAt: now } },
-        },
+        containerStatus({ terminated: { exitCode: 0, reason: "Completed", finishedAt: now } }),
       ],
     });
     const finished = await h.reconcile("done");
@@ -628,22 +612,11 @@ describe("RelaySessionReconciler on a real kube-apiserver", { skip: assets.skipR
       phase: "Running",
       conditions: [{ type: "PodScheduled", status: "True", lastTransitionTime: now }],
       containerStatuses: [
-        {
-          name: "relay",
-          image: RELAY_IMAGE,
-          imageID: "",
-          ready: false,
-          restartCount: 0,
-          state: { terminated: { exitCode: 0, reason: "Completed", finishedAt: now } },
-        },
-        {
-          name: "comfystream",
-          image: "livepeer/comfystream:0.1.8",
-          imageID: "",
-          ready: true,
-          restartCount: 0,
-          state: { running: { startedAt: now } },
-        },
+        containerStatus({ terminated: { exitCode: 0, reason: "Completed", finishedAt: now } }),
+        containerStatus(
+          { running: { startedAt: now } },
+          { name: "comfystream", image: "livepeer/comfystream:0.1.8", ready: true },
+        ),
       ],
     });
     await h.reconcile("sidecar-gpu");
