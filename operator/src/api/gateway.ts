@@ -14,7 +14,7 @@ import {
   setHeaderOptions,
   type KubeConfig,
 } from "@kubernetes/client-node";
-import Fastify, { LogController, type FastifyError, type FastifyInstance, type FastifyReply } from "fastify";
+import Fastify, { LogController, type FastifyInstance, type FastifyReply } from "fastify";
 import {
   RELAY_SESSION_API_VERSION,
   RELAY_SESSION_GROUP,
@@ -27,7 +27,12 @@ import {
   type RelaySessionSpecInput,
 } from "../../../crds/src/index.js";
 import { silentLogger, type Logger } from "../../../relay-pod/src/log.js";
-import { API_BODY_LIMIT_BYTES, describeError, sendError } from "../../../relay-pod/src/server/api.js";
+import {
+  API_BODY_LIMIT_BYTES,
+  describeError,
+  installErrorReplies,
+  sendError,
+} from "../../../relay-pod/src/server/api.js";
 import type { StartSessionRequest } from "../../../relay-pod/src/server/session-manager.js";
 import {
   RequestValidationError,
@@ -134,23 +139,12 @@ export function buildGatewayServer(options: GatewayOptions): GatewayServer {
     );
   });
 
-  app.setErrorHandler((err: FastifyError, request, reply) => {
-    const { status, message } =
-      err instanceof ApiException
-        ? describeKubeError(err)
-        : isConnectionError(err)
-          ? { status: 503, message: `the Kubernetes API server is unreachable: ${err.message}` }
-          : describeError(err);
-    if (status >= 500) request.log.error({ err, url: request.url, method: request.method }, "request failed");
-    return sendError(reply, status, message);
-  });
-
-  app.setNotFoundHandler((request, reply) =>
-    sendError(
-      reply,
-      404,
-      `no route for ${request.method} ${request.url.split("?")[0]}; see GET /sessions, POST /session/start`,
-    ),
+  installErrorReplies(app, (err) =>
+    err instanceof ApiException
+      ? describeKubeError(err)
+      : isConnectionError(err)
+        ? { status: 503, message: `the Kubernetes API server is unreachable: ${err.message}` }
+        : describeError(err),
   );
 
   /** The session with standalone id `id`, or undefined after a 404 reply has been sent. */

@@ -14,7 +14,14 @@
  *   *      /ai/trickle/...         the in-process trickle server, when one is given
  */
 import http from "node:http";
-import Fastify, { LogController, type FastifyError, type FastifyInstance, type FastifyReply } from "fastify";
+import Fastify, {
+  LogController,
+  type FastifyBaseLogger,
+  type FastifyError,
+  type FastifyInstance,
+  type FastifyReply,
+  type RawServerDefault,
+} from "fastify";
 import type { Registry } from "prom-client";
 import { silentLogger, type Logger } from "../log.js";
 import { renderMetrics } from "../report/metrics.js";
@@ -91,19 +98,7 @@ export function buildApiServer(options: ApiServerOptions): ApiServer {
     );
   });
 
-  app.setErrorHandler((err: FastifyError, request, reply) => {
-    const { status, message } = describeError(err);
-    if (status >= 500) request.log.error({ err, url: request.url, method: request.method }, "request failed");
-    return sendError(reply, status, message);
-  });
-
-  app.setNotFoundHandler((request, reply) =>
-    sendError(
-      reply,
-      404,
-      `no route for ${request.method} ${request.url.split("?")[0]}; see GET /sessions, POST /session/start`,
-    ),
-  );
+  installErrorReplies(app);
 
   app.get("/health", async () => ({ status: "healthy" }));
 
@@ -206,6 +201,28 @@ export function sendError(
 ) {
   const body: ErrorBody = { success: false, error: message, ...extra };
   return reply.code(status).type("application/json; charset=utf-8").send(body);
+}
+
+/**
+ * Errors and unknown routes answered with the old service's error body (5xx also logged). The
+ * gateway passes a `describe` that knows Kubernetes API errors before falling back to describeError.
+ */
+export function installErrorReplies<AppLogger extends FastifyBaseLogger>(
+  app: FastifyInstance<RawServerDefault, http.IncomingMessage, http.ServerResponse, AppLogger>,
+  describe: (err: FastifyError) => { status: number; message: string } = describeError,
+): void {
+  app.setErrorHandler((err: FastifyError, request, reply) => {
+    const { status, message } = describe(err);
+    if (status >= 500) request.log.error({ err, url: request.url, method: request.method }, "request failed");
+    return sendError(reply, status, message);
+  });
+  app.setNotFoundHandler((request, reply) =>
+    sendError(
+      reply,
+      404,
+      `no route for ${request.method} ${request.url.split("?")[0]}; see GET /sessions, POST /session/start`,
+    ),
+  );
 }
 
 /** fastify's own errors (body parsing, limits) and ours, as a status code and a readable message. */
