@@ -18,6 +18,7 @@
  *
  * Tests skip, with the reason, when this machine cannot do it: not root, no engine, images not built.
  */
+import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import { networkInterfaces } from "node:os";
 import { fileURLToPath } from "node:url";
@@ -110,6 +111,21 @@ export async function imageConfig(
 export const OCI_LABELS = ["title", "description", "source", "version", "revision", "licenses"].map(
   (key) => `org.opencontainers.image.${key}`,
 );
+
+/**
+ * What both images must declare: a numeric non-root user (so runAsNonRoot can check it), their
+ * command last in the entrypoint, and the OCI labels.
+ */
+export async function assertImageDeclares(image: string, command: string): Promise<void> {
+  const config = await imageConfig(image);
+  assert.match(
+    config.user,
+    /^[1-9][0-9]*(:[0-9]+)?$/,
+    "a numeric non-root user, so runAsNonRoot can check it",
+  );
+  assert.equal(config.entrypoint.at(-1), command);
+  for (const label of OCI_LABELS) assert.ok(config.labels[label], `label ${label}`);
+}
 
 /** Container state after it ended (testcontainers' stop() does not report it). */
 export async function inspectContainer(
