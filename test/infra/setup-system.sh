@@ -4,10 +4,13 @@
 #
 #   setup-system.sh                 everything the test suite needs
 #   setup-system.sh --only ffmpeg   just ffmpeg (what the demo needs)
+#
+# When another apt/dpkg process holds the package lock it waits for it (up to
+# TRICKLE_RELAY_APT_LOCK_TIMEOUT seconds, default 900) instead of failing.
 set -euo pipefail
 
 usage() {
-  sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 only=""
@@ -58,5 +61,7 @@ fi
 
 echo "setup-system: installing ${missing[*]} from Debian's archive" >&2
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -q >/dev/null
-apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+APT_LOG_PREFIX=setup-system
+source "$(dirname "$0")/apt-get-waiting.sh"
+apt_get_waiting update -q >/dev/null
+apt_get_waiting install -y -q --no-install-recommends "${missing[@]}" >/dev/null
