@@ -5,7 +5,8 @@
  * namespace of test/infra/run-tests.sh.
  *
  * The binaries come from test/infra/envtest/assets.sh (KUBEBUILDER_ASSETS, or Kubernetes 1.20.2
- * built from Debian bookworm sources and cached). Typical use:
+ * built from Debian bookworm sources and cached; run-tests.sh builds them before the tests start).
+ * Typical use:
  *
  *   const assets = await resolveEnvtestAssets();
  *   test("…", { skip: assets.skipReason }, async () => {
@@ -123,16 +124,22 @@ export type EnvtestAssets = { dir: string; skipReason: false } | { dir: undefine
 let assetsPromise: Promise<EnvtestAssets> | undefined;
 
 /**
- * Locates (and on first use, as root, builds — several minutes) the control-plane binaries via
- * assets.sh. Resolves to a skip reason only when they cannot be obtained without root; as root a
- * failing build is an error, so CI cannot silently skip the suite.
+ * Locates the control-plane binaries via `assets.sh --check`. It never builds them: the first build
+ * takes minutes and needs Debian's archive, so test/infra/run-tests.sh (and `npm run envtest:assets`)
+ * does it before the tests start, outside the loopback-only namespace and outside any test's timeout.
+ * Resolves to a skip reason only when not root; as root missing assets are an error, so CI cannot
+ * silently skip the suite.
  */
 export function resolveEnvtestAssets(): Promise<EnvtestAssets> {
   assetsPromise ??= (async () => {
-    const result = await run("bash", [assetsScript], { timeoutMs: 60 * 60_000, stderrToParent: true });
+    const result = await run("bash", [assetsScript, "--check"], { timeoutMs: 60_000 });
     const dir = result.stdout.trim();
     if (result.code === 0 && dir !== "") return { dir, skipReason: false };
-    const reason = `envtest assets unavailable: ${lastLines(result.stderr, 8) || `assets.sh exited ${result.code}`}`;
+    const reason =
+      `envtest assets (kube-apiserver, kube-controller-manager, etcd) are not built: ` +
+      `${lastLines(result.stderr, 4) || `assets.sh --check exited ${result.code}`}. ` +
+      "Tests never build them; run the tests with `npm test` or `bash test/infra/run-tests.sh FILE...`, " +
+      "which build them first, or run `npm run -s envtest:assets` once.";
     if (process.getuid?.() === 0) throw new Error(reason);
     return { dir: undefined, skipReason: reason };
   })();
@@ -630,17 +637,14 @@ function collect(res: import("node:http").IncomingMessage, ok: (r: HttpResult) =
 function run(
   command: string,
   args: string[],
-  options: { input?: string | undefined; timeoutMs: number; stderrToParent?: boolean },
+  options: { input?: string | undefined; timeoutMs: number },
 ): Promise<KubectlResult> {
   return new Promise((ok) => {
     const child = spawn(command, args, { stdio: ["pipe", "pipe", "pipe"] });
     let stdout = "";
     let stderr = "";
     child.stdout.on("data", (c: Buffer) => (stdout += c.toString("utf8")));
-    child.stderr.on("data", (c: Buffer) => {
-      stderr += c.toString("utf8");
-      if (options.stderrToParent) process.stderr.write(c);
-    });
+    child.stderr.on("data", (c: Buffer) => (stderr += c.toString("utf8")));
     const timer = setTimeout(() => {
       stderr += `\n[harness] ${command} killed after ${options.timeoutMs} ms`;
       child.kill("SIGKILL");
