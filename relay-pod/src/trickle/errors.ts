@@ -7,10 +7,19 @@
 /** The channel does not exist (404): never created, deleted, swept, or refused. Terminal. */
 export class TrickleStreamNotFoundError extends Error {
   override readonly name = "TrickleStreamNotFoundError";
-  constructor(readonly url: string) {
-    super(`trickle stream not found: ${url}`);
+  /** `hint` says what the user can do about it (e.g. for a publish the server refused). */
+  constructor(
+    readonly url: string,
+    hint?: string,
+  ) {
+    super(`trickle stream not found: ${url}${hint ? ` (${hint})` : ""}`);
   }
 }
+
+/** What to do when a trickle server refuses a publish with 404 (spec §4: it creates channels only with autocreate). */
+export const PUBLISH_REFUSED_HINT =
+  "the server refused to publish to it: the channel does not exist and the server does not create channels on publish; " +
+  "create the channel first (go-livepeer's orchestrator does for -out channels) or run the trickle server with autocreate";
 
 /** A non-success HTTP status other than the ones the protocol gives a meaning to. */
 export class TrickleHttpError extends Error {

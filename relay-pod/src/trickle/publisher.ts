@@ -4,7 +4,12 @@
  */
 import type http from "node:http";
 import { silentLogger, type Logger } from "../log.js";
-import { TrickleEndOfStreamError, TrickleHttpError, TrickleStreamNotFoundError } from "./errors.js";
+import {
+  PUBLISH_REFUSED_HINT,
+  TrickleEndOfStreamError,
+  TrickleHttpError,
+  TrickleStreamNotFoundError,
+} from "./errors.js";
 import {
   TrickleHeader,
   channelChildUrl,
@@ -158,7 +163,8 @@ type Classified = { terminal: true; error: Error } | { terminal: false; error: E
  */
 function classifyOutcome(outcome: PostOutcome, url: string): Classified {
   if (outcome.kind === "error") return { terminal: false, error: outcome.error };
-  if (outcome.status === 404) return { terminal: true, error: new TrickleStreamNotFoundError(url) };
+  if (outcome.status === 404)
+    return { terminal: true, error: new TrickleStreamNotFoundError(url, PUBLISH_REFUSED_HINT) };
   if (hasClosedHeader(outcome.headers)) return { terminal: true, error: new TrickleEndOfStreamError(url) };
   if (outcome.status !== 200)
     return { terminal: false, error: new TrickleHttpError(url, outcome.status, outcome.body) };
@@ -538,8 +544,14 @@ export class TricklePublisher {
       return -1;
     }
     if (response.status === 404) {
-      this.markTerminal(new TrickleStreamNotFoundError(this.channel.href));
-    } else if (hasClosedHeader(response.headers)) {
+      // Not a refusal: a server with autocreate makes the channel on its first POST, so the POST
+      // decides (and is terminal with a hint if it is refused). A new channel starts at seq 0.
+      this.logger.info(
+        "output channel does not exist yet; publishing seq 0 creates it where the server allows",
+      );
+      return 0;
+    }
+    if (hasClosedHeader(response.headers)) {
       this.markTerminal(new TrickleEndOfStreamError(this.channel.href));
     }
     this.throwIfClosed();
