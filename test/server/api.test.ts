@@ -89,8 +89,10 @@ class ScriptedSession extends EventEmitter implements ManagedSession {
         outputSegments: { size: 1, capacity: c.queueCapacities.outputSegments, dropped: 0 },
       },
       fps: { input: 30, output: 29.5 },
-      frames: { in: 300, sent: 298, returned: 290, out: 288, dropped: 2 },
+      frames: { in: 300, sent: 298, returned: 290, out: 288, dropped: 2, peerLimited: 0 },
+      peerWindow: { capacity: 8, inFlight: 2 },
       segments: { in: 10, out: 9, dropped: 0, corrupt: 1 },
+      outputKeyframes: { source: "peer", reEncodedFrames: 0, idrIntervalSec: { last: 1, max: 1.1 } },
       latencyMs: { p50: 80, p95: 120, samples: 250 },
       hopLatencyMs: { forward: { p50: 40, p95: 60 }, return: { p50: 1, p95: 2 } },
       reconnects: 1,
@@ -330,6 +332,85 @@ describe("REST API (older Trickle Relay Service compatible)", () => {
 
     it("400 with our error shape for malformed JSON", async () => {
       assertError(await call(h, "POST", "/session/start", '{"input_stream_url": '), 400, "not valid JSON");
+    });
+
+    describe("a body that is not JSON: the reply names the content-type received and what is expected", () => {
+      /** POSTs raw bytes with exactly this content-type header (none when undefined). */
+      async function postRaw(body: string, contentType: string | undefined) {
+        const res = await fetch(`${h.baseUrl}/session/start`, {
+          method: "POST",
+          // A Uint8Array body makes fetch send no content-type of its own.
+          headers: contentType === undefined ? {} : { "content-type": contentType },
+          body: new TextEncoder().encode(body),
+        });
+        return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+      }
+      const expected = "expected content-type application/json with a JSON object";
+
+      it("415 for form fields (curl -d key=value)", async () => {
+        const form =
+          "input_stream_url=http%3A%2F%2F127.0.0.1%3A8890%2Fai%2Ftrickle%2Fmystream&comfystream_url=x";
+        const res = await postRaw(form, "application/x-www-form-urlencoded");
+        assertError(res, 415, 'received content-type "application/x-www-form-urlencoded"');
+        assert.ok(
+          (res.body.error as string).includes(`body starting "${form.slice(0, 40)}…" (form fields)`),
+          res.body.error as string,
+        );
+        assert.ok((res.body.error as string).includes(expected), res.body.error as string);
+      });
+
+      it("415 for plain text", async () => {
+        const res = await postRaw("start my stream please", "text/plain;charset=UTF-8");
+        assertError(
+          res,
+          415,
+          'received content-type "text/plain;charset=UTF-8" with a body starting "start my stream please"',
+        );
+        assert.ok((res.body.error as string).includes(expected));
+      });
+
+      it("415 for text without any content-type", async () => {
+        assertError(await postRaw("hello", undefined), 415, "received no content-type");
+      });
+
+      it("415 for a content-type header that is not a media type", async () => {
+        assertError(
+          await postRaw("{}", "json"),
+          415,
+          'content-type "json" is not a valid media type.*application/json',
+        );
+      });
+
+      it("400 naming where the JSON stops being valid", async () => {
+        const res = await postRaw('{oops: "x"}', "application/json");
+        assertError(
+          res,
+          400,
+          "not valid JSON: Expected property name .* at position 1 \\(line 1 column 2\\) \\(send a JSON object\\)$",
+        );
+      });
+
+      it("400 for JSON that ends early, with its length", async () => {
+        assertError(
+          await postRaw('{"input_stream_url": ', "application/json"),
+          400,
+          "not valid JSON: it ends after 21 bytes, before the JSON value is complete",
+        );
+      });
+
+      it("400 (not 415) for malformed JSON sent as form data, as curl -d does", async () => {
+        const res = await postRaw('{"input_stream_url": }', "application/x-www-form-urlencoded");
+        assertError(res, 400, "not valid JSON: Unexpected token '}'");
+        assert.ok(
+          (res.body.error as string).includes(
+            'content-type "application/x-www-form-urlencoded"; ' + expected,
+          ),
+        );
+      });
+
+      it("400 for a __proto__ key (fastify's prototype-poisoning guard is kept)", async () => {
+        assertError(await postRaw('{"__proto__": {"x": 1}}', "application/json"), 400, "__proto__");
+      });
     });
 
     it("400 for an empty body", async () => {

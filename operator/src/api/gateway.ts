@@ -31,6 +31,7 @@ import {
   API_BODY_LIMIT_BYTES,
   describeError,
   installErrorReplies,
+  installJsonBodyParser,
   sendError,
 } from "../../../relay-pod/src/server/api.js";
 import type { StartSessionRequest } from "../../../relay-pod/src/server/session-manager.js";
@@ -110,8 +111,7 @@ export function buildGatewayServer(options: GatewayOptions): GatewayServer {
   });
 
   // As in the standalone API: every body is JSON whatever its Content-Type (the old service did so).
-  app.removeAllContentTypeParsers();
-  app.addContentTypeParser("*", { parseAs: "string" }, app.getDefaultJsonParser("error", "error"));
+  installJsonBodyParser(app);
 
   app.addHook("onRequest", async (request, reply) => {
     if ((request.method === "GET" || request.method === "HEAD") && request.url.split("?")[0] === "/health")

@@ -33,7 +33,14 @@ import {
   type SessionManager,
 } from "./session-manager.js";
 import { sessionView } from "./session-view.js";
-import { RequestValidationError, parsePromptUpdate, parseStartRequest } from "./validation.js";
+import {
+  RequestValidationError,
+  UnsupportedBodyError,
+  describeUnparseableContentType,
+  describeUnreadableBody,
+  parsePromptUpdate,
+  parseStartRequest,
+} from "./validation.js";
 
 /** Where the in-process trickle server's channels live (go-livepeer's layout). */
 export const TRICKLE_MOUNT_PATH = "/ai/trickle/";
@@ -81,10 +88,7 @@ export function buildApiServer(options: ApiServerOptions): ApiServer {
       }),
   });
 
-  // The old service read every body as JSON whatever its Content-Type (aiohttp's request.json()),
-  // and `curl -d` sends form-urlencoded, so every body is parsed as JSON here too.
-  app.removeAllContentTypeParsers();
-  app.addContentTypeParser("*", { parseAs: "string" }, app.getDefaultJsonParser("error", "error"));
+  installJsonBodyParser(app);
 
   app.addHook("onResponse", async (request, reply) => {
     request.log.debug(
@@ -204,6 +208,26 @@ export function sendError(
 }
 
 /**
+ * Every body is read as JSON whatever its Content-Type: the old service did so (aiohttp's
+ * request.json()), and `curl -d` sends form-urlencoded. A body that is not JSON is answered with
+ * what was received and what is expected (describeUnreadableBody).
+ */
+export function installJsonBodyParser<AppLogger extends FastifyBaseLogger>(
+  app: FastifyInstance<RawServerDefault, http.IncomingMessage, http.ServerResponse, AppLogger>,
+): void {
+  // fastify's parser refuses __proto__ and constructor.prototype keys; only its errors are replaced.
+  const parseJson = app.getDefaultJsonParser("error", "error");
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser("*", { parseAs: "string" }, (request, body, done) => {
+    const text = typeof body === "string" ? body : body.toString("utf8");
+    parseJson(request, text, (err, parsed) => {
+      if (err) done(describeUnreadableBody(text, request.headers["content-type"]));
+      else done(null, parsed);
+    });
+  });
+}
+
+/**
  * Errors and unknown routes answered with the old service's error body (5xx also logged). The
  * gateway passes a `describe` that knows Kubernetes API errors before falling back to describeError.
  */
@@ -212,6 +236,8 @@ export function installErrorReplies<AppLogger extends FastifyBaseLogger>(
   describe: (err: FastifyError) => { status: number; message: string } = describeError,
 ): void {
   app.setErrorHandler((err: FastifyError, request, reply) => {
+    if (err.code === "FST_ERR_CTP_INVALID_MEDIA_TYPE")
+      return sendError(reply, 415, describeUnparseableContentType(request.headers["content-type"]));
     const { status, message } = describe(err);
     if (status >= 500) request.log.error({ err, url: request.url, method: request.method }, "request failed");
     return sendError(reply, status, message);
@@ -227,13 +253,8 @@ export function installErrorReplies<AppLogger extends FastifyBaseLogger>(
 
 /** fastify's own errors (body parsing, limits) and ours, as a status code and a readable message. */
 export function describeError(err: FastifyError): { status: number; message: string } {
+  if (err instanceof UnsupportedBodyError) return { status: 415, message: err.message };
   if (err instanceof RequestValidationError) return { status: 400, message: err.message };
-  if (err.code === "FST_ERR_CTP_EMPTY_JSON_BODY") {
-    return { status: 400, message: "the request body is empty; send a JSON object" };
-  }
-  if (err instanceof SyntaxError) {
-    return { status: 400, message: `the request body is not valid JSON: ${err.message}` };
-  }
   if (err.code === "FST_ERR_CTP_BODY_TOO_LARGE") {
     return { status: 413, message: `the request body is larger than ${API_BODY_LIMIT_BYTES} bytes` };
   }

@@ -17,6 +17,69 @@ export class RequestValidationError extends Error {
   }
 }
 
+/** A body that is not JSON and whose content-type says it is something else: answered with 415. */
+export class UnsupportedBodyError extends RequestValidationError {}
+
+const JSON_MEDIA_TYPE = /^application\/([\w.-]+\+)?json$/i;
+
+/**
+ * Why a request body could not be read as JSON, naming the content-type received and what the API
+ * expects. Any content-type is accepted when the body is JSON (the old service read every body as
+ * JSON), so the answer depends on the body: something that starts like JSON is malformed JSON (400,
+ * with where the parser stopped); anything else is another format, e.g. form fields (415).
+ */
+export function describeUnreadableBody(
+  body: string,
+  contentType: string | undefined,
+): RequestValidationError {
+  const mediaType = contentType?.split(";")[0]!.trim() ?? "";
+  const received =
+    contentType === undefined ? "no content-type" : `content-type ${JSON.stringify(contentType)}`;
+  // Said only when the content-type is part of the problem.
+  const expectation = JSON_MEDIA_TYPE.test(mediaType)
+    ? "send a JSON object"
+    : `received ${received}; expected content-type application/json with a JSON object`;
+  if (body.trim() === "") return new RequestValidationError(`the request body is empty (${expectation})`);
+  const syntaxError = jsonSyntaxError(body);
+  if (syntaxError === undefined) {
+    // Valid JSON that fastify refused: a __proto__ or constructor.prototype key.
+    return new RequestValidationError(
+      "the request body has a __proto__ or constructor.prototype key, which is refused",
+    );
+  }
+  if (JSON_MEDIA_TYPE.test(mediaType) || /^[[{]/.test(body.trimStart())) {
+    return new RequestValidationError(`the request body is not valid JSON: ${syntaxError} (${expectation})`);
+  }
+  const looksLikeForm = /^[\w.%-]+=[^&]*(&|$)/.test(body);
+  const start = describe(body.length > 40 ? `${body.slice(0, 40)}…` : body);
+  return new UnsupportedBodyError(
+    `the request body is not JSON: received ${received} with a body starting ${start}` +
+      `${looksLikeForm ? " (form fields)" : ""}; expected content-type application/json with a JSON ` +
+      `object, e.g. curl -H 'content-type: application/json' -d '{"…": …}'`,
+  );
+}
+
+/** fastify's 415 for a content-type header it cannot parse at all (e.g. "json" without a type). */
+export function describeUnparseableContentType(contentType: string | undefined): string {
+  return (
+    `the content-type ${JSON.stringify(contentType ?? "")} is not a valid media type; ` +
+    "expected content-type application/json with a JSON object"
+  );
+}
+
+function jsonSyntaxError(body: string): string | undefined {
+  try {
+    JSON.parse(body);
+    return undefined;
+  } catch (err) {
+    const message = (err as Error).message;
+    // V8 names a position for most errors, but not for a body that simply stops.
+    return message.startsWith("Unexpected end of JSON input")
+      ? `it ends after ${Buffer.byteLength(body)} bytes, before the JSON value is complete`
+      : message;
+  }
+}
+
 export const DIMENSION_LIMITS = { min: 64, max: 2048, multipleOf: 8 } as const;
 export const FRAME_RATE_LIMITS = { min: 1, max: 60 } as const;
 
