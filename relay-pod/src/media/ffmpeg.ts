@@ -204,7 +204,7 @@ export const FORWARD_RTCP_ORIGIN_US = 1_000_000;
  * Timestamps: the input PTS (90 kHz, from the TS) reaches the RTP timestamp unchanged (measured:
  * identical for every frame, with and without B-frames in the input):
  * - `-copyts` keeps input timestamps (no shift to zero);
- * - `-vsync passthrough` stops ffmpeg from duplicating or dropping frames for a constant rate;
+ * - `-fps_mode passthrough` stops ffmpeg from duplicating or dropping frames for a constant rate;
  * - `-enc_time_base 1:90000` stops the encoder from rounding timestamps to 1/frameRate;
  * - the frame-rate cap is a `select` filter that drops frames without retiming them (the `fps`
  *   filter would move frames onto its own grid and duplicate frames when the input is slower);
@@ -271,7 +271,7 @@ export function forwardTranscodeArgs(o: ForwardTranscodeOptions): string[] {
     "-sn",
     "-dn",
     "-copyts",
-    "-vsync",
+    "-fps_mode",
     "passthrough",
     "-vf",
     filters,
