@@ -144,19 +144,26 @@ describe("FfmpegProcess", needsFfmpeg, () => {
   });
 
   it("the restart budget frees up as the window passes", async () => {
+    // A fake clock: with a real 200 ms window, a slow ffmpeg start on a busy machine let the
+    // "refused" restart through.
+    let now = 1_000_000;
     const child = new FfmpegProcess({
       ffmpegPath,
       args: ["-hide_banner", "-version"],
       maxRestarts: 1,
-      restartWindowMs: 200,
+      restartWindowMs: 60_000,
+      now: () => now,
     });
     child.start();
     await waitForExit(child);
     const exit = waitForExit(child);
     assert.equal(await child.restart(), true);
     await exit;
-    assert.equal(await child.restart(), false);
-    await new Promise((resolve) => setTimeout(resolve, 250));
+    now += 59_999;
+    assert.equal(await child.restart(), false, "refused within the window");
+    assert.equal(child.restartsInWindow, 1);
+    now += 1;
+    assert.equal(child.restartsInWindow, 0, "the window has passed");
     const again = waitForExit(child);
     assert.equal(await child.restart(), true);
     assert.equal((await again).code, 0);

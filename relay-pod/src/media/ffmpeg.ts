@@ -389,6 +389,8 @@ export interface FfmpegProcessOptions {
   restartWindowMs?: number;
   /** Time between SIGTERM and SIGKILL on stop (default 2 s). */
   killGraceMs?: number;
+  /** Clock (ms) for the restart window; tests pass a fake one. Default Date.now. */
+  now?: () => number;
 }
 
 export interface FfmpegExit {
@@ -453,7 +455,7 @@ export class FfmpegProcess extends EventEmitter {
 
   /** Restarts used within the current window. */
   get restartsInWindow(): number {
-    this.pruneRestarts(Date.now());
+    this.pruneRestarts(this.now());
     return this.restartTimes.length;
   }
 
@@ -563,7 +565,7 @@ export class FfmpegProcess extends EventEmitter {
    * (and starts nothing) when maxRestarts restarts already happened within the window.
    */
   async restart(): Promise<boolean> {
-    const now = Date.now();
+    const now = this.now();
     this.pruneRestarts(now);
     if (this.restartTimes.length >= (this.options.maxRestarts ?? 3)) {
       this.logger.error({ restarts: this.restartTimes.length }, "ffmpeg restart budget exhausted");
@@ -592,6 +594,10 @@ export class FfmpegProcess extends EventEmitter {
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  private now(): number {
+    return (this.options.now ?? Date.now)();
   }
 
   private pruneRestarts(now: number): void {
