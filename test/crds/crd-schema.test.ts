@@ -316,6 +316,23 @@ test("sidecar-gpu.yaml runs ComfyStream as a sidecar holding an NVIDIA GPU", () 
   assert.equal(spec.pod?.runtimeClassName, "nvidia");
 });
 
+test("sidecar-gpu-prerequisites.yaml defines the RuntimeClass and PriorityClass sidecar-gpu.yaml names", () => {
+  const spec = loadExample("sidecar-gpu.yaml").spec as RelaySessionSpec;
+  const documents = parseAllDocuments(
+    readFileSync(join(root, "crds/examples/sidecar-gpu-prerequisites.yaml"), "utf8"),
+  ).map((document) => {
+    assert.deepEqual(document.errors, []);
+    return document.toJS() as { apiVersion: string; kind: string; metadata: { name: string } };
+  });
+  const defined = documents.map((d) => `${d.apiVersion} ${d.kind} ${d.metadata.name}`).sort();
+  assert.deepEqual(defined, [
+    `node.k8s.io/v1 RuntimeClass ${spec.pod?.runtimeClassName}`,
+    `scheduling.k8s.io/v1 PriorityClass ${spec.pod?.priorityClassName}`,
+  ]);
+  const example = readFileSync(join(root, "crds/examples/sidecar-gpu.yaml"), "utf8");
+  assert.match(example, /kubectl apply -f crds\/examples\/sidecar-gpu-prerequisites\.yaml/);
+});
+
 test("the local validator rejects what the apiserver would", () => {
   const basic = loadExample("basic.yaml") as { spec: Record<string, unknown> };
   const withSpec = (patch: Record<string, unknown>) => ({ ...basic, spec: { ...basic.spec, ...patch } });

@@ -585,14 +585,13 @@ describe("RelaySessionReconciler on a real kube-apiserver", { skip: assets.skipR
     assert.equal(readyOf(session)?.reason, "PodCreateFailed");
     assert.match(readyOf(session)?.message ?? "", /live-video/);
 
-    const classes = [
-      "apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata: {name: live-video}\nvalue: 1000\n",
-      "apiVersion: node.k8s.io/v1\nkind: RuntimeClass\nmetadata: {name: nvidia}\nhandler: nvidia\n",
-    ];
-    for (const manifest of classes) {
-      const result = await controlPlane!.kubectl(["apply", "-f", "-"], { input: manifest });
-      assert.equal(result.code, 0, result.stderr);
-    }
+    // What the example's comment says to apply first.
+    const prerequisites = await controlPlane!.kubectl([
+      "apply",
+      "-f",
+      join(repositoryRoot, "crds/examples/sidecar-gpu-prerequisites.yaml"),
+    ]);
+    assert.equal(prerequisites.code, 0, prerequisites.stderr);
     await h.reconcile("sidecar-gpu");
     const pod = await h.pod("sidecar-gpu-relay-0");
     assert.ok(pod, "created once the PriorityClass exists");
