@@ -1,8 +1,8 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { createWriteStream, mkdirSync } from "node:fs";
+import { createWriteStream, mkdirSync, readdirSync, rmSync } from "node:fs";
 import { resolve } from "node:path";
 import type { Command } from "commander";
-import { createLogger } from "../log.js";
+import { createLogger, type Logger } from "../log.js";
 import { TrickleServer } from "../trickle/server.js";
 import { TricklePublisher } from "../trickle/publisher.js";
 import { TrickleSubscriber } from "../trickle/subscriber.js";
@@ -14,27 +14,55 @@ import type { SessionStatus } from "../session/types.js";
 import { startTsStandin, type TsStandin } from "../../../test/peers/ts-standin/standin.js";
 import { SegmentedPublisher } from "./segmented-publisher.js";
 import { addSessionOptions, sessionInputFromOptions } from "./run.js";
-import { formatBytes } from "./trickle-client.js";
 import { onShutdownSignal, parseHttpUrl, parsePositiveNumber } from "./options.js";
+import { ProgressLine } from "./progress-line.js";
+import { DemoTimeline, FrameStartScanner } from "./demo-measure.js";
+import { summaryLines } from "./demo-summary.js";
+
+/** Output segment files are numbered with this many digits, so that `cat *.ts` plays them in order. */
+const SEGMENT_NAME_DIGITS = 6;
+
+export function segmentFileName(seq: number): string {
+  return `${String(seq).padStart(SEGMENT_NAME_DIGITS, "0")}.ts`;
+}
+
+/** The synthetic input's keyframe interval; it is cut into input segments at each keyframe. */
+const INPUT_KEYFRAME_INTERVAL_SEC = 1;
+
+/** How long the input waits for the relay to reach the peer; after that it starts anyway. */
+const PEER_CONNECT_WAIT_MS = 30_000;
+
+/** Segment files of an earlier run (any number of digits), which must not mix with this run's. */
+const SEGMENT_FILE = /^\d+\.ts$/;
 
 export function registerDemo(program: Command): void {
   const command = program
     .command("demo")
     .description(
       "One command, everything local: a trickle server, a synthetic input (ffmpeg test pattern with a " +
-        "running clock), a stand-in ComfyStream peer (or --comfystream URL), one relay session. Shows live " +
-        "progress, writes the output segments to a folder and prints a summary.",
+        "running clock, encoded as a live encoder would: no B-frames, a keyframe every second), a stand-in " +
+        "ComfyStream peer (or --comfystream URL), one relay session. Shows live progress, writes the output " +
+        "segments to a folder (000000.ts, 000001.ts, …) and prints a summary that explains its numbers.",
     )
     .option("--duration <seconds>", "how long the synthetic input runs", parsePositiveNumber, 20)
-    .option("--out <dir>", "folder for the output segments", "demo-output")
+    .option(
+      "--out <dir>",
+      "folder for the output segments (an earlier run's segments there are removed)",
+      "demo-output",
+    )
     .option("--comfystream <url>", "use this ComfyStream server instead of the stand-in peer", parseHttpUrl)
     .option("--filter <ffmpeg-filter>", "what the stand-in peer does to frames", "negate");
   addSessionOptions(command);
   command.action(async (opts) => {
+    const progress = new ProgressLine(process.stderr);
+    // The demo talks to a person even when its output is piped, so its log lines are readable text
+    // (JSON only when asked for), printed above the progress line rather than into it.
     const logger = createLogger("trickle-relay-demo", {
       level: process.env.TRICKLE_RELAY_LOG_LEVEL ?? "warn",
+      pretty: process.env.TRICKLE_RELAY_LOG_JSON !== "1",
+      writePretty: (text) => progress.print(text),
     });
-    const code = await runDemo(opts, logger);
+    const code = await runDemo(opts, logger, progress);
     // Everything is closed by now; a WebRTC library socket must not keep a finished demo alive.
     logger.flush();
     process.exit(code);
@@ -43,9 +71,10 @@ export function registerDemo(program: Command): void {
 
 async function runDemo(
   opts: Record<string, unknown>,
-  logger: ReturnType<typeof createLogger>,
+  logger: Logger,
+  progress: ProgressLine,
 ): Promise<number> {
-  const say = (line: string) => process.stderr.write(`${line}\n`);
+  const say = (line: string) => progress.print(line);
   const ffmpeg = await resolveFfmpeg({ logger });
   const sessionInput = sessionInputFromOptions(opts);
   const iceAddresses = sessionInput.iceAddresses?.length
@@ -59,6 +88,8 @@ async function runDemo(
   const duration = opts.duration as number;
   const outDir = resolve(opts.out as string);
   mkdirSync(outDir, { recursive: true });
+  for (const name of readdirSync(outDir)) if (SEGMENT_FILE.test(name)) rmSync(resolve(outDir, name));
+  const timeline = new DemoTimeline();
 
   const trickle = new TrickleServer({
     channels: [
@@ -87,17 +118,26 @@ async function runDemo(
   say(
     `ComfyStream      ${comfystreamUrl}${standin ? `  (stand-in peer, filter "${opts.filter as string}")` : ""}`,
   );
-  say(`input            ffmpeg testsrc ${width}x${height} @ ${frameRate} fps for ${duration} s`);
+  say(
+    `input            ffmpeg testsrc ${width}x${height} @ ${frameRate} fps for ${duration} s ` +
+      "(x264 zerolatency: no B-frames, a keyframe every 1 s)",
+  );
   say(`output segments  ${outDir}`);
 
   // Output reader: every processed segment into the folder.
   const outputSubscriber = new TrickleSubscriber(`${trickleBase}demo-out`, { startSeq: 0, logger });
   let outputSegments = 0;
   let outputBytes = 0;
+  let firstSegmentFile: string | undefined;
   const outputDone = (async () => {
     for await (const segment of outputSubscriber) {
-      const file = createWriteStream(resolve(outDir, `${segment.seq}.ts`));
+      const name = segmentFileName(segment.seq);
+      firstSegmentFile ??= name;
+      const file = createWriteStream(resolve(outDir, name));
+      timeline.outputSegment();
+      const frames = new FrameStartScanner((frame) => timeline.outputFrame(frame, performance.now()));
       for await (const chunk of segment.body) {
+        frames.push(chunk);
         outputBytes += chunk.length;
         file.write(chunk);
       }
@@ -120,8 +160,13 @@ async function runDemo(
     { logger },
   );
   await session.start();
+  // The relay drops input segments that arrive before it has reached the peer; starting the input
+  // once it has keeps the first second of the demo's video.
+  await untilConnected(session, PEER_CONNECT_WAIT_MS);
 
-  // Synthetic input: a test pattern with a running clock, encoded live and cut at keyframes.
+  // Synthetic input: a test pattern with a running clock, encoded as a live encoder would (zerolatency:
+  // no B-frames to reorder, no lookahead held back and flushed in a burst at the end) and cut at
+  // keyframes.
   const source = spawn(
     ffmpeg.path,
     [
@@ -139,8 +184,10 @@ async function runDemo(
       "libx264",
       "-preset",
       "veryfast",
+      "-tune",
+      "zerolatency",
       "-g",
-      String(Math.round(frameRate)),
+      String(Math.round(frameRate * INPUT_KEYFRAME_INTERVAL_SEC)),
       "-f",
       "mpegts",
       "pipe:1",
@@ -151,7 +198,7 @@ async function runDemo(
   await inputPublisher.start();
   const segmented = new SegmentedPublisher(inputPublisher, {
     mpegTs: true,
-    segmentDurationSec: 1,
+    segmentDurationSec: INPUT_KEYFRAME_INTERVAL_SEC,
     segmentBytes: 0,
   });
 
@@ -162,7 +209,10 @@ async function runDemo(
   });
 
   const started = Date.now();
-  const progress = setInterval(() => writeProgress(session.status(), started, outputSegments), 1000);
+  const progressTimer = setInterval(
+    () => progress.update(progressText(session.status(), started, outputSegments)),
+    1000,
+  );
   const controlPublisher = new TricklePublisher(`${trickleBase}demo-control`, {
     contentType: "application/json",
     logger,
@@ -172,12 +222,13 @@ async function runDemo(
     Math.min(5, duration / 2) * 1000,
   );
 
-  await pumpSource(source, segmented);
+  const inputFrames = new FrameStartScanner((frame) => timeline.inputFrame(frame.pts, performance.now()));
+  await pumpSource(source, segmented, inputFrames);
   await segmented.end();
   await inputPublisher.close(); // end of the input stream: the session completes and closes its output
   await Promise.race([session.whenEnded(), new Promise((r) => setTimeout(r, 15_000))]);
   if (!isEnded(session.status())) await session.stop();
-  clearInterval(progress);
+  clearInterval(progressTimer);
   clearTimeout(promptTimer);
   await Promise.race([outputDone, new Promise((r) => setTimeout(r, 5000))]);
   outputSubscriber.close();
@@ -186,34 +237,36 @@ async function runDemo(
   await trickle.close();
 
   const final = session.status();
-  process.stderr.write("\n");
+  progress.finish();
+  say("");
   say(interrupted ? "demo interrupted" : "demo finished");
-  say(
-    `  session state    ${final.state}${final.lastError ? ` (last error: ${final.lastError.reason}: ${final.lastError.message})` : ""}`,
-  );
-  say(
-    `  frames           in ${final.frames.in}, sent ${final.frames.sent}, returned ${final.frames.returned}, out ${final.frames.out}, dropped ${final.frames.dropped}`,
-  );
-  say(
-    `  segments         in ${final.segments.in}, out ${final.segments.out}; ${outputSegments} written to ${outDir} (${formatBytes(outputBytes)})`,
-  );
-  say(
-    `  latency via peer p50 ${final.latencyMs.p50 ?? "-"} ms, p95 ${final.latencyMs.p95 ?? "-"} ms (${final.latencyMs.samples} frames)`,
-  );
-  say(`  reconnects       ${final.reconnects}; prompts generation ${final.promptsGeneration}`);
-  say(`  play it:         ffplay ${outDir}/0.ts   (or: cat ${outDir}/*.ts | ffplay -)`);
+  for (const line of summaryLines(final, timeline.measurements(), {
+    outDir,
+    outputSegmentsWritten: outputSegments,
+    outputBytes,
+    inputKeyframeIntervalSec: INPUT_KEYFRAME_INTERVAL_SEC,
+    segmentDurationSec: session.config.segmentDurationSec,
+    standin: standin !== undefined,
+  }))
+    say(`  ${line}`);
+  const first = resolve(outDir, firstSegmentFile ?? segmentFileName(0));
+  say(`  play it:         ffplay ${first}   (or: cat ${outDir}/*.ts | ffplay -)`);
   return final.state === "completed" && outputSegments > 0 ? 0 : 1;
 }
 
-async function pumpSource(source: ChildProcess, segmented: SegmentedPublisher): Promise<void> {
-  for await (const chunk of source.stdout! as AsyncIterable<Buffer>) await segmented.push(chunk);
+async function pumpSource(
+  source: ChildProcess,
+  segmented: SegmentedPublisher,
+  frames: FrameStartScanner,
+): Promise<void> {
+  for await (const chunk of source.stdout! as AsyncIterable<Buffer>) {
+    frames.push(chunk);
+    await segmented.push(chunk);
+  }
 }
 
 /** Halfway a prompt update goes through the control channel, as a gateway would send it. */
-async function sendDemoPromptUpdate(
-  control: TricklePublisher,
-  logger: ReturnType<typeof createLogger>,
-): Promise<void> {
+async function sendDemoPromptUpdate(control: TricklePublisher, logger: Logger): Promise<void> {
   try {
     await control.start();
     const workflow = {
@@ -226,21 +279,26 @@ async function sendDemoPromptUpdate(
   }
 }
 
+async function untilConnected(session: RelaySession, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const status = session.status();
+    if (status.webrtcState === "connected" || isEnded(status)) return;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
 function isEnded(status: SessionStatus): boolean {
   return status.state === "completed" || status.state === "failed" || status.state === "stopped";
 }
 
-function writeProgress(status: SessionStatus, started: number, outputSegments: number): void {
+function progressText(status: SessionStatus, started: number, outputSegments: number): string {
   const t = Math.round((Date.now() - started) / 1000);
   const q = status.queues;
-  const line =
+  return (
     `t=${t}s ${status.state}/${status.webrtcState} | fps in ${status.fps.input} out ${status.fps.output} | ` +
-    `latency p50 ${status.latencyMs.p50 ?? "-"} p95 ${status.latencyMs.p95 ?? "-"} ms | ` +
+    `peer latency p50 ${status.latencyMs.p50 ?? "-"} p95 ${status.latencyMs.p95 ?? "-"} ms | ` +
     `queues ${q.decodedFrames.size}/${q.processedFrames.size}/${q.outputSegments.size} | ` +
-    `frames in ${status.frames.in} out ${status.frames.out} | segments out ${outputSegments}`;
-  if (process.stderr.isTTY)
-    process.stderr.write(
-      `\r${line.padEnd(process.stderr.columns ?? 120).slice(0, (process.stderr.columns ?? 200) - 1)}`,
-    );
-  else process.stderr.write(`${line}\n`);
+    `frames in ${status.frames.in} out ${status.frames.out} | segments out ${outputSegments}`
+  );
 }

@@ -1,0 +1,122 @@
+import type { SessionStatus } from "../session/types.js";
+import { AFTER_IDR_SECONDS, START_UP_SECONDS, type DemoMeasurements } from "./demo-measure.js";
+import { formatBytes } from "./trickle-client.js";
+
+export interface SummaryContext {
+  outDir: string;
+  outputSegmentsWritten: number;
+  outputBytes: number;
+  /** Seconds between the synthetic input's keyframes (its segments are cut at each). */
+  inputKeyframeIntervalSec: number;
+  /** The session's shortest output segment (--segment-duration). */
+  segmentDurationSec: number;
+  /** The peer is the stand-in (its behaviour is known and can be named). */
+  standin: boolean;
+}
+
+/**
+ * The demo's closing summary: the session's counters, and with them what explains them (why the
+ * output has fewer segments than the input, where the latency tail comes from), from what the demo
+ * measured itself.
+ */
+export function summaryLines(status: SessionStatus, m: DemoMeasurements, context: SummaryContext): string[] {
+  const lines: string[] = [];
+  const add = (label: string, text: string) => lines.push(`${label.padEnd(17)}${text}`);
+  const more = (text: string) => add("", text);
+
+  const error = status.lastError
+    ? ` (last error: ${status.lastError.reason}: ${status.lastError.message})`
+    : "";
+  add("session state", `${status.state}${error}`);
+  const f = status.frames;
+  add("frames", `in ${f.in}, sent ${f.sent}, returned ${f.returned}, out ${f.out}, dropped ${f.dropped}`);
+  if (status.state !== "completed" && f.in > f.out + f.dropped)
+    more(`${f.in - f.out - f.dropped} had not come out when the demo stopped (in the relay or at the peer)`);
+  if (status.segments.dropped > 0)
+    more(
+      `${status.segments.dropped} input ${status.segments.dropped === 1 ? "segment was" : "segments were"} ` +
+        "dropped whole: the relay drops a segment that arrives before WebRTC and the transcoder are " +
+        "ready, or while it is behind",
+    );
+
+  add(
+    "segments",
+    `in ${status.segments.in}, out ${status.segments.out}; ${context.outputSegmentsWritten} written to ` +
+      `${context.outDir} (${formatBytes(context.outputBytes)})`,
+  );
+  more(`input: cut at every keyframe of the source, one each ${seconds(context.inputKeyframeIntervalSec)}`);
+  more(outputSegmentsExplained(m, status.segments, context));
+  if (m.firstOutputAfterMs !== undefined)
+    more(
+      `start-up: the first output frame came ${seconds(m.firstOutputAfterMs / 1000)} after the first input frame`,
+    );
+
+  const latency = m.latency;
+  if (latency) {
+    const { all, startUp, afterStartUp, slowest } = latency;
+    add(
+      "latency",
+      `input → output, per frame as the demo saw it: p50 ${ms(all.p50)}, p95 ${ms(all.p95)}, ` +
+        `max ${ms(all.max)} (${all.frames} frames)`,
+    );
+    if (startUp && afterStartUp)
+      more(
+        `first ${START_UP_SECONDS} s of output (start-up) p50 ${ms(startUp.p50)}; ` +
+          `after it p50 ${ms(afterStartUp.p50)}, p95 ${ms(afterStartUp.p95)}`,
+      );
+    more(
+      `slowest 5% (${slowest.frames} frames, ${ms(slowest.fromMs)} and more): ${slowest.inStartUp} in the first ` +
+        `${START_UP_SECONDS} s, ${slowest.afterIdr} within ${AFTER_IDR_SECONDS} s after a returned IDR, ` +
+        `${slowest.elsewhere} elsewhere`,
+    );
+    if (context.standin && slowest.afterIdr * 3 >= slowest.frames)
+      more("(the stand-in peer makes an IDR by restarting its encoder, and holds frames meanwhile)");
+  } else if (m.outputFrames > 0) {
+    add("latency", `not measured: none of the ${m.outputFrames} output frames matched an input frame's PTS`);
+  }
+  const hop = status.hopLatencyMs;
+  add(
+    "per hop",
+    `relay forward p50 ${ms(hop.forward.p50)} / p95 ${ms(hop.forward.p95)}, ` +
+      `peer (WebRTC both ways) p50 ${ms(status.latencyMs.p50)} / p95 ${ms(status.latencyMs.p95)}, ` +
+      `relay return p50 ${ms(hop.return.p50)} / p95 ${ms(hop.return.p95)} ` +
+      `(session status, last ${status.latencyMs.samples} frames)`,
+  );
+  add("reconnects", `${status.reconnects}; prompts generation ${status.promptsGeneration}`);
+  return lines;
+}
+
+function outputSegmentsExplained(
+  m: DemoMeasurements,
+  counts: SessionStatus["segments"],
+  context: SummaryContext,
+): string {
+  const { count, shortestSec, longestSec, lastSec, idrIntervalSec } = m.segments;
+  if (count === 0) return "output: no segment came back";
+  const lengths: string[] = [];
+  if (shortestSec !== undefined && longestSec !== undefined)
+    lengths.push(
+      shortestSec.toFixed(2) === longestSec.toFixed(2)
+        ? `${shortestSec.toFixed(2)} s`
+        : `${shortestSec.toFixed(2)}–${longestSec.toFixed(2)} s`,
+    );
+  if (lastSec !== undefined) lengths.push(`${count > 1 ? "the last " : ""}${lastSec.toFixed(2)} s`);
+  const rule =
+    `output: ${count} ${count === 1 ? "segment" : "segments"}${lengths.length ? ` (${lengths.join(", ")})` : ""}; ` +
+    `a segment runs from a returned IDR to the first returned IDR at least ` +
+    `${seconds(context.segmentDurationSec)} later (--segment-duration)`;
+  if (idrIntervalSec === undefined) return `${rule}; the peer returned only one IDR`;
+  const cadence = `the peer returned an IDR every ${idrIntervalSec.toFixed(2)} s`;
+  return counts.out < counts.in
+    ? `${rule}; ${cadence}, so the output has fewer, longer segments than the input`
+    : `${rule}; ${cadence}`;
+}
+
+function ms(value: number | null): string {
+  if (value === null) return "-";
+  return `${value < 10 ? value.toFixed(1) : Math.round(value)} ms`;
+}
+
+function seconds(value: number): string {
+  return `${Number.isInteger(value) ? value : value.toFixed(2)} s`;
+}
