@@ -13,7 +13,7 @@ import {
   FrameStartScanner,
   type FrameStart,
 } from "../../relay-pod/src/commands/demo-measure.js";
-import { summaryLines, type SummaryContext } from "../../relay-pod/src/commands/demo-summary.js";
+import { summaryLines, wrapWords, type SummaryContext } from "../../relay-pod/src/commands/demo-summary.js";
 import { ProgressLine } from "../../relay-pod/src/commands/progress-line.js";
 import { segmentFileName } from "../../relay-pod/src/commands/demo.js";
 import { createLogger } from "../../relay-pod/src/log.js";
@@ -129,14 +129,28 @@ describe("DemoTimeline", () => {
   });
 });
 
+/** The summary's text with its wrapped lines joined again (continuation lines are indented 17). */
+function unwrapped(lines: string[]): string {
+  return lines.join("\n").replace(/\n {17}/g, " ");
+}
+
 describe("summaryLines", () => {
+  it("wraps explanations at spaces", () => {
+    assert.deepEqual(wrapWords("aa bb cc dd", 5), ["aa bb", "cc dd"]);
+    assert.deepEqual(wrapWords("a-very-long-word x", 5), ["a-very-long-word", "x"]);
+    assert.deepEqual(wrapWords("short", 80), ["short"]);
+  });
+
   const context: SummaryContext = {
     outDir: "/tmp/demo-output",
     outputSegmentsWritten: 14,
     outputBytes: 4 * 1024 * 1024,
     inputKeyframeIntervalSec: 1,
     segmentDurationSec: 1,
+    interrupted: false,
     standin: true,
+    loadAverage: 0.5,
+    cpus: 2,
   };
 
   function status(overrides: Partial<SessionStatus> = {}): SessionStatus {
@@ -173,17 +187,25 @@ describe("summaryLines", () => {
       if (i % 45 === 0) timeline.outputSegment();
       timeline.outputFrame({ pts: i * FRAME_PTS, keyframe: i % 45 === 0 }, i * 33 + 40);
     }
-    const text = summaryLines(status(), timeline.measurements(), context).join("\n");
+    const hopLatencyMs = { forward: { p50: 20, p95: 90 }, return: { p50: 0.1, p95: 0.3 } };
+    const lines = summaryLines(status({ hopLatencyMs }), timeline.measurements(), context);
+    assert.ok(
+      lines.every((line) => line.length <= 98),
+      lines.join("\n"),
+    );
+    const text = unwrapped(lines);
     assert.match(text, /segments +in 20, out 14; 14 written to \/tmp\/demo-output \(4\.00 MiB\)/);
     assert.match(text, /input: cut at every keyframe of the source, one each 1 s/);
     assert.match(text, /output: 14 segments \(1\.50 s, the last 0\.50 s\)/);
     assert.match(text, /the peer returned an IDR every 1\.50 s, so the output has fewer, longer segments/);
     assert.match(text, /latency +input → output, per frame as the demo saw it: p50 40 ms/);
-    assert.match(text, /per hop +relay forward p50 45 ms \/ p95 90 ms, peer .* p50 6\.0 ms \/ p95 120 ms/);
+    assert.match(text, /per hop +relay forward p50 20 ms \/ p95 90 ms, peer .* p50 6\.0 ms \/ p95 120 ms/);
     assert.match(
       text,
       /slowest 5% \(30 frames, 40 ms and more\): 30 in the first 2 s, 0 within 0\.2 s after a returned IDR, 0 elsewhere/,
     );
+    assert.match(text, /their p50s add up to 26 ms of the 40 ms input → output p50; the rest .* 33 ms\)/);
+    assert.match(text, /machine +load average 0\.5 over the last minute, 2 CPUs\n/);
     assert.doesNotMatch(text, /had not come out/);
   });
 
@@ -193,10 +215,18 @@ describe("summaryLines", () => {
       frames: { in: 300, sent: 270, returned: 250, out: 240, dropped: 30 },
       segments: { in: 10, out: 7, dropped: 1, corrupt: 0 },
     });
-    const text = summaryLines(stopped, new DemoTimeline().measurements(), context).join("\n");
+    const text = unwrapped(summaryLines(stopped, new DemoTimeline().measurements(), context));
     assert.match(text, /30 had not come out when the demo stopped/);
+    const lost = status({ frames: { in: 600, sent: 600, returned: 598, out: 598, dropped: 0 } });
+    const lostText = unwrapped(summaryLines(lost, new DemoTimeline().measurements(), context));
+    assert.match(lostText, /2 sent to the peer never came back \(the peer dropped them\)/);
     assert.match(text, /1 input segment was dropped whole/);
     assert.match(text, /output: no segment came back/);
+    const busy = summaryLines(stopped, new DemoTimeline().measurements(), { ...context, loadAverage: 8.1 });
+    assert.match(
+      unwrapped(busy),
+      /load average 8\.1 over the last minute, 2 CPUs \(busy: frames waited for a CPU/,
+    );
   });
 });
 

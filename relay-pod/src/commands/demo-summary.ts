@@ -2,6 +2,10 @@ import type { SessionStatus } from "../session/types.js";
 import { AFTER_IDR_SECONDS, START_UP_SECONDS, type DemoMeasurements } from "./demo-measure.js";
 import { formatBytes } from "./trickle-client.js";
 
+const LABEL_WIDTH = 17;
+/** Lines are printed indented by two spaces. */
+const SUMMARY_WIDTH = 98;
+
 export interface SummaryContext {
   outDir: string;
   outputSegmentsWritten: number;
@@ -10,8 +14,13 @@ export interface SummaryContext {
   inputKeyframeIntervalSec: number;
   /** The session's shortest output segment (--segment-duration). */
   segmentDurationSec: number;
+  /** Stopped by a signal before the input ended. */
+  interrupted: boolean;
   /** The peer is the stand-in (its behaviour is known and can be named). */
   standin: boolean;
+  /** The machine's 1-minute load average at the end, and its CPUs: a busy machine explains a tail. */
+  loadAverage: number;
+  cpus: number;
 }
 
 /**
@@ -21,7 +30,11 @@ export interface SummaryContext {
  */
 export function summaryLines(status: SessionStatus, m: DemoMeasurements, context: SummaryContext): string[] {
   const lines: string[] = [];
-  const add = (label: string, text: string) => lines.push(`${label.padEnd(17)}${text}`);
+  // Explanations are wrapped under their label, so the summary reads on an 100-column terminal.
+  const add = (label: string, text: string) =>
+    wrapWords(text, SUMMARY_WIDTH - LABEL_WIDTH).forEach((line, i) =>
+      lines.push(`${(i === 0 ? label : "").padEnd(LABEL_WIDTH)}${line}`),
+    );
   const more = (text: string) => add("", text);
 
   const error = status.lastError
@@ -30,8 +43,11 @@ export function summaryLines(status: SessionStatus, m: DemoMeasurements, context
   add("session state", `${status.state}${error}`);
   const f = status.frames;
   add("frames", `in ${f.in}, sent ${f.sent}, returned ${f.returned}, out ${f.out}, dropped ${f.dropped}`);
-  if (status.state !== "completed" && f.in > f.out + f.dropped)
+  const stoppedEarly = context.interrupted || status.state !== "completed";
+  if (stoppedEarly && f.in > f.out + f.dropped)
     more(`${f.in - f.out - f.dropped} had not come out when the demo stopped (in the relay or at the peer)`);
+  else if (f.sent > f.returned)
+    more(`${f.sent - f.returned} sent to the peer never came back (the peer dropped them)`);
   if (status.segments.dropped > 0)
     more(
       `${status.segments.dropped} input ${status.segments.dropped === 1 ? "segment was" : "segments were"} ` +
@@ -82,6 +98,21 @@ export function summaryLines(status: SessionStatus, m: DemoMeasurements, context
       `relay return p50 ${ms(hop.return.p50)} / p95 ${ms(hop.return.p95)} ` +
       `(session status, last ${status.latencyMs.samples} frames)`,
   );
+  const hopSum = [hop.forward.p50, status.latencyMs.p50, hop.return.p50];
+  const sum = hopSum.every((value) => value !== null) ? hopSum.reduce((a, b) => a! + b!, 0)! : undefined;
+  if (latency && sum !== undefined && sum < latency.all.p50) {
+    more(
+      `their p50s add up to ${ms(sum)} of the ${ms(latency.all.p50)} input → output p50; the rest is ` +
+        "the trickle server both ways and, in the relay's input reader, the wait for a frame's end " +
+        `(an MPEG-TS frame is complete only when the next one starts: ${ms(1000 / status.frameRate)})`,
+    );
+  }
+  const busy = context.loadAverage > context.cpus;
+  add(
+    "machine",
+    `load average ${context.loadAverage.toFixed(1)} over the last minute, ${context.cpus} CPUs` +
+      (busy ? " (busy: frames waited for a CPU, which lengthens every figure and most of all the tail)" : ""),
+  );
   add("reconnects", `${status.reconnects}; prompts generation ${status.promptsGeneration}`);
   return lines;
 }
@@ -110,6 +141,20 @@ function outputSegmentsExplained(
   return counts.out < counts.in
     ? `${rule}; ${cadence}, so the output has fewer, longer segments than the input`
     : `${rule}; ${cadence}`;
+}
+
+/** Splits text into lines of at most `width` characters at spaces (a longer word stays whole). */
+export function wrapWords(text: string, width: number): string[] {
+  const lines: string[] = [];
+  let line = "";
+  for (const word of text.split(" ")) {
+    if (line !== "" && line.length + 1 + word.length > width) {
+      lines.push(line);
+      line = word;
+    } else line = line === "" ? word : `${line} ${word}`;
+  }
+  lines.push(line);
+  return lines;
 }
 
 function ms(value: number | null): string {

@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { createWriteStream, mkdirSync, readdirSync, rmSync } from "node:fs";
+import { availableParallelism, loadavg } from "node:os";
 import { resolve } from "node:path";
 import type { Command } from "commander";
 import { createLogger, type Logger } from "../log.js";
@@ -246,7 +247,10 @@ async function runDemo(
     outputBytes,
     inputKeyframeIntervalSec: INPUT_KEYFRAME_INTERVAL_SEC,
     segmentDurationSec: session.config.segmentDurationSec,
+    interrupted,
     standin: standin !== undefined,
+    loadAverage: loadavg()[0]!,
+    cpus: availableParallelism(),
   }))
     say(`  ${line}`);
   const first = resolve(outDir, firstSegmentFile ?? segmentFileName(0));
