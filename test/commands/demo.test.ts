@@ -15,7 +15,7 @@ import {
 } from "../../relay-pod/src/commands/demo-measure.js";
 import { summaryLines, wrapWords, type SummaryContext } from "../../relay-pod/src/commands/demo-summary.js";
 import { ProgressLine } from "../../relay-pod/src/commands/progress-line.js";
-import { segmentFileName } from "../../relay-pod/src/commands/demo.js";
+import { segmentFileName } from "../../relay-pod/src/commands/segment-files.js";
 import { createLogger } from "../../relay-pod/src/log.js";
 import type { SessionStatus } from "../../relay-pod/src/session/types.js";
 import { splitRandomly } from "../media/media-helpers.js";
@@ -293,8 +293,12 @@ describe("demo output files and logs", () => {
   it("segment files sort in play order: zero-padded sequence numbers", () => {
     assert.equal(segmentFileName(0), "000000.ts");
     assert.equal(segmentFileName(42), "000042.ts");
-    const names = [2, 10, 1, 11, 0, 100].map(segmentFileName);
-    assert.deepEqual([...names].sort(), [0, 1, 2, 10, 11, 100].map(segmentFileName));
+    assert.equal(segmentFileName(3, ".jsonl"), "000003.jsonl");
+    const names = [2, 10, 1, 11, 0, 100].map((seq) => segmentFileName(seq));
+    assert.deepEqual(
+      [...names].sort(),
+      [0, 1, 2, 10, 11, 100].map((seq) => segmentFileName(seq)),
+    );
   });
 
   it("a pretty logger writes readable lines through the given writer, never JSON", () => {

@@ -146,13 +146,14 @@ describe("trickle round trip over real HTTP", () => {
       assert.ok(expected.length >= 4, `${expected.length} segments`);
       assert.equal(await subscriber.done, 0, subscriber.stderr()); // the publisher's DELETE ends the stream
 
-      const files = readdirSync(outDir).sort((a, b) => parseInt(a) - parseInt(b));
+      // Zero-padded names: a plain sort (as `cat out/*.ts` does) is the stream's order.
+      const files = readdirSync(outDir).sort();
       assert.deepEqual(
         files,
-        expected.map((_, i) => `${i}.ts`),
+        expected.map((_, i) => `${String(i).padStart(6, "0")}.ts`),
       );
       for (const [i, segment] of expected.entries()) {
-        assert.ok(readFileSync(join(outDir, `${i}.ts`)).equals(segment), `segment ${i} is byte-identical`);
+        assert.ok(readFileSync(join(outDir, files[i]!)).equals(segment), `segment ${i} is byte-identical`);
       }
 
       // Publisher preconnect: POST n+1 arrived before POST n finished.

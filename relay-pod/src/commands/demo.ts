@@ -19,13 +19,7 @@ import { onShutdownSignal, parseHttpUrl, parsePositiveNumber } from "./options.j
 import { ProgressLine } from "./progress-line.js";
 import { DemoTimeline, FrameStartScanner } from "./demo-measure.js";
 import { summaryLines } from "./demo-summary.js";
-
-/** Output segment files are numbered with this many digits, so that `cat *.ts` plays them in order. */
-const SEGMENT_NAME_DIGITS = 6;
-
-export function segmentFileName(seq: number): string {
-  return `${String(seq).padStart(SEGMENT_NAME_DIGITS, "0")}.ts`;
-}
+import { segmentFileName } from "./segment-files.js";
 
 /** The synthetic input's keyframe interval; it is cut into input segments at each keyframe. */
 const INPUT_KEYFRAME_INTERVAL_SEC = 1;

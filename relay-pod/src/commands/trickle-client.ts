@@ -5,6 +5,7 @@ import { Option, type Command } from "commander";
 import { TricklePublisher } from "../trickle/publisher.js";
 import { TrickleSubscriber } from "../trickle/subscriber.js";
 import { looksLikeMpegTs, SegmentedPublisher } from "./segmented-publisher.js";
+import { segmentFileName } from "./segment-files.js";
 import { createLogger } from "../log.js";
 import {
   onShutdownSignal,
@@ -66,7 +67,7 @@ export function registerTrickleClient(program: Command): void {
     )
     .option(
       "--out <target>",
-      "FILE (segments concatenated), DIR/ (one file per segment) or - for stdout",
+      "FILE (segments concatenated), DIR/ (one file per segment: 000000.ts, 000001.ts, …) or - for stdout",
       "-",
     )
     .option("--max-segments <n>", "stop after this many segments", parsePositiveInteger)
@@ -169,7 +170,8 @@ async function subscribeToOutput(url: string, options: SubscribeOptions): Promis
   try {
     for await (const segment of subscriber) {
       const target =
-        single ?? createWriteStream(join(options.out, `${segment.seq}${extensionFor(segment.contentType)}`));
+        single ??
+        createWriteStream(join(options.out, segmentFileName(segment.seq, extensionFor(segment.contentType))));
       let segmentBytes = 0;
       for await (const chunk of segment.body) {
         segmentBytes += chunk.length;
