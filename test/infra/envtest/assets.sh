@@ -128,7 +128,7 @@ trap '' PIPE HUP
 exec 2> >(tee -p -a "$build_log" >&2)
 
 started_at=$(date +%s)
-log "building Kubernetes $KUBERNETES_VERSION control-plane binaries from Debian sources into $assets_dir (usually 5-8 minutes on 2 cores)"
+log "building Kubernetes $KUBERNETES_VERSION control-plane binaries from Debian sources into $assets_dir (5-8 minutes on 2 idle cores, longer on a busy machine)"
 
 # 3a. deb-src for the same bookworm archive the system already uses.
 add_deb_src_entry() {
@@ -236,14 +236,14 @@ export PATH="$GO_ROOT/bin:$PATH"
 export GO111MODULE=off GOFLAGS="" GOCACHE="$build_dir/gocache" GOPATH="$build_dir/gopath"
 export KUBE_GIT_VERSION="v$KUBERNETES_VERSION" KUBE_GIT_TREE_STATE=clean KUBE_GIT_MAJOR=1 KUBE_GIT_MINOR="$(echo "$KUBERNETES_VERSION" | cut -d. -f2)"
 # `make` is silent for minutes: a line every 30 s shows it is alive (the count of compiled Go
-# objects only grows). The heartbeat drops the lock fd, ends with this script, and ticks every
+# objects in the Go cache, which hack/lib/golang.sh puts under _output, only grows). The heartbeat drops the lock fd, ends with this script, and ticks every
 # second so that no sleep outlives it holding the caller's pipes open.
 heartbeat() {
   local what="$1" since="$2" tick=0
   while sleep 1; do
     kill -0 $$ 2>/dev/null || exit 0
     [ $((++tick % 30)) = 0 ] || continue
-    log "  ... $what: $(( $(date +%s) - since )) s so far, $(find "$GOCACHE" -name '*-d' 2>/dev/null | wc -l) Go objects compiled in all"
+    log "  ... $what: $(( $(date +%s) - since )) s so far, $(find _output/local/go/cache -name '*-d' 2>/dev/null | wc -l) Go objects compiled in all"
   done
 }
 for what in cmd/kube-apiserver cmd/kube-controller-manager cmd/kubectl; do
