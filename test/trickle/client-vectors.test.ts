@@ -567,6 +567,44 @@ test("C9 subscriber end of stream: 404 => null, no further GET", { timeout: TEST
   }
 });
 
+// Not a spec vector: a relay session may start a moment before its input's publisher creates the
+// channel (the README's REST example did); waitForChannelMs covers only that, never a 404 mid-stream.
+test(
+  "waitForChannelMs: a 404 before the first segment is asked again until the channel exists",
+  { timeout: TEST_TIMEOUT_MS },
+  async () => {
+    const notFound: Route = ({ res }) => {
+      res.writeHead(404, { "Content-Type": "text/plain; charset=utf-8" });
+      res.end("Stream not found\n");
+    };
+    const server = await startScriptedServer(
+      routed({ "GET -1": [notFound, notFound, segmentReply(0, "zero")], "GET 1": [notFound] }),
+    );
+    const subscriber = new TrickleSubscriber(server.url + CHANNEL_PATH, { waitForChannelMs: 5000 });
+    try {
+      const segments: string[] = [];
+      for await (const segment of subscriber) segments.push((await collect(segment.body)).toString());
+      assert.deepEqual(
+        segments,
+        ["zero"],
+        "the segment once the channel exists, then the end at the next 404",
+      );
+      assert.equal(paths(server).filter((line) => line.endsWith("/-1")).length, 3);
+    } finally {
+      subscriber.close();
+      await server.close();
+    }
+    const impatient = await startScriptedServer(routed({ "GET -1": [notFound] }));
+    const plain = new TrickleSubscriber(impatient.url + CHANNEL_PATH);
+    try {
+      assert.equal(await plain.next(), null, "without it a 404 ends the stream at once (spec §11)");
+    } finally {
+      plain.close();
+      await impatient.close();
+    }
+  },
+);
+
 test(
   "C10 headerless GET is aborted and re-issued after refreshAfterMs (default 20 s)",
   { timeout: TEST_TIMEOUT_MS },

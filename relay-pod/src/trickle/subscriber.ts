@@ -31,6 +31,12 @@ export interface TrickleSubscriberOptions {
   retryDelayMs?: number;
   /** Pause before re-asking for a seq the writer has not reached yet (PG rule, spec §11.5, C7). */
   aheadOfEdgeWaitMs?: number;
+  /**
+   * How long a channel that does not exist yet (404 before any segment was read) is waited for,
+   * asking again every 500 ms. Default 0: a 404 is the end of the stream at once, as in the
+   * reference clients (spec §11). A relay session started before its input's publisher sets this.
+   */
+  waitForChannelMs?: number;
   logger?: Logger;
   signal?: AbortSignal;
 }
@@ -56,6 +62,9 @@ export interface TrickleSubscriberStats {
   /** Headerless GETs aborted and re-issued after refreshAfterMs. */
   refreshes: number;
 }
+
+/** How often a channel that does not exist yet is asked for again (waitForChannelMs). */
+const CHANNEL_POLL_MS = 500;
 
 /** Go's `preconnectRefreshTimeout` (spec §5.6, §15). */
 export const DEFAULT_REFRESH_AFTER_MS = 20_000;
@@ -146,6 +155,8 @@ export class TrickleSubscriber implements AsyncIterable<SubscribedSegment> {
   private readonly maxConsecutiveFailures: number;
   private readonly retryDelayMs: number;
   private readonly aheadOfEdgeWaitMs: number;
+  private readonly waitForChannelMs: number;
+  private channelWaitStartedAt: number | undefined;
   private readonly closeController = new AbortController();
   private readonly openBodies = new Set<http.IncomingMessage>();
   private nextSeq: number;
@@ -171,6 +182,7 @@ export class TrickleSubscriber implements AsyncIterable<SubscribedSegment> {
     this.maxConsecutiveFailures = options.maxConsecutiveFailures ?? DEFAULT_MAX_CONSECUTIVE_FAILURES;
     this.retryDelayMs = options.retryDelayMs ?? DEFAULT_RETRY_DELAY_MS;
     this.aheadOfEdgeWaitMs = options.aheadOfEdgeWaitMs ?? DEFAULT_AHEAD_OF_EDGE_WAIT_MS;
+    this.waitForChannelMs = options.waitForChannelMs ?? 0;
     if (options.signal) {
       if (options.signal.aborted) this.close();
       else options.signal.addEventListener("abort", () => this.close(), { once: true });
@@ -208,6 +220,17 @@ export class TrickleSubscriber implements AsyncIterable<SubscribedSegment> {
     this.agent.destroy();
   }
 
+  /** True while a not-yet-existing channel is still being waited for (logs once when the wait starts). */
+  private waitingForChannel(): boolean {
+    const waitMs = this.waitForChannelMs;
+    if (waitMs <= 0 || this.closed) return false;
+    if (this.channelWaitStartedAt === undefined) {
+      this.channelWaitStartedAt = Date.now();
+      this.logger.info({ waitMs }, "input channel does not exist yet; waiting for its publisher");
+    }
+    return Date.now() - this.channelWaitStartedAt < waitMs;
+  }
+
   private open(seq: number): PendingGet {
     return new PendingGet(seq, channelChildUrl(this.channel, seq), this.agent, this.refreshAfterMs, () => {
       this.stats.refreshes++;
@@ -237,6 +260,10 @@ export class TrickleSubscriber implements AsyncIterable<SubscribedSegment> {
 
       if (status === 404) {
         res.resume();
+        if (this.stats.segments === 0 && this.waitingForChannel()) {
+          await new Promise((resolve) => setTimeout(resolve, CHANNEL_POLL_MS));
+          continue;
+        }
         this.logger.info({ seq: get.seq }, "stream not found, end of stream");
         this.ended = true;
         return null;
