@@ -424,7 +424,24 @@ const relayReport = object(
     outputFps: fps("Frames per second coming back from ComfyStream."),
     framesIn: counter("Frames received from the input channel."),
     framesOut: counter("Frames published to the output channel."),
-    framesDropped: counter("Frames dropped because the relay fell behind."),
+    framesDropped: counter("Frames missing from the output (behind, peer-limited, lost)."),
+    framesPeerLimited: counter(
+      "Frames not sent because ComfyStream already had the peer window in flight (it processes slower than the input).",
+    ),
+    outputKeyframes: object(
+      {
+        source: stringEnum(["peer", "re-encode"], {
+          description:
+            "Where the output's IDRs come from: ComfyStream's own (on PLI), or a re-encode of the returned video because it sent none for too long.",
+        }),
+        reason: string({ description: "Why the returned video is re-encoded.", maxLength: 1024 }),
+        idrIntervalSeconds: number({
+          description: "Longest interval between IDRs written to the output so far, in seconds of PTS.",
+          minimum: 0,
+        }),
+      },
+      { description: "How the output is kept cuttable into segments." },
+    ),
     segmentsIn: counter("Segments read from the input channel."),
     segmentsOut: counter("Segments published to the output channel."),
     segmentsDropped: counter("Input segments dropped whole (behind or corrupt)."),

@@ -89,8 +89,10 @@ class ScriptedSession extends EventEmitter implements ManagedSession {
         outputSegments: { size: 1, capacity: c.queueCapacities.outputSegments, dropped: 0 },
       },
       fps: { input: 30, output: 29.5 },
-      frames: { in: 300, sent: 298, returned: 290, out: 288, dropped: 2 },
+      frames: { in: 300, sent: 298, returned: 290, out: 288, dropped: 2, peerLimited: 0 },
+      peerWindow: { capacity: 8, inFlight: 2, transcodeFrameRate: 30 },
       segments: { in: 10, out: 9, dropped: 0, corrupt: 1 },
+      outputKeyframes: { source: "peer", reEncodedFrames: 0, idrIntervalSec: { last: 1, max: 1.1 } },
       latencyMs: { p50: 80, p95: 120, samples: 250 },
       hopLatencyMs: { forward: { p50: 40, p95: 60 }, return: { p50: 1, p95: 2 } },
       reconnects: 1,
@@ -494,8 +496,27 @@ describe("REST API (older Trickle Relay Service compatible)", () => {
       bottleneck: "No bottleneck detected",
     });
     assert.deepEqual(session.fps, { input: 30, output: 29.5 });
-    assert.deepEqual(session.frames, { in: 300, sent: 298, returned: 290, out: 288, dropped: 2 });
+    assert.deepEqual(session.frames, {
+      in: 300,
+      sent: 298,
+      returned: 290,
+      out: 288,
+      dropped: 2,
+      peer_limited: 0,
+    });
+    assert.deepEqual(session.peer_window, {
+      capacity: 8,
+      in_flight: 2,
+      transcode_frame_rate: 30,
+      reason: null,
+    });
     assert.deepEqual(session.segments, { in: 10, out: 9, dropped: 0, corrupt: 1 });
+    assert.deepEqual(session.output_keyframes, {
+      source: "peer",
+      reason: null,
+      re_encoded_frames: 0,
+      idr_interval_sec: { last: 1, max: 1.1 },
+    });
     assert.deepEqual(session.latency_ms, { p50: 80, p95: 120, samples: 250 });
     assert.equal(session.reconnects, 1);
     assert.deepEqual(session.last_error, {

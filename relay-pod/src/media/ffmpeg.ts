@@ -544,6 +544,11 @@ export class FfmpegProcess extends EventEmitter {
     if (stdin && !stdin.writableEnded) stdin.end();
   }
 
+  /** Arguments for the next start(): a planned change of settings, which spends no restart budget. */
+  setArgs(args: string[]): void {
+    this.options.args = args;
+  }
+
   /** Resolves true once the current child has exited (at once if none runs), false after timeoutMs. */
   async whenExited(timeoutMs: number): Promise<boolean> {
     const child = this.child;

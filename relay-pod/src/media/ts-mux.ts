@@ -83,7 +83,7 @@ export class TsMuxer {
     const withDts = dts !== pts;
     const annexB = au.annexB;
 
-    // PES header: start code, stream id, length 0 (unbounded, allowed for video), flags, PTS[/DTS].
+    // PES header: start code, stream id, length (below), flags, PTS[/DTS].
     const prefix = this.prefix;
     prefix[0] = 0;
     prefix[1] = 0;
@@ -106,6 +106,12 @@ export class TsMuxer {
     }
 
     const pesLength = prefixLength + annexB.length;
+    // A declared length lets a reader (ffmpeg, our demuxer) hand the frame on as soon as its last
+    // byte is in, instead of waiting for the next PES to start: a frame of latency at every reader.
+    // Frames too big for 16 bits keep 0 (unbounded, allowed for video).
+    const declaredLength = pesLength - 6 <= 0xffff ? pesLength - 6 : 0;
+    prefix[4] = declaredLength >> 8;
+    prefix[5] = declaredLength & 0xff;
     const firstAdaptationLength = 8; // length byte + flags + 6-byte PCR
     const firstCapacity = TS_PACKET_SIZE - 4 - firstAdaptationLength;
     const pesPackets = pesLength <= firstCapacity ? 1 : 1 + Math.ceil((pesLength - firstCapacity) / 184);

@@ -50,6 +50,8 @@ export function buildRelayReport(status: SessionStatus, context: RelayReportCont
     framesIn: status.frames.in,
     framesOut: status.frames.out,
     framesDropped: status.frames.dropped,
+    framesPeerLimited: status.frames.peerLimited,
+    outputKeyframes: outputKeyframesReport(status.outputKeyframes),
     segmentsIn: status.segments.in,
     segmentsOut: status.segments.out,
     segmentsDropped: status.segments.dropped + status.segments.corrupt,
@@ -57,6 +59,18 @@ export function buildRelayReport(status: SessionStatus, context: RelayReportCont
     reconnects: status.reconnects,
     lastError: lastError ?? null,
   };
+}
+
+/** null removes a value an earlier report wrote (the report is a merge patch). */
+function outputKeyframesReport(
+  keyframes: SessionStatus["outputKeyframes"],
+): NonNullable<RelayReport["outputKeyframes"]> {
+  const nested = {
+    source: keyframes.source,
+    reason: keyframes.reason?.slice(0, 1024) ?? null,
+    idrIntervalSeconds: keyframes.idrIntervalSec.max,
+  };
+  return nested as NonNullable<RelayReport["outputKeyframes"]>;
 }
 
 /**

@@ -9,6 +9,12 @@ import {
 
 export const DEFAULT_BITRATE_KBPS = 2000;
 export const DEFAULT_KEYFRAME_INTERVAL_SEC = 1;
+/**
+ * Frames in flight to ComfyStream at most: above what a peer that keeps up has out (latency ×
+ * frame rate: ~2–4 at 30 fps), small enough that a slow peer's latency stays bounded (8 frames
+ * at 10 fps ≈ 0.8 s at the very worst).
+ */
+export const DEFAULT_PEER_WINDOW_FRAMES = 8;
 
 /**
  * The transcoder's rate control for a session: x264 counts the GOP in frames, so the interval is
@@ -38,6 +44,7 @@ export interface SessionConfigInput {
   bitrateKbps?: number;
   keyframeIntervalSec?: number;
   segmentDurationSec?: number;
+  peerWindowFrames?: number;
   queueCapacities?: Partial<QueueCapacities>;
   iceAddresses?: string[];
   insecureTls?: boolean;
@@ -61,6 +68,7 @@ export function buildSessionConfig(input: SessionConfigInput): RelaySessionConfi
     bitrateKbps: input.bitrateKbps ?? DEFAULT_BITRATE_KBPS,
     keyframeIntervalSec: input.keyframeIntervalSec ?? DEFAULT_KEYFRAME_INTERVAL_SEC,
     segmentDurationSec: input.segmentDurationSec ?? 1,
+    peerWindowFrames: input.peerWindowFrames ?? DEFAULT_PEER_WINDOW_FRAMES,
     queueCapacities: { ...DEFAULT_QUEUE_CAPACITIES, ...input.queueCapacities },
     iceAddresses: input.iceAddresses?.length ? input.iceAddresses : iceAddressesFromEnv(),
     insecureTls: input.insecureTls ?? false,

@@ -74,6 +74,21 @@ export class FrameMatcher<T> {
     while (this.order.length > this.maxTracked) this.sent.delete(this.order.shift()!);
   }
 
+  /**
+   * Frames sent within the last `maxAgeMs` that have not come back. Older ones count as skipped by
+   * the peer (ComfyStream may never return a frame), so they cannot hold the window shut for good.
+   */
+  inFlight(now = performance.now(), maxAgeMs = 2000): number {
+    let count = 0;
+    for (let index = this.order.length - 1; index >= 0; index--) {
+      const frame = this.sent.get(this.order[index]!);
+      if (!frame || now - frame.sentAt > maxAgeMs) break;
+      count++;
+    }
+    // Frames back but held for calibration are no longer in flight.
+    return Math.max(0, count - this.pending.length);
+  }
+
   get calibrated(): boolean {
     return this.offset !== undefined;
   }

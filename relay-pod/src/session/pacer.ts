@@ -25,6 +25,11 @@ export interface PacedFrame {
 export interface FramePacerOptions {
   capacity: number;
   send: (frame: PacedFrame) => void;
+  /**
+   * Asked when a frame is due (`lateMs`: how long past its due time it is now): "send" it, "hold"
+   * it and ask again shortly (later frames wait behind it), or "drop" it. Default: always send.
+   */
+  admit?: (frame: PacedFrame, lateMs: number) => "send" | "hold" | "drop";
   /** A frame later than this is sent at once and the clock re-anchored. */
   maxLagMs?: number;
   /** A frame due further ahead than this means a timestamp jump: re-anchor. */
@@ -118,7 +123,13 @@ export class FramePacer {
         this.timer = setTimeout(() => this.schedule(), due - now);
         return;
       }
+      const verdict = this.options.admit?.(frame, Math.max(0, now - due)) ?? "send";
+      if (verdict === "hold") {
+        this.timer = setTimeout(() => this.schedule(), HOLD_POLL_MS);
+        return;
+      }
       this.queue.shift();
+      if (verdict === "drop") continue;
       this.sent++;
       this.options.send(frame);
     }
@@ -126,6 +137,8 @@ export class FramePacer {
 }
 
 const PTS_WRAP = 0x2_0000_0000;
+/** How often a held frame asks again. */
+const HOLD_POLL_MS = 5;
 /** Frames over which a steady lead must hold before the anchor moves (about half a second). */
 const LEAD_WINDOW_FRAMES = 15;
 /** Catching up plays at most this much faster per frame (8 ms on a 33 ms frame: about 1.25×). */

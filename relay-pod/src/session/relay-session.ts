@@ -20,11 +20,15 @@ import {
   rtpTimestampToPts,
   type FfmpegExit,
 } from "../media/ffmpeg.js";
+import { KeyframeRepair, type ReturnedFrame } from "../media/keyframe-repair.js";
+import { ptsForwardDistance, PTS_CLOCK_HZ } from "../media/ts-packet.js";
 import { ComfyStreamPeer } from "../webrtc/comfystream-peer.js";
 import { H264Depacketizer } from "../webrtc/h264-depacketizer.js";
 import { buildStatusEvent } from "../report/events.js";
 import { FramePacer, type PacedFrame } from "./pacer.js";
-import { RtpFrameAssembler, setRtpTimestamp, type RtpFrame } from "./rtp-frames.js";
+import { PeerWindow } from "./peer-window.js";
+import { PeerPace } from "./peer-pace.js";
+import { RtpFrameAssembler, setRtpSequenceNumber, setRtpTimestamp, type RtpFrame } from "./rtp-frames.js";
 import { FrameMatcher, timestampJitter } from "./frame-matcher.js";
 import { forwardEncoderSettings } from "./config.js";
 import { PercentileWindow, RateMeter } from "./stats.js";
@@ -59,6 +63,10 @@ interface OpenSegment {
 
 const RTP_WRAP = 0x1_0000_0000;
 const H264_STREAM_TYPE = 0x1b;
+/** Frames inside a running ffmpeg (decoder and encoder), not yet dropped by its frame-rate cap. */
+const RATE_CAP_IN_FLIGHT_FRAMES = 3;
+/** How long a session waits for an input channel that does not exist yet before it ends. */
+const INPUT_CHANNEL_WAIT_MS = 30_000;
 /** Receive buffer asked for on ffmpeg's RTP socket (Linux reports double what it grants). */
 const RTP_RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024;
 
@@ -87,6 +95,16 @@ export class RelaySession extends EventEmitter {
   private eventsWriter: TrickleEventsWriter | undefined;
   private eventsTimer: NodeJS.Timeout | undefined;
   private ffmpeg: FfmpegProcess | undefined;
+  private transcoderRtpPort = 0;
+  /** The transcoder's frame-rate cap now: the session's, or lower while ComfyStream is slower. */
+  private transcodeFrameRate: number;
+  private readonly peerPace: PeerPace | undefined;
+  private paceTimer: NodeJS.Timeout | undefined;
+  private pendingFrameRate: number | undefined;
+  private retuningTranscoder = false;
+  /** Frames into and out of the current ffmpeg run, and whether its frame-rate cap was lowered. */
+  private transcoderRun = { framesIn: 0, framesOut: 0, capped: false };
+  private rateCappedDropsBefore = 0;
   /** Set in passthrough mode, where input access units go to WebRTC without ffmpeg. */
   private packetizer: H264Packetizer | undefined;
   private rtpSocket: Socket | undefined;
@@ -100,6 +118,14 @@ export class RelaySession extends EventEmitter {
   private readonly assembler: RtpFrameAssembler;
   private readonly matcher = new FrameMatcher<{ annexB: Buffer; keyframe: boolean }>();
   private depacketizer = new H264Depacketizer();
+  private readonly peerWindow: PeerWindow;
+  private forwardSequenceNumber = randomInt(0, 0x10000);
+  /** Set once start() found ffmpeg; without it the peer's own IDRs are all the output gets. */
+  private keyframeRepair: KeyframeRepair | undefined;
+  /** When each returned frame (by PTS) came back, for the return-hop latency across the repair stage. */
+  private readonly returnedAtByPts = new Map<number, number>();
+  private lastOutputIdrPts: number | undefined;
+  private readonly outputIdrIntervalSec = { last: null as number | null, max: null as number | null };
   private readonly segmenter: IdrSegmenter;
   private readonly muxer = new TsMuxer();
 
@@ -154,8 +180,13 @@ export class RelaySession extends EventEmitter {
     this.pacer = new FramePacer({
       capacity: config.queueCapacities.decodedFrames,
       send: (frame) => this.sendFrame(frame),
+      admit: (frame, lateMs) => this.admitToPeer(frame, lateMs),
     });
     this.assembler = new RtpFrameAssembler((frame) => this.onTranscodedFrame(frame));
+    this.peerWindow = new PeerWindow({ capacity: config.peerWindowFrames });
+    this.transcodeFrameRate = config.frameRate;
+    // Passthrough sends the input as it is: its frame rate is not the relay's to change.
+    if (config.mode === "transcode") this.peerPace = new PeerPace({ maxFps: config.frameRate });
     this.ended = new Promise((resolve) => (this.resolveEnded = resolve));
   }
 
@@ -176,6 +207,7 @@ export class RelaySession extends EventEmitter {
       } else {
         await this.startTranscoder();
       }
+      await this.startKeyframeRepair();
       this.publisher = new TricklePublisher(this.config.outputUrl, {
         contentType: "video/MP2T",
         start: "next",
@@ -189,12 +221,18 @@ export class RelaySession extends EventEmitter {
     }
     this.subscriber = new TrickleSubscriber(this.config.inputUrl, {
       startSeq: -2,
+      // A session may be started a moment before its input's publisher creates the channel.
+      waitForChannelMs: INPUT_CHANNEL_WAIT_MS,
       insecureTls: this.config.insecureTls,
       logger: this.log,
     });
     void this.readInput();
     if (this.config.controlUrl) void this.readControl(this.config.controlUrl);
     if (this.config.eventsUrl) this.startEvents(this.config.eventsUrl);
+    if (this.peerPace) {
+      this.paceTimer = setInterval(() => this.samplePeerPace(), 1000);
+      this.paceTimer.unref();
+    }
     this.connectPeer();
   }
 
@@ -281,7 +319,19 @@ export class RelaySession extends EventEmitter {
           this.counters.inputFramesDropped +
           this.assembler.damagedFrames +
           this.pacer.dropped +
-          this.processedDropped,
+          this.peerWindow.peerLimitedDrops +
+          this.rateCappedDrops() +
+          this.processedDropped +
+          (this.keyframeRepair?.framesLost ?? 0),
+        peerLimited: this.peerWindow.peerLimitedDrops + this.rateCappedDrops(),
+      },
+      peerWindow: {
+        capacity: this.peerWindow.capacity,
+        inFlight: this.matcher.inFlight(now),
+        transcodeFrameRate: this.config.mode === "transcode" ? this.transcodeFrameRate : null,
+        ...(this.peerPace?.reason && this.transcodeFrameRate < this.config.frameRate
+          ? { reason: this.peerPace.reason }
+          : {}),
       },
       segments: {
         in: this.counters.segmentsIn,
@@ -289,6 +339,7 @@ export class RelaySession extends EventEmitter {
         dropped: this.counters.segmentsDropped,
         corrupt: this.counters.segmentsCorrupt,
       },
+      outputKeyframes: this.outputKeyframesStatus(),
       latencyMs: {
         p50: this.latency.percentile(50),
         p95: this.latency.percentile(95),
@@ -342,6 +393,7 @@ export class RelaySession extends EventEmitter {
    */
   private async relayInputSegment(segment: SubscribedSegment): Promise<void> {
     this.counters.segmentsIn++;
+    if (this.pendingFrameRate !== undefined) await this.retuneTranscoder();
     let frames = 0;
     let firstPts: number | undefined;
     const demuxer = new TsDemuxer({
@@ -405,7 +457,19 @@ export class RelaySession extends EventEmitter {
       this.counters.segmentsDropped++;
       this.counters.inputFramesDropped += frames;
       this.log.debug({ seq: segment.seq, frames }, "dropped an input segment");
+      return;
     }
+    this.transcoderRun.framesIn += frames;
+  }
+
+  /**
+   * Frames the transcoder left out because its frame-rate cap was lowered to ComfyStream's pace:
+   * peer-limited drops too (those of earlier ffmpeg runs, plus the current run's so far).
+   */
+  private rateCappedDrops(): number {
+    const run = this.transcoderRun;
+    const current = run.capped ? Math.max(0, run.framesIn - run.framesOut - RATE_CAP_IN_FLIGHT_FRAMES) : 0;
+    return this.rateCappedDropsBefore + current;
   }
 
   private shouldDropInputSegment(): boolean {
@@ -482,15 +546,8 @@ export class RelaySession extends EventEmitter {
     });
     this.rtpSocket = socket;
     const ffmpegBinary = await resolveFfmpeg({ logger: this.log });
-    const port = (socket.address() as AddressInfo).port;
-    const args = forwardTranscodeArgs({
-      width: this.config.width,
-      height: this.config.height,
-      frameRate: this.config.frameRate,
-      ...forwardEncoderSettings(this.config),
-      rtpPort: port,
-      rtcpPort: port,
-    });
+    this.transcoderRtpPort = (socket.address() as AddressInfo).port;
+    const args = this.transcoderArgs(this.config.frameRate);
     this.ffmpeg = new FfmpegProcess({ ffmpegPath: ffmpegBinary.path, args, logger: this.log });
     this.ffmpeg.on("exit", (info: FfmpegExit) => void this.onFfmpegExit(info));
     this.ffmpeg.start();
@@ -500,8 +557,73 @@ export class RelaySession extends EventEmitter {
     );
   }
 
+  /** The transcoder's arguments at a frame-rate cap (the session's, or the peer's pace). */
+  private transcoderArgs(frameRate: number): string[] {
+    return forwardTranscodeArgs({
+      width: this.config.width,
+      height: this.config.height,
+      frameRate,
+      ...forwardEncoderSettings({ ...this.config, frameRate }),
+      rtpPort: this.transcoderRtpPort,
+      rtcpPort: this.transcoderRtpPort,
+    });
+  }
+
+  /** Once a second: does the transcoder's frame rate still match what ComfyStream can take? */
+  private samplePeerPace(): void {
+    const pace = this.peerPace;
+    if (!pace || this.webrtcState !== "connected" || !this.matcher.calibrated) return;
+    const advice = pace.sample({
+      now: performance.now(),
+      sent: this.counters.framesSent,
+      returned: this.counters.framesReturned,
+      windowPressure: this.peerWindow.saturations,
+    });
+    if (advice === undefined) return;
+    this.pendingFrameRate = advice;
+    this.log.info(
+      { frameRate: advice, reason: pace.reason },
+      "matching the transcoder's frame rate to ComfyStream",
+    );
+  }
+
+  /**
+   * Restarts ffmpeg at the new frame-rate cap, between two input segments (each starts on a
+   * keyframe, so the new ffmpeg decodes from its first byte). The old one finishes its frames first.
+   */
+  private async retuneTranscoder(): Promise<void> {
+    const frameRate = this.pendingFrameRate;
+    const ffmpeg = this.ffmpeg;
+    this.pendingFrameRate = undefined;
+    if (frameRate === undefined || !ffmpeg?.running || frameRate === this.transcodeFrameRate) return;
+    this.retuningTranscoder = true;
+    try {
+      ffmpeg.endInput();
+      if (!(await ffmpeg.whenExited(1000))) await ffmpeg.stop();
+      await new Promise((resolve) => setTimeout(resolve, 20)); // its last datagrams
+      const run = this.transcoderRun;
+      if (run.capped) this.rateCappedDropsBefore += Math.max(0, run.framesIn - run.framesOut);
+      this.transcoderRun = { framesIn: 0, framesOut: 0, capped: frameRate < this.config.frameRate };
+      this.assembler.reset();
+      this.ffmpegTimestampBase = undefined;
+      this.firstPtsIntoFfmpeg = undefined;
+      ffmpeg.setArgs(this.transcoderArgs(frameRate));
+      if (this.isEnded()) return;
+      ffmpeg.start();
+      this.transcodeFrameRate = frameRate;
+      // The same span of time in flight at the new rate (but at least 2 frames): a peer queue that
+      // filled up before drains, instead of staying as long as the window at the old rate.
+      this.peerWindow.resize(
+        Math.max(2, Math.floor((this.config.peerWindowFrames * frameRate) / this.config.frameRate)),
+      );
+      this.emitStatus();
+    } finally {
+      this.retuningTranscoder = false;
+    }
+  }
+
   private async onFfmpegExit(info: FfmpegExit): Promise<void> {
-    if (info.requested || this.isEnded() || this.stopping) return;
+    if (info.requested || this.retuningTranscoder || this.isEnded() || this.stopping) return;
     const detail =
       `ffmpeg exited (code ${info.code ?? "none"}, signal ${info.signal ?? "none"})` +
       (info.error ? `: ${info.error.message}` : "") +
@@ -542,7 +664,17 @@ export class RelaySession extends EventEmitter {
         (frame.rtpTimestamp - (this.firstPtsIntoFfmpeg % RTP_WRAP) + RTP_WRAP) % RTP_WRAP;
     }
     const pts = rtpTimestampToPts(frame.rtpTimestamp, this.ffmpegTimestampBase, this.lastInputPts ?? 0);
+    this.transcoderRun.framesOut++;
     this.pacer.push({ pts, keyframe: frame.keyframe, packets: frame.packets });
+  }
+
+  /** The peer window's say on a due frame (see PeerWindow); frames sendFrame would discard pass. */
+  private admitToPeer(frame: PacedFrame, lateMs: number): "send" | "hold" | "drop" {
+    // The window applies once frames come back: until then the peer is starting (its first frame
+    // pays for decoder and pipeline start-up) and nothing is known of its pace.
+    if (!this.peer || this.webrtcState !== "connected" || this.waitForInputKeyframe) return "send";
+    if (!this.matcher.calibrated) return "send";
+    return this.peerWindow.decide(frame, this.matcher.inFlight(), lateMs);
   }
 
   private sendFrame(frame: PacedFrame): void {
@@ -556,6 +688,10 @@ export class RelaySession extends EventEmitter {
     const rtpTs = (frame.pts + timestampJitter(this.counters.framesSent)) % RTP_WRAP;
     for (const packet of frame.packets) {
       setRtpTimestamp(packet, rtpTs);
+      // Numbered here, not by ffmpeg: frames the relay drops must leave no gap, or the peer sees
+      // loss, asks for retransmissions and discards the next frames up to its next keyframe.
+      setRtpSequenceNumber(packet, this.forwardSequenceNumber);
+      this.forwardSequenceNumber = (this.forwardSequenceNumber + 1) & 0xffff;
       peer.sendRtp(packet);
     }
     this.counters.framesSent++;
@@ -586,6 +722,8 @@ export class RelaySession extends EventEmitter {
     this.matcher.reset();
     this.depacketizer = new H264Depacketizer();
     this.waitForInputKeyframe = true;
+    this.peerWindow.reset();
+    this.keyframeRepair?.resetStream();
     this.setWebRtcState("connecting");
     if (this.state !== "degraded") this.setState("connecting");
     const offeredPrompts = this.prompts;
@@ -596,6 +734,8 @@ export class RelaySession extends EventEmitter {
       width: this.config.width,
       height: this.config.height,
       iceAddresses: this.config.iceAddresses,
+      // A PLI every segment duration, so that a peer that answers them gives every segment an IDR.
+      pliIntervalMs: Math.max(500, Math.round(this.config.segmentDurationSec * 1000)),
       logger: this.log,
     });
     peer.on("rtp", (packet) => this.onReturnedRtp(packet));
@@ -666,14 +806,69 @@ export class RelaySession extends EventEmitter {
       this.counters.framesReturned++;
       for (const matched of this.matcher.accept(au.rtpTimestamp, au)) {
         if (matched.latencyMs !== undefined) this.latency.add(matched.latencyMs);
-        this.enqueueProcessed({
-          annexB: matched.item.annexB,
-          pts: matched.pts,
-          keyframe: matched.item.keyframe,
-          returnedAt: performance.now(),
-        });
+        const frame = { annexB: matched.item.annexB, pts: matched.pts, keyframe: matched.item.keyframe };
+        if (!this.keyframeRepair) {
+          this.enqueueProcessed({ ...frame, returnedAt: performance.now() });
+          continue;
+        }
+        this.returnedAtByPts.set(frame.pts, performance.now());
+        if (this.returnedAtByPts.size > 600) {
+          this.returnedAtByPts.delete(this.returnedAtByPts.keys().next().value!);
+        }
+        this.keyframeRepair.push(frame);
       }
     }
+  }
+
+  /** Frames out of the keyframe repair stage (the peer's own, or re-encoded ones) go to the muxer. */
+  private onRepairedFrame(frame: ReturnedFrame): void {
+    const returnedAt = this.returnedAtByPts.get(frame.pts) ?? performance.now();
+    this.returnedAtByPts.delete(frame.pts);
+    this.enqueueProcessed({ ...frame, returnedAt });
+  }
+
+  private async startKeyframeRepair(): Promise<void> {
+    let ffmpegPath: string;
+    try {
+      ffmpegPath = (await resolveFfmpeg({ logger: this.log })).path;
+    } catch (err) {
+      this.log.warn(
+        { err: (err as Error).message },
+        "no ffmpeg: output IDRs come only from ComfyStream (segments cannot be cut if it sends none)",
+      );
+      return;
+    }
+    this.keyframeRepair = new KeyframeRepair({
+      segmentDurationSec: this.config.segmentDurationSec,
+      bitrateKbps: this.config.bitrateKbps,
+      ffmpegPath,
+      logger: this.log,
+      emit: (frame) => this.onRepairedFrame(frame),
+      onSourceChange: () => this.emitStatus(),
+    });
+  }
+
+  private outputKeyframesStatus(): SessionStatus["outputKeyframes"] {
+    const repair = this.keyframeRepair?.status();
+    return {
+      source: repair?.source ?? "peer",
+      ...(repair?.reason ? { reason: repair.reason } : {}),
+      reEncodedFrames: repair?.reEncodedFrames ?? 0,
+      idrIntervalSec: { ...this.outputIdrIntervalSec },
+    };
+  }
+
+  private noteOutputIdr(pts: number): void {
+    const previous = this.lastOutputIdrPts;
+    this.lastOutputIdrPts = pts;
+    if (previous === undefined) return;
+    const gap = ptsForwardDistance(previous, pts) / PTS_CLOCK_HZ;
+    if (gap > 3600) return; // a timestamp jump, not an interval
+    this.outputIdrIntervalSec.last = Math.round(gap * 1000) / 1000;
+    this.outputIdrIntervalSec.max = Math.max(
+      this.outputIdrIntervalSec.max ?? 0,
+      this.outputIdrIntervalSec.last,
+    );
   }
 
   private enqueueProcessed(frame: ProcessedFrame): void {
@@ -728,6 +923,7 @@ export class RelaySession extends EventEmitter {
       cut,
     );
     await this.openSegment!.writer.write(bytes);
+    if (frame.keyframe) this.noteOutputIdr(frame.pts);
     this.counters.framesOut++;
     this.returnHop.add(performance.now() - frame.returnedAt);
     this.outputRate.mark();
@@ -829,6 +1025,7 @@ export class RelaySession extends EventEmitter {
     this.stopping = true;
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
     if (this.eventsTimer) clearInterval(this.eventsTimer);
+    if (this.paceTimer) clearInterval(this.paceTimer);
     this.subscriber?.close();
     this.controlReader?.close();
 
@@ -844,6 +1041,8 @@ export class RelaySession extends EventEmitter {
       }
       await this.waitForDrain(Math.max(500, drainTimeoutMs - (Date.now() - drainStart)));
     }
+    // The re-encoder (if it runs) still holds the last frames.
+    await this.keyframeRepair?.close(finalState === "completed" ? 1000 : 0);
     this.pacer.stop();
     await this.ffmpeg?.stop().catch(() => undefined);
     this.rtpSocket?.close();

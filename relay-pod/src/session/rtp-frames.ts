@@ -23,6 +23,10 @@ export function setRtpTimestamp(packet: Buffer, timestamp: number): void {
   packet.writeUInt32BE(timestamp >>> 0, 4);
 }
 
+export function setRtpSequenceNumber(packet: Buffer, sequenceNumber: number): void {
+  packet.writeUInt16BE(sequenceNumber & 0xffff, 2);
+}
+
 function rtpMarker(packet: Buffer): boolean {
   return (packet[1]! & 0x80) !== 0;
 }

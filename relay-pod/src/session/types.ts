@@ -41,6 +41,8 @@ export interface RelaySessionConfig {
   keyframeIntervalSec: number;
   /** Shortest output segment; a new one starts at the first IDR after this much PTS. */
   segmentDurationSec: number;
+  /** Most frames in flight to ComfyStream (sent, not yet back); more are dropped as peer-limited. */
+  peerWindowFrames: number;
   queueCapacities: QueueCapacities;
   /** Addresses WebRTC gathers host candidates on (loopback in tests, the pod IP in clusters). */
   iceAddresses: string[];
@@ -86,8 +88,25 @@ export interface SessionStatus {
     outputSegments: QueueSnapshot;
   };
   fps: { input: number; output: number };
-  frames: { in: number; sent: number; returned: number; out: number; dropped: number };
+  /** `dropped` counts every frame missing from the output; `peerLimited` those of them not sent because ComfyStream had the window full. */
+  frames: { in: number; sent: number; returned: number; out: number; dropped: number; peerLimited: number };
+  /**
+   * The frames-in-flight window to ComfyStream and how full it is now; the transcoder's frame-rate
+   * cap (lowered to what a slower ComfyStream returns, `reason` says so; null in passthrough mode).
+   */
+  peerWindow: { capacity: number; inFlight: number; transcodeFrameRate: number | null; reason?: string };
   segments: { in: number; out: number; dropped: number; corrupt: number };
+  /**
+   * Where the output's IDRs come from: "peer" (ComfyStream's own, on PLI) or "re-encode" (it sent
+   * none for too long, so the return path is re-encoded; `reason` says what was seen), and the
+   * intervals between the IDRs written to the output (seconds of PTS; null before the second one).
+   */
+  outputKeyframes: {
+    source: "peer" | "re-encode";
+    reason?: string;
+    reEncodedFrames: number;
+    idrIntervalSec: { last: number | null; max: number | null };
+  };
   /** Through ComfyStream: a frame sent to a frame back, matched by RTP timestamp. */
   latencyMs: { p50: number | null; p95: number | null; samples: number };
   /**

@@ -31,7 +31,22 @@ export interface MediaProcessorOptions {
   logger: Logger;
   /** Minimum spacing of PLI-driven encoder restarts. Default 1000 ms. */
   minKeyframeIntervalMs?: number;
+  /**
+   * "honour" (default): a PLI restarts the encoder, so an IDR follows. "ignore": like the real
+   * ComfyStream on Debian's aiortc 1.4.0, whose H264Encoder drops its force_keyframe argument; the
+   * only IDRs are x264's own, one per 250 frames.
+   */
+  keyframeRequests?: "honour" | "ignore";
+  /**
+   * With maxFps: "newest" (default) keeps one waiting frame, newer ones evict it. "fifo": every frame
+   * waits its turn, like the real ComfyStream's unbounded `video_incoming_frames` queue (each frame in
+   * gets a frame out), so a peer slower than its input falls further behind every second.
+   */
+  processingQueue?: "newest" | "fifo";
 }
+
+/** Frames the fifo queue holds at most (~100 MB at 512×512); the real peer has no limit. */
+const FIFO_QUEUE_LIMIT = 256;
 
 const AUD_NAL = Buffer.from([0, 0, 0, 1, 0x09, 0xf0]);
 const NAL_IDR = 5;
@@ -86,6 +101,7 @@ export class MediaProcessor {
 
   // filter state: rate cap and output side
   private latestFrame: { timestamp: number; frame: Buffer } | undefined;
+  private readonly waitingFrames: Array<{ timestamp: number; frame: Buffer }> = [];
   private rateTimer: NodeJS.Timeout | undefined;
   private encoder: Encoder | undefined;
   private readonly encodersBySsrc = new Map<number, Encoder>();
@@ -119,6 +135,7 @@ export class MediaProcessor {
   /** PLI from the peer. */
   requestKeyframe(): void {
     this.counters.keyframeRequests++;
+    if (this.options.keyframeRequests === "ignore") return;
     if (this.options.mode !== "filter" || !this.encoder || this.restartTimer) return;
     const minInterval = this.options.minKeyframeIntervalMs ?? 1000;
     const wait = this.encoder.startedAt + minInterval - Date.now();
@@ -257,6 +274,14 @@ export class MediaProcessor {
       this.counters.framesDropped++;
       return;
     }
+    if (this.options.maxFps > 0 && this.options.processingQueue === "fifo") {
+      if (this.waitingFrames.length >= FIFO_QUEUE_LIMIT) {
+        this.waitingFrames.shift();
+        this.counters.framesDropped++;
+      }
+      this.waitingFrames.push({ timestamp, frame });
+      return;
+    }
     if (this.options.maxFps > 0) {
       if (this.latestFrame) this.counters.framesDropped++; // evicted by a newer frame
       this.latestFrame = { timestamp, frame };
@@ -266,8 +291,8 @@ export class MediaProcessor {
   }
 
   private processLatestFrame(): void {
-    const latest = this.latestFrame;
-    this.latestFrame = undefined;
+    const latest = this.waitingFrames.shift() ?? this.latestFrame;
+    if (latest === this.latestFrame) this.latestFrame = undefined;
     if (latest) this.encode(latest.timestamp, latest.frame);
   }
 

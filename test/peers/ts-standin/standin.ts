@@ -44,6 +44,10 @@ export interface TsStandinOptions {
   filter?: string;
   /** Processing-rate cap (filter mode): frames above it are dropped, newest kept. 0 = none. */
   maxFps?: number;
+  /** With maxFps: "fifo" queues every frame like the real ComfyStream (latency grows); default "newest". */
+  processingQueue?: "newest" | "fifo";
+  /** "ignore" answers no PLI, like the real ComfyStream on aiortc 1.4.0; default "honour". */
+  keyframeRequests?: "honour" | "ignore";
   /** Delay inside `/offer` and `POST /prompt` when prompts are given (ComfyStream's warm-up). */
   warmupMs?: number;
   /** Make every prompt application fail: `/offer` and `/prompt` answer 500, update_prompts replies success:false. */
@@ -365,6 +369,8 @@ class Standin implements TsStandin {
       mode: this.mode,
       filter: this.options.filter ?? "negate",
       maxFps: this.options.maxFps ?? 0,
+      processingQueue: this.options.processingQueue ?? "newest",
+      keyframeRequests: this.options.keyframeRequests ?? "honour",
       ffmpegPath: this.options.ffmpegPath ?? (await resolveFfmpeg()).path,
       gate: () => ({
         process: this.pipeline.running && !this.pipeline.paused,

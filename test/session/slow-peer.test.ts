@@ -1,0 +1,178 @@
+// Two things the real ComfyStream does that the stand-ins did not, taught to the TS stand-in so that
+// the fast suite catches them (issue 10; test/session/real-comfystream.test.ts shows them against
+// the real server):
+// - it ignores keyframe requests (Debian's aiortc 1.4.0 drops force_keyframe; x264 makes one IDR
+//   per 250 frames), so the relay's output was one segment per run;
+// - it queues every frame it receives and returns each one (`video_incoming_frames` is unbounded),
+//   so a peer slower than the input made latency grow without bound.
+import assert from "node:assert/strict";
+import { after, describe, test } from "node:test";
+import { needsLoopbackNamespace } from "../infra/netns.js";
+import { RelaySession } from "../../relay-pod/src/session/relay-session.js";
+import { buildSessionConfig } from "../../relay-pod/src/session/config.js";
+import { PASSTHROUGH_WORKFLOW } from "../../relay-pod/src/session/default-workflow.js";
+import type { SessionStatus } from "../../relay-pod/src/session/types.js";
+import { startTsStandin, type TsStandinOptions } from "../peers/ts-standin/standin.js";
+import {
+  ICE_ADDRESSES,
+  checkOutputAgainstInput,
+  collectOutput,
+  makeInputSegments,
+  publishPaced,
+  startTrickle,
+  waitFor,
+} from "./relay-harness.js";
+import { PTS_CLOCK_HZ } from "../../relay-pod/src/media/ts-packet.js";
+import { demuxPts } from "./relay-harness.js";
+
+const cleanups: Array<() => Promise<unknown> | unknown> = [];
+after(async () => {
+  for (const cleanup of cleanups.reverse()) await Promise.resolve(cleanup()).catch(() => undefined);
+});
+
+interface RunResult {
+  final: SessionStatus;
+  /** Latency p95 over the last 5 s of the run (the session's window holds the last frames). */
+  lateLatencyP95: number | null;
+  output: Array<{ seq: number; data: Buffer }>;
+  inputPts: number[];
+  peer: ReturnType<Awaited<ReturnType<typeof startTsStandin>>["stats"]>;
+}
+
+/** `seconds` of 30 fps input through one session and a filter-mode TS stand-in with `standin` options. */
+async function relayThrough(
+  standin: TsStandinOptions,
+  seconds: number,
+  session: { peerWindowFrames?: number } = {},
+): Promise<RunResult> {
+  const { segments, pts: inputPts } = await makeInputSegments({ seconds, bFrames: 0 });
+  const { server, base } = await startTrickle(["in", "in-out"]);
+  cleanups.push(() => server.close());
+  const peer = await startTsStandin({ port: 0, iceAddresses: ICE_ADDRESSES, mode: "filter", ...standin });
+  cleanups.push(() => peer.close());
+  const output = collectOutput(`${base}in-out`);
+  cleanups.push(() => output.close());
+  const relay = new RelaySession(
+    buildSessionConfig({
+      id: "slow-peer",
+      inputUrl: `${base}in`,
+      comfystreamUrl: peer.url,
+      prompts: [PASSTHROUGH_WORKFLOW],
+      width: 256,
+      height: 256,
+      frameRate: 30,
+      iceAddresses: ICE_ADDRESSES,
+      ...session,
+    }),
+    { reconnectBackoffMs: [300, 2000], drainTimeoutMs: 1500 },
+  );
+  cleanups.push(() => relay.stop());
+  await relay.start();
+  await waitFor(() => relay.status().webrtcState === "connected", 20_000, "WebRTC connected");
+  const publishing = publishPaced(`${base}in`, segments);
+  // Latency of the last seconds: what a viewer lives with once the run has settled.
+  await new Promise((resolve) => setTimeout(resolve, (seconds - 1) * 1000));
+  const lateLatencyP95 = relay.status().latencyMs.p95;
+  await publishing;
+  await relay.whenEnded();
+  await Promise.race([output.done, new Promise((resolve) => setTimeout(resolve, 5000))]);
+  return { final: relay.status(), lateLatencyP95, output: output.segments, inputPts, peer: peer.stats() };
+}
+
+describe("peers that behave like the real ComfyStream", { skip: needsLoopbackNamespace }, () => {
+  test(
+    "a peer that ignores PLIs: the return path is re-encoded and every output segment starts on an IDR ~1 s apart",
+    { timeout: 120_000 },
+    async (t) => {
+      const run = await relayThrough({ keyframeRequests: "ignore" }, 12);
+      const { final } = run;
+      t.diagnostic(
+        `outputKeyframes ${JSON.stringify(final.outputKeyframes)}; frames ${JSON.stringify(final.frames)}`,
+      );
+      assert.equal(final.state, "completed", JSON.stringify(final.lastError));
+      assert.ok(run.peer.media.keyframeRequests >= 3, "the relay did ask for keyframes");
+      // One IDR when its encoder started, one when the workflow switched its filter on: none on request.
+      assert.ok(run.peer.media.keyframesOut <= 2, `the stand-in made ${run.peer.media.keyframesOut} IDRs`);
+      assert.equal(final.outputKeyframes.source, "re-encode");
+      assert.match(final.outputKeyframes.reason ?? "", /no IDR for .* although keyframes were requested/);
+      assert.ok(
+        final.outputKeyframes.reEncodedFrames > 200,
+        `re-encoded ${final.outputKeyframes.reEncodedFrames}`,
+      );
+      // The first interval is the peer's own (until the switch at 2.5 s); one a second after it.
+      assert.ok(final.outputKeyframes.idrIntervalSec.last! <= 1.05, JSON.stringify(final.outputKeyframes));
+      assert.ok(final.outputKeyframes.idrIntervalSec.max! <= 2.6, JSON.stringify(final.outputKeyframes));
+
+      assert.ok(
+        run.output.length >= 9,
+        `${run.output.length} output segments for 12 s (was 1 before the repair)`,
+      );
+      assert.equal(final.segments.out, run.output.length);
+      const check = await checkOutputAgainstInput(run.output, run.inputPts);
+      assert.deepEqual(check.undecodable, []);
+      assert.deepEqual(check.notIdrFirst, [], "every segment starts with an IDR");
+      assert.equal(check.repeatedPts, 0);
+      assert.deepEqual(check.foreignPts.slice(0, 5), [], "output PTS = input PTS through the re-encoder");
+      assert.ok(
+        check.frames >= run.inputPts.length * 0.9,
+        `${check.frames} of ${run.inputPts.length} frames out`,
+      );
+      const durations = segmentDurationsSec(run.output);
+      assert.ok(
+        durations.slice(1, -1).every((d) => d <= 1.1),
+        `segment durations ${durations.join(", ")}`,
+      );
+    },
+  );
+
+  test(
+    "a peer slower than the input (10 fps, every frame queued): latency stays bounded, the surplus is dropped as peer-limited",
+    { timeout: 150_000 },
+    async (t) => {
+      const slowPeer: TsStandinOptions = { keyframeRequests: "ignore", maxFps: 10, processingQueue: "fifo" };
+      // Control run: without a window (as before) the stand-in's queue grows like the real peer's.
+      const unbounded = await relayThrough(slowPeer, 8, { peerWindowFrames: 100_000 });
+      t.diagnostic(
+        `no window: latency p95 ${unbounded.lateLatencyP95} ms, frames ${JSON.stringify(unbounded.final.frames)}`,
+      );
+      assert.ok(
+        (unbounded.lateLatencyP95 ?? 0) > 2500,
+        `without a window the latency must grow (the stand-in imitates the real peer): ${unbounded.lateLatencyP95} ms`,
+      );
+
+      const bounded = await relayThrough(slowPeer, 15);
+      const { final } = bounded;
+      t.diagnostic(
+        `window ${final.peerWindow.capacity}: latency p50 ${final.latencyMs.p50} p95 ${bounded.lateLatencyP95} ms; ` +
+          `frames ${JSON.stringify(final.frames)}; segments ${JSON.stringify(final.segments)}; ` +
+          `peer window ${JSON.stringify(final.peerWindow)}`,
+      );
+      assert.equal(final.state, "completed", JSON.stringify(final.lastError));
+      assert.ok(
+        bounded.lateLatencyP95 !== null && bounded.lateLatencyP95 < 1500,
+        `latency p95 in the last seconds ${bounded.lateLatencyP95} ms (window ${final.peerWindow.capacity} frames at 10 fps)`,
+      );
+      assert.ok(final.frames.peerLimited > 100, `peer-limited drops ${final.frames.peerLimited}`);
+      assert.ok(final.frames.dropped >= final.frames.peerLimited);
+      // What comes back is what the peer can do: about 10 of the 30 frames a second.
+      const returnedPerSecond = final.frames.returned / 15;
+      assert.ok(
+        returnedPerSecond > 4 && returnedPerSecond <= 11.5,
+        `returned ${returnedPerSecond.toFixed(1)} fps`,
+      );
+      const check = await checkOutputAgainstInput(bounded.output, bounded.inputPts);
+      assert.deepEqual(check.undecodable, []);
+      assert.deepEqual(check.notIdrFirst, []);
+      assert.equal(check.repeatedPts, 0);
+    },
+  );
+});
+
+/** Each segment's span of PTS plus one frame, seconds. */
+function segmentDurationsSec(segments: Array<{ data: Buffer }>): number[] {
+  return segments.map((segment) => {
+    const pts = demuxPts(segment.data);
+    if (pts.length === 0) return 0;
+    return (Math.max(...pts) - Math.min(...pts)) / PTS_CLOCK_HZ + 1 / 30;
+  });
+}
