@@ -169,8 +169,10 @@ describe("summaryLines", () => {
       mode: "transcode",
       queues: { decodedFrames: queue, processedFrames: queue, outputSegments: queue },
       fps: { input: 30, output: 30 },
-      frames: { in: 600, sent: 600, returned: 600, out: 600, dropped: 0 },
+      frames: { in: 600, sent: 600, returned: 600, out: 600, dropped: 0, peerLimited: 0 },
+      peerWindow: { capacity: 8, inFlight: 0, transcoderGop: "normal" },
       segments: { in: 20, out: 14, dropped: 0, corrupt: 0 },
+      outputKeyframes: { source: "peer", reEncodedFrames: 0, idrIntervalSec: { last: 1.5, max: 1.5 } },
       latencyMs: { p50: 6, p95: 120, samples: 600 },
       hopLatencyMs: { forward: { p50: 45, p95: 90 }, return: { p50: 0.1, p95: 0.3 } },
       reconnects: 0,
@@ -197,7 +199,7 @@ describe("summaryLines", () => {
     assert.match(text, /segments +in 20, out 14; 14 written to \/tmp\/demo-output \(4\.00 MiB\)/);
     assert.match(text, /input: cut at every keyframe of the source, one each 1 s/);
     assert.match(text, /output: 14 segments \(1\.50 s, the last 0\.50 s\)/);
-    assert.match(text, /the peer returned an IDR every 1\.50 s, so the output has fewer, longer segments/);
+    assert.match(text, /the output has an IDR every 1\.50 s, so the output has fewer, longer segments/);
     assert.match(text, /latency +input → output, per frame as the demo saw it: p50 40 ms/);
     assert.match(text, /per hop +relay forward p50 20 ms \/ p95 90 ms, peer .* p50 6\.0 ms \/ p95 120 ms/);
     assert.match(
@@ -212,12 +214,14 @@ describe("summaryLines", () => {
   it("says what had not come out when the demo was stopped, and which input segments were dropped", () => {
     const stopped = status({
       state: "stopped",
-      frames: { in: 300, sent: 270, returned: 250, out: 240, dropped: 30 },
+      frames: { in: 300, sent: 270, returned: 250, out: 240, dropped: 30, peerLimited: 0 },
       segments: { in: 10, out: 7, dropped: 1, corrupt: 0 },
     });
     const text = unwrapped(summaryLines(stopped, new DemoTimeline().measurements(), context));
     assert.match(text, /30 had not come out when the demo stopped/);
-    const lost = status({ frames: { in: 600, sent: 600, returned: 598, out: 598, dropped: 0 } });
+    const lost = status({
+      frames: { in: 600, sent: 600, returned: 598, out: 598, dropped: 0, peerLimited: 0 },
+    });
     const lostText = unwrapped(summaryLines(lost, new DemoTimeline().measurements(), context));
     assert.match(lostText, /2 sent to the peer never came back \(the peer dropped them\)/);
     assert.match(text, /1 input segment was dropped whole/);
@@ -227,6 +231,33 @@ describe("summaryLines", () => {
       unwrapped(busy),
       /load average 8\.1 over the last minute, 2 CPUs \(busy: frames waited for a CPU/,
     );
+  });
+
+  it("says which frames were peer-limited and where the output's IDRs came from", () => {
+    const slowPeer = status({
+      frames: { in: 600, sent: 200, returned: 200, out: 200, dropped: 400, peerLimited: 400 },
+      peerWindow: {
+        capacity: 2,
+        inFlight: 1,
+        transcoderGop: "intra-only",
+        reason: "ComfyStream takes fewer frames than come in: every frame is sent as a keyframe",
+      },
+      outputKeyframes: {
+        source: "re-encode",
+        reason: "the peer sent no IDR for 2.5 s although keyframes were requested (PLI)",
+        reEncodedFrames: 180,
+        idrIntervalSec: { last: 1, max: 2.5 },
+      },
+    });
+    const text = unwrapped(summaryLines(slowPeer, new DemoTimeline().measurements(), context));
+    assert.match(
+      text,
+      /400 of the dropped were peer-limited: .* at most 2 in flight .* every frame is sent as a keyframe/,
+    );
+    assert.match(text, /output IDRs: the returned video is re-encoded \(the peer sent no IDR for 2\.5 s/);
+    const plain = unwrapped(summaryLines(status(), new DemoTimeline().measurements(), context));
+    assert.match(plain, /output IDRs: ComfyStream's own/);
+    assert.doesNotMatch(plain, /peer-limited/);
   });
 });
 

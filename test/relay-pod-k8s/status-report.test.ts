@@ -31,7 +31,7 @@ function snapshot(overrides: Partial<SessionStatus> = {}): SessionStatus {
     queues: { decodedFrames: queue(3, 100), processedFrames: queue(1, 100), outputSegments: queue(0, 50) },
     fps: { input: 29.9712, output: 29.4 },
     frames: { in: 900, sent: 890, returned: 880, out: 870, dropped: 4, peerLimited: 0 },
-    peerWindow: { capacity: 8, inFlight: 2, transcodeFrameRate: 30 },
+    peerWindow: { capacity: 8, inFlight: 2, transcoderGop: "normal" },
     segments: { in: 30, out: 29, dropped: 1, corrupt: 2 },
     outputKeyframes: { source: "peer", reEncodedFrames: 0, idrIntervalSec: { last: 1, max: 1.1 } },
     latencyMs: { p50: 41.26, p95: 80.04, samples: 500 },

@@ -36,7 +36,7 @@ function snapshot(overrides: Partial<SessionStatus> = {}): SessionStatus {
     },
     fps: { input: 30, output: 29.5 },
     frames: { in: 1200, sent: 1190, returned: 1180, out: 1175, dropped: 10, peerLimited: 0 },
-    peerWindow: { capacity: 8, inFlight: 2, transcodeFrameRate: 30 },
+    peerWindow: { capacity: 8, inFlight: 2, transcoderGop: "normal" },
     segments: { in: 40, out: 39, dropped: 1, corrupt: 2 },
     outputKeyframes: { source: "peer", reEncodedFrames: 0, idrIntervalSec: { last: 1, max: 1.1 } },
     latencyMs: { p50: 85, p95: 140, samples: 300 },

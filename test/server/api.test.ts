@@ -90,7 +90,7 @@ class ScriptedSession extends EventEmitter implements ManagedSession {
       },
       fps: { input: 30, output: 29.5 },
       frames: { in: 300, sent: 298, returned: 290, out: 288, dropped: 2, peerLimited: 0 },
-      peerWindow: { capacity: 8, inFlight: 2, transcodeFrameRate: 30 },
+      peerWindow: { capacity: 8, inFlight: 2, transcoderGop: "normal" },
       segments: { in: 10, out: 9, dropped: 0, corrupt: 1 },
       outputKeyframes: { source: "peer", reEncodedFrames: 0, idrIntervalSec: { last: 1, max: 1.1 } },
       latencyMs: { p50: 80, p95: 120, samples: 250 },
@@ -507,7 +507,7 @@ describe("REST API (older Trickle Relay Service compatible)", () => {
     assert.deepEqual(session.peer_window, {
       capacity: 8,
       in_flight: 2,
-      transcode_frame_rate: 30,
+      transcoder_gop: "normal",
       reason: null,
     });
     assert.deepEqual(session.segments, { in: 10, out: 9, dropped: 0, corrupt: 1 });

@@ -3,8 +3,9 @@
 // the real server):
 // - it ignores keyframe requests (Debian's aiortc 1.4.0 drops force_keyframe; x264 makes one IDR
 //   per 250 frames), so the relay's output was one segment per run;
-// - it queues every frame it receives and returns each one (`video_incoming_frames` is unbounded),
-//   so a peer slower than the input made latency grow without bound.
+// - its workflow takes input from a one-slot queue, but every frame received waits for an output
+//   (`video_incoming_frames` is unbounded): each frame evicted from the slot delays every later
+//   one for good, so a peer slower than the input made latency grow without bound.
 import assert from "node:assert/strict";
 import { after, describe, test } from "node:test";
 import { needsLoopbackNamespace } from "../infra/netns.js";
@@ -126,10 +127,14 @@ describe("peers that behave like the real ComfyStream", { skip: needsLoopbackNam
   );
 
   test(
-    "a peer slower than the input (10 fps, every frame queued): latency stays bounded, the surplus is dropped as peer-limited",
+    "a peer slower than the input (10 fps, queued like ComfyStream): latency stays bounded, the surplus is dropped as peer-limited",
     { timeout: 150_000 },
     async (t) => {
-      const slowPeer: TsStandinOptions = { keyframeRequests: "ignore", maxFps: 10, processingQueue: "fifo" };
+      const slowPeer: TsStandinOptions = {
+        keyframeRequests: "ignore",
+        maxFps: 10,
+        processingQueue: "comfystream",
+      };
       // Control run: without a window (as before) the stand-in's queue grows like the real peer's.
       const unbounded = await relayThrough(slowPeer, 8, { peerWindowFrames: 100_000 });
       t.diagnostic(

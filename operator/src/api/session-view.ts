@@ -118,7 +118,7 @@ export function relaySessionView(session: RelaySession): Record<string, unknown>
       dropped: 0,
       peerLimited: relay.framesPeerLimited ?? 0,
     },
-    peerWindow: { capacity: 0, inFlight: 0, transcodeFrameRate: null },
+    peerWindow: { capacity: 0, inFlight: 0, transcoderGop: null },
     segments: { in: relay.segmentsIn ?? 0, out: relay.segmentsOut ?? 0, dropped: 0, corrupt: 0 },
     outputKeyframes: {
       source: relay.outputKeyframes?.source ?? "peer",

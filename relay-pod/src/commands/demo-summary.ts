@@ -48,6 +48,12 @@ export function summaryLines(status: SessionStatus, m: DemoMeasurements, context
     more(`${f.in - f.out - f.dropped} had not come out when the demo stopped (in the relay or at the peer)`);
   else if (f.sent > f.returned)
     more(`${f.sent - f.returned} sent to the peer never came back (the peer dropped them)`);
+  if (f.peerLimited > 0)
+    more(
+      `${f.peerLimited} of the dropped were peer-limited: ComfyStream processed fewer frames than came in, ` +
+        `so the relay kept at most ${status.peerWindow.capacity} in flight to it` +
+        (status.peerWindow.reason ? ` (${status.peerWindow.reason})` : ""),
+    );
   if (status.segments.dropped > 0)
     more(
       `${status.segments.dropped} input ${status.segments.dropped === 1 ? "segment was" : "segments were"} ` +
@@ -62,6 +68,13 @@ export function summaryLines(status: SessionStatus, m: DemoMeasurements, context
   );
   more(`input: cut at every keyframe of the source, one each ${seconds(context.inputKeyframeIntervalSec)}`);
   more(outputSegmentsExplained(m, status.segments, context));
+  const keyframes = status.outputKeyframes;
+  more(
+    keyframes.source === "re-encode"
+      ? `output IDRs: the returned video is re-encoded (${keyframes.reason ?? "the peer sent too few IDRs"}); ` +
+          `${keyframes.reEncodedFrames} frames re-encoded`
+      : "output IDRs: ComfyStream's own, made on the relay's keyframe requests",
+  );
   if (m.firstOutputAfterMs !== undefined)
     more(
       `start-up: the first output frame came ${seconds(m.firstOutputAfterMs / 1000)} after the first input frame`,
@@ -136,8 +149,8 @@ function outputSegmentsExplained(
     `output: ${count} ${count === 1 ? "segment" : "segments"}${lengths.length ? ` (${lengths.join(", ")})` : ""}; ` +
     `a segment runs from a returned IDR to the first returned IDR at least ` +
     `${seconds(context.segmentDurationSec)} later (--segment-duration)`;
-  if (idrIntervalSec === undefined) return `${rule}; the peer returned only one IDR`;
-  const cadence = `the peer returned an IDR every ${idrIntervalSec.toFixed(2)} s`;
+  if (idrIntervalSec === undefined) return `${rule}; the output has only one IDR`;
+  const cadence = `the output has an IDR every ${idrIntervalSec.toFixed(2)} s`;
   return counts.out < counts.in
     ? `${rule}; ${cadence}, so the output has fewer, longer segments than the input`
     : `${rule}; ${cadence}`;

@@ -62,7 +62,7 @@ export function sessionView(status: SessionStatus): Record<string, unknown> {
     peer_window: {
       capacity: status.peerWindow.capacity,
       in_flight: status.peerWindow.inFlight,
-      transcode_frame_rate: status.peerWindow.transcodeFrameRate,
+      transcoder_gop: status.peerWindow.transcoderGop,
       reason: status.peerWindow.reason ?? null,
     },
     segments: { ...status.segments },

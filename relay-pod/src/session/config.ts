@@ -10,11 +10,11 @@ import {
 export const DEFAULT_BITRATE_KBPS = 2000;
 export const DEFAULT_KEYFRAME_INTERVAL_SEC = 1;
 /**
- * Frames in flight to ComfyStream at most: above what a peer that keeps up has out (latency ×
- * frame rate: ~2–4 at 30 fps), small enough that a slow peer's latency stays bounded (8 frames
- * at 10 fps ≈ 0.8 s at the very worst).
+ * Frames in flight to ComfyStream at most (see PeerWindow): one processed, one waiting, and two on
+ * the way there or back, so that a peer as fast as the input is not slowed by the round trip. A
+ * slower peer ends up with at most two evicted frames, i.e. four processing periods of latency.
  */
-export const DEFAULT_PEER_WINDOW_FRAMES = 8;
+export const DEFAULT_PEER_WINDOW_FRAMES = 4;
 
 /**
  * The transcoder's rate control for a session: x264 counts the GOP in frames, so the interval is

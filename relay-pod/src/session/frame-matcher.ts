@@ -75,10 +75,12 @@ export class FrameMatcher<T> {
   }
 
   /**
-   * Frames sent within the last `maxAgeMs` that have not come back. Older ones count as skipped by
-   * the peer (ComfyStream may never return a frame), so they cannot hold the window shut for good.
+   * Frames sent within the last `maxAgeMs` that have not come back. A frame the peer skipped is
+   * forgotten as soon as a later one comes back; the age limit only keeps a peer that returns
+   * nothing from holding the window shut for good. It is long: the real ComfyStream on a CPU
+   * returns every frame, seconds late (issue 10), and those must count.
    */
-  inFlight(now = performance.now(), maxAgeMs = 2000): number {
+  inFlight(now = performance.now(), maxAgeMs = 10_000): number {
     let count = 0;
     for (let index = this.order.length - 1; index >= 0; index--) {
       const frame = this.sent.get(this.order[index]!);

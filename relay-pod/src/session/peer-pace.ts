@@ -1,96 +1,77 @@
 /**
- * Matches the transcoder's frame rate to what ComfyStream can process.
+ * Chooses how the transcoder encodes while ComfyStream is slower than the input.
  *
- * The peer window (peer-window.ts) keeps latency bounded when the peer is slower than the input,
- * but it can only drop whole GOP tails: the output then comes in bursts. Sending no more frames
- * than the peer handles avoids the drops altogether, so a peer that is saturated (frames held or
- * dropped at the window) for a few seconds gets the transcoder's frame-rate cap lowered to the rate
- * at which frames come back; once the window has been quiet for a while the cap is raised again
- * step by step, up to the session's frame rate, waiting longer after each raise that had to be undone.
- * Pure bookkeeping: the session samples it once a second and restarts ffmpeg with the advice.
+ * The peer window (peer-window.ts) keeps latency bounded by sending no more than the peer takes,
+ * but with a normal GOP a frame left out costs the rest of its GOP (later frames reference it), so
+ * a slow peer gets bursts: a keyframe and a frame or two, then nothing until the next keyframe. So
+ * once the window has been saturated for a few seconds the transcoder switches to intra-only
+ * (every frame a keyframe): any frame can then be left out alone, the window passes exactly as many
+ * as the peer processes, evenly spread, and nothing waits for room (no hold). When the window has
+ * been quiet for a while (the peer keeps up again) the normal GOP comes back; a switch back that
+ * had to be undone soon makes the next wait twice as long. Intra frames cost more bits per frame,
+ * but only the frames sent travel, and a ComfyStream sidecar is on loopback anyway.
+ * Pure bookkeeping: the session samples it once a second and restarts ffmpeg on advice.
  */
 export interface PeerPaceSample {
   /** performance.now() of the sample. */
   now: number;
-  /** Cumulative frames sent to and returned by the peer. */
-  sent: number;
-  returned: number;
-  /** Cumulative frames the window held back or dropped (saturation events). */
+  /** Cumulative count of frames that found the window full (held or dropped). */
   windowPressure: number;
 }
 
 export interface PeerPaceOptions {
-  /** The session's frame rate: never above it. */
-  maxFps: number;
-  minFps?: number;
-  /** How long a change is given before the next decision. Default 4 s. */
-  settleMs?: number;
-  /** Quiet time before the first raise; doubles after every raise that was undone. Default 10 s. */
-  raiseAfterMs?: number;
+  /** Saturated samples within the last `saturatedWindow` that switch to intra-only. Default 3 of 4. */
+  saturatedSamples?: number;
+  saturatedWindow?: number;
+  /** Quiet time before the normal GOP comes back; doubles after every undone return. Default 15 s. */
+  quietMs?: number;
 }
 
-const HISTORY_MS = 3000;
-const MAX_RAISE_AFTER_MS = 160_000;
+const MAX_QUIET_MS = 240_000;
+/** A return to the normal GOP undone within this long was too hopeful. */
+const UNDONE_WITHIN_MS = 10_000;
 
 export class PeerPace {
-  private readonly history: PeerPaceSample[] = [];
-  private fps: number;
-  private lastChangeAt = -Infinity;
+  private readonly recent: boolean[] = [];
+  private lastPressure: number | undefined;
   private lastPressureAt = -Infinity;
-  private raiseAfterMs: number;
-  private lastRaiseAt = -Infinity;
-  /** Why the cap is below the session's frame rate (for status). */
+  private lastReturnAt = -Infinity;
+  private quietMs: number;
+  /** True while the transcoder should encode every frame as a keyframe. */
+  intraOnly = false;
+  /** Why (for status), while intraOnly. */
   reason: string | undefined;
 
-  constructor(private readonly options: PeerPaceOptions) {
-    this.fps = options.maxFps;
-    this.raiseAfterMs = options.raiseAfterMs ?? 10_000;
+  constructor(private readonly options: PeerPaceOptions = {}) {
+    this.quietMs = options.quietMs ?? 15_000;
   }
 
-  get frameRate(): number {
-    return this.fps;
-  }
+  /** Takes a sample; returns the new intraOnly when the transcoder should change, else undefined. */
+  sample(sample: PeerPaceSample): boolean | undefined {
+    const pressured = this.lastPressure !== undefined && sample.windowPressure > this.lastPressure;
+    this.lastPressure = sample.windowPressure;
+    if (pressured) this.lastPressureAt = sample.now;
+    this.recent.push(pressured);
+    const window = this.options.saturatedWindow ?? 4;
+    while (this.recent.length > window) this.recent.shift();
 
-  /** Takes a sample; returns a new frame-rate cap when the transcoder should change, else undefined. */
-  sample(sample: PeerPaceSample): number | undefined {
-    const previous = this.history.at(-1);
-    if (previous && sample.windowPressure > previous.windowPressure) this.lastPressureAt = sample.now;
-    this.history.push(sample);
-    while (this.history.length > 1 && sample.now - this.history[0]!.now > HISTORY_MS) this.history.shift();
-    const oldest = this.history[0]!;
-    const spanSec = (sample.now - oldest.now) / 1000;
-    if (spanSec < HISTORY_MS / 1000 - 0.5) return undefined;
-    if (sample.now - this.lastChangeAt < (this.options.settleMs ?? 4000)) return undefined;
-    const returnedFps = (sample.returned - oldest.returned) / spanSec;
-    const pressured = sample.now - this.lastPressureAt < HISTORY_MS;
-
-    if (pressured && returnedFps < this.fps * 0.85) {
-      const target = Math.max(this.options.minFps ?? 1, Math.floor(returnedFps));
-      if (target >= this.fps) return undefined;
-      // Undone soon after a raise: the raise was too hopeful, wait longer next time.
-      if (sample.now - this.lastRaiseAt < this.raiseAfterMs) {
-        this.raiseAfterMs = Math.min(MAX_RAISE_AFTER_MS, this.raiseAfterMs * 2);
-      }
-      this.reason = `ComfyStream returned ${returnedFps.toFixed(1)} fps while frames waited for it: sending at most ${target} fps`;
-      return this.change(target, sample.now);
-    }
-    const quietFor = sample.now - Math.max(this.lastPressureAt, this.lastChangeAt);
-    if (this.fps < this.options.maxFps && quietFor >= this.raiseAfterMs) {
-      const target = Math.min(this.options.maxFps, Math.ceil(this.fps * 1.25 + 1));
-      this.lastRaiseAt = sample.now;
+    const saturated = this.recent.filter(Boolean).length >= (this.options.saturatedSamples ?? 3);
+    if (!this.intraOnly && saturated) {
+      if (sample.now - this.lastReturnAt < UNDONE_WITHIN_MS)
+        this.quietMs = Math.min(MAX_QUIET_MS, this.quietMs * 2);
+      this.intraOnly = true;
       this.reason =
-        target < this.options.maxFps
-          ? `ComfyStream kept up at ${this.fps} fps: trying ${target} fps`
-          : undefined;
-      return this.change(target, sample.now);
+        "ComfyStream takes fewer frames than come in: every frame is sent as a keyframe, so that those it cannot take are left out one by one";
+      this.recent.length = 0;
+      return true;
+    }
+    if (this.intraOnly && sample.now - this.lastPressureAt >= this.quietMs) {
+      this.intraOnly = false;
+      this.reason = undefined;
+      this.lastReturnAt = sample.now;
+      this.recent.length = 0;
+      return false;
     }
     return undefined;
-  }
-
-  private change(target: number, now: number): number {
-    this.fps = target;
-    this.lastChangeAt = now;
-    this.history.length = 0;
-    return target;
   }
 }

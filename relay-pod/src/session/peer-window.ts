@@ -1,15 +1,21 @@
 /**
  * Bounds the frames in flight to ComfyStream (sent, not yet returned).
  *
- * The real ComfyStream queues every frame it receives without limit and returns each one after its
- * workflow ran (`video_incoming_frames` in its pipeline): a peer slower than the input falls further
- * behind every second (issue 10: 0.6 s → 7–13 s within 20 s on a CPU). So the relay sends no more
- * than `capacity` frames ahead of what has come back. A frame due while the window is full waits
- * until it is `maxHoldMs` late for room (a peer's hiccup should not cost frames, and later frames
- * wait behind it, so no more than that is ever added); after that it is dropped,
- * and so is the rest of its GOP (later frames reference it), until a keyframe finds room again.
- * Latency then stays near the peer's own processing time and the frame rate out is what the peer
- * can do. These drops are "peer-limited", counted apart from other drops.
+ * The real ComfyStream's workflow takes its input from a one-slot queue (a newer frame evicts the
+ * waiting one), yet every frame it receives waits in an unbounded queue for an output and goes back
+ * with the next one the workflow makes (`tensor_cache.image_inputs`, maxsize 1, and
+ * `video_incoming_frames` in its pipeline). A frame sent while one is being processed and another
+ * waits is therefore evicted, and from then on every frame comes back one processing period later,
+ * for the rest of the connection: with a peer slower than its input, latency grew from 0.6 s to
+ * 7–13 s within 20 s (issue 10). With at most W frames in flight, no more than W − 2 can ever be
+ * evicted (an eviction needs one frame processed, one waiting and one arriving), so latency stays
+ * below W processing periods; W also has to cover the frames on the way, or a fast peer is slowed.
+ *
+ * A frame due while the window is full waits until it is `maxHoldMs` late for room (a frame coming
+ * back frees it within a processing period; later frames wait behind it, so no more than that is
+ * ever added); after that it is dropped, and so is the rest of its GOP (later frames reference it),
+ * until a keyframe finds room again. These drops are "peer-limited", counted apart from others.
+ * The window applies from the first frame: a burst while the peer starts up is evicted just the same.
  */
 export type WindowVerdict = "send" | "hold" | "drop";
 
@@ -20,8 +26,8 @@ export interface PeerWindowOptions {
 }
 
 export class PeerWindow {
-  capacity: number;
-  private readonly maxHoldMs: number;
+  readonly capacity: number;
+  private maxHoldMs: number;
   private droppingUntilKeyframe = false;
   /** Frames not sent because the window stayed full (or their GOP had lost a frame to it). */
   peerLimitedDrops = 0;
@@ -59,11 +65,9 @@ export class PeerWindow {
     this.droppingUntilKeyframe = true;
     this.peerLimitedDrops++;
     return "drop";
-  }
-
-  /** A new capacity (the session keeps the window's time span when its frame rate changes). */
-  resize(capacity: number): void {
-    this.capacity = Math.max(1, Math.round(capacity));
+  } /** How late a frame may get waiting for room (0: a frame that finds no room is dropped at once). */
+  setMaxHoldMs(maxHoldMs: number): void {
+    this.maxHoldMs = maxHoldMs;
   }
 
   /** A new peer connection: nothing is in flight to it, and it starts on a keyframe anyway. */

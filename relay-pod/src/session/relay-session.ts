@@ -63,8 +63,10 @@ interface OpenSegment {
 
 const RTP_WRAP = 0x1_0000_0000;
 const H264_STREAM_TYPE = 0x1b;
-/** Frames inside a running ffmpeg (decoder and encoder), not yet dropped by its frame-rate cap. */
-const RATE_CAP_IN_FLIGHT_FRAMES = 3;
+/** Intra-only frames get this many times the session's bitrate (the same picture needs more bits). */
+const INTRA_BITRATE_FACTOR = 2;
+/** How late a frame may get waiting for room in the peer window (normal GOP: a drop costs the GOP's rest). */
+const DEFAULT_WINDOW_HOLD_MS = 200;
 /** How long a session waits for an input channel that does not exist yet before it ends. */
 const INPUT_CHANNEL_WAIT_MS = 30_000;
 /** Receive buffer asked for on ffmpeg's RTP socket (Linux reports double what it grants). */
@@ -95,16 +97,12 @@ export class RelaySession extends EventEmitter {
   private eventsWriter: TrickleEventsWriter | undefined;
   private eventsTimer: NodeJS.Timeout | undefined;
   private ffmpeg: FfmpegProcess | undefined;
-  private transcoderRtpPort = 0;
-  /** The transcoder's frame-rate cap now: the session's, or lower while ComfyStream is slower. */
-  private transcodeFrameRate: number;
+  private transcoderRtpPort = 0; /** Whether the transcoder encodes every frame as a keyframe now (while ComfyStream is slower). */
+  private transcodeIntraOnly = false;
   private readonly peerPace: PeerPace | undefined;
   private paceTimer: NodeJS.Timeout | undefined;
-  private pendingFrameRate: number | undefined;
+  private pendingIntraOnly: boolean | undefined;
   private retuningTranscoder = false;
-  /** Frames into and out of the current ffmpeg run, and whether its frame-rate cap was lowered. */
-  private transcoderRun = { framesIn: 0, framesOut: 0, capped: false };
-  private rateCappedDropsBefore = 0;
   /** Set in passthrough mode, where input access units go to WebRTC without ffmpeg. */
   private packetizer: H264Packetizer | undefined;
   private rtpSocket: Socket | undefined;
@@ -183,10 +181,11 @@ export class RelaySession extends EventEmitter {
       admit: (frame, lateMs) => this.admitToPeer(frame, lateMs),
     });
     this.assembler = new RtpFrameAssembler((frame) => this.onTranscodedFrame(frame));
-    this.peerWindow = new PeerWindow({ capacity: config.peerWindowFrames });
-    this.transcodeFrameRate = config.frameRate;
-    // Passthrough sends the input as it is: its frame rate is not the relay's to change.
-    if (config.mode === "transcode") this.peerPace = new PeerPace({ maxFps: config.frameRate });
+    this.peerWindow = new PeerWindow({
+      capacity: config.peerWindowFrames,
+      maxHoldMs: DEFAULT_WINDOW_HOLD_MS,
+    }); // Passthrough sends the input's own GOP: it is not the relay's to change.
+    if (config.mode === "transcode") this.peerPace = new PeerPace();
     this.ended = new Promise((resolve) => (this.resolveEnded = resolve));
   }
 
@@ -320,18 +319,16 @@ export class RelaySession extends EventEmitter {
           this.assembler.damagedFrames +
           this.pacer.dropped +
           this.peerWindow.peerLimitedDrops +
-          this.rateCappedDrops() +
           this.processedDropped +
           (this.keyframeRepair?.framesLost ?? 0),
-        peerLimited: this.peerWindow.peerLimitedDrops + this.rateCappedDrops(),
+        peerLimited: this.peerWindow.peerLimitedDrops,
       },
       peerWindow: {
         capacity: this.peerWindow.capacity,
         inFlight: this.matcher.inFlight(now),
-        transcodeFrameRate: this.config.mode === "transcode" ? this.transcodeFrameRate : null,
-        ...(this.peerPace?.reason && this.transcodeFrameRate < this.config.frameRate
-          ? { reason: this.peerPace.reason }
-          : {}),
+        transcoderGop:
+          this.config.mode !== "transcode" ? null : this.transcodeIntraOnly ? "intra-only" : "normal",
+        ...(this.transcodeIntraOnly && this.peerPace?.reason ? { reason: this.peerPace.reason } : {}),
       },
       segments: {
         in: this.counters.segmentsIn,
@@ -393,7 +390,7 @@ export class RelaySession extends EventEmitter {
    */
   private async relayInputSegment(segment: SubscribedSegment): Promise<void> {
     this.counters.segmentsIn++;
-    if (this.pendingFrameRate !== undefined) await this.retuneTranscoder();
+    if (this.pendingIntraOnly !== undefined) await this.retuneTranscoder();
     let frames = 0;
     let firstPts: number | undefined;
     const demuxer = new TsDemuxer({
@@ -457,21 +454,8 @@ export class RelaySession extends EventEmitter {
       this.counters.segmentsDropped++;
       this.counters.inputFramesDropped += frames;
       this.log.debug({ seq: segment.seq, frames }, "dropped an input segment");
-      return;
     }
-    this.transcoderRun.framesIn += frames;
   }
-
-  /**
-   * Frames the transcoder left out because its frame-rate cap was lowered to ComfyStream's pace:
-   * peer-limited drops too (those of earlier ffmpeg runs, plus the current run's so far).
-   */
-  private rateCappedDrops(): number {
-    const run = this.transcoderRun;
-    const current = run.capped ? Math.max(0, run.framesIn - run.framesOut - RATE_CAP_IN_FLIGHT_FRAMES) : 0;
-    return this.rateCappedDropsBefore + current;
-  }
-
   private shouldDropInputSegment(): boolean {
     if (this.webrtcState !== "connected") return true;
     const transcoderReady = this.ffmpeg?.running === true && !this.restartingTranscoder;
@@ -547,7 +531,7 @@ export class RelaySession extends EventEmitter {
     this.rtpSocket = socket;
     const ffmpegBinary = await resolveFfmpeg({ logger: this.log });
     this.transcoderRtpPort = (socket.address() as AddressInfo).port;
-    const args = this.transcoderArgs(this.config.frameRate);
+    const args = this.transcoderArgs(false);
     this.ffmpeg = new FfmpegProcess({ ffmpegPath: ffmpegBinary.path, args, logger: this.log });
     this.ffmpeg.on("exit", (info: FfmpegExit) => void this.onFfmpegExit(info));
     this.ffmpeg.start();
@@ -555,15 +539,16 @@ export class RelaySession extends EventEmitter {
       { ffmpeg: ffmpegBinary.path, version: ffmpegBinary.version, rtpReceiveBufferBytes: receiveBufferBytes },
       "transcoder started",
     );
-  }
-
-  /** The transcoder's arguments at a frame-rate cap (the session's, or the peer's pace). */
-  private transcoderArgs(frameRate: number): string[] {
+  } /** The transcoder's arguments: the session's GOP, or intra-only while ComfyStream is slower (PeerPace). */
+  private transcoderArgs(intraOnly: boolean): string[] {
     return forwardTranscodeArgs({
       width: this.config.width,
       height: this.config.height,
-      frameRate,
-      ...forwardEncoderSettings({ ...this.config, frameRate }),
+      frameRate: this.config.frameRate,
+      // Intra frames need more bits for the same picture; only those the peer takes are sent.
+      ...(intraOnly
+        ? { gopFrames: 1, bitrate: `${this.config.bitrateKbps * INTRA_BITRATE_FACTOR}k` }
+        : forwardEncoderSettings(this.config)),
       rtpPort: this.transcoderRtpPort,
       rtcpPort: this.transcoderRtpPort,
     });
@@ -572,50 +557,39 @@ export class RelaySession extends EventEmitter {
   /** Once a second: does the transcoder's frame rate still match what ComfyStream can take? */
   private samplePeerPace(): void {
     const pace = this.peerPace;
-    if (!pace || this.webrtcState !== "connected" || !this.matcher.calibrated) return;
-    const advice = pace.sample({
-      now: performance.now(),
-      sent: this.counters.framesSent,
-      returned: this.counters.framesReturned,
-      windowPressure: this.peerWindow.saturations,
-    });
+    if (!pace || this.webrtcState !== "connected") return;
+    const advice = pace.sample({ now: performance.now(), windowPressure: this.peerWindow.saturations });
     if (advice === undefined) return;
-    this.pendingFrameRate = advice;
+    this.pendingIntraOnly = advice;
     this.log.info(
-      { frameRate: advice, reason: pace.reason },
-      "matching the transcoder's frame rate to ComfyStream",
+      { intraOnly: advice, reason: pace.reason ?? "ComfyStream keeps up again" },
+      advice
+        ? "ComfyStream is slower than the input: intra-only from the next segment"
+        : "back to the normal GOP",
     );
-  }
-
-  /**
-   * Restarts ffmpeg at the new frame-rate cap, between two input segments (each starts on a
+  } /**
+   * Restarts ffmpeg with the GOP PeerPace advised, between two input segments (each starts on a
    * keyframe, so the new ffmpeg decodes from its first byte). The old one finishes its frames first.
    */
   private async retuneTranscoder(): Promise<void> {
-    const frameRate = this.pendingFrameRate;
+    const intraOnly = this.pendingIntraOnly;
     const ffmpeg = this.ffmpeg;
-    this.pendingFrameRate = undefined;
-    if (frameRate === undefined || !ffmpeg?.running || frameRate === this.transcodeFrameRate) return;
+    this.pendingIntraOnly = undefined;
+    if (intraOnly === undefined || !ffmpeg?.running || intraOnly === this.transcodeIntraOnly) return;
     this.retuningTranscoder = true;
     try {
       ffmpeg.endInput();
       if (!(await ffmpeg.whenExited(1000))) await ffmpeg.stop();
       await new Promise((resolve) => setTimeout(resolve, 20)); // its last datagrams
-      const run = this.transcoderRun;
-      if (run.capped) this.rateCappedDropsBefore += Math.max(0, run.framesIn - run.framesOut);
-      this.transcoderRun = { framesIn: 0, framesOut: 0, capped: frameRate < this.config.frameRate };
       this.assembler.reset();
       this.ffmpegTimestampBase = undefined;
       this.firstPtsIntoFfmpeg = undefined;
-      ffmpeg.setArgs(this.transcoderArgs(frameRate));
+      ffmpeg.setArgs(this.transcoderArgs(intraOnly));
       if (this.isEnded()) return;
       ffmpeg.start();
-      this.transcodeFrameRate = frameRate;
-      // The same span of time in flight at the new rate (but at least 2 frames): a peer queue that
-      // filled up before drains, instead of staying as long as the window at the old rate.
-      this.peerWindow.resize(
-        Math.max(2, Math.floor((this.config.peerWindowFrames * frameRate) / this.config.frameRate)),
-      );
+      this.transcodeIntraOnly = intraOnly;
+      // Intra-only: a frame that finds no room is left out alone, so it need not wait for room.
+      this.peerWindow.setMaxHoldMs(intraOnly ? 0 : DEFAULT_WINDOW_HOLD_MS);
       this.emitStatus();
     } finally {
       this.retuningTranscoder = false;
@@ -664,16 +638,13 @@ export class RelaySession extends EventEmitter {
         (frame.rtpTimestamp - (this.firstPtsIntoFfmpeg % RTP_WRAP) + RTP_WRAP) % RTP_WRAP;
     }
     const pts = rtpTimestampToPts(frame.rtpTimestamp, this.ffmpegTimestampBase, this.lastInputPts ?? 0);
-    this.transcoderRun.framesOut++;
     this.pacer.push({ pts, keyframe: frame.keyframe, packets: frame.packets });
   }
 
   /** The peer window's say on a due frame (see PeerWindow); frames sendFrame would discard pass. */
   private admitToPeer(frame: PacedFrame, lateMs: number): "send" | "hold" | "drop" {
-    // The window applies once frames come back: until then the peer is starting (its first frame
-    // pays for decoder and pipeline start-up) and nothing is known of its pace.
     if (!this.peer || this.webrtcState !== "connected" || this.waitForInputKeyframe) return "send";
-    if (!this.matcher.calibrated) return "send";
+    // From the first frame: a burst while the peer is starting is a debt it never repays (see PeerWindow).
     return this.peerWindow.decide(frame, this.matcher.inFlight(), lateMs);
   }
 

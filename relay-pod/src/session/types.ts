@@ -89,12 +89,23 @@ export interface SessionStatus {
   };
   fps: { input: number; output: number };
   /** `dropped` counts every frame missing from the output; `peerLimited` those of them not sent because ComfyStream had the window full. */
-  frames: { in: number; sent: number; returned: number; out: number; dropped: number; peerLimited: number };
-  /**
-   * The frames-in-flight window to ComfyStream and how full it is now; the transcoder's frame-rate
-   * cap (lowered to what a slower ComfyStream returns, `reason` says so; null in passthrough mode).
+  frames: {
+    in: number;
+    sent: number;
+    returned: number;
+    out: number;
+    dropped: number;
+    peerLimited: number;
+  }; /**
+   * The frames-in-flight window to ComfyStream and how full it is now; the transcoder's GOP:
+   * "intra-only" while ComfyStream is slower than the input (`reason` says so), null in passthrough.
    */
-  peerWindow: { capacity: number; inFlight: number; transcodeFrameRate: number | null; reason?: string };
+  peerWindow: {
+    capacity: number;
+    inFlight: number;
+    transcoderGop: "normal" | "intra-only" | null;
+    reason?: string;
+  };
   segments: { in: number; out: number; dropped: number; corrupt: number };
   /**
    * Where the output's IDRs come from: "peer" (ComfyStream's own, on PLI) or "re-encode" (it sent

@@ -24,8 +24,9 @@ Options:
                        passthrough: return the received RTP payload unchanged, re-stamped
   --filter VF          ffmpeg -vf applied while a workflow is loaded (default negate)
   --max-fps N          processing-rate cap in filter mode; newer frames evict older ones (default 0 = none)
-  --fifo               with --max-fps: every frame waits its turn instead, like the real ComfyStream
-                       (its input queue is unbounded, so a slow peer's latency grows)
+  --comfystream-queue with --max-fps: queue like the real ComfyStream instead: a one-slot workflow
+                       input, but every frame received waits for an output, so each frame evicted
+                       from the slot delays every later one for good
   --ignore-pli         answer no keyframe request, like the real ComfyStream on aiortc 1.4.0
                        (its encoder ignores them; x264's own IDR comes every 250 frames)
   --warmup-ms N        delay inside /offer and /prompt when prompts are given (default 0)
@@ -65,7 +66,7 @@ async function main(): Promise<void> {
         mode: { type: "string" },
         filter: { type: "string" },
         "max-fps": { type: "string" },
-        fifo: { type: "boolean" },
+        "comfystream-queue": { type: "boolean" },
         "ignore-pli": { type: "boolean" },
         "warmup-ms": { type: "string" },
         "fail-prompts": { type: "boolean" },
@@ -108,7 +109,7 @@ async function main(): Promise<void> {
     mode,
     filter: values.filter,
     maxFps: nonNegativeInteger(values["max-fps"], "--max-fps", 0),
-    processingQueue: values.fifo ? "fifo" : "newest",
+    processingQueue: values["comfystream-queue"] ? "comfystream" : "newest",
     keyframeRequests: values["ignore-pli"] ? "ignore" : "honour",
     warmupMs: nonNegativeInteger(values["warmup-ms"], "--warmup-ms", 0),
     failPrompts: values["fail-prompts"] ?? false,

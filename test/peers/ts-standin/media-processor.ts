@@ -38,15 +38,19 @@ export interface MediaProcessorOptions {
    */
   keyframeRequests?: "honour" | "ignore";
   /**
-   * With maxFps: "newest" (default) keeps one waiting frame, newer ones evict it. "fifo": every frame
-   * waits its turn, like the real ComfyStream's unbounded `video_incoming_frames` queue (each frame in
-   * gets a frame out), so a peer slower than its input falls further behind every second.
+   * With maxFps: "newest" (default) keeps one waiting frame, newer ones evict it, and only processed
+   * frames come back. "comfystream": what the real ComfyStream's pipeline does. Its workflow takes
+   * input from a one-slot queue (a newer frame evicts the waiting one: `tensor_cache.image_inputs`,
+   * maxsize 1), but every frame received also waits in an unbounded queue (`video_incoming_frames`)
+   * and goes back with the next output the workflow makes, whichever input that came from. So each
+   * evicted frame is a debt never repaid: every later frame comes back one processing period later,
+   * for the rest of the connection.
    */
-  processingQueue?: "newest" | "fifo";
+  processingQueue?: "newest" | "comfystream";
 }
 
-/** Frames the fifo queue holds at most (~100 MB at 512×512); the real peer has no limit. */
-const FIFO_QUEUE_LIMIT = 256;
+/** Received frames waiting for an output, at most (the real peer has no limit). */
+const INCOMING_QUEUE_LIMIT = 10_000;
 
 const AUD_NAL = Buffer.from([0, 0, 0, 1, 0x09, 0xf0]);
 const NAL_IDR = 5;
@@ -101,7 +105,8 @@ export class MediaProcessor {
 
   // filter state: rate cap and output side
   private latestFrame: { timestamp: number; frame: Buffer } | undefined;
-  private readonly waitingFrames: Array<{ timestamp: number; frame: Buffer }> = [];
+  /** "comfystream": timestamps of frames received and not yet given an output, oldest first. */
+  private readonly incomingTimestamps: number[] = [];
   private rateTimer: NodeJS.Timeout | undefined;
   private encoder: Encoder | undefined;
   private readonly encodersBySsrc = new Map<number, Encoder>();
@@ -274,12 +279,10 @@ export class MediaProcessor {
       this.counters.framesDropped++;
       return;
     }
-    if (this.options.maxFps > 0 && this.options.processingQueue === "fifo") {
-      if (this.waitingFrames.length >= FIFO_QUEUE_LIMIT) {
-        this.waitingFrames.shift();
-        this.counters.framesDropped++;
-      }
-      this.waitingFrames.push({ timestamp, frame });
+    if (this.options.maxFps > 0 && this.options.processingQueue === "comfystream") {
+      if (this.incomingTimestamps.length >= INCOMING_QUEUE_LIMIT) this.incomingTimestamps.shift();
+      this.incomingTimestamps.push(timestamp);
+      this.latestFrame = { timestamp, frame }; // the one-slot input: an unprocessed frame is evicted
       return;
     }
     if (this.options.maxFps > 0) {
@@ -291,9 +294,12 @@ export class MediaProcessor {
   }
 
   private processLatestFrame(): void {
-    const latest = this.waitingFrames.shift() ?? this.latestFrame;
-    if (latest === this.latestFrame) this.latestFrame = undefined;
-    if (latest) this.encode(latest.timestamp, latest.frame);
+    const latest = this.latestFrame;
+    this.latestFrame = undefined;
+    if (!latest) return;
+    // "comfystream": the output goes back as the oldest frame still waiting for one.
+    const timestamp = this.incomingTimestamps.shift() ?? latest.timestamp;
+    this.encode(timestamp, latest.frame);
   }
 
   private encode(timestamp: number, frame: Buffer): void {

@@ -44,8 +44,12 @@ export interface TsStandinOptions {
   filter?: string;
   /** Processing-rate cap (filter mode): frames above it are dropped, newest kept. 0 = none. */
   maxFps?: number;
-  /** With maxFps: "fifo" queues every frame like the real ComfyStream (latency grows); default "newest". */
-  processingQueue?: "newest" | "fifo";
+  /**
+   * With maxFps: "comfystream" queues like the real ComfyStream (a one-slot workflow input, every
+   * frame received waiting for an output: a frame evicted from the slot delays all later ones for
+   * good); default "newest" (evicted frames are simply not returned).
+   */
+  processingQueue?: "newest" | "comfystream";
   /** "ignore" answers no PLI, like the real ComfyStream on aiortc 1.4.0; default "honour". */
   keyframeRequests?: "honour" | "ignore";
   /** Delay inside `/offer` and `POST /prompt` when prompts are given (ComfyStream's warm-up). */
