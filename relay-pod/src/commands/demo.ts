@@ -213,7 +213,7 @@ async function runDemo(
     logger,
   });
   const promptTimer = setTimeout(
-    () => void sendDemoPromptUpdate(controlPublisher, logger),
+    () => void sendDemoPromptUpdate(controlPublisher, session.config.prompts, logger),
     Math.min(5, duration / 2) * 1000,
   );
 
@@ -263,15 +263,18 @@ async function pumpSource(
   }
 }
 
-/** Halfway a prompt update goes through the control channel, as a gateway would send it. */
-async function sendDemoPromptUpdate(control: TricklePublisher, logger: Logger): Promise<void> {
+/**
+ * Halfway a prompt update goes through the control channel, as a gateway would send it: the
+ * session's own workflow again, so that the update shows without changing what --prompts asked for.
+ */
+async function sendDemoPromptUpdate(
+  control: TricklePublisher,
+  prompts: unknown,
+  logger: Logger,
+): Promise<void> {
   try {
     await control.start();
-    const workflow = {
-      "1": { inputs: { images: ["2", 0] }, class_type: "SaveTensor" },
-      "2": { inputs: {}, class_type: "LoadTensor" },
-    };
-    await control.writeSegment(Buffer.from(JSON.stringify({ prompts: [workflow] })));
+    await control.writeSegment(Buffer.from(JSON.stringify({ prompts })));
   } catch (err) {
     logger.warn({ err: (err as Error).message }, "demo prompt update not sent");
   }
