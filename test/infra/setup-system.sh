@@ -2,15 +2,15 @@
 # Installs the Debian packages that the demo and the tests use, when they are missing.
 # As root it installs them with apt-get; otherwise it names what is missing and how to get it.
 #
-#   setup-system.sh                 everything the test suite needs
+#   setup-system.sh                 everything the test suite needs, and the real ComfyStream test
+#                                   peer when it is beside the checkout (../shared/peers/comfystream)
 #   setup-system.sh --only ffmpeg   just ffmpeg (what the demo needs)
 #
 # When another apt/dpkg process holds the package lock it waits for it (up to
 # TRICKLE_RELAY_APT_LOCK_TIMEOUT seconds, default 900) instead of failing.
 set -euo pipefail
 
-usage() {
-  sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+usage() {  sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 only=""
@@ -40,17 +40,35 @@ if [ "$only" = "ffmpeg" ]; then wanted=("${groups_ffmpeg[@]}");
 elif [ -z "$only" ]; then wanted=("${groups_all[@]}");
 else echo "setup-system: unknown group '$only' (known: ffmpeg)" >&2; exit 2; fi
 
+# The real ComfyStream server as a test peer: its own run.sh installs its Debian packages (~50, about
+# 3 min the first time) and unpacks its sources. Optional: where it is absent or cannot be set up, its
+# suite (test/session/real-comfystream.test.ts) is skipped and says why.
+setup_real_comfystream() {
+  local peer="${COMFYSTREAM_PEER_DIR:-$(cd "$(dirname "$0")/../.." && pwd)/../shared/peers/comfystream}"
+  [ -f "$peer/run.sh" ] || return 0
+  if [ "$(id -u)" != 0 ]; then
+    echo "setup-system: not root, so the real ComfyStream test peer is not set up (its tests will be skipped)" >&2
+    return 0
+  fi
+  echo "setup-system: setting up the real ComfyStream test peer ($peer)" >&2
+  COMFYSTREAM_PEER_SETUP_ONLY=1 bash "$peer/run.sh" >/dev/null ||
+    echo "setup-system: the real ComfyStream test peer could not be set up (its tests will be skipped)" >&2
+}
+finish() {
+  if [ -z "$only" ]; then setup_real_comfystream; fi
+  exit 0
+}
+
 missing=()
 for pkg in "${wanted[@]}"; do
   if ! bash -c "${checks[$pkg]}" >/dev/null 2>&1; then missing+=("$pkg"); fi
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
+[ ${#missing[@]} -eq 0 ] && finish
 
 # An explicit ffmpeg binary makes the Debian package unnecessary.
 if [ -n "${FFMPEG_BIN:-}" ] && [ -x "${FFMPEG_BIN}" ]; then
   missing=("${missing[@]/ffmpeg}")
-  read -r -a missing <<<"${missing[*]}"
-  [ ${#missing[@]} -eq 0 ] && exit 0
+  read -r -a missing <<<"${missing[*]}"  [ ${#missing[@]} -eq 0 ] && finish
 fi
 
 if [ "$(id -u)" != 0 ]; then
@@ -65,3 +83,4 @@ APT_LOG_PREFIX=setup-system
 source "$(dirname "$0")/apt-get-waiting.sh"
 apt_get_waiting update -q >/dev/null
 apt_get_waiting install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+finish
