@@ -181,6 +181,13 @@ const video = object(
       maximum: 10,
       default: 1,
     }),
+    peerWindowFrames: integer({
+      description:
+        "Most frames in flight to ComfyStream (sent, not yet returned). ComfyStream evicts a frame that arrives while one is processed and one waits, and every later frame then returns a processing period late; more frames than this are dropped (peer-limited) instead. Raise it only for a distant ComfyStream.",
+      minimum: 1,
+      maximum: 120,
+      default: 4,
+    }),
   },
   { description: "Video encoding and segmenting settings.", default: {} },
 );

@@ -84,6 +84,7 @@ describe("sessionConfigFromResource", () => {
           bitrateKbps: 2000,
           keyframeIntervalSeconds: 1,
           segmentDurationSeconds: 2.5,
+          peerWindowFrames: 6,
         },
       }),
     );
@@ -92,6 +93,7 @@ describe("sessionConfigFromResource", () => {
     assert.equal(config.eventsUrl, "http://gw/live/a-events");
     assert.equal(config.mode, "passthrough");
     assert.equal(config.segmentDurationSec, 2.5);
+    assert.equal(config.peerWindowFrames, 6);
   });
 
   test("a sidecar is reached on loopback at its port (default 8889)", () => {
@@ -112,7 +114,13 @@ describe("sessionConfigFromResource", () => {
     const { config, notes } = sessionConfigFromResource(
       resource({
         frameRate: 24,
-        video: { mode: "Auto", bitrateKbps: 4000, keyframeIntervalSeconds: 0.5, segmentDurationSeconds: 1 },
+        video: {
+          mode: "Auto",
+          bitrateKbps: 4000,
+          keyframeIntervalSeconds: 0.5,
+          segmentDurationSeconds: 1,
+          peerWindowFrames: 4,
+        },
       }),
     );
     assert.equal(config.mode, "transcode");
@@ -129,7 +137,12 @@ describe("sessionConfigFromResource", () => {
   });
 
   test("passthrough with encoder settings other than the defaults says they do not apply", () => {
-    const video = { mode: "Passthrough", keyframeIntervalSeconds: 1, segmentDurationSeconds: 1 } as const;
+    const video = {
+      mode: "Passthrough",
+      keyframeIntervalSeconds: 1,
+      segmentDurationSeconds: 1,
+      peerWindowFrames: 4,
+    } as const;
     const asked = sessionConfigFromResource(resource({ video: { ...video, bitrateKbps: 800 } }));
     assert.equal(asked.config.mode, "passthrough");
     assert.equal(asked.notes.length, 1);

@@ -230,6 +230,7 @@ describe("REST API (older Trickle Relay Service compatible)", () => {
       width: 640,
       height: 384,
       frame_rate: 24,
+      peer_window_frames: 6,
       prompts: WORKFLOW,
     });
     assert.equal(res.status, 200);
@@ -238,6 +239,7 @@ describe("REST API (older Trickle Relay Service compatible)", () => {
     assert.equal(config.controlUrl, "http://127.0.0.1:9/ai/trickle/stream1-control");
     assert.equal(config.eventsUrl, "http://127.0.0.1:9/ai/trickle/stream1-events");
     assert.deepEqual([config.width, config.height, config.frameRate], [640, 384, 24]);
+    assert.equal(config.peerWindowFrames, 6);
     assert.deepEqual(config.prompts, [WORKFLOW], "a single workflow becomes ComfyStream's list");
   });
 
@@ -320,6 +322,12 @@ describe("REST API (older Trickle Relay Service compatible)", () => {
       ["fractional width", { ...VALID_START, width: 512.5 }, "width"],
       ["frame_rate zero", { ...VALID_START, frame_rate: 0 }, "frame_rate must be a number from 1 to 60"],
       ["frame_rate too high", { ...VALID_START, frame_rate: 120 }, "frame_rate"],
+      [
+        "peer_window_frames zero",
+        { ...VALID_START, peer_window_frames: 0 },
+        "peer_window_frames must be a whole number",
+      ],
+      ["peer_window_frames fractional", { ...VALID_START, peer_window_frames: 2.5 }, "peer_window_frames"],
       ["session_id with a slash", { ...VALID_START, session_id: "a/b" }, "session_id must be"],
       ["session_id a number", { ...VALID_START, session_id: 7 }, "session_id"],
       ["body an array", [VALID_START], "request body must be a JSON object"],

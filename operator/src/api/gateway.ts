@@ -90,6 +90,7 @@ const REQUEST_FIELD_BY_SPEC_PATH: [string, string][] = [
   ["spec.trickle.eventsUrl", "events_url"],
   ["spec.comfystream.url", "comfystream_url"],
   ["spec.frameRate", "frame_rate"],
+  ["spec.video.peerWindowFrames", "peer_window_frames"],
 ];
 
 export function buildGatewayServer(options: GatewayOptions): GatewayServer {
@@ -337,6 +338,12 @@ export function specFromStartRequest(
   if (request.width !== undefined) spec.width = request.width;
   if (request.height !== undefined) spec.height = request.height;
   if (request.frameRate !== undefined) spec.frameRate = request.frameRate;
+  if (request.peerWindowFrames !== undefined) {
+    spec.video = {
+      ...spec.video,
+      peerWindowFrames: request.peerWindowFrames,
+    } as RelaySessionSpecInput["video"];
+  }
   return spec;
 }
 

@@ -7,6 +7,7 @@ import { EXIT_CODES } from "../session/exit-codes.js";
 import {
   DEFAULT_BITRATE_KBPS,
   DEFAULT_KEYFRAME_INTERVAL_SEC,
+  DEFAULT_PEER_WINDOW_FRAMES,
   buildSessionConfig,
   type SessionConfigInput,
 } from "../session/config.js";
@@ -55,6 +56,12 @@ export function addSessionOptions(command: Command): Command {
       "shortest output segment (cut at the next IDR)",
       parsePositiveNumber,
       1,
+    )
+    .option(
+      "--peer-window <frames>",
+      "most frames in flight to ComfyStream (sent, not back yet); more are dropped as peer-limited",
+      parsePositiveInteger,
+      DEFAULT_PEER_WINDOW_FRAMES,
     )
     .option(
       "--ice-address <addr>",
@@ -268,6 +275,7 @@ export function sessionInputFromOptions(
     bitrateKbps: opts.bitrate as number,
     keyframeIntervalSec: opts.keyframeInterval as number,
     segmentDurationSec: opts.segmentDuration as number,
+    peerWindowFrames: opts.peerWindow as number,
     iceAddresses: opts.iceAddress as string[],
     insecureTls: opts.insecure as boolean,
     queueCapacities: {

@@ -77,6 +77,7 @@ export type StartSessionRequest = Pick<
   | "width"
   | "height"
   | "frameRate"
+  | "peerWindowFrames"
 > & { id?: string };
 
 export class SessionLimitError extends Error {

@@ -82,6 +82,8 @@ function jsonSyntaxError(body: string): string | undefined {
 
 export const DIMENSION_LIMITS = { min: 64, max: 2048, multipleOf: 8 } as const;
 export const FRAME_RATE_LIMITS = { min: 1, max: 60 } as const;
+/** As the RelaySession's spec.video.peerWindowFrames. */
+export const PEER_WINDOW_LIMITS = { min: 1, max: 120 } as const;
 
 /** Session ids appear in URL paths and metric labels, so they are kept to URL-safe characters. */
 const SESSION_ID_PATTERN = /^[A-Za-z0-9._-]{1,128}$/;
@@ -129,6 +131,17 @@ export function parseStartRequest(body: unknown): StartSessionRequest {
       );
     }
     request.frameRate = frameRate;
+  }
+
+  const window = fields.peer_window_frames;
+  if (window !== undefined && window !== null) {
+    if (!Number.isInteger(window) || (window as number) < 1 || (window as number) > PEER_WINDOW_LIMITS.max) {
+      throw new RequestValidationError(
+        `peer_window_frames must be a whole number from 1 to ${PEER_WINDOW_LIMITS.max}: the most frames in flight to ComfyStream (got ${describe(window)})`,
+        "peer_window_frames",
+      );
+    }
+    request.peerWindowFrames = window as number;
   }
   return request;
 }

@@ -81,6 +81,7 @@ export function sessionConfigFromResource(
     ...(spec.video?.segmentDurationSeconds !== undefined
       ? { segmentDurationSec: spec.video.segmentDurationSeconds }
       : {}),
+    ...(spec.video?.peerWindowFrames !== undefined ? { peerWindowFrames: spec.video.peerWindowFrames } : {}),
     ...(settings.iceAddresses ? { iceAddresses: settings.iceAddresses } : {}),
     ...(settings.insecureTls !== undefined ? { insecureTls: settings.insecureTls } : {}),
     ...(settings.queueCapacities ? { queueCapacities: settings.queueCapacities } : {}),

@@ -229,6 +229,7 @@ describe("REST gateway on a real kube-apiserver", { skip: assets.skipReason }, (
       width: 640,
       height: 384,
       frame_rate: 24,
+      peer_window_frames: 6,
     });
     const reply = await call("POST", "/session/start", { body: request });
     assert.equal(reply.status, 200, JSON.stringify(reply.body));
@@ -255,6 +256,8 @@ describe("REST gateway on a real kube-apiserver", { skip: assets.skipReason }, (
     assert.equal(created.spec.width, 640);
     assert.equal(created.spec.height, 384);
     assert.equal(created.spec.frameRate, 24);
+    assert.equal(created.spec.video.peerWindowFrames, 6);
+    assert.equal(created.spec.video.bitrateKbps, 2000, "the rest of spec.video keeps the schema's defaults");
     assert.equal(created.spec.lifetime.ttlSecondsAfterFinished, 600, "the gateway's defaults apply");
 
     // Left out: the schema's defaults, and the output channel the relay will use.
@@ -394,6 +397,7 @@ describe("REST gateway on a real kube-apiserver", { skip: assets.skipReason }, (
         framesIn: 1440,
         framesOut: 1400,
         framesDropped: 12,
+        framesPeerLimited: 5,
         segmentsIn: 60,
         segmentsOut: 58,
         segmentsDropped: 1,
@@ -433,7 +437,14 @@ describe("REST gateway on a real kube-apiserver", { skip: assets.skipReason }, (
       /decoded_frames queue nearly full/,
     );
     assert.deepEqual(session.fps, { input: 24, output: 23.5 });
-    assert.deepEqual(session.frames, { in: 1440, sent: null, returned: null, out: 1400, dropped: 12 });
+    assert.deepEqual(session.frames, {
+      in: 1440,
+      sent: null,
+      returned: null,
+      out: 1400,
+      dropped: 12,
+      peer_limited: 5,
+    });
     assert.deepEqual(session.segments, { in: 60, out: 58, dropped: 1, corrupt: null });
     assert.deepEqual(session.latency_ms, { p50: 80, p95: 140, samples: null });
     assert.equal(session.reconnects, 2);
