@@ -135,9 +135,9 @@ describe("RelaySession CRD on a real kube-apiserver", { skip: assets.skipReason 
     assert.equal(basic.spec.comfystream.offerTimeoutSeconds, 300);
     assert.deepEqual(basic.spec.video, {
       mode: "Transcode",
-      bitrateKbps: 2000,
-      keyframeIntervalSeconds: 1,
+      bitrateKbps: 2000,      keyframeIntervalSeconds: 1,
       segmentDurationSeconds: 1,
+      peerWindowFrames: 4,
     });
     assert.deepEqual(basic.spec.lifetime, { startupTimeoutSeconds: 600, maxRestarts: 3 });
     const written = parse(readFileSync(join(root, "crds/examples/basic.yaml"), "utf8")) as RelaySession;

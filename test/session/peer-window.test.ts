@@ -106,6 +106,27 @@ describe("FramePacer with an admit gate", () => {
     pacer.stop();
     assert.deepEqual(sent, [0, 1, 2, 4]);
   });
+
+  test("a held frame stays late past the pacer's re-anchoring lag, so a hold has an end", async () => {
+    const lateness: number[] = [];
+    const pacer = new FramePacer({
+      capacity: 100,
+      maxLagMs: 50,
+      send: () => undefined,
+      admit: (_f, lateMs) => {
+        lateness.push(lateMs);
+        return lateMs < 150 ? "hold" : "drop";
+      },
+    });
+    pacer.push(frame(0));
+    await sleep(250);
+    pacer.stop();
+    assert.ok(Math.max(...lateness) >= 150, `it got as late as ${Math.max(...lateness).toFixed(0)} ms`);
+    assert.ok(
+      lateness.every((late, i) => i === 0 || late >= lateness[i - 1]!),
+      "lateness never went back to 0",
+    );
+  });
 });
 
 describe("PeerPace", () => {

@@ -98,7 +98,8 @@ describe("through the real ComfyStream server", { skip: unavailable ?? false }, 
       assert.equal(final.state, "completed", describeRun(run));
       assert.equal(final.outputKeyframes.source, "re-encode", describeRun(run));
       assert.match(final.outputKeyframes.reason ?? "", /no IDR for .* although keyframes were requested/);
-      assert.ok(final.outputKeyframes.idrIntervalSec.last! <= 1.1, describeRun(run));
+      // An IDR falls on a returned frame: a second, plus at most a frame of a slow peer.
+      assert.ok(final.outputKeyframes.idrIntervalSec.last! <= 1.6, describeRun(run));
       // Before the repair: one segment for the whole run.
       assert.ok(
         run.output.length >= 12,

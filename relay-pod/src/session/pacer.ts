@@ -45,7 +45,8 @@ export class FramePacer {
   private windowFrames = 0;
   /** Lead still to be taken out of the schedule, a few ms per frame (no burst, no re-anchor). */
   private pendingShiftMs = 0;
-  private stopped = false;
+  private stopped = false; /** Frames are late because `admit` held them (until one goes out on time or the queue empties). */
+  private behindFromHolds = false;
   dropped = 0;
   sent = 0;
 
@@ -95,6 +96,7 @@ export class FramePacer {
     this.dropped += n;
     this.queue.length = 0;
     this.anchor = undefined;
+    this.behindFromHolds = false;
     this.droppingUntilKeyframe = true;
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
@@ -116,8 +118,9 @@ export class FramePacer {
       const frame = this.queue[0]!;
       const now = performance.now();
       if (!this.anchor) this.anchor = { wallMs: now, pts: frame.pts };
-      const due = this.anchor.wallMs + ptsDeltaMs(frame.pts, this.anchor.pts);
-      if (due - now > maxLead || now - due > maxLag) {
+      const due = this.anchor.wallMs + ptsDeltaMs(frame.pts, this.anchor.pts); // Frames late because `admit` held them keep their schedule: re-anchoring would reset how late
+      // they are, the hold would never end, and the queue would fill instead.
+      if (due - now > maxLead || (now - due > maxLag && !this.behindFromHolds)) {
         this.anchor = { wallMs: now, pts: frame.pts };
       } else if (due > now + 1) {
         this.timer = setTimeout(() => this.schedule(), due - now);
@@ -125,9 +128,11 @@ export class FramePacer {
       }
       const verdict = this.options.admit?.(frame, Math.max(0, now - due)) ?? "send";
       if (verdict === "hold") {
+        this.behindFromHolds = true;
         this.timer = setTimeout(() => this.schedule(), HOLD_POLL_MS);
         return;
       }
+      if (now - due <= maxLag || this.queue.length === 1) this.behindFromHolds = false;
       this.queue.shift();
       if (verdict === "drop") continue;
       this.sent++;

@@ -3,19 +3,18 @@
  *
  * The peer window (peer-window.ts) keeps latency bounded by sending no more than the peer takes,
  * but with a normal GOP a frame left out costs the rest of its GOP (later frames reference it), so
- * a slow peer gets bursts: a keyframe and a frame or two, then nothing until the next keyframe. So
- * once the window has been saturated for a few seconds the transcoder switches to intra-only
- * (every frame a keyframe): any frame can then be left out alone, the window passes exactly as many
- * as the peer processes, evenly spread, and nothing waits for room (no hold). When the window has
- * been quiet for a while (the peer keeps up again) the normal GOP comes back; a switch back that
+ * a slow peer gets bursts: a keyframe and a frame or two, then nothing until the next keyframe. So * once the window has dropped frames in most of the last few seconds the transcoder switches to
+ * intra-only (every frame a keyframe): any frame can then be left out alone, and the window passes
+ * as many as the peer processes, evenly spread. A frame that only had to wait a little for room is
+ * not pressure: peers have hiccups. When no frame has been dropped for a while (the peer keeps up
+ * again) the normal GOP comes back; a switch back that
  * had to be undone soon makes the next wait twice as long. Intra frames cost more bits per frame,
  * but only the frames sent travel, and a ComfyStream sidecar is on loopback anyway.
  * Pure bookkeeping: the session samples it once a second and restarts ffmpeg on advice.
  */
 export interface PeerPaceSample {
   /** performance.now() of the sample. */
-  now: number;
-  /** Cumulative count of frames that found the window full (held or dropped). */
+  now: number; /** Cumulative count of frames the window dropped (the peer could not take them in time). */
   windowPressure: number;
 }
 

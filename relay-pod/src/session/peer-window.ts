@@ -20,8 +20,7 @@
 export type WindowVerdict = "send" | "hold" | "drop";
 
 export interface PeerWindowOptions {
-  capacity: number;
-  /** How late a due frame may get waiting for room before it is dropped. Default 200 ms. */
+  capacity: number; /** How late a due frame may get waiting for room before it is dropped. Default 200 ms (the session uses 500). */
   maxHoldMs?: number;
 }
 
@@ -30,8 +29,7 @@ export class PeerWindow {
   private maxHoldMs: number;
   private droppingUntilKeyframe = false;
   /** Frames not sent because the window stayed full (or their GOP had lost a frame to it). */
-  peerLimitedDrops = 0;
-  /** Frames that found the window full (held or dropped): how often the peer was the bottleneck. */
+  peerLimitedDrops = 0; /** Frames that found the window full (held or dropped). */
   saturations = 0;
   private lastSaturatedPts: number | undefined;
 

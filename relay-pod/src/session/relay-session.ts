@@ -65,8 +65,13 @@ const RTP_WRAP = 0x1_0000_0000;
 const H264_STREAM_TYPE = 0x1b;
 /** Intra-only frames get this many times the session's bitrate (the same picture needs more bits). */
 const INTRA_BITRATE_FACTOR = 2;
-/** How late a frame may get waiting for room in the peer window (normal GOP: a drop costs the GOP's rest). */
-const DEFAULT_WINDOW_HOLD_MS = 200;
+/** * How late a frame may get waiting for room in the peer window with a normal GOP, where a drop costs
+ * the rest of the GOP: long enough to ride out a peer's hiccup (200 ms was not, for the aiortc
+ * stand-in on a busy machine), short against the latency a slow peer builds up before intra-only.
+ */
+const DEFAULT_WINDOW_HOLD_MS = 500;
+/** The same while intra-only, where a drop costs only the frame itself. */
+const INTRA_WINDOW_HOLD_MS = 100;
 /** How long a session waits for an input channel that does not exist yet before it ends. */
 const INPUT_CHANNEL_WAIT_MS = 30_000;
 /** Receive buffer asked for on ffmpeg's RTP socket (Linux reports double what it grants). */
@@ -558,7 +563,7 @@ export class RelaySession extends EventEmitter {
   private samplePeerPace(): void {
     const pace = this.peerPace;
     if (!pace || this.webrtcState !== "connected") return;
-    const advice = pace.sample({ now: performance.now(), windowPressure: this.peerWindow.saturations });
+    const advice = pace.sample({ now: performance.now(), windowPressure: this.peerWindow.peerLimitedDrops });
     if (advice === undefined) return;
     this.pendingIntraOnly = advice;
     this.log.info(
@@ -587,9 +592,8 @@ export class RelaySession extends EventEmitter {
       ffmpeg.setArgs(this.transcoderArgs(intraOnly));
       if (this.isEnded()) return;
       ffmpeg.start();
-      this.transcodeIntraOnly = intraOnly;
-      // Intra-only: a frame that finds no room is left out alone, so it need not wait for room.
-      this.peerWindow.setMaxHoldMs(intraOnly ? 0 : DEFAULT_WINDOW_HOLD_MS);
+      this.transcodeIntraOnly = intraOnly; // Intra-only: a frame left out costs no other, so it waits only a frame or so for room.
+      this.peerWindow.setMaxHoldMs(intraOnly ? INTRA_WINDOW_HOLD_MS : DEFAULT_WINDOW_HOLD_MS);
       this.emitStatus();
     } finally {
       this.retuningTranscoder = false;
