@@ -135,7 +135,8 @@ describe("RelaySession CRD on a real kube-apiserver", { skip: assets.skipReason 
     assert.equal(basic.spec.comfystream.offerTimeoutSeconds, 300);
     assert.deepEqual(basic.spec.video, {
       mode: "Transcode",
-      bitrateKbps: 2000,      keyframeIntervalSeconds: 1,
+      bitrateKbps: 2000,
+      keyframeIntervalSeconds: 1,
       segmentDurationSeconds: 1,
       peerWindowFrames: 4,
     });

@@ -316,7 +316,8 @@ async function transcodeToRtp(
     child.start();
     for (let offset = 0; offset < input.length; offset += 32 * 1024) {
       assert.equal(await child.write(input.subarray(offset, offset + 32 * 1024)), true);
-    }    child.endInput();
+    }
+    child.endInput();
     const info = await exit;
     assert.equal(info.code, 0, info.stderrTail);
     assert.equal(info.requested, true, "finishing its input after endInput() is an exit asked for");

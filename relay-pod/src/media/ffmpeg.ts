@@ -417,7 +417,8 @@ export class FfmpegProcess extends EventEmitter {
   private stderrChunks: Buffer[] = [];
   private stderrBytes = 0;
   private lastTail = "";
-  private restartTimes: number[] = [];  private requestedExit = new WeakSet<ChildProcess>();
+  private restartTimes: number[] = [];
+  private requestedExit = new WeakSet<ChildProcess>();
   private inputEnded = new WeakSet<ChildProcess>();
   private exitWaiters = new Map<ChildProcess, Promise<void>>();
   private drainWaits = new WeakMap<NodeJS.WritableStream, Promise<boolean>>();
@@ -491,7 +492,7 @@ export class FfmpegProcess extends EventEmitter {
       if (this.child === child) {
         this.child = undefined;
         this.lastTail = tail;
-      }      // After endInput(), exiting 0 is ffmpeg finishing its input: asked for, nothing to warn about.
+      } // After endInput(), exiting 0 is ffmpeg finishing its input: asked for, nothing to warn about.
       const requested = this.requestedExit.has(child) || (this.inputEnded.has(child) && code === 0);
       const info: FfmpegExit = { code, signal, requested, stderrTail: tail, pid: child.pid };
       if (spawnError) info.error = spawnError;
@@ -538,7 +539,7 @@ export class FfmpegProcess extends EventEmitter {
     return wait;
   }
 
-  /** Closes stdin so ffmpeg finishes its input and exits by itself. */  endInput(): void {
+  /** Closes stdin so ffmpeg finishes its input and exits by itself. */ endInput(): void {
     const child = this.child;
     if (child) this.inputEnded.add(child);
     const stdin = child?.stdin;
