@@ -7,6 +7,7 @@ import { after, before, describe, it } from "node:test";
 import {
   KeyframeRepair,
   reEncodeArgs,
+  type KeyframeRepairStatus,
   type ReturnedFrame,
 } from "../../relay-pod/src/media/keyframe-repair.js";
 import { TsDemuxer, type VideoAccessUnit } from "../../relay-pod/src/media/ts-demux.js";
@@ -31,6 +32,20 @@ async function feedPaced(repair: KeyframeRepair, frames: ReturnedFrame[], speedu
     repair.push(frame);
     await new Promise((resolve) => setTimeout(resolve, 1000 / FPS / speedup));
   }
+}
+
+/** A KeyframeRepair for 1 s segments that collects what it emits into `out`. */
+function repairInto(
+  out: ReturnedFrame[],
+  onSourceChange?: (status: KeyframeRepairStatus) => void,
+): KeyframeRepair {
+  return new KeyframeRepair({
+    segmentDurationSec: 1,
+    bitrateKbps: 1000,
+    ffmpegPath: FFMPEG,
+    emit: (frame) => out.push(frame),
+    ...(onSourceChange ? { onSourceChange } : {}),
+  });
 }
 
 function idrGapsSec(frames: ReturnedFrame[]): number[] {
@@ -62,12 +77,7 @@ describe("KeyframeRepair (return path IDRs)", needsFfmpeg, () => {
 
   it("a peer that answers keyframe requests is passed on untouched", async () => {
     const out: ReturnedFrame[] = [];
-    const repair = new KeyframeRepair({
-      segmentDurationSec: 1,
-      bitrateKbps: 1000,
-      ffmpegPath: FFMPEG,
-      emit: (frame) => out.push(frame),
-    });
+    const repair = repairInto(out);
     await feedPaced(repair, shortGop, 20);
     await repair.close();
     assert.equal(repair.status().source, "peer");
@@ -82,13 +92,7 @@ describe("KeyframeRepair (return path IDRs)", needsFfmpeg, () => {
   it("a peer without IDRs is re-encoded: every frame out once, in order, PTS kept, an IDR every segment", async () => {
     const out: ReturnedFrame[] = [];
     const changes: string[] = [];
-    const repair = new KeyframeRepair({
-      segmentDurationSec: 1,
-      bitrateKbps: 1000,
-      ffmpegPath: FFMPEG,
-      emit: (frame) => out.push(frame),
-      onSourceChange: (status) => changes.push(status.source),
-    });
+    const repair = repairInto(out, (status) => changes.push(status.source));
     await feedPaced(repair, longGop);
     await repair.close(3000);
     const status = repair.status();
@@ -128,12 +132,7 @@ describe("KeyframeRepair (return path IDRs)", needsFfmpeg, () => {
 
   it("a new peer stream after a reconnect is re-encoded from its first IDR, without asking the peer again", async () => {
     const out: ReturnedFrame[] = [];
-    const repair = new KeyframeRepair({
-      segmentDurationSec: 1,
-      bitrateKbps: 1000,
-      ffmpegPath: FFMPEG,
-      emit: (frame) => out.push(frame),
-    });
+    const repair = repairInto(out);
     await feedPaced(repair, longGop.slice(0, 120));
     await waitFor(() => repair.status().reEncodedFrames > 0, 10_000, "re-encoder output");
     repair.resetStream();

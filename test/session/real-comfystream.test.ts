@@ -6,24 +6,13 @@
 //   queue from filling with evicted frames, and what it cannot take is dropped as peer-limited.
 import assert from "node:assert/strict";
 import { after, describe, test } from "node:test";
-import { RelaySession } from "../../relay-pod/src/session/relay-session.js";
-import { buildSessionConfig } from "../../relay-pod/src/session/config.js";
-import type { SessionStatus } from "../../relay-pod/src/session/types.js";
 import {
   REAL_WORKFLOWS,
   realComfyStreamUnavailable,
   startRealComfyStream,
   type RealComfyStream,
 } from "../peers/real-comfystream.js";
-import {
-  ICE_ADDRESSES,
-  checkOutputAgainstInput,
-  collectOutput,
-  makeInputSegments,
-  publishPaced,
-  startTrickle,
-  waitFor,
-} from "./relay-harness.js";
+import { checkOutputAgainstInput, relaySessionThrough, type RelayedRun } from "./relay-harness.js";
 
 const unavailable = realComfyStreamUnavailable();
 const cleanups: Array<() => Promise<unknown> | unknown> = [];
@@ -31,50 +20,20 @@ after(async () => {
   for (const cleanup of cleanups.reverse()) await Promise.resolve(cleanup()).catch(() => undefined);
 });
 
-interface Run {
-  final: SessionStatus;
-  /** The session's status after each second of input. */
-  samples: SessionStatus[];
-  output: Array<{ seq: number; data: Buffer }>;
-  inputPts: number[];
-  server: RealComfyStream;
-}
+type Run = RelayedRun & { server: RealComfyStream };
 
 /** `seconds` of 30 fps 512×512 input through one session and a fresh real ComfyStream running `workflow`. */
 async function relayThroughRealComfyStream(workflow: object, seconds: number): Promise<Run> {
   const server = await startRealComfyStream();
   cleanups.push(() => server.stop());
-  const { segments, pts: inputPts } = await makeInputSegments({ seconds, size: "512x512" });
-  const { server: trickle, base } = await startTrickle(["in", "in-out"]);
-  cleanups.push(() => trickle.close());
-  const output = collectOutput(`${base}in-out`);
-  cleanups.push(() => output.close());
-  const session = new RelaySession(
-    buildSessionConfig({
-      id: "real-comfystream",
-      inputUrl: `${base}in`,
-      comfystreamUrl: server.url,
-      prompts: [workflow],
-      iceAddresses: ICE_ADDRESSES,
-    }),
-    { reconnectBackoffMs: [500, 3000], drainTimeoutMs: 3000 },
-  );
-  cleanups.push(() => session.stop());
-  await session.start();
-  // Warm-up runs inside /offer: a few seconds on a CPU.
-  await waitFor(
-    () => session.status().webrtcState === "connected",
-    120_000,
-    "connected to the real ComfyStream",
-  );
-  const publishing = publishPaced(`${base}in`, segments);
-  const samples: SessionStatus[] = [];
-  const sampler = setInterval(() => samples.push(session.status()), 1000);
-  await publishing;
-  await session.whenEnded();
-  clearInterval(sampler);
-  await Promise.race([output.done, new Promise((resolve) => setTimeout(resolve, 5000))]);
-  return { final: session.status(), samples, output: output.segments, inputPts, server };
+  const run = await relaySessionThrough(server.url, {
+    seconds,
+    size: "512x512",
+    session: { prompts: [workflow] },
+    connectTimeoutMs: 120_000, // warm-up runs inside /offer: a few seconds on a CPU
+    cleanups,
+  });
+  return { ...run, server };
 }
 
 function describeRun(run: Run): string {

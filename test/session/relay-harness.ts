@@ -10,7 +10,12 @@ import { TrickleSubscriber } from "../../relay-pod/src/trickle/subscriber.js";
 import { TsSegmentCutter } from "../../relay-pod/src/media/ts-cutter.js";
 import { TsDemuxer } from "../../relay-pod/src/media/ts-demux.js";
 import { startTsStandin, type TsStandin } from "../peers/ts-standin/standin.js";
+import { RelaySession } from "../../relay-pod/src/session/relay-session.js";
+import { buildSessionConfig, type SessionConfigInput } from "../../relay-pod/src/session/config.js";
+import { PASSTHROUGH_WORKFLOW } from "../../relay-pod/src/session/default-workflow.js";
+import type { SessionStatus } from "../../relay-pod/src/session/types.js";
 import { LOOPBACK_ICE_ADDRESS, PyStandin } from "../peers/py-standin/launch.js";
+import { waitFor } from "../infra/wait-for.js";
 
 const run = promisify(execFile);
 export const FFMPEG = process.env.FFMPEG_BIN ?? "ffmpeg";
@@ -230,7 +235,7 @@ export async function startPeer(kind: "ts" | "py", port = 0): Promise<Peer> {
   };
 }
 
-export { waitFor } from "../infra/wait-for.js";
+export { waitFor };
 
 /**
  * UDP datagrams the kernel dropped for full receive buffers in this network namespace
@@ -243,4 +248,64 @@ export async function udpReceiveBufferErrors(): Promise<number | undefined> {
   if (!names || !values) return undefined;
   const index = names.split(/\s+/).indexOf("RcvbufErrors");
   return index > 0 ? Number(values.split(/\s+/)[index]) : undefined;
+}
+
+export interface RelayedRun {
+  final: SessionStatus;
+  /** The session's status after each second of input. */
+  samples: SessionStatus[];
+  /** Its latency p95 a second before the input ends: what a viewer lives with once it has settled. */
+  lateLatencyP95: number | null;
+  output: Array<{ seq: number; data: Buffer }>;
+  inputPts: number[];
+}
+
+/**
+ * `seconds` of 30 fps test pattern through one RelaySession and the ComfyStream at `comfystreamUrl`,
+ * published in real time once the session is connected; returns when the session has ended.
+ */
+export async function relaySessionThrough(
+  comfystreamUrl: string,
+  options: {
+    seconds: number;
+    size?: string;
+    session?: Partial<SessionConfigInput>;
+    connectTimeoutMs?: number;
+    cleanups: Array<() => Promise<unknown> | unknown>;
+  },
+): Promise<RelayedRun> {
+  const { seconds, cleanups } = options;
+  const { segments, pts: inputPts } = await makeInputSegments({ seconds, size: options.size });
+  const { server, base } = await startTrickle(["in", "in-out"]);
+  cleanups.push(() => server.close());
+  const output = collectOutput(`${base}in-out`);
+  cleanups.push(() => output.close());
+  const session = new RelaySession(
+    buildSessionConfig({
+      id: "relayed",
+      inputUrl: `${base}in`,
+      comfystreamUrl,
+      prompts: [PASSTHROUGH_WORKFLOW],
+      iceAddresses: ICE_ADDRESSES,
+      ...options.session,
+    }),
+    { reconnectBackoffMs: [300, 3000], drainTimeoutMs: 3000 },
+  );
+  cleanups.push(() => session.stop());
+  await session.start();
+  await waitFor(
+    () => session.status().webrtcState === "connected",
+    options.connectTimeoutMs ?? 20_000,
+    "WebRTC connected",
+  );
+  const publishing = publishPaced(`${base}in`, segments);
+  const samples: SessionStatus[] = [];
+  const sampler = setInterval(() => samples.push(session.status()), 1000);
+  await sleep((seconds - 1) * 1000);
+  const lateLatencyP95 = session.status().latencyMs.p95;
+  await publishing;
+  await session.whenEnded();
+  clearInterval(sampler);
+  await Promise.race([output.done, sleep(5000)]);
+  return { final: session.status(), samples, lateLatencyP95, output: output.segments, inputPts };
 }

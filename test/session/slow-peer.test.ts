@@ -9,36 +9,22 @@
 import assert from "node:assert/strict";
 import { after, describe, test } from "node:test";
 import { needsLoopbackNamespace } from "../infra/netns.js";
-import { RelaySession } from "../../relay-pod/src/session/relay-session.js";
-import { buildSessionConfig } from "../../relay-pod/src/session/config.js";
-import { PASSTHROUGH_WORKFLOW } from "../../relay-pod/src/session/default-workflow.js";
-import type { SessionStatus } from "../../relay-pod/src/session/types.js";
-import { startTsStandin, type TsStandinOptions } from "../peers/ts-standin/standin.js";
+import { startTsStandin, type StandinStats, type TsStandinOptions } from "../peers/ts-standin/standin.js";
+import { PTS_CLOCK_HZ } from "../../relay-pod/src/media/ts-packet.js";
 import {
   ICE_ADDRESSES,
   checkOutputAgainstInput,
-  collectOutput,
-  makeInputSegments,
-  publishPaced,
-  startTrickle,
-  waitFor,
+  demuxPts,
+  relaySessionThrough,
+  type RelayedRun,
 } from "./relay-harness.js";
-import { PTS_CLOCK_HZ } from "../../relay-pod/src/media/ts-packet.js";
-import { demuxPts } from "./relay-harness.js";
 
 const cleanups: Array<() => Promise<unknown> | unknown> = [];
 after(async () => {
   for (const cleanup of cleanups.reverse()) await Promise.resolve(cleanup()).catch(() => undefined);
 });
 
-interface RunResult {
-  final: SessionStatus;
-  /** Latency p95 over the last 5 s of the run (the session's window holds the last frames). */
-  lateLatencyP95: number | null;
-  output: Array<{ seq: number; data: Buffer }>;
-  inputPts: number[];
-  peer: ReturnType<Awaited<ReturnType<typeof startTsStandin>>["stats"]>;
-}
+type RunResult = RelayedRun & { peer: StandinStats };
 
 /** `seconds` of 30 fps input through one session and a filter-mode TS stand-in with `standin` options. */
 async function relayThrough(
@@ -46,38 +32,14 @@ async function relayThrough(
   seconds: number,
   session: { peerWindowFrames?: number } = {},
 ): Promise<RunResult> {
-  const { segments, pts: inputPts } = await makeInputSegments({ seconds, bFrames: 0 });
-  const { server, base } = await startTrickle(["in", "in-out"]);
-  cleanups.push(() => server.close());
   const peer = await startTsStandin({ port: 0, iceAddresses: ICE_ADDRESSES, mode: "filter", ...standin });
   cleanups.push(() => peer.close());
-  const output = collectOutput(`${base}in-out`);
-  cleanups.push(() => output.close());
-  const relay = new RelaySession(
-    buildSessionConfig({
-      id: "slow-peer",
-      inputUrl: `${base}in`,
-      comfystreamUrl: peer.url,
-      prompts: [PASSTHROUGH_WORKFLOW],
-      width: 256,
-      height: 256,
-      frameRate: 30,
-      iceAddresses: ICE_ADDRESSES,
-      ...session,
-    }),
-    { reconnectBackoffMs: [300, 2000], drainTimeoutMs: 1500 },
-  );
-  cleanups.push(() => relay.stop());
-  await relay.start();
-  await waitFor(() => relay.status().webrtcState === "connected", 20_000, "WebRTC connected");
-  const publishing = publishPaced(`${base}in`, segments);
-  // Latency of the last seconds: what a viewer lives with once the run has settled.
-  await new Promise((resolve) => setTimeout(resolve, (seconds - 1) * 1000));
-  const lateLatencyP95 = relay.status().latencyMs.p95;
-  await publishing;
-  await relay.whenEnded();
-  await Promise.race([output.done, new Promise((resolve) => setTimeout(resolve, 5000))]);
-  return { final: relay.status(), lateLatencyP95, output: output.segments, inputPts, peer: peer.stats() };
+  const run = await relaySessionThrough(peer.url, {
+    seconds,
+    session: { width: 256, height: 256, ...session },
+    cleanups,
+  });
+  return { ...run, peer: peer.stats() };
 }
 
 describe("peers that behave like the real ComfyStream", { skip: needsLoopbackNamespace }, () => {
