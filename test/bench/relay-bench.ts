@@ -9,6 +9,10 @@
  * the trickle server and one passthrough stand-in peer per session (ComfyStream serves one peer), so
  * the relay's own CPU and memory can be read from /proc. Input is pre-encoded test pattern, streamed
  * to the trickle server frame by frame at real-time pace.
+ *
+ *   npm run bench:relay -- --real-comfystream [--before 92bb95a] [--seconds 30]
+ *
+ * The same relay against the real ComfyStream server instead: see real-comfystream-bench.ts.
  */
 import { fork, spawn, type ChildProcess } from "node:child_process";
 import { readFileSync, readdirSync } from "node:fs";
@@ -18,10 +22,10 @@ import { parseArgs } from "node:util";
 import { setTimeout as sleep } from "node:timers/promises";
 import { createInterface } from "node:readline";
 import { TrickleServer } from "../../relay-pod/src/trickle/server.js";
-import { TricklePublisher } from "../../relay-pod/src/trickle/publisher.js";
 import { TrickleSubscriber } from "../../relay-pod/src/trickle/subscriber.js";
 import { startTsStandin } from "../peers/ts-standin/standin.js";
 import { makeInputSegments } from "../session/relay-harness.js";
+import { publishLive } from "./live-input.js";
 
 const CLI = fileURLToPath(new URL("../../relay-pod/src/cli.js", import.meta.url));
 const ICE = "127.0.0.2";
@@ -52,10 +56,16 @@ interface ScenarioResult {
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
-      seconds: { type: "string", default: "20" },
+      seconds: { type: "string" },
       "max-sessions": { type: "string", default: "12" },
-      out: { type: "string", default: "bench-results/relay.json" },
+      out: { type: "string" },
       infra: { type: "string" },
+      "real-comfystream": { type: "boolean", default: false },
+      before: { type: "string" },
+      after: { type: "string" },
+      workflows: { type: "string", default: "passthrough,slowBlur" },
+      "peer-window": { type: "string" },
+      repeat: { type: "string", default: "1" },
       help: { type: "boolean", short: "h", default: false },
     },
   });
@@ -64,7 +74,19 @@ async function main(): Promise<void> {
       "npm run bench:relay [-- --seconds N --max-sessions N --out FILE]\n" +
         "Relay latency (forward hop, return hop, total minus peer time), CPU and RSS per session at\n" +
         "512x512 and 1280x720 @ 30 fps through the passthrough stand-in, and the most concurrent\n" +
-        "512x512 sessions without drops. Writes JSON and Markdown.\n",
+        "512x512 sessions without drops. Writes JSON and Markdown (default bench-results/relay.json).\n" +
+        "\n" +
+        "npm run bench:relay -- --real-comfystream [--before GIT-REF] [--after GIT-REF]\n" +
+        "                       [--workflows passthrough,slowBlur] [--peer-window N] [--seconds N (default 30)]\n" +
+        "                       [--repeat N] [--out FILE]\n" +
+        "One relay session per workflow through the real ComfyStream server (../shared/peers/comfystream,\n" +
+        "a fresh server per run), 512x512 @ 30 fps live input, measured from outside the relay: returned\n" +
+        "fps, end-to-end latency per frame (p50/p95/max and its trend), output segments and IDR interval.\n" +
+        "--before REF also runs the relay built from that commit (a temporary git worktree) right before\n" +
+        "the current build (dist/, or --after REF built the same way); --peer-window N goes to the\n" +
+        "latter only. --repeat N runs N before/after pairs per workflow (order alternating).\n" +
+        "Needs the peer set up (npm test's setup does it as root).\n" +
+        "Default output bench-results/relay-real-comfystream.json.\n",
     );
     return;
   }
@@ -72,7 +94,20 @@ async function main(): Promise<void> {
   if (process.env.TRICKLE_RELAY_NETNS !== "1") {
     throw new Error("run this inside the loopback-only namespace: npm run bench:relay (as root)");
   }
-  const seconds = Number(values.seconds);
+  if (values["real-comfystream"]) {
+    // Loaded only here: the stand-in benchmark needs none of the real server's helpers.
+    const { runRealComfyStreamBench } = await import("./real-comfystream-bench.js");
+    return runRealComfyStreamBench({
+      seconds: Number(values.seconds ?? 30),
+      before: values.before,
+      after: values.after,
+      workflows: values.workflows!.split(",").map((w) => w.trim()),
+      out: values.out ?? "bench-results/relay-real-comfystream.json",
+      repeat: Number(values.repeat),
+      peerWindow: values["peer-window"] === undefined ? undefined : Number(values["peer-window"]),
+    });
+  }
+  const seconds = Number(values.seconds ?? 20);
   const scenarios: ScenarioResult[] = [];
   for (const size of ["512x512", "1280x720"]) {
     scenarios.push(await runScenario(size, 1, seconds));
@@ -101,7 +136,7 @@ async function main(): Promise<void> {
     maxConcurrentSessionsWithoutDrops512: maxSessions,
     scenarios,
   };
-  writeResults(values.out!, report, toMarkdown(report));
+  writeResults(values.out ?? "bench-results/relay.json", report, toMarkdown(report));
 }
 
 async function runScenario(
@@ -170,52 +205,6 @@ async function runScenario(
       `${result.allWithoutDrops ? "no drops" : "DROPS"}, machine CPU ${machineCpuPercent} %\n`,
   );
   return result;
-}
-
-/**
- * Streams the input like a live encoder: each video frame's TS packets are written at that frame's
- * time (one every 33 ms), so what the relay adds is not confused with pacing a bursty input.
- */
-async function publishLive(url: string, segments: Buffer[]): Promise<void> {
-  const publisher = new TricklePublisher(url, { contentType: "video/MP2T" });
-  await publisher.start();
-  const started = performance.now();
-  let frame = 0;
-  for (const segment of segments) {
-    const writer = await publisher.nextSegment();
-    const starts = videoPesStarts(segment);
-    for (let k = 0; k < starts.length; k++) {
-      // Everything before the second frame start belongs with the first frame (PAT/PMT, etc.).
-      const from = k === 0 ? 0 : starts[k]!;
-      const to = starts[k + 1] ?? segment.length;
-      await writer.write(segment.subarray(from, to));
-      frame++;
-      const wait = started + frame * (1000 / 30) - performance.now();
-      if (wait > 0) await sleep(wait);
-    }
-    await writer.end();
-  }
-  await publisher.close();
-}
-
-/** Byte offsets of the TS packets that start a video PES (PUSI set, PES stream id 0xE0-0xEF). */
-function videoPesStarts(segment: Buffer): number[] {
-  const starts: number[] = [];
-  for (let offset = 0; offset + 188 <= segment.length; offset += 188) {
-    if (segment[offset] !== 0x47 || (segment[offset + 1]! & 0x40) === 0) continue;
-    let payload = offset + 4;
-    if (segment[offset + 3]! & 0x20) payload += 1 + segment[offset + 4]!;
-    if (
-      payload + 4 <= offset + 188 &&
-      segment[payload] === 0 &&
-      segment[payload + 1] === 0 &&
-      segment[payload + 2] === 1 &&
-      (segment[payload + 3]! & 0xf0) === 0xe0
-    ) {
-      starts.push(offset);
-    }
-  }
-  return starts.length > 0 ? starts : [0];
 }
 
 function drainOutput(url: string): { close(): void } {
