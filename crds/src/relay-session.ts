@@ -183,10 +183,10 @@ const video = object(
     }),
     peerWindowFrames: integer({
       description:
-        "Most frames in flight to ComfyStream (sent, not yet returned). ComfyStream evicts a frame that arrives while one is processed and one waits, and every later frame then returns a processing period late; more frames than this are dropped (peer-limited) instead. Raise it only for a distant ComfyStream.",
-      minimum: 1,
+        "Most frames in flight to ComfyStream (sent, not yet returned). ComfyStream evicts a frame that arrives while one is processed and one waits, and every later frame then returns a processing period late; more frames than this are dropped (peer-limited) instead. Raise it only for a distant ComfyStream; 1 stalls (ComfyStream hands a frame on only when the next arrives).",
+      minimum: 2,
       maximum: 120,
-      default: 4,
+      default: 2,
     }),
   },
   { description: "Video encoding and segmenting settings.", default: {} },

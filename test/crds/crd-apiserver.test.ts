@@ -138,7 +138,7 @@ describe("RelaySession CRD on a real kube-apiserver", { skip: assets.skipReason 
       bitrateKbps: 2000,
       keyframeIntervalSeconds: 1,
       segmentDurationSeconds: 1,
-      peerWindowFrames: 4,
+      peerWindowFrames: 2,
     });
     assert.deepEqual(basic.spec.lifetime, { startupTimeoutSeconds: 600, maxRestarts: 3 });
     const written = parse(readFileSync(join(root, "crds/examples/basic.yaml"), "utf8")) as RelaySession;

@@ -305,7 +305,7 @@ test("basic.yaml uses an existing ComfyStream URL and gets the documented defaul
     bitrateKbps: 2000,
     keyframeIntervalSeconds: 1,
     segmentDurationSeconds: 1,
-    peerWindowFrames: 4,
+    peerWindowFrames: 2,
   });
   assert.deepEqual(spec.lifetime, { startupTimeoutSeconds: 600, maxRestarts: 3 });
 });

@@ -323,9 +323,9 @@ describe("REST API (older Trickle Relay Service compatible)", () => {
       ["frame_rate zero", { ...VALID_START, frame_rate: 0 }, "frame_rate must be a number from 1 to 60"],
       ["frame_rate too high", { ...VALID_START, frame_rate: 120 }, "frame_rate"],
       [
-        "peer_window_frames zero",
-        { ...VALID_START, peer_window_frames: 0 },
-        "peer_window_frames must be a whole number",
+        "peer_window_frames 1 (the real ComfyStream stalls)",
+        { ...VALID_START, peer_window_frames: 1 },
+        "peer_window_frames must be a whole number from 2 to 120",
       ],
       ["peer_window_frames fractional", { ...VALID_START, peer_window_frames: 2.5 }, "peer_window_frames"],
       ["session_id with a slash", { ...VALID_START, session_id: "a/b" }, "session_id must be"],

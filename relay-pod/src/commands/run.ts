@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import { randomUUID } from "node:crypto";
-import { Option, type Command } from "commander";
+import { InvalidArgumentError, Option, type Command } from "commander";
 import { createLogger, type Logger } from "../log.js";
 import { RelaySession } from "../session/relay-session.js";
 import { EXIT_CODES } from "../session/exit-codes.js";
@@ -8,6 +8,7 @@ import {
   DEFAULT_BITRATE_KBPS,
   DEFAULT_KEYFRAME_INTERVAL_SEC,
   DEFAULT_PEER_WINDOW_FRAMES,
+  PEER_WINDOW_LIMITS,
   buildSessionConfig,
   type SessionConfigInput,
 } from "../session/config.js";
@@ -59,8 +60,8 @@ export function addSessionOptions(command: Command): Command {
     )
     .option(
       "--peer-window <frames>",
-      "most frames in flight to ComfyStream (sent, not back yet); more are dropped as peer-limited",
-      parsePositiveInteger,
+      `most frames in flight to ComfyStream (sent, not back yet; ${PEER_WINDOW_LIMITS.min}-${PEER_WINDOW_LIMITS.max}); more are dropped as peer-limited`,
+      parsePeerWindow,
       DEFAULT_PEER_WINDOW_FRAMES,
     )
     .option(
@@ -298,4 +299,14 @@ function readPromptsFile(path: string): unknown {
   } catch (err) {
     throw new Error(`the prompts file ${path} is not JSON: ${(err as Error).message}`);
   }
+}
+
+function parsePeerWindow(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < PEER_WINDOW_LIMITS.min || n > PEER_WINDOW_LIMITS.max) {
+    throw new InvalidArgumentError(
+      `expected a whole number of frames from ${PEER_WINDOW_LIMITS.min} to ${PEER_WINDOW_LIMITS.max}, got "${value}"`,
+    );
+  }
+  return n;
 }

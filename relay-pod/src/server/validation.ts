@@ -4,6 +4,7 @@
  * request without reading our code.
  */
 import { PromptShapeError, normalisePrompts, promptsFromControlMessage } from "../session/prompts.js";
+import { PEER_WINDOW_LIMITS } from "../session/config.js";
 import type { StartSessionRequest } from "./session-manager.js";
 
 /** A request the API refuses with 400; `field` is the offending body field, when there is one. */
@@ -82,8 +83,6 @@ function jsonSyntaxError(body: string): string | undefined {
 
 export const DIMENSION_LIMITS = { min: 64, max: 2048, multipleOf: 8 } as const;
 export const FRAME_RATE_LIMITS = { min: 1, max: 60 } as const;
-/** As the RelaySession's spec.video.peerWindowFrames. */
-export const PEER_WINDOW_LIMITS = { min: 1, max: 120 } as const;
 
 /** Session ids appear in URL paths and metric labels, so they are kept to URL-safe characters. */
 const SESSION_ID_PATTERN = /^[A-Za-z0-9._-]{1,128}$/;
@@ -135,9 +134,13 @@ export function parseStartRequest(body: unknown): StartSessionRequest {
 
   const window = fields.peer_window_frames;
   if (window !== undefined && window !== null) {
-    if (!Number.isInteger(window) || (window as number) < 1 || (window as number) > PEER_WINDOW_LIMITS.max) {
+    if (
+      !Number.isInteger(window) ||
+      (window as number) < PEER_WINDOW_LIMITS.min ||
+      (window as number) > PEER_WINDOW_LIMITS.max
+    ) {
       throw new RequestValidationError(
-        `peer_window_frames must be a whole number from 1 to ${PEER_WINDOW_LIMITS.max}: the most frames in flight to ComfyStream (got ${describe(window)})`,
+        `peer_window_frames must be a whole number from ${PEER_WINDOW_LIMITS.min} to ${PEER_WINDOW_LIMITS.max}: the most frames in flight to ComfyStream (got ${describe(window)})`,
         "peer_window_frames",
       );
     }

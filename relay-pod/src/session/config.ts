@@ -10,11 +10,14 @@ import {
 export const DEFAULT_BITRATE_KBPS = 2000;
 export const DEFAULT_KEYFRAME_INTERVAL_SEC = 1;
 /**
- * Frames in flight to ComfyStream at most (see PeerWindow): one processed, one waiting, and two on
- * the way there or back, so that a peer as fast as the input is not slowed by the round trip. A
- * slower peer ends up with at most two evicted frames, i.e. four processing periods of latency.
+ * Frames in flight to ComfyStream at most (see PeerWindow). Measured through the real server
+ * (bench:relay --real-comfystream): with a slow workflow, 2 returns as many frames a second as 4
+ * with half the latency (0.9 s through the peer instead of 1.8 s at 2 fps), and a fast one still
+ * returns 30 fps. 1 stalls: the real server hands a frame to its workflow only when the next one
+ * arrives (its last frame never comes back), hence the minimum.
  */
-export const DEFAULT_PEER_WINDOW_FRAMES = 4;
+export const DEFAULT_PEER_WINDOW_FRAMES = 2;
+export const PEER_WINDOW_LIMITS = { min: 2, max: 120 } as const;
 
 /**
  * The transcoder's rate control for a session: x264 counts the GOP in frames, so the interval is
