@@ -28,6 +28,18 @@ const TEST_TIMEOUT_MS = 15_000;
 
 /** Handlers per "METHOD last-path-part", consumed in order; requests without one are left hanging. */
 type Route = (request: RecordedRequest) => void | Promise<void>;
+/** go-livepeer's answer for a channel it does not know (trickle-protocol.md §5, §7). */
+const streamNotFound: Route = ({ res }) => {
+  res.writeHead(404, { "Content-Type": "text/plain; charset=utf-8" });
+  res.end("Stream not found\n");
+};
+
+/** The same answer to a POST, which also closes the connection to stop the upload. */
+const postNotFound: Route = ({ res }) => {
+  res.writeHead(404, { Connection: "close", "Content-Type": "text/plain; charset=utf-8" });
+  res.end("Stream not found\n");
+};
+
 function routed(routes: Record<string, Route[]>): Route {
   return (request) => {
     const key = `${request.method} ${lastPathPart(request)}`;
@@ -201,12 +213,7 @@ test(
   async () => {
     const server = await startScriptedServer(
       routed({
-        "GET next": [
-          ({ res }) => {
-            res.writeHead(404, { "Content-Type": "text/plain; charset=utf-8" });
-            res.end("Stream not found\n");
-          },
-        ],
+        "GET next": [streamNotFound],
         "POST 0": [acceptPost],
         "POST 1": [acceptPost],
         "DELETE vid": [acceptDelete],
@@ -229,11 +236,9 @@ test(
   "/next 404 and then the POST refused with 404: terminal, and the error says what to do",
   { timeout: TEST_TIMEOUT_MS },
   async () => {
-    const notFound: Route = ({ res }) => {
-      res.writeHead(404, { Connection: "close", "Content-Type": "text/plain; charset=utf-8" });
-      res.end("Stream not found\n");
-    };
-    const server = await startScriptedServer(routed({ "GET next": [notFound], "POST 0": [notFound] }));
+    const server = await startScriptedServer(
+      routed({ "GET next": [postNotFound], "POST 0": [postNotFound] }),
+    );
     const publisher = new TricklePublisher(server.url + CHANNEL_PATH, { start: "next" });
     try {
       await publisher.start();
@@ -381,11 +386,7 @@ test(
 );
 
 test("C5 404 on POST => terminal stream-not-found, no retry loop", { timeout: TEST_TIMEOUT_MS }, async () => {
-  const notFound: Route = ({ res }) => {
-    res.writeHead(404, { Connection: "close", "Content-Type": "text/plain; charset=utf-8" });
-    res.end("Stream not found\n");
-  };
-  const server = await startScriptedServer(routed({ "POST 0": [notFound], "POST 1": [notFound] }));
+  const server = await startScriptedServer(routed({ "POST 0": [postNotFound], "POST 1": [postNotFound] }));
   const publisher = new TricklePublisher(server.url + CHANNEL_PATH);
   try {
     await publisher.start();
@@ -546,12 +547,7 @@ test("C9 subscriber end of stream: 404 => null, no further GET", { timeout: TEST
   const server = await startScriptedServer(
     routed({
       "GET -1": [segmentReply(0, "zero")],
-      "GET 1": [
-        ({ res }) => {
-          res.writeHead(404, { "Content-Type": "text/plain; charset=utf-8" });
-          res.end("Stream not found\n");
-        },
-      ],
+      "GET 1": [streamNotFound],
     }),
   );
   const subscriber = new TrickleSubscriber(server.url + CHANNEL_PATH);
@@ -573,12 +569,11 @@ test(
   "waitForChannelMs: a 404 before the first segment is asked again until the channel exists",
   { timeout: TEST_TIMEOUT_MS },
   async () => {
-    const notFound: Route = ({ res }) => {
-      res.writeHead(404, { "Content-Type": "text/plain; charset=utf-8" });
-      res.end("Stream not found\n");
-    };
     const server = await startScriptedServer(
-      routed({ "GET -1": [notFound, notFound, segmentReply(0, "zero")], "GET 1": [notFound] }),
+      routed({
+        "GET -1": [streamNotFound, streamNotFound, segmentReply(0, "zero")],
+        "GET 1": [streamNotFound],
+      }),
     );
     const subscriber = new TrickleSubscriber(server.url + CHANNEL_PATH, { waitForChannelMs: 5000 });
     try {
@@ -594,7 +589,7 @@ test(
       subscriber.close();
       await server.close();
     }
-    const impatient = await startScriptedServer(routed({ "GET -1": [notFound] }));
+    const impatient = await startScriptedServer(routed({ "GET -1": [streamNotFound] }));
     const plain = new TrickleSubscriber(impatient.url + CHANNEL_PATH);
     try {
       assert.equal(await plain.next(), null, "without it a 404 ends the stream at once (spec §11)");
