@@ -102,7 +102,10 @@ export class RelaySession extends EventEmitter {
   private eventsWriter: TrickleEventsWriter | undefined;
   private eventsTimer: NodeJS.Timeout | undefined;
   private ffmpeg: FfmpegProcess | undefined;
-  private transcoderRtpPort = 0; /** Whether the transcoder encodes every frame as a keyframe now (while ComfyStream is slower). */
+  private transcoderRtpPort = 0;
+  private ffmpegBinary:
+    | ReturnType<typeof resolveFfmpeg>
+    | undefined; /** Whether the transcoder encodes every frame as a keyframe now (while ComfyStream is slower). */
   private transcodeIntraOnly = false;
   private readonly peerPace: PeerPace | undefined;
   private paceTimer: NodeJS.Timeout | undefined;
@@ -534,7 +537,7 @@ export class RelaySession extends EventEmitter {
       if (report) this.ffmpegTimestampBase = rtpBaseFromSenderReport(report);
     });
     this.rtpSocket = socket;
-    const ffmpegBinary = await resolveFfmpeg({ logger: this.log });
+    const ffmpegBinary = await this.resolveFfmpegOnce();
     this.transcoderRtpPort = (socket.address() as AddressInfo).port;
     const args = this.transcoderArgs(false);
     this.ffmpeg = new FfmpegProcess({ ffmpegPath: ffmpegBinary.path, args, logger: this.log });
@@ -557,9 +560,7 @@ export class RelaySession extends EventEmitter {
       rtpPort: this.transcoderRtpPort,
       rtcpPort: this.transcoderRtpPort,
     });
-  }
-
-  /** Once a second: does the transcoder's frame rate still match what ComfyStream can take? */
+  } /** Once a second: should the transcoder switch between its normal GOP and intra-only (PeerPace)? */
   private samplePeerPace(): void {
     const pace = this.peerPace;
     if (!pace || this.webrtcState !== "connected") return;
@@ -800,12 +801,16 @@ export class RelaySession extends EventEmitter {
     const returnedAt = this.returnedAtByPts.get(frame.pts) ?? performance.now();
     this.returnedAtByPts.delete(frame.pts);
     this.enqueueProcessed({ ...frame, returnedAt });
+  } /** ffmpeg is found (and its version asked) once per session, for the transcoder and the repair stage. */
+  private resolveFfmpegOnce(): ReturnType<typeof resolveFfmpeg> {
+    this.ffmpegBinary ??= resolveFfmpeg({ logger: this.log });
+    return this.ffmpegBinary;
   }
 
   private async startKeyframeRepair(): Promise<void> {
     let ffmpegPath: string;
     try {
-      ffmpegPath = (await resolveFfmpeg({ logger: this.log })).path;
+      ffmpegPath = (await this.resolveFfmpegOnce()).path;
     } catch (err) {
       this.log.warn(
         { err: (err as Error).message },
