@@ -4,14 +4,14 @@
 import { realpathSync } from "node:fs";
 import { pathToFileURL } from "node:url";
 import { Command, InvalidArgumentError, Option } from "commander";
-import { createLogger } from "../../relay-pod/src/log.js";
 import {
+  createLogger,
   collect,
   onShutdownSignal,
   parsePort,
   parsePositiveInteger,
-} from "../../relay-pod/src/commands/options.js";
-import { relayDefaultsFromEnv } from "./controller/relay-defaults.js";
+} from "../../relay-pod/src/index.js";
+import { relayDefaultsFromEnv } from "./relaysession/relay-defaults.js";
 import { DEFAULT_RELAY_IMAGE, Operator, type OperatorOptions } from "./operator.js";
 
 function parseSeconds(value: string): number {

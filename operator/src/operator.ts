@@ -16,7 +16,7 @@ import {
   RELAY_SESSION_VERSION,
   type RelaySession,
 } from "../../crds/src/index.js";
-import { silentLogger, type Logger } from "../../relay-pod/src/log.js";
+import { silentLogger, type Logger } from "../../relay-pod/src/index.js";
 import {
   dropPooledConnections,
   isRequestTimeout,
@@ -27,12 +27,12 @@ import { createNamespacedInformers, type InformerGroup } from "./kube/informer.j
 import { OwnerIndex } from "./kube/owner-index.js";
 import { LeaderElector } from "./kube/leader-election.js";
 import { WorkQueue } from "./kube/workqueue.js";
-import { RelaySessionReconciler, podOwnerUid, sweepOrphanPods } from "./controller/reconciler.js";
-import { EventRecorder } from "./controller/events.js";
-import type { RelayPodDefaults } from "./controller/desired-pod.js";
-import { RELAY_POD_SELECTOR, sessionKeyOfPod } from "./controller/labels.js";
-import { readGatewayToken } from "./api/auth.js";
-import { buildGatewayServer } from "./api/gateway.js";
+import { RelaySessionReconciler, podOwnerUid, sweepOrphanPods } from "./relaysession/reconciler.js";
+import { EventRecorder } from "./relaysession/events.js";
+import type { RelayPodDefaults } from "./relaysession/desired-pod.js";
+import { RELAY_POD_SELECTOR, sessionKeyOfPod } from "./relaysession/labels.js";
+import { readGatewayToken } from "./gateway/auth.js";
+import { buildGatewayServer } from "./gateway/gateway.js";
 
 export const DEFAULT_RELAY_IMAGE = "trickle-relay/relay:0.1.0";
 

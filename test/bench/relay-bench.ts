@@ -23,7 +23,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { createInterface } from "node:readline";
 import { TrickleServer } from "../../relay-pod/src/trickle/server.js";
 import { TrickleSubscriber } from "../../relay-pod/src/trickle/subscriber.js";
-import { startTsStandin } from "../peers/ts-standin/standin.js";
+import { startTsStandin } from "../../relay-pod/src/demo/standin-peer/standin.js";
 import { makeInputSegments } from "../session/relay-harness.js";
 import { publishLive } from "./live-input.js";
 

@@ -36,7 +36,7 @@ export function operatorRules(): Rule[] {
   ];
 }
 
-/** The REST gateway, in its namespace only (operator/src/api/README.md). */
+/** The REST gateway, in its namespace only (operator/src/gateway/README.md). */
 export const gatewayRules: Rule[] = [
   {
     apiGroups: ["trickle-relay.io"],

@@ -15,7 +15,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { needsLoopbackNamespace } from "../infra/netns.js";
-import { startTsStandin, type TsStandin } from "../peers/ts-standin/standin.js";
+import { startTsStandin, type TsStandin } from "../../relay-pod/src/demo/standin-peer/standin.js";
 import { ICE_ADDRESSES } from "../webrtc/helpers.js";
 
 const README = path.resolve(import.meta.dirname, "../../../README.md");

@@ -12,7 +12,7 @@ import {
   buildStatusEvent,
   paramsHash,
   wrapEvent,
-} from "../../relay-pod/src/report/events.js";
+} from "../../relay-pod/src/session/status-events.js";
 import type { SessionStatus } from "../../relay-pod/src/session/types.js";
 
 function snapshot(overrides: Partial<SessionStatus> = {}): SessionStatus {

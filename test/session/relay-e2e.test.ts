@@ -14,7 +14,7 @@ import { PASSTHROUGH_WORKFLOW } from "../../relay-pod/src/session/default-workfl
 import type { SessionStatus } from "../../relay-pod/src/session/types.js";
 import { TricklePublisher } from "../../relay-pod/src/trickle/publisher.js";
 import { TrickleEventsReader } from "../../relay-pod/src/trickle/json-channels.js";
-import { startTsStandin } from "../peers/ts-standin/standin.js";
+import { startTsStandin } from "../../relay-pod/src/demo/standin-peer/standin.js";
 import {
   ICE_ADDRESSES,
   checkOutputAgainstInput,

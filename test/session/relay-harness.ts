@@ -9,7 +9,7 @@ import { TricklePublisher } from "../../relay-pod/src/trickle/publisher.js";
 import { TrickleSubscriber } from "../../relay-pod/src/trickle/subscriber.js";
 import { TsSegmentCutter } from "../../relay-pod/src/media/ts-cutter.js";
 import { TsDemuxer } from "../../relay-pod/src/media/ts-demux.js";
-import { startTsStandin, type TsStandin } from "../peers/ts-standin/standin.js";
+import { startTsStandin, type TsStandin } from "../../relay-pod/src/demo/standin-peer/standin.js";
 import { RelaySession } from "../../relay-pod/src/session/relay-session.js";
 import { buildSessionConfig, type SessionConfigInput } from "../../relay-pod/src/session/config.js";
 import { PASSTHROUGH_WORKFLOW } from "../../relay-pod/src/session/default-workflow.js";

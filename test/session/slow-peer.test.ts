@@ -9,7 +9,11 @@
 import assert from "node:assert/strict";
 import { after, describe, test } from "node:test";
 import { needsLoopbackNamespace } from "../infra/netns.js";
-import { startTsStandin, type StandinStats, type TsStandinOptions } from "../peers/ts-standin/standin.js";
+import {
+  startTsStandin,
+  type StandinStats,
+  type TsStandinOptions,
+} from "../../relay-pod/src/demo/standin-peer/standin.js";
 import { PTS_CLOCK_HZ } from "../../relay-pod/src/media/ts-packet.js";
 import {
   ICE_ADDRESSES,

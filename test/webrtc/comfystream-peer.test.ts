@@ -14,7 +14,11 @@ import { fileURLToPath } from "node:url";
 import { ComfyStreamPeer, type WebRtcState } from "../../relay-pod/src/webrtc/comfystream-peer.js";
 import { H264Depacketizer, type H264AccessUnit } from "../../relay-pod/src/webrtc/h264-depacketizer.js";
 import { needsLoopbackNamespace } from "../infra/netns.js";
-import { startTsStandin, type StandinStats, type TsStandin } from "../peers/ts-standin/standin.js";
+import {
+  startTsStandin,
+  type StandinStats,
+  type TsStandin,
+} from "../../relay-pod/src/demo/standin-peer/standin.js";
 import {
   decodeAnnexB,
   ICE_ADDRESSES,
@@ -348,7 +352,7 @@ describe("ComfyStreamPeer ↔ TS stand-in", { skip, timeout: 120_000 }, () => {
   });
 
   test("stand-in process killed mid-stream: the peer reports disconnected within the media timeout", async (t) => {
-    const main = fileURLToPath(new URL("../peers/ts-standin/main.js", import.meta.url));
+    const main = fileURLToPath(new URL("../../relay-pod/src/demo/standin-peer/main.js", import.meta.url));
     const child = spawn(
       process.execPath,
       [

@@ -27,7 +27,7 @@ import {
 } from "@kubernetes/client-node";
 import type { Logger } from "pino";
 import type { Counter, Gauge, Registry } from "prom-client";
-import { silentLogger } from "../../../relay-pod/src/log.js";
+import { silentLogger } from "../../../relay-pod/src/index.js";
 import { counterIn, gaugeIn } from "./metrics.js";
 
 export interface InformerBackoff {

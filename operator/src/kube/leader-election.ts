@@ -25,7 +25,7 @@ import {
   type V1LeaseSpec,
 } from "@kubernetes/client-node";
 import type { Logger } from "pino";
-import { silentLogger } from "../../../relay-pod/src/log.js";
+import { silentLogger } from "../../../relay-pod/src/index.js";
 
 export interface LeaderElectorOptions {
   kubeConfig: KubeConfig;

@@ -13,7 +13,7 @@
  */
 import type { Logger } from "pino";
 import type { Counter, Gauge, Histogram, Registry } from "prom-client";
-import { silentLogger } from "../../../relay-pod/src/log.js";
+import { silentLogger } from "../../../relay-pod/src/index.js";
 import { counterIn, gaugeIn, histogramIn } from "./metrics.js";
 
 export type ReconcileResult = { requeueAfterMs?: number } | void;

@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import { randomUUID } from "node:crypto";
 import { InvalidArgumentError, Option, type Command } from "commander";
-import { createLogger, type Logger } from "../log.js";
+import { createLogger, type Logger } from "../common/log.js";
 import { RelaySession } from "../session/relay-session.js";
 import { EXIT_CODES } from "../session/exit-codes.js";
 import {
@@ -23,7 +23,7 @@ import {
   parseHttpUrl,
   parsePositiveInteger,
   parsePositiveNumber,
-} from "./options.js";
+} from "../common/cli-options.js";
 
 /** Options shared by `run` and `demo`: what shapes one relay session. */
 export function addSessionOptions(command: Command): Command {
@@ -188,8 +188,8 @@ async function runResourceForm(
     );
   }
   // Loaded only here: the Kubernetes client is large and the other commands do not need it.
-  const { parseSessionRef, SessionResourceError } = await import("../session/session-resource.js");
-  const { runSessionFromResource } = await import("../session/resource-session.js");
+  const { parseSessionRef, SessionResourceError } = await import("../kube/session-resource.js");
+  const { runSessionFromResource } = await import("../kube/resource-session.js");
   let ref;
   try {
     ref = parseSessionRef(opts.session as string);

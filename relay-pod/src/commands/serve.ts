@@ -1,12 +1,12 @@
 import type { Command } from "commander";
-import { createLogger } from "../log.js";
+import { createLogger } from "../common/log.js";
 import { RelaySession } from "../session/relay-session.js";
 import { iceAddressesFromEnv } from "../webrtc/ice-config.js";
 import { SessionManager } from "../server/session-manager.js";
 import { buildApiServer, TRICKLE_MOUNT_PATH } from "../server/api.js";
 import { createRelayMetrics } from "../report/metrics.js";
 import { TrickleServer } from "../trickle/server.js";
-import { collect, onShutdownSignal, parsePort, parsePositiveInteger } from "./options.js";
+import { collect, onShutdownSignal, parsePort, parsePositiveInteger } from "../common/cli-options.js";
 
 export function registerServe(program: Command): void {
   program

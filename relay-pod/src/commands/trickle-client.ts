@@ -4,16 +4,17 @@ import { join } from "node:path";
 import { Option, type Command } from "commander";
 import { TricklePublisher } from "../trickle/publisher.js";
 import { TrickleSubscriber } from "../trickle/subscriber.js";
-import { looksLikeMpegTs, SegmentedPublisher } from "./segmented-publisher.js";
-import { segmentFileName } from "./segment-files.js";
-import { createLogger } from "../log.js";
+import { looksLikeMpegTs, SegmentedPublisher } from "../session/segmented-publisher.js";
+import { segmentFileName } from "../trickle/segment-files.js";
+import { createLogger } from "../common/log.js";
+import { formatBytes } from "../common/format-bytes.js";
 import {
   onShutdownSignal,
   parseHttpUrl,
   parsePositiveInteger,
   parsePositiveNumber,
   parseSeq,
-} from "./options.js";
+} from "../common/cli-options.js";
 
 export function registerTrickleClient(program: Command): void {
   const trickle = program.command("trickle").description("Publish to or subscribe from a trickle channel");
@@ -209,10 +210,4 @@ async function closeStream(stream: WriteStream): Promise<void> {
   await new Promise<void>((resolve, reject) =>
     stream.end((err?: Error | null) => (err ? reject(err) : resolve())),
   );
-}
-
-export function formatBytes(n: number): string {
-  if (n < 1024) return `${n} B`;
-  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`;
-  return `${(n / 1024 / 1024).toFixed(2)} MiB`;
 }

@@ -1,7 +1,7 @@
 import type { Command } from "commander";
 import { TrickleServer } from "../trickle/server.js";
-import { createLogger } from "../log.js";
-import { collect, onShutdownSignal, parsePort, parsePositiveNumber } from "./options.js";
+import { createLogger } from "../common/log.js";
+import { collect, onShutdownSignal, parsePort, parsePositiveNumber } from "../common/cli-options.js";
 
 export function registerTrickleServer(program: Command): void {
   program

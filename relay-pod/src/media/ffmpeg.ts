@@ -7,7 +7,7 @@ import { EventEmitter } from "node:events";
 import { constants as fsConstants } from "node:fs";
 import { access } from "node:fs/promises";
 import path from "node:path";
-import { silentLogger, type Logger } from "../log.js";
+import { silentLogger, type Logger } from "../common/log.js";
 
 export interface ResolvedFfmpeg {
   path: string;

@@ -13,7 +13,7 @@
  * re-encoder decodes from that IDR on, its output for frames already emitted is discarded, and it is
  * told to force an IDR on the first frame after them, so the output continues with an IDR.
  */
-import { silentLogger, type Logger } from "../log.js";
+import { silentLogger, type Logger } from "../common/log.js";
 import { FfmpegProcess, type FfmpegExit } from "./ffmpeg.js";
 import { TsDemuxer } from "./ts-demux.js";
 import { TsMuxer } from "./ts-mux.js";

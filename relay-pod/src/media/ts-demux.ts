@@ -7,7 +7,7 @@
  * (or at flush()). Damage is counted, never thrown: lost sync is re-acquired by looking for two
  * sync bytes 188 apart; a continuity gap inside a PES drops that PES.
  */
-import { silentLogger, type Logger } from "../log.js";
+import { silentLogger, type Logger } from "../common/log.js";
 import { firstSliceNalType, isHevcIrapAccessUnit, NAL_IDR } from "./h264.js";
 import {
   packetHasDiscontinuity,

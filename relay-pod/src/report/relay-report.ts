@@ -2,7 +2,7 @@
 // The report describes this pod only: fields it has no value for are sent as null, which a JSON merge
 // patch deletes, so nothing a previous pod wrote lingers (latency, lastError).
 
-import type { RelayReport } from "../../../crds/src/relay-session.js";
+import type { RelayReport } from "../../../crds/src/index.js";
 import type { SessionStatus, WebRtcConnectionState } from "../session/types.js";
 
 /** A merge patch of status.relay: every field set, null where there is no value. */

@@ -14,16 +14,9 @@
  *   *      /ai/trickle/...         the in-process trickle server, when one is given
  */
 import http from "node:http";
-import Fastify, {
-  LogController,
-  type FastifyBaseLogger,
-  type FastifyError,
-  type FastifyInstance,
-  type FastifyReply,
-  type RawServerDefault,
-} from "fastify";
+import Fastify, { LogController, type FastifyInstance } from "fastify";
 import type { Registry } from "prom-client";
-import { silentLogger, type Logger } from "../log.js";
+import { silentLogger, type Logger } from "../common/log.js";
 import { renderMetrics } from "../report/metrics.js";
 import {
   DuplicateSessionError,
@@ -32,21 +25,17 @@ import {
   SessionStartError,
   type SessionManager,
 } from "./session-manager.js";
-import { sessionView } from "./session-view.js";
+import { sessionView } from "../report/session-view.js";
+import { parsePromptUpdate, parseStartRequest } from "./validation.js";
 import {
-  RequestValidationError,
-  UnsupportedBodyError,
-  describeUnparseableContentType,
-  describeUnreadableBody,
-  parsePromptUpdate,
-  parseStartRequest,
-} from "./validation.js";
+  API_BODY_LIMIT_BYTES,
+  installErrorReplies,
+  installJsonBodyParser,
+  sendError,
+} from "./http-replies.js";
 
 /** Where the in-process trickle server's channels live (go-livepeer's layout). */
 export const TRICKLE_MOUNT_PATH = "/ai/trickle/";
-
-/** ComfyUI workflows can be large; 8 MiB leaves room without inviting abuse. */
-export const API_BODY_LIMIT_BYTES = 8 * 1024 * 1024;
 
 /** Something that serves raw HTTP requests under /ai/trickle/ (trickle/TrickleServer does). */
 export interface RawRequestHandler {
@@ -67,8 +56,6 @@ export interface ApiServerOptions {
 
 /** The fastify instance serving the API (listen, close, inject). */
 export type ApiServer = FastifyInstance<http.Server, http.IncomingMessage, http.ServerResponse, Logger>;
-
-type ErrorBody = { success: false; error: string; [extra: string]: unknown };
 
 export function buildApiServer(options: ApiServerOptions): ApiServer {
   const { sessions, metricsRegistry, trickleServer } = options;
@@ -195,72 +182,4 @@ function isUnderTrickleMount(url: string | undefined): boolean {
 
 function notFoundMessage(id: string): string {
   return `session ${JSON.stringify(id)} not found (it may have ended and been removed; see GET /sessions)`;
-}
-
-export function sendError(
-  reply: FastifyReply,
-  status: number,
-  message: string,
-  extra: Record<string, unknown> = {},
-) {
-  const body: ErrorBody = { success: false, error: message, ...extra };
-  return reply.code(status).type("application/json; charset=utf-8").send(body);
-}
-
-/**
- * Every body is read as JSON whatever its Content-Type: the old service did so (aiohttp's
- * request.json()), and `curl -d` sends form-urlencoded. A body that is not JSON is answered with
- * what was received and what is expected (describeUnreadableBody).
- */
-export function installJsonBodyParser<AppLogger extends FastifyBaseLogger>(
-  app: FastifyInstance<RawServerDefault, http.IncomingMessage, http.ServerResponse, AppLogger>,
-): void {
-  // fastify's parser refuses __proto__ and constructor.prototype keys; only its errors are replaced.
-  const parseJson = app.getDefaultJsonParser("error", "error");
-  app.removeAllContentTypeParsers();
-  app.addContentTypeParser("*", { parseAs: "string" }, (request, body, done) => {
-    const text = typeof body === "string" ? body : body.toString("utf8");
-    parseJson(request, text, (err, parsed) => {
-      if (err) done(describeUnreadableBody(text, request.headers["content-type"]));
-      else done(null, parsed);
-    });
-  });
-}
-
-/**
- * Errors and unknown routes answered with the old service's error body (5xx also logged). The
- * gateway passes a `describe` that knows Kubernetes API errors before falling back to describeError.
- */
-export function installErrorReplies<AppLogger extends FastifyBaseLogger>(
-  app: FastifyInstance<RawServerDefault, http.IncomingMessage, http.ServerResponse, AppLogger>,
-  describe: (err: FastifyError) => { status: number; message: string } = describeError,
-): void {
-  app.setErrorHandler((err: FastifyError, request, reply) => {
-    if (err.code === "FST_ERR_CTP_INVALID_MEDIA_TYPE")
-      return sendError(reply, 415, describeUnparseableContentType(request.headers["content-type"]));
-    const { status, message } = describe(err);
-    if (status >= 500) request.log.error({ err, url: request.url, method: request.method }, "request failed");
-    return sendError(reply, status, message);
-  });
-  app.setNotFoundHandler((request, reply) =>
-    sendError(
-      reply,
-      404,
-      `no route for ${request.method} ${request.url.split("?")[0]}; see GET /sessions, POST /session/start`,
-    ),
-  );
-}
-
-/** fastify's own errors (body parsing, limits) and ours, as a status code and a readable message. */
-export function describeError(err: FastifyError): { status: number; message: string } {
-  if (err instanceof UnsupportedBodyError) return { status: 415, message: err.message };
-  if (err instanceof RequestValidationError) return { status: 400, message: err.message };
-  if (err.code === "FST_ERR_CTP_BODY_TOO_LARGE") {
-    return { status: 413, message: `the request body is larger than ${API_BODY_LIMIT_BYTES} bytes` };
-  }
-  const status =
-    typeof err.statusCode === "number" && err.statusCode >= 400 && err.statusCode < 600
-      ? err.statusCode
-      : 500;
-  return { status, message: status >= 500 ? `internal error: ${err.message}` : err.message };
 }

@@ -5,8 +5,9 @@
  */
 import { randomUUID } from "node:crypto";
 import type { EventEmitter } from "node:events";
-import { silentLogger, type Logger } from "../log.js";
-import { buildSessionConfig, type SessionConfigInput } from "../session/config.js";
+import { silentLogger, type Logger } from "../common/log.js";
+import { buildSessionConfig } from "../session/config.js";
+import type { StartSessionRequest } from "./validation.js";
 import {
   DEFAULT_QUEUE_CAPACITIES,
   type QueueCapacities,
@@ -64,21 +65,6 @@ export interface SessionManagerOptions {
   endedRetentionMs?: number;
   logger?: Logger;
 }
-
-/** A validated start request; anything left out comes from the defaults (output: input + "-out"). */
-export type StartSessionRequest = Pick<
-  SessionConfigInput,
-  | "inputUrl"
-  | "outputUrl"
-  | "controlUrl"
-  | "eventsUrl"
-  | "comfystreamUrl"
-  | "prompts"
-  | "width"
-  | "height"
-  | "frameRate"
-  | "peerWindowFrames"
-> & { id?: string };
 
 export class SessionLimitError extends Error {
   override readonly name = "SessionLimitError";

@@ -4,8 +4,22 @@
  * request without reading our code.
  */
 import { PromptShapeError, normalisePrompts, promptsFromControlMessage } from "../session/prompts.js";
-import { PEER_WINDOW_LIMITS } from "../session/config.js";
-import type { StartSessionRequest } from "./session-manager.js";
+import { PEER_WINDOW_LIMITS, type SessionConfigInput } from "../session/config.js";
+
+/** A validated start request; anything left out comes from the defaults (output: input + "-out"). */
+export type StartSessionRequest = Pick<
+  SessionConfigInput,
+  | "inputUrl"
+  | "outputUrl"
+  | "controlUrl"
+  | "eventsUrl"
+  | "comfystreamUrl"
+  | "prompts"
+  | "width"
+  | "height"
+  | "frameRate"
+  | "peerWindowFrames"
+> & { id?: string };
 
 /** A request the API refuses with 400; `field` is the offending body field, when there is one. */
 export class RequestValidationError extends Error {

@@ -1,4 +1,4 @@
-import { defaultOutputUrl } from "../../../crds/src/output-url.js";
+import { defaultOutputUrl } from "../../../crds/src/index.js";
 import { iceAddressesFromEnv } from "../webrtc/ice-config.js";
 import {
   DEFAULT_QUEUE_CAPACITIES,

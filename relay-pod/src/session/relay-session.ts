@@ -1,7 +1,7 @@
 import { EventEmitter } from "node:events";
 import { createSocket, type Socket } from "node:dgram";
 import type { AddressInfo } from "node:net";
-import { silentLogger, type Logger } from "../log.js";
+import { silentLogger, type Logger } from "../common/log.js";
 import { TrickleSubscriber, type SubscribedSegment } from "../trickle/subscriber.js";
 import { TricklePublisher, type SegmentWriter } from "../trickle/publisher.js";
 import { TrickleControlReader, TrickleEventsWriter } from "../trickle/json-channels.js";
@@ -24,7 +24,7 @@ import { KeyframeRepair, type ReturnedFrame } from "../media/keyframe-repair.js"
 import { ptsForwardDistance, PTS_CLOCK_HZ } from "../media/ts-packet.js";
 import { ComfyStreamPeer } from "../webrtc/comfystream-peer.js";
 import { H264Depacketizer } from "../webrtc/h264-depacketizer.js";
-import { buildStatusEvent } from "../report/events.js";
+import { buildStatusEvent } from "./status-events.js";
 import { FramePacer, type PacedFrame } from "./pacer.js";
 import { PeerWindow } from "./peer-window.js";
 import { PeerPace } from "./peer-pace.js";

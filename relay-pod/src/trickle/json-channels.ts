@@ -3,7 +3,7 @@
  * segment, `{"keep":"alive"}` keep-alives, spec §12.3) and the events channel (ai-runner wrapper
  * `{"event": {...}, "queue_event_type": "..."}`, spec §12.4).
  */
-import { silentLogger, type Logger } from "../log.js";
+import { silentLogger, type Logger } from "../common/log.js";
 import { TricklePublisher, type TricklePublisherOptions } from "./publisher.js";
 import { TrickleSubscriber, type SubscribedSegment, type TrickleSubscriberOptions } from "./subscriber.js";
 

@@ -3,7 +3,7 @@
  * (spec trickle-protocol.md §5.1, §5.4, §5.5, §5.6, §11.1, §11.5, §13, §14 Client).
  */
 import type http from "node:http";
-import { silentLogger, type Logger } from "../log.js";
+import { silentLogger, type Logger } from "../common/log.js";
 import {
   PUBLISH_REFUSED_HINT,
   TrickleEndOfStreamError,

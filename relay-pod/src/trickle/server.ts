@@ -35,7 +35,7 @@
  */
 import http from "node:http";
 import type net from "node:net";
-import { silentLogger, type Logger } from "../log.js";
+import { silentLogger, type Logger } from "../common/log.js";
 import { Channel, type Segment } from "./server-segment.js";
 
 export interface TrickleServerOptions {

@@ -3,7 +3,7 @@
  * (spec trickle-protocol.md §5.2, §5.6, §11.2, §11.3, §11.5, §13, §14 Client).
  */
 import type http from "node:http";
-import { silentLogger, type Logger } from "../log.js";
+import { silentLogger, type Logger } from "../common/log.js";
 import { TrickleHttpError, TrickleRetryBudgetError } from "./errors.js";
 import {
   TrickleHeader,

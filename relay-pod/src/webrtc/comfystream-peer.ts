@@ -8,7 +8,7 @@ import {
   type RTCIceServer,
   type RTCRtpTransceiver,
 } from "werift";
-import { silentLogger, type Logger } from "../log.js";
+import { silentLogger, type Logger } from "../common/log.js";
 import { sendDtlsCloseNotify } from "./dtls-close.js";
 import { CONTROL_CHANNEL_LABEL, CONTROL_REPLY_TYPES, promptsAsList } from "./control-messages.js";
 import { postJson } from "./http-post.js";
