@@ -29,7 +29,9 @@ import { resolveFfmpeg } from "../../media/ffmpeg.js";
 import { sendDtlsCloseNotify } from "../../webrtc/dtls-close.js";
 import { iceAddressesFromEnv, iceConfig } from "../../webrtc/ice-config.js";
 import { MediaProcessor, type MediaCounters, type StandinMode } from "./media-processor.js";
-import { nodesInfo, validatePrompts, type Workflow } from "./workflow.js";
+import { validatePrompts, type Workflow } from "./workflow.js";
+import { answerControlMessage, type PipelineState } from "./control.js";
+import { INTERNAL_ERROR_BODY, readJson, send, sendJson } from "./http-io.js";
 
 export interface TsStandinOptions {
   /** Default 127.0.0.1 (ComfyStream's default host). */
@@ -76,14 +78,6 @@ export interface TsStandin {
   close(): Promise<void>;
 }
 
-interface PipelineState {
-  prompts: Workflow[];
-  running: boolean;
-  paused: boolean;
-  width: number;
-  height: number;
-}
-
 interface PeerEntry {
   id: string;
   pc: RTCPeerConnection;
@@ -119,8 +113,6 @@ export interface StandinStats {
   lastAnswerCandidates: string[];
   peers: Array<{ id: string; state: string } & MediaCounters>;
 }
-
-const INTERNAL_ERROR_BODY = "500 Internal Server Error\n\nServer got itself in trouble";
 
 export async function startTsStandin(options: TsStandinOptions = {}): Promise<TsStandin> {
   const standin = new Standin(options);
@@ -466,72 +458,14 @@ class Standin implements TsStandin {
   private onDataChannel(channel: RTCDataChannel): void {
     if (channel.label !== "control") return; // "data" is server→client only; anything else is ignored
     channel.onMessage.subscribe((data) => {
-      const reply = this.handleControl(typeof data === "string" ? data : data.toString("utf8"));
+      const reply = answerControlMessage(typeof data === "string" ? data : data.toString("utf8"), {
+        pipeline: this.pipeline,
+        counters: this.counters,
+        failPrompts: this.options.failPrompts === true,
+        logger: this.logger,
+      });
       if (reply) channel.send(JSON.stringify(reply));
     });
-  }
-
-  /** One control message → its reply (spec §1.3), or undefined: no type, unknown type, bad JSON. */
-  private handleControl(text: string): Record<string, unknown> | undefined {
-    let message: { type?: unknown; [key: string]: unknown };
-    try {
-      message = JSON.parse(text) as typeof message;
-    } catch {
-      this.logger.warn({ text: text.slice(0, 200) }, "control message is not JSON; ignored");
-      return undefined;
-    }
-    const type = typeof message?.type === "string" ? message.type : undefined;
-    this.counters.lastControlMessage = message;
-    if (type) this.counters.controlMessages[type] = (this.counters.controlMessages[type] ?? 0) + 1;
-    const { pipeline } = this;
-    switch (type) {
-      case "get_nodes":
-        return { type: "nodes_info", nodes: nodesInfo(pipeline.prompts) };
-      case "update_prompts": {
-        this.counters.promptUpdates++;
-        this.counters.lastPromptsReceived = message.prompts;
-        try {
-          if (this.options.failPrompts) throw new Error("prompts rejected (--fail-prompts)");
-          if (!Array.isArray(message.prompts)) throw new Error("prompts must be a list of workflows");
-          const list = validatePrompts(message.prompts);
-          if (list.length !== pipeline.prompts.length) {
-            throw new Error(
-              `Number of updated prompts (${list.length}) must match current prompts (${pipeline.prompts.length})`,
-            );
-          }
-          pipeline.prompts = list;
-          return { type: "prompts_updated", success: true };
-        } catch (error) {
-          this.counters.promptUpdatesFailed++;
-          return {
-            type: "prompts_updated",
-            success: false,
-            error: error instanceof Error ? error.message : String(error),
-          };
-        }
-      }
-      case "update_resolution": {
-        const { width, height } = message;
-        if (typeof width !== "number" || typeof height !== "number") {
-          return { type: "resolution_updated", success: false, error: "width and height are required" };
-        }
-        pipeline.width = width; // like ComfyStream main: only the next warm-up size
-        pipeline.height = height;
-        return { type: "resolution_updated", success: true };
-      }
-      case "pause_prompts":
-        pipeline.paused = true;
-        return { type: "prompts_paused", success: true };
-      case "resume_prompts":
-        pipeline.paused = false;
-        return { type: "prompts_resumed", success: true };
-      case "stop_prompts":
-        pipeline.running = false;
-        return { type: "prompts_stopped", success: true };
-      default:
-        this.logger.warn({ type }, "control message without a known type; ignored");
-        return undefined;
-    }
   }
 }
 
@@ -555,29 +489,4 @@ function waitForGathering(pc: RTCPeerConnection): Promise<void> {
       }
     });
   });
-}
-
-async function readJson(request: http.IncomingMessage): Promise<unknown> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of request as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > 20 * 1024 * 1024) throw new Error("request body too large");
-    chunks.push(chunk);
-  }
-  return JSON.parse(Buffer.concat(chunks).toString("utf8")) as unknown;
-}
-
-function send(
-  response: http.ServerResponse,
-  status: number,
-  body: string,
-  contentType = "text/plain; charset=utf-8",
-): void {
-  response.writeHead(status, { "content-type": contentType, "content-length": Buffer.byteLength(body) });
-  response.end(body);
-}
-
-function sendJson(response: http.ServerResponse, status: number, value: unknown): void {
-  send(response, status, JSON.stringify(value), "application/json; charset=utf-8");
 }
