@@ -5,6 +5,11 @@
  * Routes under `basePath` (§2): POST {ch} (create), DELETE {ch} (end of stream), GET {ch}/next,
  * GET|POST|DELETE {ch}/{seq}. Each channel keeps a ring of 5 segments, slot = seq % 5 (§4).
  *
+ * This file routes and validates requests and answers the short ones. The rest, by concern:
+ * server-channels.ts (channel set, idle sweep, changefeed), server-streams.ts (POST body into a
+ * segment, segment out to a GET), server-segment.ts (segment storage), server-responses.ts (Go-like
+ * answers on node:http).
+ *
  * Choices where the reference is silent, crashes or races (§17) — all deliberate:
  * - seq <= -3 on any method → 400 "Invalid idx\n" (GL panics and drops the connection).
  * - seq -2 on POST or DELETE, and seq -1 on DELETE → 400 "Invalid idx\n" (GL panics).
@@ -36,7 +41,12 @@
 import http from "node:http";
 import type net from "node:net";
 import { silentLogger, type Logger } from "../common/log.js";
-import { Channel, type Segment } from "./server-segment.js";
+import { ChannelStore, isValidChannelName } from "./server-channels.js";
+import { CLOSED_VALUE, headerValue, respondAndClose, sendEmpty, sendTextError } from "./server-responses.js";
+import { receiveSegment, streamSegment } from "./server-streams.js";
+
+// Part of this module's API from before they moved out; importers keep using server.js.
+export { CHANGEFEED_CHANNEL, isValidChannelName } from "./server-channels.js";
 
 export interface TrickleServerOptions {
   /** Default "/ai/trickle/"; must start and end with "/" ("/" allowed). */
@@ -67,20 +77,9 @@ export const TRICKLE_DEFAULTS = {
   mimeType: "application/octet-stream",
 } as const;
 
-export const CHANGEFEED_CHANNEL = "_changes";
-
-const CHANNEL_NAME_PATTERN = /^[A-Za-z0-9._~!$&'()*+,;=:@-]{1,256}$/;
 const SEQ_PATTERN = /^[+-]?[0-9]+$/;
-const CLOSED_VALUE = "terminated";
-/** How long a connection we answered early keeps draining the client's body before we drop it (Go: 500 ms). */
-const LINGER_MS = 500;
 /** How long close() lets final responses flush before it drops remaining connections. */
 const CLOSE_GRACE_MS = 250;
-
-/** True if `name` is acceptable as a channel name (one path segment, see the header comment). */
-export function isValidChannelName(name: string): boolean {
-  return CHANNEL_NAME_PATTERN.test(name) && name !== "." && name !== "..";
-}
 
 type SeqParse = { ok: true; seq: number } | { ok: false };
 
@@ -100,69 +99,17 @@ function parseSeq(text: string): SeqParse {
   return Number.isSafeInteger(seq) ? { ok: true, seq } : { ok: false };
 }
 
-/** Go's http.Error: plain text, nosniff, message + "\n". */
-function sendTextError(
-  res: http.ServerResponse,
-  status: number,
-  message: string,
-  extraHeaders: Record<string, string> = {},
-): void {
-  const body = `${message}\n`;
-  res.writeHead(status, {
-    "Content-Type": "text/plain; charset=utf-8",
-    "X-Content-Type-Options": "nosniff",
-    "Content-Length": Buffer.byteLength(body),
-    ...extraHeaders,
-  });
-  res.end(body);
-}
-
-function sendEmpty(
-  res: http.ServerResponse,
-  status: number,
-  headers: Record<string, string | number> = {},
-): void {
-  res.writeHead(status, { ...headers, "Content-Length": 0 });
-  res.end();
-}
-
-/**
- * After a response with `Connection: close` that may precede the end of the request body, Node would
- * destroy the socket as soon as the response is flushed; unread body bytes then make the kernel send
- * a RST, which can make the client lose our response. Instead half-close, keep draining, and drop the
- * socket after LINGER_MS or when the client closes (what Go's server does).
- */
-function lingerOnClose(socket: net.Socket): void {
-  const lingering = socket as net.Socket & { destroySoon?: () => void };
-  lingering.destroySoon = () => {
-    socket.end();
-    socket.resume();
-    const timer = setTimeout(() => socket.destroy(), LINGER_MS);
-    timer.unref();
-    socket.once("close", () => clearTimeout(timer));
-  };
-}
-
-function headerValue(req: http.IncomingMessage, name: string): string {
-  const value = req.headers[name];
-  return (Array.isArray(value) ? value[0] : value) ?? "";
-}
-
 export class TrickleServer {
   private readonly basePath: string;
   private readonly autocreate: boolean;
-  private readonly changefeed: boolean;
-  private readonly idleTimeoutMs: number;
   private readonly keepAliveIntervalMs: number;
   private readonly maxSegmentBytes: number;
   private readonly logger: Logger;
-  private readonly channels = new Map<string, Channel>();
-  private readonly sweepTimer: NodeJS.Timeout;
+  private readonly channels: ChannelStore;
   private httpServer: http.Server | undefined;
   private subscriberCount = 0;
   /** POSTs still reading their body, by socket: a malformed body (clientError) is answered by them. */
   private readonly publishesBySocket = new WeakMap<net.Socket, () => void>();
-  private closing = false;
 
   constructor(options: TrickleServerOptions = {}) {
     this.basePath = options.basePath ?? TRICKLE_DEFAULTS.basePath;
@@ -170,19 +117,17 @@ export class TrickleServer {
       throw new Error(`basePath must start and end with "/": ${JSON.stringify(this.basePath)}`);
     }
     this.autocreate = options.autocreate ?? false;
-    this.changefeed = options.changefeed ?? false;
-    this.idleTimeoutMs = options.idleTimeoutMs ?? TRICKLE_DEFAULTS.idleTimeoutMs;
     this.keepAliveIntervalMs = options.keepAliveIntervalMs ?? TRICKLE_DEFAULTS.keepAliveIntervalMs;
     this.maxSegmentBytes = options.maxSegmentBytes ?? TRICKLE_DEFAULTS.maxSegmentBytes;
     if (!(this.maxSegmentBytes > 0)) throw new Error("maxSegmentBytes must be positive");
     this.logger = options.logger ?? silentLogger;
-    if (this.changefeed) this.createChannel(CHANGEFEED_CHANNEL, "application/json");
+    this.channels = new ChannelStore({
+      changefeed: options.changefeed ?? false,
+      idleTimeoutMs: options.idleTimeoutMs ?? TRICKLE_DEFAULTS.idleTimeoutMs,
+      logger: this.logger,
+    });
     for (const channel of options.channels ?? []) this.createChannel(channel.name, channel.mimeType);
-    this.sweepTimer = setInterval(
-      () => this.sweep(),
-      options.sweepIntervalMs ?? TRICKLE_DEFAULTS.sweepIntervalMs,
-    );
-    this.sweepTimer.unref();
+    this.channels.startSweep(options.sweepIntervalMs ?? TRICKLE_DEFAULTS.sweepIntervalMs);
   }
 
   /** The option value in effect (exposed so callers and tests can check defaults). */
@@ -192,23 +137,12 @@ export class TrickleServer {
 
   /** Creates a channel if it does not exist (idempotent; the first MIME type wins). Throws on a bad name. */
   createChannel(name: string, mimeType: string = TRICKLE_DEFAULTS.mimeType): void {
-    if (!isValidChannelName(name)) throw new Error(`invalid trickle channel name: ${JSON.stringify(name)}`);
-    if (this.channels.has(name)) return;
-    this.channels.set(name, new Channel(name, mimeType, Date.now()));
-    this.logger.debug({ channel: name, mimeType }, "trickle channel created");
-    this.publishChange({ added: [name] });
+    this.channels.create(name, mimeType);
   }
 
   /** Closes and removes a channel, like DELETE {ch} (§5.3). Returns false if it did not exist. */
   closeChannel(name: string): boolean {
-    const channel = this.channels.get(name);
-    if (channel === undefined) return false;
-    this.channels.delete(name);
-    // closeAll marks the channel closed before waking waiters, so they answer with Lp-Trickle-Closed.
-    channel.closeAll();
-    this.logger.debug({ channel: name }, "trickle channel closed");
-    if (name !== CHANGEFEED_CHANNEL) this.publishChange({ removed: [name] });
-    return true;
+    return this.channels.remove(name);
   }
 
   hasChannel(name: string): boolean {
@@ -216,13 +150,7 @@ export class TrickleServer {
   }
 
   stats(): { channels: number; segments: number; bufferedBytes: number; subscribers: number } {
-    let segments = 0;
-    let bufferedBytes = 0;
-    for (const channel of this.channels.values()) {
-      segments += channel.segmentCount();
-      bufferedBytes += channel.bufferedBytes();
-    }
-    return { channels: this.channels.size, segments, bufferedBytes, subscribers: this.subscriberCount };
+    return { ...this.channels.totals(), subscribers: this.subscriberCount };
   }
 
   /**
@@ -290,9 +218,7 @@ export class TrickleServer {
 
   /** Closes every channel (waiters get their end-of-stream responses), stops the sweep, closes the listener. */
   async close(): Promise<void> {
-    this.closing = true;
-    clearInterval(this.sweepTimer);
-    for (const name of [...this.channels.keys()]) this.closeChannel(name);
+    this.channels.close();
     const server = this.httpServer;
     if (server === undefined) return;
     this.httpServer = undefined;
@@ -449,70 +375,10 @@ export class TrickleServer {
       segment = channel.install(seq);
     }
     req.resume();
-    this.streamSegment(res, channel, segment, seq !== latestAtRequest ? latestAtRequest : undefined);
-  }
-
-  /**
-   * Streams a segment from its first byte. No headers go out before the first data byte or the
-   * close; then chunked, one chunk per stored write, respecting back-pressure (§5.2).
-   */
-  private streamSegment(
-    res: http.ServerResponse,
-    channel: Channel,
-    segment: Segment,
-    latestHeader: number | undefined,
-  ): void {
-    let cursor = 0;
-    let finished = false;
-    let awaitingDrain = false;
     this.subscriberCount++;
-
-    const finish = (): void => {
-      if (finished) return;
-      finished = true;
-      unsubscribe();
+    streamSegment(res, channel, segment, seq !== latestAtRequest ? latestAtRequest : undefined, () => {
       this.subscriberCount--;
-    };
-
-    const pump = (): void => {
-      if (finished || awaitingDrain) return;
-      while (cursor < segment.chunkCount) {
-        const chunk = segment.chunkAt(cursor++);
-        if (!res.headersSent) {
-          const headers: Record<string, string> = {
-            "Content-Type": channel.mimeType,
-            "Lp-Trickle-Seq": String(segment.seq),
-          };
-          if (latestHeader !== undefined) headers["Lp-Trickle-Latest"] = String(latestHeader);
-          res.writeHead(200, headers);
-        }
-        if (!res.write(chunk)) {
-          awaitingDrain = true;
-          res.once("drain", () => {
-            awaitingDrain = false;
-            pump();
-          });
-          return;
-        }
-      }
-      if (!segment.closed) return;
-      finish();
-      if (res.headersSent) {
-        res.end();
-        return;
-      }
-      // Closed with no data at all: empty 200 with fresh Latest, Closed iff the channel is gone (§5.2).
-      const headers: Record<string, string> = {
-        "Lp-Trickle-Seq": String(segment.seq),
-        "Lp-Trickle-Latest": String(channel.nextWrite),
-      };
-      if (channel.closed) headers["Lp-Trickle-Closed"] = CLOSED_VALUE;
-      sendEmpty(res, 200, headers);
-    };
-
-    const unsubscribe = segment.onChange(pump);
-    res.on("close", finish);
-    pump();
+    });
   }
 
   /** POST {ch}/{seq} (§4.1, §4.3, §5.1, §5.4). */
@@ -530,11 +396,11 @@ export class TrickleServer {
     }
     if (channel === undefined) {
       // Sent without reading the body: it also wakes idle preconnects (§5.1).
-      this.respondAndClose(req, res, () => sendTextError(res, 404, "Stream not found"));
+      respondAndClose(req, res, () => sendTextError(res, 404, "Stream not found"));
       return;
     }
     if (!parsed.ok || parsed.seq < -1) {
-      this.respondAndClose(req, res, () => sendTextError(res, 400, "Invalid idx"));
+      respondAndClose(req, res, () => sendTextError(res, 400, "Invalid idx"));
       return;
     }
     const seq = parsed.seq === -1 ? channel.nextWrite : parsed.seq;
@@ -542,127 +408,11 @@ export class TrickleServer {
       // A restarted publisher unblocks readers stuck on its earlier, half-written segments (§5.4).
       for (const segment of channel.ring) if (segment !== undefined && segment.seq < seq) segment.close();
     }
-    const segment = channel.getForWrite(seq);
-    const publishingChannel = channel;
-    const socket = req.socket;
-    const log = this.logger.child({ channel: name, seq });
-
-    const completeWithoutBytes = (): void => {
-      // "Avoids clients erroring out on next seq" (§4.3). Not once the channel is closed: waiters
-      // woken by the same DELETE must still report the pre-close Latest (S13).
-      if (!publishingChannel.closed) publishingChannel.nextWrite = seq + 1;
-      const headers: Record<string, string | number> = { "Lp-Trickle-Seq": String(seq) };
-      if (publishingChannel.closed) headers["Lp-Trickle-Closed"] = CLOSED_VALUE;
-      this.respondAndClose(req, res, () => sendEmpty(res, 200, headers));
-    };
-
-    if (segment.closed) {
-      // Re-POST of a completed seq: see the header comment.
-      log.debug("POST to a completed segment; body discarded");
-      completeWithoutBytes();
-      return;
-    }
-
-    let received = 0;
-    let done = false;
-    const keepAlive = setInterval(() => res.writeContinue(), this.keepAliveIntervalMs);
-    keepAlive.unref();
-    // Until the first byte, a close of the segment (DELETE, reset, eviction) ends this POST early.
-    let stopWatchingClose = segment.onChange(() => {
-      if (segment.closed && received === 0 && !done) {
-        finishUp();
-        completeWithoutBytes();
-      }
+    receiveSegment(req, res, channel, seq, {
+      maxSegmentBytes: this.maxSegmentBytes,
+      keepAliveIntervalMs: this.keepAliveIntervalMs,
+      log: this.logger.child({ channel: name, seq }),
+      publishesBySocket: this.publishesBySocket,
     });
-    const finishUp = (): void => {
-      done = true;
-      if (this.publishesBySocket.get(socket) === failMidBody) this.publishesBySocket.delete(socket);
-      clearInterval(keepAlive);
-      stopWatchingClose();
-    };
-
-    req.on("data", (chunk: Buffer) => {
-      if (done || chunk.length === 0) return;
-      if (received === 0) {
-        clearInterval(keepAlive);
-        stopWatchingClose();
-        stopWatchingClose = () => {};
-        publishingChannel.nextWrite = seq + 1;
-        publishingChannel.writeTime = Date.now();
-      }
-      const room = this.maxSegmentBytes - segment.size;
-      if (chunk.length > room) {
-        if (room > 0) segment.append(chunk.subarray(0, room));
-        received += Math.max(room, 0);
-        finishUp();
-        segment.close();
-        log.warn({ limit: this.maxSegmentBytes }, "trickle segment exceeds the size cap; closed at the cap");
-        this.respondAndClose(req, res, () =>
-          sendTextError(res, 413, `Segment too large: limit is ${this.maxSegmentBytes} bytes`),
-        );
-        return;
-      }
-      received += chunk.length;
-      segment.append(chunk);
-    });
-    req.on("end", () => {
-      if (done) return;
-      finishUp();
-      if (received === 0) {
-        segment.close();
-        completeWithoutBytes();
-        return;
-      }
-      segment.close();
-      sendEmpty(res, 200, { "Lp-Trickle-Seq": String(seq) });
-    });
-    // A body that breaks off (socket closed, or malformed chunking reported as clientError) leaves
-    // the segment open (§5.1): readers wait for DELETE {ch}/{seq}, a reset, or eviction.
-    const failMidBody = (): void => {
-      if (done) return;
-      finishUp();
-      log.warn({ bytes: received }, "trickle publisher aborted mid-segment; segment left open");
-      if (received > 0 && !res.destroyed)
-        this.respondAndClose(req, res, () => sendTextError(res, 500, "Server error"));
-      else req.socket.destroy();
-    };
-    this.publishesBySocket.set(socket, failMidBody);
-    req.on("close", failMidBody);
-  }
-
-  /** Sends a final response that may precede the end of the request body, then drops the connection. */
-  private respondAndClose(req: http.IncomingMessage, res: http.ServerResponse, send: () => void): void {
-    if (res.headersSent) return;
-    res.setHeader("Connection", "close");
-    lingerOnClose(req.socket);
-    req.resume();
-    send();
-  }
-
-  // ---------------------------------------------------------------------------------------------
-  // Housekeeping
-
-  /** Removes channels idle longer than idleTimeoutMs; "_"-prefixed ones are exempt (§5.8). */
-  private sweep(): void {
-    const cutoff = Date.now() - this.idleTimeoutMs;
-    for (const channel of [...this.channels.values()]) {
-      if (channel.name.startsWith("_") || channel.writeTime >= cutoff) continue;
-      this.logger.info({ channel: channel.name }, "trickle channel idle; removing");
-      this.closeChannel(channel.name);
-    }
-  }
-
-  /** Appends one complete segment to `_changes` (§10). */
-  private publishChange(change: { added?: string[]; removed?: string[] }): void {
-    if (!this.changefeed || this.closing) return;
-    const feed = this.channels.get(CHANGEFEED_CHANNEL);
-    if (feed === undefined) return;
-    const seq = feed.nextWrite;
-    const existing = feed.find(seq);
-    const segment = existing !== undefined && !existing.closed ? existing : feed.install(seq);
-    feed.nextWrite = seq + 1;
-    feed.writeTime = Date.now();
-    segment.append(Buffer.from(JSON.stringify(change)));
-    segment.close();
   }
 }
