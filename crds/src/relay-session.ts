@@ -1,7 +1,8 @@
 // The RelaySession API (trickle-relay.io/v1alpha1), declared once. The CRD's openAPIV3Schema and the
 // TypeScript types below both come from these declarations (see schema-builder.ts), so `kubectl
 // explain`, apiserver validation/defaulting and the operator's and relay pod's code agree by
-// construction. Descriptions are written for `kubectl explain` readers.
+// construction. Descriptions are written for `kubectl explain` readers. This module holds the spec
+// and the resource as a whole; the status is declared in relay-session-status.ts and re-exported here.
 
 import type { V1Affinity, V1EnvVarSource, V1ObjectMeta } from "@kubernetes/client-node";
 import {
@@ -18,6 +19,16 @@ import {
   type WrittenOf,
 } from "./schema-builder.js";
 import { RELAY_SESSION_API_VERSION, RELAY_SESSION_KIND } from "./names.js";
+import type { RelaySessionStatus } from "./relay-session-status.js";
+
+export {
+  RELAY_SESSION_PHASES,
+  relaySessionStatusSchema,
+  type RelayReport,
+  type RelaySessionCondition,
+  type RelaySessionPhase,
+  type RelaySessionStatus,
+} from "./relay-session-status.js";
 
 // ---------------------------------------------------------------------------------------------
 // Shared formats
@@ -332,179 +343,7 @@ export const relaySessionSpecSchema = object(
 );
 
 // ---------------------------------------------------------------------------------------------
-// status
-
-export const RELAY_SESSION_PHASES = [
-  "Pending",
-  "Starting",
-  "Connecting",
-  "Running",
-  "Degraded",
-  "Succeeded",
-  "Failed",
-] as const;
-
-/** The metav1.Condition shape, with the apiserver-side validation Kubernetes itself uses. */
-const condition = object(
-  {
-    type: string({
-      description: "Condition type in CamelCase, e.g. Ready.",
-      required: true,
-      pattern:
-        "^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$",
-      maxLength: 316,
-    }),
-    status: stringEnum(["True", "False", "Unknown"], {
-      description: "True, False or Unknown.",
-      required: true,
-    }),
-    observedGeneration: integer({
-      description: "metadata.generation the condition was computed from.",
-      minimum: 0,
-      format: "int64",
-    }),
-    lastTransitionTime: string({
-      description: "When status last changed.",
-      required: true,
-      format: "date-time",
-    }),
-    reason: string({
-      description: "Machine-readable CamelCase reason for the last transition.",
-      required: true,
-      pattern: "^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$",
-      minLength: 1,
-      maxLength: 1024,
-    }),
-    message: string({
-      description: "Human-readable details; may be empty.",
-      required: true,
-      maxLength: 32768,
-    }),
-  },
-  { description: "One observation of the session's state (metav1.Condition)." },
-);
-
-const queueGauge = (what: string) =>
-  object(
-    {
-      size: integer({ description: `${what} currently queued.`, minimum: 0 }),
-      capacity: integer({
-        description: `Most ${what.toLowerCase()} the queue holds before dropping.`,
-        minimum: 0,
-      }),
-    },
-    { description: `Queue of ${what.toLowerCase()}.` },
-  );
-
-const counter = (description: string) => integer({ description, minimum: 0, format: "int64" });
-const fps = (description: string) => number({ description, minimum: 0 });
-
-const relayReport = object(
-  {
-    lastUpdateTime: string({ description: "When the relay pod wrote this report.", format: "date-time" }),
-    appliedPromptsGeneration: integer({
-      description: "metadata.generation whose spec.prompts ComfyStream is running now.",
-      minimum: 0,
-      format: "int64",
-    }),
-    webrtc: object(
-      {
-        connectionState: stringEnum(["new", "connecting", "connected", "disconnected", "failed", "closed"], {
-          description: "RTCPeerConnection.connectionState of the peer connection to ComfyStream.",
-        }),
-        iceConnectionState: stringEnum(
-          ["new", "checking", "connected", "completed", "disconnected", "failed", "closed"],
-          { description: "RTCPeerConnection.iceConnectionState of the peer connection to ComfyStream." },
-        ),
-      },
-      { description: "State of the WebRTC connection to ComfyStream." },
-    ),
-    queues: object(
-      {
-        decodedFrames: queueGauge("Input frames waiting to be sent to ComfyStream"),
-        processedFrames: queueGauge("Processed frames waiting to be muxed"),
-        outputSegments: queueGauge("Output segments waiting to be published"),
-      },
-      { description: "Fill levels and capacities of the relay's bounded queues." },
-    ),
-    inputFps: fps("Frames per second arriving on the input channel."),
-    outputFps: fps("Frames per second coming back from ComfyStream."),
-    framesIn: counter("Frames received from the input channel."),
-    framesOut: counter("Frames published to the output channel."),
-    framesDropped: counter("Frames missing from the output (behind, peer-limited, lost)."),
-    framesPeerLimited: counter(
-      "Frames not sent because ComfyStream already had the peer window in flight (it processes slower than the input).",
-    ),
-    outputKeyframes: object(
-      {
-        source: stringEnum(["peer", "re-encode"], {
-          description:
-            "Where the output's IDRs come from: ComfyStream's own (on PLI), or a re-encode of the returned video because it sent none for too long.",
-        }),
-        reason: string({ description: "Why the returned video is re-encoded.", maxLength: 1024 }),
-        idrIntervalSeconds: number({
-          description: "Longest interval between IDRs written to the output so far, in seconds of PTS.",
-          minimum: 0,
-        }),
-      },
-      { description: "How the output is kept cuttable into segments." },
-    ),
-    segmentsIn: counter("Segments read from the input channel."),
-    segmentsOut: counter("Segments published to the output channel."),
-    segmentsDropped: counter("Input segments dropped whole (behind or corrupt)."),
-    latencyMs: object(
-      {
-        p50: number({ description: "Median frame latency in milliseconds.", minimum: 0 }),
-        p95: number({ description: "95th percentile frame latency in milliseconds.", minimum: 0 }),
-      },
-      { description: "Frame latency through ComfyStream (matched by RTP timestamp) over the last minute." },
-    ),
-    reconnects: counter("ComfyStream reconnections so far."),
-    lastError: object(
-      {
-        component: string({
-          description:
-            "Part that failed: trickle-input, trickle-output, control, events, comfystream or ffmpeg.",
-          maxLength: 64,
-        }),
-        message: string({ description: "What went wrong.", maxLength: 4096 }),
-        time: string({ description: "When it happened.", format: "date-time" }),
-      },
-      { description: "The most recent error, kept after recovery." },
-    ),
-  },
-  { description: "Live numbers written by the relay pod (at most once a second and on state changes)." },
-);
-
-export const relaySessionStatusSchema = object(
-  {
-    phase: stringEnum(RELAY_SESSION_PHASES, {
-      description:
-        "Lifecycle phase: Pending (no pod yet), Starting (pod starting), Connecting (WebRTC/trickle connecting), Running, Degraded (running with problems), Succeeded or Failed (final).",
-    }),
-    conditions: array(condition, {
-      description: "Current observations, Ready first; one entry per type.",
-      listMapKeys: ["type"],
-    }),
-    observedGeneration: integer({
-      description: "metadata.generation the operator last acted on.",
-      minimum: 0,
-      format: "int64",
-    }),
-    podName: string({ description: "Name of the current session pod." }),
-    startTime: string({ description: "When the first session pod started.", format: "date-time" }),
-    completionTime: string({
-      description: "When the session reached Succeeded or Failed.",
-      format: "date-time",
-    }),
-    restarts: integer({ description: "How many times the operator re-created the session pod.", minimum: 0 }),
-    relay: relayReport,
-  },
-  { description: "Observed state; the operator writes everything but relay, the relay pod writes relay." },
-);
-
-// ---------------------------------------------------------------------------------------------
-// TypeScript types (all derived from the declarations above)
+// TypeScript types (all derived from the declarations above; the status's in relay-session-status.ts)
 
 /** One ComfyUI workflow in API format: node id → `{ class_type, inputs }`. */
 export type ComfyWorkflow = Record<string, unknown>;
@@ -513,9 +352,7 @@ export type ComfyWorkflow = Record<string, unknown>;
 export type RelaySessionSpec = StoredOf<typeof relaySessionSpecSchema>;
 /** The spec as a user may write it: fields with schema defaults may be left out. */
 export type RelaySessionSpecInput = WrittenOf<typeof relaySessionSpecSchema>;
-export type RelaySessionStatus = StoredOf<typeof relaySessionStatusSchema>;
 
-export type RelaySessionPhase = (typeof RELAY_SESSION_PHASES)[number];
 export type TrickleChannels = RelaySessionSpec["trickle"];
 export type ComfyStreamSpec = RelaySessionSpec["comfystream"];
 export type ComfyStreamSidecarSpec = NonNullable<ComfyStreamSpec["sidecar"]>;
@@ -523,8 +360,6 @@ export type VideoSpec = RelaySessionSpec["video"];
 export type PodSpec = NonNullable<RelaySessionSpec["pod"]>;
 export type LifetimeSpec = RelaySessionSpec["lifetime"];
 export type ResourceRequirements = NonNullable<PodSpec["resources"]>;
-export type RelaySessionCondition = NonNullable<RelaySessionStatus["conditions"]>[number];
-export type RelayReport = NonNullable<RelaySessionStatus["relay"]>;
 
 export interface RelaySession {
   apiVersion: typeof RELAY_SESSION_API_VERSION;

@@ -14,7 +14,7 @@
  * told to force an IDR on the first frame after them, so the output continues with an IDR.
  */
 import { silentLogger, type Logger } from "../common/log.js";
-import { FfmpegProcess, type FfmpegExit } from "./ffmpeg.js";
+import { FfmpegProcess, type FfmpegExit } from "./ffmpeg-process.js";
 import { TsDemuxer } from "./ts-demux.js";
 import { TsMuxer } from "./ts-mux.js";
 import { PTS_CLOCK_HZ, ptsForwardDistance } from "./ts-packet.js";

@@ -11,7 +11,7 @@ import {
 import { silentLogger, type Logger } from "../common/log.js";
 import { sendDtlsCloseNotify } from "./dtls-close.js";
 import { CONTROL_CHANNEL_LABEL, CONTROL_REPLY_TYPES, promptsAsList } from "./control-messages.js";
-import { postJson } from "./http-post.js";
+import { postOffer } from "./comfystream-offer.js";
 import { iceAddressesFromEnv, iceConfig } from "./ice-config.js";
 
 /**
@@ -82,7 +82,7 @@ interface PendingRequest {
 /**
  * The relay's WebRTC peer towards one ComfyStream server (spec comfystream-webrtc §5): one sendrecv
  * H.264 video m-line (packetization-mode 1, profile 42e01f), the `control` data channel created
- * before the offer, non-trickle ICE, `POST /offer {prompts, offer, resolution}`.
+ * before the offer, non-trickle ICE, `POST /offer {prompts, offer, resolution}` (comfystream-offer.ts).
  *
  * Events:
  *  - "state" (state: WebRtcState, previous: WebRtcState)
@@ -310,36 +310,14 @@ export class ComfyStreamPeer extends EventEmitter {
     if (!local) throw new Error("no local description after ICE gathering");
     this.logger.debug({ sdp: local.sdp }, "offer");
 
-    const url = `${options.comfystreamUrl}/offer`;
-    const body = {
-      prompts: options.prompts,
-      offer: { sdp: local.sdp, type: local.type },
-      resolution: { width: options.width, height: options.height },
-    };
-    this.logger.info(
-      { url, prompts: options.prompts.length },
-      "posting offer (ComfyStream warms up inside it)",
+    const answerSdp = await postOffer(
+      options,
+      { sdp: local.sdp, type: local.type },
+      this.abortConnect.signal,
+      this.logger,
     );
-    const startedAt = Date.now();
-    const answer = await postJson(url, body, options.offerTimeoutMs, this.abortConnect.signal);
-    if (answer.status !== 200) {
-      throw new Error(`ComfyStream ${url} answered HTTP ${answer.status}: ${answer.body.trim()}`);
-    }
-    let parsed: { sdp?: unknown; type?: unknown };
-    try {
-      parsed = JSON.parse(answer.body) as { sdp?: unknown; type?: unknown };
-    } catch {
-      throw new Error(
-        `ComfyStream ${url} answered 200 with a body that is not JSON: ${answer.body.slice(0, 200)}`,
-      );
-    }
-    if (typeof parsed.sdp !== "string" || parsed.type !== "answer") {
-      throw new Error(`ComfyStream ${url} answered 200 without an SDP answer: ${answer.body.slice(0, 200)}`);
-    }
-    this.logger.info({ offerMs: Date.now() - startedAt }, "answer received");
-    this.logger.debug({ sdp: parsed.sdp }, "answer");
     if (this.abortConnect.signal.aborted) throw new Error("closed while connecting");
-    await pc.setRemoteDescription({ sdp: parsed.sdp, type: "answer" });
+    await pc.setRemoteDescription({ sdp: answerSdp, type: "answer" });
 
     await this.withTimeout(
       Promise.all([this.waitForConnected(pc), controlOpen]),
