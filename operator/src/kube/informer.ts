@@ -15,10 +15,12 @@
  *
  * Each watch asks the server to end it after `timeoutSeconds` (< `watchdogMs`), so a healthy watch
  * of a quiet collection ends cleanly before the watchdog fires; only a dead one trips it.
+ *
+ * This file is the loop. The store and its change events (informer-cache.ts), the paged list
+ * (paged-list.ts), the counters and metrics (informer-metrics.ts) and the per-namespace group
+ * (informer-group.ts) live next to it; their public names are re-exported here.
  */
 import { EventEmitter } from "node:events";
-import { request as httpRequest } from "node:http";
-import { request as httpsRequest, type RequestOptions } from "node:https";
 import {
   Watch,
   type KubeConfig,
@@ -26,9 +28,16 @@ import {
   type KubernetesObject,
 } from "@kubernetes/client-node";
 import type { Logger } from "pino";
-import type { Counter, Gauge, Registry } from "prom-client";
+import type { Registry } from "prom-client";
 import { silentLogger } from "../../../relay-pod/src/index.js";
-import { counterIn, gaugeIn } from "./metrics.js";
+import { InformerStore, type InformerCache } from "./informer-cache.js";
+import { InformerGroup } from "./informer-group.js";
+import { informerMetrics, zeroStats, type InformerMetrics, type InformerStats } from "./informer-metrics.js";
+import { listPaged } from "./paged-list.js";
+
+export type { InformerCache } from "./informer-cache.js";
+export { InformerGroup } from "./informer-group.js";
+export type { InformerStats } from "./informer-metrics.js";
 
 export interface InformerBackoff {
   /** First delay after a failure (default 1 s). */
@@ -65,39 +74,6 @@ export interface SupervisedInformerOptions<T extends KubernetesObject> {
   metrics?: Registry;
 }
 
-/** Counters for tests and health reporting; the same numbers go to Prometheus when a registry is given. */
-export interface InformerStats {
-  /** Successful lists, the first one included. */
-  lists: number;
-  /** Lists after the first: after a 410, an error, or the watchdog. */
-  relists: number;
-  /** Watch requests started. */
-  watches: number;
-  /** Watches that ended abnormally and were replaced (error, 410, watchdog). */
-  restarts: number;
-  /** Watches abandoned because they stayed silent for watchdogMs. */
-  watchdogRestarts: number;
-  /** 410 Gone answers (HTTP or an in-stream ERROR event). */
-  expired: number;
-  /** Failed lists and watches. */
-  errors: number;
-  /** Watch events received, bookmarks included. */
-  events: number;
-}
-
-function zeroStats(): InformerStats {
-  return {
-    lists: 0,
-    relists: 0,
-    watches: 0,
-    restarts: 0,
-    watchdogRestarts: 0,
-    expired: 0,
-    errors: 0,
-    events: 0,
-  };
-}
-
 export interface SupervisedInformerEvents<T> {
   add: [obj: T];
   update: [obj: T, old: T];
@@ -105,13 +81,6 @@ export interface SupervisedInformerEvents<T> {
   resync: [obj: T];
   /** Informational: the informer has already scheduled its own recovery. */
   error: [err: Error];
-}
-
-/** What a controller needs from an informer or a group of them. */
-export interface InformerCache<T extends KubernetesObject> {
-  get(namespace: string, name: string): T | undefined;
-  list(namespace?: string): T[];
-  readonly synced: boolean;
 }
 
 type WatchOutcome =
@@ -125,49 +94,8 @@ const DEFAULT_RESYNC_MS = 5 * 60_000;
 const DEFAULT_WATCHDOG_MS = 5 * 60_000;
 const DEFAULT_LIST_TIMEOUT_MS = 60_000;
 const DEFAULT_BACKOFF = { initialMs: 1_000, maxMs: 30_000 };
-const LIST_PAGE_SIZE = 500;
-const MAX_LIST_PAGES = 10_000;
 /** A watch that ends sooner than this without any event counts as a failure for backoff purposes. */
 const MIN_HEALTHY_WATCH_MS = 1_000;
-
-interface InformerMetrics {
-  lists: Counter<"informer">;
-  restarts: Counter<"informer" | "reason">;
-  expired: Counter<"informer">;
-  errors: Counter<"informer">;
-  events: Counter<"informer" | "type">;
-  synced: Gauge<"informer">;
-  objects: Gauge<"informer">;
-}
-
-function informerMetrics(registry: Registry): InformerMetrics {
-  return {
-    lists: counterIn(registry, "operator_informer_lists_total", "Successful lists (initial and relists)", [
-      "informer",
-    ]),
-    restarts: counterIn(
-      registry,
-      "operator_informer_watch_restarts_total",
-      "Watches replaced after an error, a 410 Gone, or a silent-watch watchdog",
-      ["informer", "reason"],
-    ),
-    expired: counterIn(
-      registry,
-      "operator_informer_gone_total",
-      "410 Gone answers (resourceVersion expired)",
-      ["informer"],
-    ),
-    errors: counterIn(registry, "operator_informer_errors_total", "Failed lists and watches", ["informer"]),
-    events: counterIn(registry, "operator_informer_events_total", "Watch events received", [
-      "informer",
-      "type",
-    ]),
-    synced: gaugeIn(registry, "operator_informer_synced", "1 once the informer's first list is cached", [
-      "informer",
-    ]),
-    objects: gaugeIn(registry, "operator_informer_objects", "Objects in the informer's cache", ["informer"]),
-  };
-}
 
 export class SupervisedInformer<T extends KubernetesObject>
   extends EventEmitter<SupervisedInformerEvents<T>>
@@ -182,8 +110,11 @@ export class SupervisedInformer<T extends KubernetesObject>
   private readonly backoffInitialMs: number;
   private readonly backoffMaxMs: number;
   private readonly metrics: InformerMetrics | undefined;
-  /** namespace ("" for cluster-scoped) → name → object */
-  private readonly cache = new Map<string, Map<string, T>>();
+  /** Reports each change through notify(), so a throwing listener cannot break a relist. */
+  private readonly cache = new InformerStore<T>((event, ...args) =>
+    // The same tuples under the same names; TypeScript cannot relate them through a generic key.
+    this.notify(event, ...(args as SupervisedInformerEvents<T>[typeof event])),
+  );
   private resourceVersion = "";
   private hasSynced = false;
   private running = false;
@@ -214,12 +145,11 @@ export class SupervisedInformer<T extends KubernetesObject>
   }
 
   get(namespace: string, name: string): T | undefined {
-    return this.cache.get(namespace)?.get(name);
+    return this.cache.get(namespace, name);
   }
 
   list(namespace?: string): T[] {
-    if (namespace !== undefined) return [...(this.cache.get(namespace)?.values() ?? [])];
-    return [...this.cache.values()].flatMap((objects) => [...objects.values()]);
+    return this.cache.list(namespace);
   }
 
   /**
@@ -348,39 +278,25 @@ export class SupervisedInformer<T extends KubernetesObject>
   private async relist(): Promise<void> {
     const list = await this.listWithTimeout();
     const listKind = list.kind?.endsWith("List") ? list.kind.slice(0, -"List".length) : undefined;
-    const fresh = new Map<string, Map<string, T>>();
-    for (const item of list.items ?? []) {
+    const items = list.items ?? [];
+    for (const item of items) {
       // List items carry no kind/apiVersion; watch events do. Make them alike.
       if (listKind && !item.kind) Object.assign(item, { apiVersion: list.apiVersion, kind: listKind });
-      const namespace = item.metadata?.namespace ?? "";
-      let objects = fresh.get(namespace);
-      if (!objects) fresh.set(namespace, (objects = new Map()));
-      objects.set(item.metadata?.name ?? "", item);
     }
     if (this.stopping) return;
     const first = this.stats.lists === 0;
     this.stats.lists++;
     if (!first) this.stats.relists++;
     this.metrics?.lists.inc({ informer: this.name });
-    // Deletions first, so a listener never sees an object twice under one name.
-    for (const [namespace, objects] of this.cache) {
-      for (const [name, old] of objects) {
-        if (!fresh.get(namespace)?.has(name)) {
-          objects.delete(name);
-          this.notify("delete", old);
-        }
-      }
-      if (objects.size === 0) this.cache.delete(namespace);
-    }
-    for (const objects of fresh.values()) for (const obj of objects.values()) this.upsert(obj);
+    this.cache.replace(items);
     this.resourceVersion = list.metadata?.resourceVersion ?? "";
-    this.log.debug({ objects: this.count(), resourceVersion: this.resourceVersion, first }, "listed");
+    this.log.debug({ objects: this.cache.size, resourceVersion: this.resourceVersion, first }, "listed");
     if (!this.hasSynced) {
       this.hasSynced = true;
-      this.log.info({ objects: this.count() }, "informer synced");
+      this.log.info({ objects: this.cache.size }, "informer synced");
     }
     this.metrics?.synced.set({ informer: this.name }, 1);
-    this.metrics?.objects.set({ informer: this.name }, this.count());
+    this.metrics?.objects.set({ informer: this.name }, this.cache.size);
     const waiters = this.syncWaiters;
     this.syncWaiters = [];
     for (const waiter of waiters) waiter.resolve();
@@ -389,7 +305,7 @@ export class SupervisedInformer<T extends KubernetesObject>
   private listWithTimeout(): Promise<KubernetesListObject<T>> {
     const timeoutMs = this.options.listTimeoutMs ?? DEFAULT_LIST_TIMEOUT_MS;
     const signal = AbortSignal.any([AbortSignal.timeout(Math.ceil(timeoutMs)), this.stopController.signal]);
-    if (!this.options.list) return this.listRaw(signal);
+    if (!this.options.list) return listPaged<T>(this.options, signal);
     // A caller's list cannot be cancelled, only abandoned.
     const listing = this.options.list();
     return new Promise((resolve, reject) => {
@@ -397,26 +313,6 @@ export class SupervisedInformer<T extends KubernetesObject>
       signal.addEventListener("abort", abandon, { once: true });
       listing.then(resolve, reject).finally(() => signal.removeEventListener("abort", abandon));
     });
-  }
-
-  private async listRaw(signal: AbortSignal): Promise<KubernetesListObject<T>> {
-    const server = this.options.kubeConfig.getCurrentCluster()?.server;
-    if (!server) throw new Error("kubeconfig has no current cluster");
-    const items: T[] = [];
-    let continueToken: string | undefined;
-    for (let page = 0; page < MAX_LIST_PAGES; page++) {
-      const url = new URL(server + this.options.path);
-      if (this.options.labelSelector) url.searchParams.set("labelSelector", this.options.labelSelector);
-      if (this.options.fieldSelector) url.searchParams.set("fieldSelector", this.options.fieldSelector);
-      url.searchParams.set("limit", String(LIST_PAGE_SIZE));
-      if (continueToken) url.searchParams.set("continue", continueToken);
-      const body = (await getJson(this.options.kubeConfig, url, signal)) as KubernetesListObject<T>;
-      items.push(...(body.items ?? []));
-      // Plain JSON, so the wire name `continue` (client-node's typed V1ListMeta calls it `_continue`).
-      continueToken = (body.metadata as { continue?: string } | undefined)?.continue;
-      if (!continueToken) return { ...body, items };
-    }
-    throw new Error(`list of ${this.options.path} has more than ${MAX_LIST_PAGES} pages`);
   }
 
   private watchOnce(): Promise<WatchOutcome> {
@@ -510,40 +406,18 @@ export class SupervisedInformer<T extends KubernetesObject>
   private apply(type: string, obj: T): void {
     const resourceVersion = obj?.metadata?.resourceVersion;
     if (type === "ADDED" || type === "MODIFIED") {
-      this.upsert(obj);
+      this.cache.upsert(obj);
     } else if (type === "DELETED") {
-      const namespace = obj.metadata?.namespace ?? "";
-      const objects = this.cache.get(namespace);
-      if (objects?.delete(obj.metadata?.name ?? "")) {
-        if (objects.size === 0) this.cache.delete(namespace);
-        this.notify("delete", obj);
-      }
+      this.cache.remove(obj);
     }
     // BOOKMARK: only the resourceVersion moves on.
     if (resourceVersion) this.resourceVersion = resourceVersion;
-    this.metrics?.objects.set({ informer: this.name }, this.count());
-  }
-
-  private upsert(obj: T): void {
-    const namespace = obj.metadata?.namespace ?? "";
-    const name = obj.metadata?.name ?? "";
-    let objects = this.cache.get(namespace);
-    if (!objects) this.cache.set(namespace, (objects = new Map()));
-    const old = objects.get(name);
-    objects.set(name, obj);
-    if (!old) this.notify("add", obj);
-    else if (old.metadata?.resourceVersion !== obj.metadata?.resourceVersion) this.notify("update", obj, old);
+    this.metrics?.objects.set({ informer: this.name }, this.cache.size);
   }
 
   private resync(): void {
     if (!this.synced) return;
     for (const obj of this.list()) this.notify("resync", obj);
-  }
-
-  private count(): number {
-    let total = 0;
-    for (const objects of this.cache.values()) total += objects.size;
-    return total;
   }
 
   /** Calls listeners one by one so that a throwing listener neither breaks the others nor the loop. */
@@ -561,63 +435,6 @@ export class SupervisedInformer<T extends KubernetesObject>
   }
 }
 
-/** One informer per namespace (or one for all namespaces), read and started as one. */
-export class InformerGroup<T extends KubernetesObject>
-  extends EventEmitter<SupervisedInformerEvents<T>>
-  implements InformerCache<T>
-{
-  readonly informers: ReadonlyMap<string | undefined, SupervisedInformer<T>>;
-
-  /** `informers`: namespace → its informer; the key `undefined` for an all-namespaces informer. */
-  constructor(informers: Map<string | undefined, SupervisedInformer<T>>) {
-    super();
-    this.informers = informers;
-    for (const informer of informers.values()) {
-      informer.on("add", (obj) => this.emit("add", obj));
-      informer.on("update", (obj, old) => this.emit("update", obj, old));
-      informer.on("delete", (obj) => this.emit("delete", obj));
-      informer.on("resync", (obj) => this.emit("resync", obj));
-      informer.on("error", (err) => {
-        if (this.listenerCount("error") > 0) this.emit("error", err);
-      });
-    }
-  }
-
-  get synced(): boolean {
-    return [...this.informers.values()].every((informer) => informer.synced);
-  }
-
-  async start(): Promise<void> {
-    await Promise.all([...this.informers.values()].map((informer) => informer.start()));
-  }
-
-  async stop(): Promise<void> {
-    await Promise.all([...this.informers.values()].map((informer) => informer.stop()));
-  }
-
-  get(namespace: string, name: string): T | undefined {
-    const informer = this.informers.get(namespace) ?? this.informers.get(undefined);
-    return informer?.get(namespace, name);
-  }
-
-  list(namespace?: string): T[] {
-    if (namespace !== undefined) {
-      const informer = this.informers.get(namespace) ?? this.informers.get(undefined);
-      return informer?.list(namespace) ?? [];
-    }
-    return [...this.informers.values()].flatMap((informer) => informer.list());
-  }
-
-  /** Summed counters of all members. */
-  get stats(): InformerStats {
-    const total = zeroStats();
-    for (const informer of this.informers.values()) {
-      for (const key of Object.keys(total) as Array<keyof InformerStats>) total[key] += informer.stats[key];
-    }
-    return total;
-  }
-}
-
 /**
  * Watches `namespaces` (none or empty = all namespaces) with one informer each. `options(namespace)`
  * gives each member's options; `namespace` is undefined for the all-namespaces informer. Example:
@@ -625,7 +442,9 @@ export class InformerGroup<T extends KubernetesObject>
  *   createNamespacedInformers(flags.namespace, (ns) => ({
  *     kubeConfig, name: `pods/${ns ?? "*"}`, labelSelector: "app.kubernetes.io/managed-by=trickle-relay-operator",
  *     path: ns ? `/api/v1/namespaces/${ns}/pods` : "/api/v1/pods",
- *   }));
+ *   })); *
+ * It lives here, not in informer-group.ts, because it constructs informers: the group then needs
+ * SupervisedInformer only as a type, and the two modules do not import each other at run time.
  */
 export function createNamespacedInformers<T extends KubernetesObject>(
   namespaces: readonly string[] | undefined,
@@ -634,44 +453,4 @@ export function createNamespacedInformers<T extends KubernetesObject>(
   const unique = [...new Set(namespaces ?? [])];
   const keys: Array<string | undefined> = unique.length > 0 ? unique : [undefined];
   return new InformerGroup(new Map(keys.map((ns) => [ns, new SupervisedInformer<T>(options(ns))])));
-}
-
-/** GET a URL with the kubeconfig's credentials; rejects with `statusCode` set on a non-200 answer. */
-async function getJson(kubeConfig: KubeConfig, url: URL, signal: AbortSignal): Promise<unknown> {
-  const options: RequestOptions = { method: "GET" };
-  await kubeConfig.applyToHTTPSOptions(options);
-  options.headers = { ...options.headers, Accept: "application/json" };
-  options.signal = signal;
-  const request = url.protocol === "http:" ? httpRequest : httpsRequest;
-  return new Promise((resolve, reject) => {
-    const req = request(url, options, (res) => {
-      const chunks: Buffer[] = [];
-      res.on("data", (chunk: Buffer) => chunks.push(chunk));
-      res.on("error", reject);
-      res.on("end", () => {
-        const text = Buffer.concat(chunks).toString("utf8");
-        if (res.statusCode === 200) {
-          try {
-            resolve(JSON.parse(text));
-          } catch (err) {
-            reject(new Error(`GET ${url.pathname}: invalid JSON`, { cause: err }));
-          }
-          return;
-        }
-        let message = text.slice(0, 300);
-        try {
-          message = (JSON.parse(text) as { message?: string }).message ?? message;
-        } catch {
-          // not a Status object; keep the raw text
-        }
-        reject(
-          Object.assign(new Error(`GET ${url.pathname}: HTTP ${res.statusCode} ${message}`), {
-            statusCode: res.statusCode,
-          }),
-        );
-      });
-    });
-    req.on("error", reject);
-    req.end();
-  });
 }
