@@ -3,13 +3,10 @@ import { createSocket, type Socket } from "node:dgram";
 import type { AddressInfo } from "node:net";
 import { silentLogger, type Logger } from "../common/log.js";
 import { TrickleSubscriber, type SubscribedSegment } from "../trickle/subscriber.js";
-import { TricklePublisher, type SegmentWriter } from "../trickle/publisher.js";
 import { TrickleControlReader, TrickleEventsWriter } from "../trickle/json-channels.js";
 import { randomInt } from "node:crypto";
 import { H264Packetizer } from "werift";
 import { TsDemuxer, type VideoAccessUnit } from "../media/ts-demux.js";
-import { TsMuxer } from "../media/ts-mux.js";
-import { IdrSegmenter } from "../media/segmenter.js";
 import {
   FfmpegProcess,
   forwardTranscodeArgs,
@@ -20,10 +17,7 @@ import {
   rtpTimestampToPts,
   type FfmpegExit,
 } from "../media/ffmpeg.js";
-import { KeyframeRepair, type ReturnedFrame } from "../media/keyframe-repair.js";
-import { ptsForwardDistance, PTS_CLOCK_HZ } from "../media/ts-packet.js";
 import { ComfyStreamPeer } from "../webrtc/comfystream-peer.js";
-import { H264Depacketizer } from "../webrtc/h264-depacketizer.js";
 import { buildStatusEvent } from "./status-events.js";
 import { FramePacer, type PacedFrame } from "./pacer.js";
 import { PeerWindow } from "./peer-window.js";
@@ -31,7 +25,9 @@ import { PeerPace } from "./peer-pace.js";
 import { RtpFrameAssembler, setRtpSequenceNumber, setRtpTimestamp, type RtpFrame } from "./rtp-frames.js";
 import { FrameMatcher, timestampJitter } from "./frame-matcher.js";
 import { forwardEncoderSettings } from "./config.js";
-import { PercentileWindow, RateMeter } from "./stats.js";
+import { buildSessionStatus, SessionStats } from "./session-stats.js";
+import type { SessionHost } from "./session-host.js";
+import { ReturnPath, type SentFrame } from "./return-path.js";
 import { normalisePrompts, promptsFromControlMessage } from "./prompts.js";
 import type { RelaySessionConfig, SessionState, SessionStatus, WebRtcConnectionState } from "./types.js";
 
@@ -47,18 +43,6 @@ export interface RelaySessionOptions {
   drainTimeoutMs?: number;
   /** Limit for ComfyStream's answer to `/offer` (warm-up runs inside it). Default: the peer's, 300 s. */
   offerTimeoutMs?: number;
-}
-
-interface ProcessedFrame {
-  annexB: Buffer;
-  pts: number;
-  keyframe: boolean;
-  returnedAt: number;
-}
-
-interface OpenSegment {
-  writer: SegmentWriter;
-  startedAt: number;
 }
 
 const RTP_WRAP = 0x1_0000_0000;
@@ -97,7 +81,6 @@ export class RelaySession extends EventEmitter {
   private promptsGeneration = 0;
 
   private subscriber: TrickleSubscriber | undefined;
-  private publisher: TricklePublisher | undefined;
   private controlReader: TrickleControlReader | undefined;
   private eventsWriter: TrickleEventsWriter | undefined;
   private eventsTimer: NodeJS.Timeout | undefined;
@@ -122,19 +105,10 @@ export class RelaySession extends EventEmitter {
 
   private readonly pacer: FramePacer;
   private readonly assembler: RtpFrameAssembler;
-  private readonly matcher = new FrameMatcher<{ annexB: Buffer; keyframe: boolean }>();
-  private depacketizer = new H264Depacketizer();
+  private readonly matcher = new FrameMatcher<SentFrame>();
+  private readonly returnPath: ReturnPath;
   private readonly peerWindow: PeerWindow;
   private forwardSequenceNumber = randomInt(0, 0x10000);
-  /** Set once start() found ffmpeg; without it the peer's own IDRs are all the output gets. */
-  private keyframeRepair: KeyframeRepair | undefined;
-  /** When each returned frame (by PTS) came back, for the return-hop latency across the repair stage. */
-  private readonly returnedAtByPts = new Map<number, number>();
-  private lastOutputIdrPts: number | undefined;
-  private readonly outputIdrIntervalSec = { last: null as number | null, max: null as number | null };
-  private readonly segmenter: IdrSegmenter;
-  private readonly muxer = new TsMuxer();
-
   /** ffmpeg's RTP timestamps are its own; this maps them back onto input PTS (calibrated per ffmpeg run). */
   private ffmpegTimestampBase: number | undefined;
   private firstPtsIntoFfmpeg: number | undefined;
@@ -142,34 +116,7 @@ export class RelaySession extends EventEmitter {
   private waitForInputKeyframe = true;
   private restartingTranscoder = false;
 
-  private readonly processedQueue: Array<ProcessedFrame> = [];
-  private processedDropped = 0;
-  private droppingOutputUntilIdr = false;
-  private outputLoopRunning = false;
-  private openSegment: OpenSegment | undefined;
-  private pendingSegmentEnds = 0;
-  private outputSegmentsDropped = 0;
-
-  private readonly counters = {
-    framesIn: 0,
-    framesSent: 0,
-    framesReturned: 0,
-    framesOut: 0,
-    inputFramesDropped: 0,
-    segmentsIn: 0,
-    segmentsOut: 0,
-    segmentsDropped: 0,
-    segmentsCorrupt: 0,
-    reconnects: 0,
-    ffmpegRestarts: 0,
-  };
-  private readonly inputRate = new RateMeter();
-  private readonly outputRate = new RateMeter();
-  private readonly latency = new PercentileWindow();
-  private readonly forwardHop = new PercentileWindow();
-  private readonly returnHop = new PercentileWindow();
-  /** When each input frame (by PTS) was complete in the input, for the forward-hop latency. */
-  private readonly inputFrameArrival = new Map<number, number>();
+  private readonly stats = new SessionStats();
   private ended: Promise<void>;
   private resolveEnded!: () => void;
   private stopping = false;
@@ -182,7 +129,6 @@ export class RelaySession extends EventEmitter {
     this.id = config.id;
     this.log = (options.logger ?? silentLogger).child({ session: config.id });
     this.prompts = normalisePrompts(config.prompts);
-    this.segmenter = new IdrSegmenter({ minSegmentDurationSec: config.segmentDurationSec });
     this.pacer = new FramePacer({
       capacity: config.queueCapacities.decodedFrames,
       send: (frame) => this.sendFrame(frame),
@@ -195,6 +141,20 @@ export class RelaySession extends EventEmitter {
     }); // Passthrough sends the input's own GOP: it is not the relay's to change.
     if (config.mode === "transcode") this.peerPace = new PeerPace();
     this.ended = new Promise((resolve) => (this.resolveEnded = resolve));
+    const host: SessionHost = {
+      config,
+      log: this.log,
+      stats: this.stats,
+      state: () => this.state,
+      isEnded: () => this.isEnded(),
+      isStopping: () => this.stopping,
+      setState: (state) => this.setState(state),
+      setError: (reason, message) => this.setError(reason, message),
+      emitStatus: () => this.emitStatus(),
+      fail: (reason, err) => this.fail(reason, err),
+      complete: () => this.finish("completed"),
+    };
+    this.returnPath = new ReturnPath(host, this.matcher);
   }
 
   /** Starts every stage; resolves once the pipeline is set up, not when ComfyStream is connected. */
@@ -214,14 +174,7 @@ export class RelaySession extends EventEmitter {
       } else {
         await this.startTranscoder();
       }
-      await this.startKeyframeRepair();
-      this.publisher = new TricklePublisher(this.config.outputUrl, {
-        contentType: "video/MP2T",
-        start: "next",
-        insecureTls: this.config.insecureTls,
-        logger: this.log,
-      });
-      await this.publisher.start();
+      await this.returnPath.start(() => this.resolveFfmpegOnce());
     } catch (err) {
       await this.fail("StartFailed", err);
       throw err;
@@ -291,80 +244,40 @@ export class RelaySession extends EventEmitter {
   status(): SessionStatus {
     const now = performance.now();
     const caps = this.config.queueCapacities;
-    const status: SessionStatus = {
-      id: this.id,
-      state: this.state,
-      webrtcState: this.webrtcState,
-      createdAt: this.createdAt.toISOString(),
-      inputUrl: this.config.inputUrl,
-      outputUrl: this.config.outputUrl,
-      comfystreamUrl: this.config.comfystreamUrl,
-      width: this.config.width,
-      height: this.config.height,
-      frameRate: this.config.frameRate,
-      mode: this.config.mode,
-      queues: {
-        decodedFrames: { size: this.pacer.size, capacity: caps.decodedFrames, dropped: this.pacer.dropped },
-        processedFrames: {
-          size: this.processedQueue.length,
-          capacity: caps.processedFrames,
-          dropped: this.processedDropped,
+    return buildSessionStatus(
+      this.stats,
+      {
+        id: this.id,
+        config: this.config,
+        state: this.state,
+        webrtcState: this.webrtcState,
+        createdAt: this.createdAt,
+        startedAt: this.startedAt,
+        endedAt: this.endedAt,
+        lastError: this.lastError,
+        lastPromptUpdate: this.lastPromptUpdate,
+        promptsGeneration: this.promptsGeneration,
+        queues: {
+          decodedFrames: { size: this.pacer.size, capacity: caps.decodedFrames, dropped: this.pacer.dropped },
+          ...this.returnPath.queues(),
         },
-        outputSegments: {
-          size: this.pendingSegmentEnds,
-          capacity: caps.outputSegments,
-          dropped: this.outputSegmentsDropped,
-        },
-      },
-      fps: { input: this.inputRate.rate(now), output: this.outputRate.rate(now) },
-      frames: {
-        in: this.counters.framesIn,
-        sent: this.counters.framesSent,
-        returned: this.counters.framesReturned,
-        out: this.counters.framesOut,
-        dropped:
-          this.counters.inputFramesDropped +
+        stageDroppedFrames:
           this.assembler.damagedFrames +
           this.pacer.dropped +
           this.peerWindow.peerLimitedDrops +
-          this.processedDropped +
-          (this.keyframeRepair?.framesLost ?? 0),
+          this.returnPath.droppedFrames,
         peerLimited: this.peerWindow.peerLimitedDrops,
+        peerWindow: {
+          capacity: this.peerWindow.capacity,
+          inFlight: this.matcher.inFlight(now),
+          transcoderGop:
+            this.config.mode !== "transcode" ? null : this.transcodeIntraOnly ? "intra-only" : "normal",
+          ...(this.transcodeIntraOnly && this.peerPace?.reason ? { reason: this.peerPace.reason } : {}),
+        },
+        outputKeyframes: this.returnPath.outputKeyframesStatus(),
       },
-      peerWindow: {
-        capacity: this.peerWindow.capacity,
-        inFlight: this.matcher.inFlight(now),
-        transcoderGop:
-          this.config.mode !== "transcode" ? null : this.transcodeIntraOnly ? "intra-only" : "normal",
-        ...(this.transcodeIntraOnly && this.peerPace?.reason ? { reason: this.peerPace.reason } : {}),
-      },
-      segments: {
-        in: this.counters.segmentsIn,
-        out: this.counters.segmentsOut,
-        dropped: this.counters.segmentsDropped,
-        corrupt: this.counters.segmentsCorrupt,
-      },
-      outputKeyframes: this.outputKeyframesStatus(),
-      latencyMs: {
-        p50: this.latency.percentile(50),
-        p95: this.latency.percentile(95),
-        samples: this.latency.size,
-      },
-      hopLatencyMs: {
-        forward: { p50: this.forwardHop.percentile(50), p95: this.forwardHop.percentile(95) },
-        return: { p50: this.returnHop.percentile(50), p95: this.returnHop.percentile(95) },
-      },
-      reconnects: this.counters.reconnects,
-      ffmpegRestarts: this.counters.ffmpegRestarts,
-      promptsGeneration: this.promptsGeneration,
-    };
-    if (this.config.controlUrl) status.controlUrl = this.config.controlUrl;
-    if (this.config.eventsUrl) status.eventsUrl = this.config.eventsUrl;
-    if (this.startedAt) status.startedAt = this.startedAt.toISOString();
-    if (this.endedAt) status.endedAt = this.endedAt.toISOString();
-    if (this.lastPromptUpdate) status.lastPromptUpdate = this.lastPromptUpdate;
-    if (this.lastError) status.lastError = this.lastError;
-    return status;
+      now,
+    );
   }
 
   // ---- input: trickle → demux (count, validate, PTS) → ffmpeg ------------------------------------
@@ -397,7 +310,7 @@ export class RelaySession extends EventEmitter {
    * decoded stream clean.
    */
   private async relayInputSegment(segment: SubscribedSegment): Promise<void> {
-    this.counters.segmentsIn++;
+    this.stats.counters.segmentsIn++;
     if (this.pendingIntraOnly !== undefined) await this.retuneTranscoder();
     let frames = 0;
     let firstPts: number | undefined;
@@ -407,13 +320,8 @@ export class RelaySession extends EventEmitter {
         if (au.pts !== undefined) {
           firstPts ??= au.pts;
           this.lastInputPts = au.pts;
-          this.inputFrameArrival.set(au.pts, performance.now());
-          if (this.inputFrameArrival.size > 1000) {
-            this.inputFrameArrival.delete(this.inputFrameArrival.keys().next().value!);
-          }
         }
-        this.counters.framesIn++;
-        this.inputRate.mark();
+        this.stats.noteInputFrame(au.pts);
         if (this.packetizer && !drop && !this.isEnded()) this.forwardAccessUnit(au);
       },
     });
@@ -451,7 +359,7 @@ export class RelaySession extends EventEmitter {
         for (const piece of held) await this.ffmpeg?.write(piece);
         return;
       }
-      this.counters.segmentsCorrupt++;
+      this.stats.counters.segmentsCorrupt++;
       this.log.warn(
         { seq: segment.seq, stats: demuxer.stats },
         "skipped an input segment with no video frames",
@@ -459,8 +367,8 @@ export class RelaySession extends EventEmitter {
       return;
     }
     if (drop) {
-      this.counters.segmentsDropped++;
-      this.counters.inputFramesDropped += frames;
+      this.stats.counters.segmentsDropped++;
+      this.stats.counters.inputFramesDropped += frames;
       this.log.debug({ seq: segment.seq, frames }, "dropped an input segment");
     }
   }
@@ -497,14 +405,14 @@ export class RelaySession extends EventEmitter {
     stats: TsDemuxer["stats"],
   ): void {
     if (dropped) {
-      this.counters.segmentsDropped++;
-      this.counters.inputFramesDropped += frames;
+      this.stats.counters.segmentsDropped++;
+      this.stats.counters.inputFramesDropped += frames;
     } else if (frames === 0) {
-      this.counters.segmentsCorrupt++;
+      this.stats.counters.segmentsCorrupt++;
       this.log.warn({ seq, stats }, "skipped an input segment with no video frames");
     } else if (stats.streamType !== H264_STREAM_TYPE) {
-      this.counters.segmentsCorrupt++;
-      this.counters.inputFramesDropped += frames;
+      this.stats.counters.segmentsCorrupt++;
+      this.stats.counters.inputFramesDropped += frames;
       this.setError(
         "UnsupportedInput",
         `passthrough needs H.264 input; this stream's video is stream type 0x${(stats.streamType ?? 0).toString(16)} (use transcode mode)`,
@@ -619,8 +527,8 @@ export class RelaySession extends EventEmitter {
       await this.fail("TranscoderFailed", new Error(`${detail} (restart budget exhausted)`));
       return;
     }
-    this.counters.ffmpegRestarts++;
-    this.log.warn({ restarts: this.counters.ffmpegRestarts }, "transcoder restarted");
+    this.stats.counters.ffmpegRestarts++;
+    this.log.warn({ restarts: this.stats.counters.ffmpegRestarts }, "transcoder restarted");
     this.emitStatus();
   }
 
@@ -661,7 +569,7 @@ export class RelaySession extends EventEmitter {
       this.waitForInputKeyframe = false;
     }
     // PTS plus a tiny per-frame jitter, so returned frames can be told apart (see FrameMatcher).
-    const rtpTs = (frame.pts + timestampJitter(this.counters.framesSent)) % RTP_WRAP;
+    const rtpTs = (frame.pts + timestampJitter(this.stats.counters.framesSent)) % RTP_WRAP;
     for (const packet of frame.packets) {
       setRtpTimestamp(packet, rtpTs);
       // Numbered here, not by ffmpeg: frames the relay drops must leave no gap, or the peer sees
@@ -670,14 +578,9 @@ export class RelaySession extends EventEmitter {
       this.forwardSequenceNumber = (this.forwardSequenceNumber + 1) & 0xffff;
       peer.sendRtp(packet);
     }
-    this.counters.framesSent++;
     const now = performance.now();
     this.matcher.recordSent({ rtpTimestamp: rtpTs, pts: frame.pts, sentAt: now });
-    const arrived = this.inputFrameArrival.get(frame.pts);
-    if (arrived !== undefined) {
-      this.forwardHop.add(now - arrived);
-      this.inputFrameArrival.delete(frame.pts);
-    }
+    this.stats.noteFrameSent(frame.pts, now);
   }
 
   // ---- WebRTC: connect, reconnect with backoff ----------------------------------------------------
@@ -696,10 +599,9 @@ export class RelaySession extends EventEmitter {
       await previous.close().catch(() => undefined);
     }
     this.matcher.reset();
-    this.depacketizer = new H264Depacketizer();
+    this.returnPath.resetStream();
     this.waitForInputKeyframe = true;
     this.peerWindow.reset();
-    this.keyframeRepair?.resetStream();
     this.setWebRtcState("connecting");
     if (this.state !== "degraded") this.setState("connecting");
     const offeredPrompts = this.prompts;
@@ -714,7 +616,7 @@ export class RelaySession extends EventEmitter {
       pliIntervalMs: Math.max(500, Math.round(this.config.segmentDurationSec * 1000)),
       logger: this.log,
     });
-    peer.on("rtp", (packet) => this.onReturnedRtp(packet));
+    peer.on("rtp", (packet) => this.returnPath.onReturnedRtp(packet));
     peer.on("state", (state: WebRtcConnectionState) => {
       if (this.peer !== peer) return;
       this.setWebRtcState(state);
@@ -767,161 +669,15 @@ export class RelaySession extends EventEmitter {
     this.log.warn({ delayMs: delay }, "reconnecting to ComfyStream");
     this.reconnectTimer = setTimeout(() => {
       this.reconnectTimer = undefined;
-      this.counters.reconnects++;
+      this.stats.counters.reconnects++;
       this.connectPeer();
     }, delay);
   }
 
-  // ---- return: RTP → access units → MPEG-TS segments → trickle output ----------------------------
-
-  private onReturnedRtp(packet: {
-    header: { timestamp: number; marker: boolean; sequenceNumber: number };
-    payload: Buffer;
-  }): void {
-    for (const au of this.depacketizer.push(packet)) {
-      this.counters.framesReturned++;
-      for (const matched of this.matcher.accept(au.rtpTimestamp, au)) {
-        if (matched.latencyMs !== undefined) this.latency.add(matched.latencyMs);
-        const frame = { annexB: matched.item.annexB, pts: matched.pts, keyframe: matched.item.keyframe };
-        if (!this.keyframeRepair) {
-          this.enqueueProcessed({ ...frame, returnedAt: performance.now() });
-          continue;
-        }
-        this.returnedAtByPts.set(frame.pts, performance.now());
-        if (this.returnedAtByPts.size > 600) {
-          this.returnedAtByPts.delete(this.returnedAtByPts.keys().next().value!);
-        }
-        this.keyframeRepair.push(frame);
-      }
-    }
-  }
-
-  /** Frames out of the keyframe repair stage (the peer's own, or re-encoded ones) go to the muxer. */
-  private onRepairedFrame(frame: ReturnedFrame): void {
-    const returnedAt = this.returnedAtByPts.get(frame.pts) ?? performance.now();
-    this.returnedAtByPts.delete(frame.pts);
-    this.enqueueProcessed({ ...frame, returnedAt });
-  } /** ffmpeg is found (and its version asked) once per session, for the transcoder and the repair stage. */
+  /** ffmpeg is found (and its version asked) once per session, for the transcoder and the repair stage. */
   private resolveFfmpegOnce(): ReturnType<typeof resolveFfmpeg> {
     this.ffmpegBinary ??= resolveFfmpeg({ logger: this.log });
     return this.ffmpegBinary;
-  }
-
-  private async startKeyframeRepair(): Promise<void> {
-    let ffmpegPath: string;
-    try {
-      ffmpegPath = (await this.resolveFfmpegOnce()).path;
-    } catch (err) {
-      this.log.warn(
-        { err: (err as Error).message },
-        "no ffmpeg: output IDRs come only from ComfyStream (segments cannot be cut if it sends none)",
-      );
-      return;
-    }
-    this.keyframeRepair = new KeyframeRepair({
-      segmentDurationSec: this.config.segmentDurationSec,
-      bitrateKbps: this.config.bitrateKbps,
-      ffmpegPath,
-      logger: this.log,
-      emit: (frame) => this.onRepairedFrame(frame),
-      onSourceChange: () => this.emitStatus(),
-    });
-  }
-
-  private outputKeyframesStatus(): SessionStatus["outputKeyframes"] {
-    const repair = this.keyframeRepair?.status();
-    return {
-      source: repair?.source ?? "peer",
-      ...(repair?.reason ? { reason: repair.reason } : {}),
-      reEncodedFrames: repair?.reEncodedFrames ?? 0,
-      idrIntervalSec: { ...this.outputIdrIntervalSec },
-    };
-  }
-
-  private noteOutputIdr(pts: number): void {
-    const previous = this.lastOutputIdrPts;
-    this.lastOutputIdrPts = pts;
-    if (previous === undefined) return;
-    const gap = ptsForwardDistance(previous, pts) / PTS_CLOCK_HZ;
-    if (gap > 3600) return; // a timestamp jump, not an interval
-    this.outputIdrIntervalSec.last = Math.round(gap * 1000) / 1000;
-    this.outputIdrIntervalSec.max = Math.max(
-      this.outputIdrIntervalSec.max ?? 0,
-      this.outputIdrIntervalSec.last,
-    );
-  }
-
-  private enqueueProcessed(frame: ProcessedFrame): void {
-    if (this.droppingOutputUntilIdr && !frame.keyframe) {
-      this.processedDropped++;
-      return;
-    }
-    this.droppingOutputUntilIdr = false;
-    if (
-      this.processedQueue.length >= this.config.queueCapacities.processedFrames ||
-      this.pendingSegmentEnds >= this.config.queueCapacities.outputSegments
-    ) {
-      // The output POST is stalled: drop up to the next IDR and start a fresh segment there.
-      this.processedDropped += this.processedQueue.length + 1;
-      this.processedQueue.length = 0;
-      this.droppingOutputUntilIdr = true;
-      this.closeOpenSegment();
-      return;
-    }
-    this.processedQueue.push(frame);
-    if (!this.outputLoopRunning) void this.runOutputLoop();
-  }
-
-  private async runOutputLoop(): Promise<void> {
-    this.outputLoopRunning = true;
-    try {
-      while (this.processedQueue.length > 0) {
-        const frame = this.processedQueue.shift()!;
-        await this.writeOutputFrame(frame);
-      }
-    } catch (err) {
-      if (!this.isEnded()) await this.fail("OutputFailed", err);
-    } finally {
-      this.outputLoopRunning = false;
-    }
-  }
-
-  private async writeOutputFrame(frame: ProcessedFrame): Promise<void> {
-    const publisher = this.publisher;
-    if (!publisher) return;
-    const cut = this.segmenter.shouldCut(frame.pts, frame.keyframe);
-    if (!this.openSegment && !cut) {
-      this.processedDropped++; // before the first IDR there is nothing a segment could start with
-      return;
-    }
-    if (cut) {
-      this.closeOpenSegment();
-      this.openSegment = { writer: await publisher.nextSegment(), startedAt: Date.now() };
-    }
-    const bytes = this.muxer.muxAccessUnit(
-      { annexB: frame.annexB, pts: frame.pts, keyframe: frame.keyframe },
-      cut,
-    );
-    await this.openSegment!.writer.write(bytes);
-    if (frame.keyframe) this.noteOutputIdr(frame.pts);
-    this.counters.framesOut++;
-    this.returnHop.add(performance.now() - frame.returnedAt);
-    this.outputRate.mark();
-  }
-
-  private closeOpenSegment(): void {
-    const segment = this.openSegment;
-    if (!segment) return;
-    this.openSegment = undefined;
-    this.pendingSegmentEnds++;
-    segment.writer
-      .end()
-      .then(() => this.counters.segmentsOut++)
-      .catch((err: unknown) => {
-        this.outputSegmentsDropped++;
-        this.log.warn({ err: (err as Error).message, seq: segment.writer.seq }, "output segment failed");
-      })
-      .finally(() => this.pendingSegmentEnds--);
   }
 
   // ---- control and events -------------------------------------------------------------------------
@@ -1022,7 +778,7 @@ export class RelaySession extends EventEmitter {
       await this.waitForDrain(Math.max(500, drainTimeoutMs - (Date.now() - drainStart)));
     }
     // The re-encoder (if it runs) still holds the last frames.
-    await this.keyframeRepair?.close(finalState === "completed" ? 1000 : 0);
+    await this.returnPath.closeRepair(finalState === "completed" ? 1000 : 0);
     this.pacer.stop();
     await this.ffmpeg?.stop().catch(() => undefined);
     this.rtpSocket?.close();
@@ -1031,14 +787,7 @@ export class RelaySession extends EventEmitter {
     await peer?.close().catch(() => undefined);
     this.setWebRtcState("closed");
 
-    while (this.outputLoopRunning) await new Promise((r) => setTimeout(r, 10));
-    this.closeOpenSegment();
-    const deadline = Date.now() + 5000;
-    while (this.pendingSegmentEnds > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-    // Ending the output channel tells downstream the stream is over (trickle-protocol.md §5.3).
-    await this.publisher?.close().catch((err: unknown) => {
-      this.log.warn({ err: (err as Error).message }, "closing the output channel failed");
-    });
+    await this.returnPath.close();
     if (this.eventsWriter) {
       // The last event already tells the final state, so a gateway sees the stream end cleanly.
       const finalStatus = { ...this.status(), state: finalState, endedAt: new Date().toISOString() };
@@ -1060,12 +809,12 @@ export class RelaySession extends EventEmitter {
     let quietSince = Date.now();
     while (Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, 100));
-      if (this.counters.framesReturned !== lastReturned) {
-        lastReturned = this.counters.framesReturned;
+      if (this.stats.counters.framesReturned !== lastReturned) {
+        lastReturned = this.stats.counters.framesReturned;
         quietSince = Date.now();
       }
-      const inFlight = this.pacer.size + this.processedQueue.length;
-      if (inFlight === 0 && this.counters.framesReturned >= this.counters.framesSent) return;
+      const inFlight = this.pacer.size + this.returnPath.queued;
+      if (inFlight === 0 && this.stats.counters.framesReturned >= this.stats.counters.framesSent) return;
       if (inFlight === 0 && Date.now() - quietSince > 1000) return;
     }
   }
