@@ -17,7 +17,6 @@ import {
   rtpTimestampToPts,
   type FfmpegExit,
 } from "../media/ffmpeg.js";
-import { ComfyStreamPeer } from "../webrtc/comfystream-peer.js";
 import { buildStatusEvent } from "./status-events.js";
 import { FramePacer, type PacedFrame } from "./pacer.js";
 import { PeerWindow } from "./peer-window.js";
@@ -28,8 +27,9 @@ import { forwardEncoderSettings } from "./config.js";
 import { buildSessionStatus, SessionStats } from "./session-stats.js";
 import type { SessionHost } from "./session-host.js";
 import { ReturnPath, type SentFrame } from "./return-path.js";
+import { PeerLink } from "./peer-link.js";
 import { normalisePrompts, promptsFromControlMessage } from "./prompts.js";
-import type { RelaySessionConfig, SessionState, SessionStatus, WebRtcConnectionState } from "./types.js";
+import type { RelaySessionConfig, SessionState, SessionStatus } from "./types.js";
 
 export interface RelaySessionOptions {
   logger?: Logger;
@@ -71,14 +71,10 @@ export class RelaySession extends EventEmitter {
   readonly id: string;
   private readonly log: Logger;
   private state: SessionState = "starting";
-  private webrtcState: WebRtcConnectionState = "new";
   private readonly createdAt = new Date();
   private startedAt: Date | undefined;
   private endedAt: Date | undefined;
   private lastError: SessionStatus["lastError"];
-  private lastPromptUpdate: SessionStatus["lastPromptUpdate"];
-  private prompts: unknown[];
-  private promptsGeneration = 0;
 
   private subscriber: TrickleSubscriber | undefined;
   private controlReader: TrickleControlReader | undefined;
@@ -98,15 +94,12 @@ export class RelaySession extends EventEmitter {
   private packetizer: H264Packetizer | undefined;
   private rtpSocket: Socket | undefined;
   private lastTranscoderLossWarning = -Infinity;
-  private peer: ComfyStreamPeer | undefined;
-  private connecting: Promise<void> | undefined;
-  private reconnectTimer: NodeJS.Timeout | undefined;
-  private consecutiveConnectFailures = 0;
 
   private readonly pacer: FramePacer;
   private readonly assembler: RtpFrameAssembler;
   private readonly matcher = new FrameMatcher<SentFrame>();
   private readonly returnPath: ReturnPath;
+  private readonly link: PeerLink;
   private readonly peerWindow: PeerWindow;
   private forwardSequenceNumber = randomInt(0, 0x10000);
   /** ffmpeg's RTP timestamps are its own; this maps them back onto input PTS (calibrated per ffmpeg run). */
@@ -128,7 +121,6 @@ export class RelaySession extends EventEmitter {
     super();
     this.id = config.id;
     this.log = (options.logger ?? silentLogger).child({ session: config.id });
-    this.prompts = normalisePrompts(config.prompts);
     this.pacer = new FramePacer({
       capacity: config.queueCapacities.decodedFrames,
       send: (frame) => this.sendFrame(frame),
@@ -155,6 +147,22 @@ export class RelaySession extends EventEmitter {
       complete: () => this.finish("completed"),
     };
     this.returnPath = new ReturnPath(host, this.matcher);
+    this.link = new PeerLink(
+      host,
+      options,
+      {
+        onNewStream: () => {
+          this.matcher.reset();
+          this.returnPath.resetStream();
+          this.waitForInputKeyframe = true;
+          this.peerWindow.reset();
+        },
+        onRtp: (packet) => this.returnPath.onReturnedRtp(packet),
+        onLost: () => this.pacer.clear(),
+        onPromptsApplied: (prompts) => this.emit("prompts-applied", prompts),
+      },
+      normalisePrompts(config.prompts),
+    );
   }
 
   /** Starts every stage; resolves once the pipeline is set up, not when ComfyStream is connected. */
@@ -193,7 +201,7 @@ export class RelaySession extends EventEmitter {
       this.paceTimer = setInterval(() => this.samplePeerPace(), 1000);
       this.paceTimer.unref();
     }
-    this.connectPeer();
+    this.link.connect();
   }
 
   /** Resolves when the session has ended (completed, stopped or failed). */
@@ -208,37 +216,7 @@ export class RelaySession extends EventEmitter {
   }
 
   async updatePrompts(input: unknown): Promise<{ ok: boolean; reply?: unknown; error?: string }> {
-    let prompts: unknown[];
-    try {
-      prompts = normalisePrompts(input);
-    } catch (err) {
-      return { ok: false, error: (err as Error).message };
-    }
-    this.prompts = prompts;
-    const at = new Date().toISOString();
-    const peer = this.peer;
-    if (!peer || this.webrtcState !== "connected") {
-      // Not lost: the next /offer carries the newest prompts.
-      this.lastPromptUpdate = { at, ok: true, reply: "queued until ComfyStream is connected" };
-      return { ok: true, reply: this.lastPromptUpdate.reply };
-    }
-    try {
-      const reply = await peer.updatePrompts(prompts);
-      const ok = reply.success !== false;
-      if (ok) {
-        this.promptsGeneration++;
-        this.setAppliedPrompts(prompts);
-      }
-      this.lastPromptUpdate = { at, ok, reply };
-      this.log.info({ reply }, "prompts updated");
-      this.emitStatus();
-      return ok ? { ok, reply } : { ok, reply, error: "ComfyStream rejected the prompts" };
-    } catch (err) {
-      const error = (err as Error).message;
-      this.lastPromptUpdate = { at, ok: false, error };
-      this.log.warn({ err: error }, "prompt update failed");
-      return { ok: false, error };
-    }
+    return this.link.updatePrompts(input);
   }
 
   status(): SessionStatus {
@@ -250,13 +228,13 @@ export class RelaySession extends EventEmitter {
         id: this.id,
         config: this.config,
         state: this.state,
-        webrtcState: this.webrtcState,
+        webrtcState: this.link.state,
         createdAt: this.createdAt,
         startedAt: this.startedAt,
         endedAt: this.endedAt,
         lastError: this.lastError,
-        lastPromptUpdate: this.lastPromptUpdate,
-        promptsGeneration: this.promptsGeneration,
+        lastPromptUpdate: this.link.lastPromptUpdate,
+        promptsGeneration: this.link.promptsGeneration,
         queues: {
           decodedFrames: { size: this.pacer.size, capacity: caps.decodedFrames, dropped: this.pacer.dropped },
           ...this.returnPath.queues(),
@@ -373,7 +351,7 @@ export class RelaySession extends EventEmitter {
     }
   }
   private shouldDropInputSegment(): boolean {
-    if (this.webrtcState !== "connected") return true;
+    if (this.link.state !== "connected") return true;
     const transcoderReady = this.ffmpeg?.running === true && !this.restartingTranscoder;
     if (!this.packetizer && !transcoderReady) return true;
     // Behind: more frames waiting to go out than the queue holds.
@@ -471,7 +449,7 @@ export class RelaySession extends EventEmitter {
   } /** Once a second: should the transcoder switch between its normal GOP and intra-only (PeerPace)? */
   private samplePeerPace(): void {
     const pace = this.peerPace;
-    if (!pace || this.webrtcState !== "connected") return;
+    if (!pace || this.link.state !== "connected") return;
     const advice = pace.sample({ now: performance.now(), windowPressure: this.peerWindow.peerLimitedDrops });
     if (advice === undefined) return;
     this.pendingIntraOnly = advice;
@@ -556,14 +534,14 @@ export class RelaySession extends EventEmitter {
 
   /** The peer window's say on a due frame (see PeerWindow); frames sendFrame would discard pass. */
   private admitToPeer(frame: PacedFrame, lateMs: number): "send" | "hold" | "drop" {
-    if (!this.peer || this.webrtcState !== "connected" || this.waitForInputKeyframe) return "send";
+    if (!this.link.connectedPeer || this.waitForInputKeyframe) return "send";
     // From the first frame: a burst while the peer is starting is a debt it never repays (see PeerWindow).
     return this.peerWindow.decide(frame, this.matcher.inFlight(), lateMs);
   }
 
   private sendFrame(frame: PacedFrame): void {
-    const peer = this.peer;
-    if (!peer || this.webrtcState !== "connected") return;
+    const peer = this.link.connectedPeer;
+    if (!peer) return;
     if (this.waitForInputKeyframe) {
       if (!frame.keyframe) return;
       this.waitForInputKeyframe = false;
@@ -581,97 +559,6 @@ export class RelaySession extends EventEmitter {
     const now = performance.now();
     this.matcher.recordSent({ rtpTimestamp: rtpTs, pts: frame.pts, sentAt: now });
     this.stats.noteFrameSent(frame.pts, now);
-  }
-
-  // ---- WebRTC: connect, reconnect with backoff ----------------------------------------------------
-
-  private connectPeer(): void {
-    if (this.isEnded() || this.connecting) return;
-    this.connecting = this.runConnect().finally(() => (this.connecting = undefined));
-  }
-
-  private async runConnect(): Promise<void> {
-    const previous = this.peer;
-    this.peer = undefined;
-    if (previous) {
-      // ComfyStream serves one peer: the stale one must be gone before the next /offer.
-      previous.removeAllListeners();
-      await previous.close().catch(() => undefined);
-    }
-    this.matcher.reset();
-    this.returnPath.resetStream();
-    this.waitForInputKeyframe = true;
-    this.peerWindow.reset();
-    this.setWebRtcState("connecting");
-    if (this.state !== "degraded") this.setState("connecting");
-    const offeredPrompts = this.prompts;
-    const peer = new ComfyStreamPeer({
-      comfystreamUrl: this.config.comfystreamUrl,
-      prompts: offeredPrompts,
-      ...(this.options.offerTimeoutMs ? { offerTimeoutMs: this.options.offerTimeoutMs } : {}),
-      width: this.config.width,
-      height: this.config.height,
-      iceAddresses: this.config.iceAddresses,
-      // A PLI every segment duration, so that a peer that answers them gives every segment an IDR.
-      pliIntervalMs: Math.max(500, Math.round(this.config.segmentDurationSec * 1000)),
-      logger: this.log,
-    });
-    peer.on("rtp", (packet) => this.returnPath.onReturnedRtp(packet));
-    peer.on("state", (state: WebRtcConnectionState) => {
-      if (this.peer !== peer) return;
-      this.setWebRtcState(state);
-      if (state === "failed" || state === "disconnected" || state === "closed") this.onPeerLost(state);
-    });
-    this.peer = peer;
-    try {
-      await peer.connect();
-      if (this.isEnded() || this.peer !== peer) {
-        await peer.close();
-        return;
-      }
-      this.consecutiveConnectFailures = 0;
-      this.promptsGeneration = Math.max(this.promptsGeneration, 1);
-      this.setWebRtcState("connected");
-      this.setState("running");
-      this.log.info("connected to ComfyStream");
-      this.setAppliedPrompts(offeredPrompts);
-      // Prompts that changed while the offer was in flight are not in it: send them now.
-      if (this.prompts !== offeredPrompts) void this.updatePrompts(this.prompts);
-    } catch (err) {
-      if (this.isEnded()) return;
-      this.consecutiveConnectFailures++;
-      this.setError("ComfyStreamConnectFailed", (err as Error).message);
-      this.setWebRtcState("failed");
-      const budget = this.options.reconnectBudget ?? 10;
-      if (this.consecutiveConnectFailures >= budget) {
-        await this.fail(
-          "ComfyStreamUnavailable",
-          new Error(`gave up after ${budget} failed connects to ComfyStream: ${(err as Error).message}`),
-        );
-        return;
-      }
-      this.scheduleReconnect();
-    }
-  }
-
-  private onPeerLost(state: WebRtcConnectionState): void {
-    if (this.isEnded() || this.stopping) return;
-    this.setError("ComfyStreamDisconnected", `WebRTC connection ${state}`);
-    this.pacer.clear();
-    this.scheduleReconnect();
-  }
-
-  private scheduleReconnect(): void {
-    if (this.reconnectTimer || this.isEnded()) return;
-    const [min, max] = this.options.reconnectBackoffMs ?? [500, 30_000];
-    const delay = Math.min(max, min * 2 ** Math.max(0, this.consecutiveConnectFailures - 1));
-    this.setState("degraded");
-    this.log.warn({ delayMs: delay }, "reconnecting to ComfyStream");
-    this.reconnectTimer = setTimeout(() => {
-      this.reconnectTimer = undefined;
-      this.stats.counters.reconnects++;
-      this.connectPeer();
-    }, delay);
   }
 
   /** ffmpeg is found (and its version asked) once per session, for the transcoder and the repair stage. */
@@ -710,7 +597,7 @@ export class RelaySession extends EventEmitter {
     });
     const startTimeMs = this.createdAt.getTime();
     const send = () => {
-      const event = buildStatusEvent(this.status(), { startTimeMs, lastParams: this.prompts });
+      const event = buildStatusEvent(this.status(), { startTimeMs, lastParams: this.link.currentPrompts });
       this.eventsWriter?.write(event, "ai_stream_status").catch((err: unknown) => {
         this.log.debug({ err: (err as Error).message }, "status event not delivered");
       });
@@ -731,20 +618,10 @@ export class RelaySession extends EventEmitter {
     this.emitStatus();
   }
 
-  private setWebRtcState(state: WebRtcConnectionState): void {
-    if (this.webrtcState === state) return;
-    this.webrtcState = state;
-    this.emitStatus();
-  }
-
   private setError(reason: string, message: string): void {
     this.lastError = { at: new Date().toISOString(), reason, message };
     this.log.warn({ reason, message }, "relay session error");
     this.emitStatus();
-  }
-
-  private setAppliedPrompts(prompts: unknown[]): void {
-    this.emit("prompts-applied", prompts);
   }
 
   private emitStatus(): void {
@@ -759,7 +636,7 @@ export class RelaySession extends EventEmitter {
   private async finish(finalState: "completed" | "stopped" | "failed"): Promise<void> {
     if (this.stopping) return this.ended;
     this.stopping = true;
-    if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    this.link.cancelReconnect();
     if (this.eventsTimer) clearInterval(this.eventsTimer);
     if (this.paceTimer) clearInterval(this.paceTimer);
     this.subscriber?.close();
@@ -782,10 +659,7 @@ export class RelaySession extends EventEmitter {
     this.pacer.stop();
     await this.ffmpeg?.stop().catch(() => undefined);
     this.rtpSocket?.close();
-    const peer = this.peer;
-    this.peer = undefined;
-    await peer?.close().catch(() => undefined);
-    this.setWebRtcState("closed");
+    await this.link.close();
 
     await this.returnPath.close();
     if (this.eventsWriter) {
