@@ -23,7 +23,8 @@ import type { SessionStatus } from "./types.js";
 
 const RTP_WRAP = 0x1_0000_0000;
 const H264_STREAM_TYPE = 0x1b;
-/** * How late a frame may get waiting for room in the peer window with a normal GOP, where a drop costs
+/**
+ * How late a frame may get waiting for room in the peer window with a normal GOP, where a drop costs
  * the rest of the GOP: long enough to ride out a peer's hiccup (200 ms was not, for the aiortc
  * stand-in on a busy machine), short against the latency a slow peer builds up before intra-only.
  */
@@ -64,7 +65,8 @@ export class ForwardPath {
     this.peerWindow = new PeerWindow({
       capacity: config.peerWindowFrames,
       maxHoldMs: DEFAULT_WINDOW_HOLD_MS,
-    }); // Passthrough sends the input's own GOP: it is not the relay's to change.
+    });
+    // Passthrough sends the input's own GOP: it is not the relay's to change.
     if (config.mode === "transcode") this.peerPace = new PeerPace();
   }
 
