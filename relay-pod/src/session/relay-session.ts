@@ -1,39 +1,16 @@
 import { EventEmitter } from "node:events";
-import { createSocket, type Socket } from "node:dgram";
-import type { AddressInfo } from "node:net";
 import { silentLogger, type Logger } from "../common/log.js";
-import { TrickleSubscriber, type SubscribedSegment } from "../trickle/subscriber.js";
-import { TricklePublisher, type SegmentWriter } from "../trickle/publisher.js";
+import { resolveFfmpeg } from "../media/ffmpeg.js";
 import { TrickleControlReader, TrickleEventsWriter } from "../trickle/json-channels.js";
-import { randomInt } from "node:crypto";
-import { H264Packetizer } from "werift";
-import { TsDemuxer, type VideoAccessUnit } from "../media/ts-demux.js";
-import { TsMuxer } from "../media/ts-mux.js";
-import { IdrSegmenter } from "../media/segmenter.js";
-import {
-  FfmpegProcess,
-  forwardTranscodeArgs,
-  isRtcpPacket,
-  parseRtcpSenderReport,
-  resolveFfmpeg,
-  rtpBaseFromSenderReport,
-  rtpTimestampToPts,
-  type FfmpegExit,
-} from "../media/ffmpeg.js";
-import { KeyframeRepair, type ReturnedFrame } from "../media/keyframe-repair.js";
-import { ptsForwardDistance, PTS_CLOCK_HZ } from "../media/ts-packet.js";
-import { ComfyStreamPeer } from "../webrtc/comfystream-peer.js";
-import { H264Depacketizer } from "../webrtc/h264-depacketizer.js";
-import { buildStatusEvent } from "./status-events.js";
-import { FramePacer, type PacedFrame } from "./pacer.js";
-import { PeerWindow } from "./peer-window.js";
-import { PeerPace } from "./peer-pace.js";
-import { RtpFrameAssembler, setRtpSequenceNumber, setRtpTimestamp, type RtpFrame } from "./rtp-frames.js";
-import { FrameMatcher, timestampJitter } from "./frame-matcher.js";
-import { forwardEncoderSettings } from "./config.js";
-import { PercentileWindow, RateMeter } from "./stats.js";
+import { FrameMatcher } from "./frame-matcher.js";
+import { ForwardPath } from "./forward-path.js";
+import { PeerLink } from "./peer-link.js";
 import { normalisePrompts, promptsFromControlMessage } from "./prompts.js";
-import type { RelaySessionConfig, SessionState, SessionStatus, WebRtcConnectionState } from "./types.js";
+import { ReturnPath, type SentFrame } from "./return-path.js";
+import type { SessionHost } from "./session-host.js";
+import { buildSessionStatus, SessionStats } from "./session-stats.js";
+import { buildStatusEvent } from "./status-events.js";
+import type { RelaySessionConfig, SessionState, SessionStatus } from "./types.js";
 
 export interface RelaySessionOptions {
   logger?: Logger;
@@ -49,127 +26,37 @@ export interface RelaySessionOptions {
   offerTimeoutMs?: number;
 }
 
-interface ProcessedFrame {
-  annexB: Buffer;
-  pts: number;
-  keyframe: boolean;
-  returnedAt: number;
-}
-
-interface OpenSegment {
-  writer: SegmentWriter;
-  startedAt: number;
-}
-
-const RTP_WRAP = 0x1_0000_0000;
-const H264_STREAM_TYPE = 0x1b;
-/** Intra-only frames get this many times the session's bitrate (the same picture needs more bits). */
-const INTRA_BITRATE_FACTOR = 2;
-/** * How late a frame may get waiting for room in the peer window with a normal GOP, where a drop costs
- * the rest of the GOP: long enough to ride out a peer's hiccup (200 ms was not, for the aiortc
- * stand-in on a busy machine), short against the latency a slow peer builds up before intra-only.
- */
-const DEFAULT_WINDOW_HOLD_MS = 500;
-/** The same while intra-only, where a drop costs only the frame itself. */
-const INTRA_WINDOW_HOLD_MS = 100;
-/** How long a session waits for an input channel that does not exist yet before it ends. */
-const INPUT_CHANNEL_WAIT_MS = 30_000;
-/** Receive buffer asked for on ffmpeg's RTP socket (Linux reports double what it grants). */
-const RTP_RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024;
-
 /**
  * One relay session: trickle input → ffmpeg (transcode, RTP) → pacer → WebRTC to ComfyStream →
  * returned RTP → depacketize → MPEG-TS mux → trickle output; plus prompt updates from the control
  * channel and status events (DESIGN.md §3). Events: "status" (state or WebRTC state changed), "end",
  * "prompts-applied" (prompts: unknown[]) — ComfyStream runs these now (offer answered or update accepted).
+ *
+ * This class is the start/stop state machine and the wiring; the stages are their own files:
+ * ForwardPath (forward-path.ts, with its Transcoder in forward-transcoder.ts), PeerLink
+ * (peer-link.ts), ReturnPath (return-path.ts), and SessionStats (session-stats.ts) for the counters
+ * and the status snapshot. They reach the session only through SessionHost (session-host.ts).
  */
 export class RelaySession extends EventEmitter {
   readonly id: string;
   private readonly log: Logger;
   private state: SessionState = "starting";
-  private webrtcState: WebRtcConnectionState = "new";
   private readonly createdAt = new Date();
   private startedAt: Date | undefined;
   private endedAt: Date | undefined;
   private lastError: SessionStatus["lastError"];
-  private lastPromptUpdate: SessionStatus["lastPromptUpdate"];
-  private prompts: unknown[];
-  private promptsGeneration = 0;
 
-  private subscriber: TrickleSubscriber | undefined;
-  private publisher: TricklePublisher | undefined;
   private controlReader: TrickleControlReader | undefined;
   private eventsWriter: TrickleEventsWriter | undefined;
   private eventsTimer: NodeJS.Timeout | undefined;
-  private ffmpeg: FfmpegProcess | undefined;
-  private transcoderRtpPort = 0;
-  private ffmpegBinary:
-    | ReturnType<typeof resolveFfmpeg>
-    | undefined; /** Whether the transcoder encodes every frame as a keyframe now (while ComfyStream is slower). */
-  private transcodeIntraOnly = false;
-  private readonly peerPace: PeerPace | undefined;
-  private paceTimer: NodeJS.Timeout | undefined;
-  private pendingIntraOnly: boolean | undefined;
-  private retuningTranscoder = false;
-  /** Set in passthrough mode, where input access units go to WebRTC without ffmpeg. */
-  private packetizer: H264Packetizer | undefined;
-  private rtpSocket: Socket | undefined;
-  private lastTranscoderLossWarning = -Infinity;
-  private peer: ComfyStreamPeer | undefined;
-  private connecting: Promise<void> | undefined;
-  private reconnectTimer: NodeJS.Timeout | undefined;
-  private consecutiveConnectFailures = 0;
+  private ffmpegBinary: ReturnType<typeof resolveFfmpeg> | undefined;
 
-  private readonly pacer: FramePacer;
-  private readonly assembler: RtpFrameAssembler;
-  private readonly matcher = new FrameMatcher<{ annexB: Buffer; keyframe: boolean }>();
-  private depacketizer = new H264Depacketizer();
-  private readonly peerWindow: PeerWindow;
-  private forwardSequenceNumber = randomInt(0, 0x10000);
-  /** Set once start() found ffmpeg; without it the peer's own IDRs are all the output gets. */
-  private keyframeRepair: KeyframeRepair | undefined;
-  /** When each returned frame (by PTS) came back, for the return-hop latency across the repair stage. */
-  private readonly returnedAtByPts = new Map<number, number>();
-  private lastOutputIdrPts: number | undefined;
-  private readonly outputIdrIntervalSec = { last: null as number | null, max: null as number | null };
-  private readonly segmenter: IdrSegmenter;
-  private readonly muxer = new TsMuxer();
-
-  /** ffmpeg's RTP timestamps are its own; this maps them back onto input PTS (calibrated per ffmpeg run). */
-  private ffmpegTimestampBase: number | undefined;
-  private firstPtsIntoFfmpeg: number | undefined;
-  private lastInputPts: number | undefined;
-  private waitForInputKeyframe = true;
-  private restartingTranscoder = false;
-
-  private readonly processedQueue: Array<ProcessedFrame> = [];
-  private processedDropped = 0;
-  private droppingOutputUntilIdr = false;
-  private outputLoopRunning = false;
-  private openSegment: OpenSegment | undefined;
-  private pendingSegmentEnds = 0;
-  private outputSegmentsDropped = 0;
-
-  private readonly counters = {
-    framesIn: 0,
-    framesSent: 0,
-    framesReturned: 0,
-    framesOut: 0,
-    inputFramesDropped: 0,
-    segmentsIn: 0,
-    segmentsOut: 0,
-    segmentsDropped: 0,
-    segmentsCorrupt: 0,
-    reconnects: 0,
-    ffmpegRestarts: 0,
-  };
-  private readonly inputRate = new RateMeter();
-  private readonly outputRate = new RateMeter();
-  private readonly latency = new PercentileWindow();
-  private readonly forwardHop = new PercentileWindow();
-  private readonly returnHop = new PercentileWindow();
-  /** When each input frame (by PTS) was complete in the input, for the forward-hop latency. */
-  private readonly inputFrameArrival = new Map<number, number>();
+  private readonly stats = new SessionStats();
+  /** Where the two paths meet: frames sent, matched to frames returned (PTS, latency, in flight). */
+  private readonly matcher = new FrameMatcher<SentFrame>();
+  private readonly forward: ForwardPath;
+  private readonly link: PeerLink;
+  private readonly returnPath: ReturnPath;
   private ended: Promise<void>;
   private resolveEnded!: () => void;
   private stopping = false;
@@ -181,20 +68,38 @@ export class RelaySession extends EventEmitter {
     super();
     this.id = config.id;
     this.log = (options.logger ?? silentLogger).child({ session: config.id });
-    this.prompts = normalisePrompts(config.prompts);
-    this.segmenter = new IdrSegmenter({ minSegmentDurationSec: config.segmentDurationSec });
-    this.pacer = new FramePacer({
-      capacity: config.queueCapacities.decodedFrames,
-      send: (frame) => this.sendFrame(frame),
-      admit: (frame, lateMs) => this.admitToPeer(frame, lateMs),
-    });
-    this.assembler = new RtpFrameAssembler((frame) => this.onTranscodedFrame(frame));
-    this.peerWindow = new PeerWindow({
-      capacity: config.peerWindowFrames,
-      maxHoldMs: DEFAULT_WINDOW_HOLD_MS,
-    }); // Passthrough sends the input's own GOP: it is not the relay's to change.
-    if (config.mode === "transcode") this.peerPace = new PeerPace();
+    const prompts = normalisePrompts(config.prompts);
     this.ended = new Promise((resolve) => (this.resolveEnded = resolve));
+    const host: SessionHost = {
+      config,
+      log: this.log,
+      stats: this.stats,
+      state: () => this.state,
+      isEnded: () => this.isEnded(),
+      isStopping: () => this.stopping,
+      setState: (state) => this.setState(state),
+      setError: (reason, message) => this.setError(reason, message),
+      emitStatus: () => this.emitStatus(),
+      fail: (reason, err) => this.fail(reason, err),
+      complete: () => this.finish("completed"),
+    };
+    this.returnPath = new ReturnPath(host, this.matcher);
+    this.link = new PeerLink(
+      host,
+      options,
+      {
+        onNewStream: () => {
+          this.matcher.reset();
+          this.returnPath.resetStream();
+          this.forward.resetStream();
+        },
+        onRtp: (packet) => this.returnPath.onReturnedRtp(packet),
+        onLost: () => this.forward.clearQueue(),
+        onPromptsApplied: (applied) => this.emit("prompts-applied", applied),
+      },
+      prompts,
+    );
+    this.forward = new ForwardPath(host, this.matcher, this.link);
   }
 
   /** Starts every stage; resolves once the pipeline is set up, not when ComfyStream is connected. */
@@ -205,42 +110,17 @@ export class RelaySession extends EventEmitter {
       "starting relay session",
     );
     try {
-      if (this.config.mode === "passthrough") {
-        this.packetizer = new H264Packetizer({
-          payloadType: 96,
-          ssrc: randomInt(1, 2 ** 31),
-          inputFormat: "annexb",
-        });
-      } else {
-        await this.startTranscoder();
-      }
-      await this.startKeyframeRepair();
-      this.publisher = new TricklePublisher(this.config.outputUrl, {
-        contentType: "video/MP2T",
-        start: "next",
-        insecureTls: this.config.insecureTls,
-        logger: this.log,
-      });
-      await this.publisher.start();
+      await this.forward.prepare(() => this.resolveFfmpegOnce());
+      await this.returnPath.start(() => this.resolveFfmpegOnce());
     } catch (err) {
       await this.fail("StartFailed", err);
       throw err;
     }
-    this.subscriber = new TrickleSubscriber(this.config.inputUrl, {
-      startSeq: -2,
-      // A session may be started a moment before its input's publisher creates the channel.
-      waitForChannelMs: INPUT_CHANNEL_WAIT_MS,
-      insecureTls: this.config.insecureTls,
-      logger: this.log,
-    });
-    void this.readInput();
+    this.forward.startInput();
     if (this.config.controlUrl) void this.readControl(this.config.controlUrl);
     if (this.config.eventsUrl) this.startEvents(this.config.eventsUrl);
-    if (this.peerPace) {
-      this.paceTimer = setInterval(() => this.samplePeerPace(), 1000);
-      this.paceTimer.unref();
-    }
-    this.connectPeer();
+    this.forward.startPaceSampling();
+    this.link.connect();
   }
 
   /** Resolves when the session has ended (completed, stopped or failed). */
@@ -255,673 +135,38 @@ export class RelaySession extends EventEmitter {
   }
 
   async updatePrompts(input: unknown): Promise<{ ok: boolean; reply?: unknown; error?: string }> {
-    let prompts: unknown[];
-    try {
-      prompts = normalisePrompts(input);
-    } catch (err) {
-      return { ok: false, error: (err as Error).message };
-    }
-    this.prompts = prompts;
-    const at = new Date().toISOString();
-    const peer = this.peer;
-    if (!peer || this.webrtcState !== "connected") {
-      // Not lost: the next /offer carries the newest prompts.
-      this.lastPromptUpdate = { at, ok: true, reply: "queued until ComfyStream is connected" };
-      return { ok: true, reply: this.lastPromptUpdate.reply };
-    }
-    try {
-      const reply = await peer.updatePrompts(prompts);
-      const ok = reply.success !== false;
-      if (ok) {
-        this.promptsGeneration++;
-        this.setAppliedPrompts(prompts);
-      }
-      this.lastPromptUpdate = { at, ok, reply };
-      this.log.info({ reply }, "prompts updated");
-      this.emitStatus();
-      return ok ? { ok, reply } : { ok, reply, error: "ComfyStream rejected the prompts" };
-    } catch (err) {
-      const error = (err as Error).message;
-      this.lastPromptUpdate = { at, ok: false, error };
-      this.log.warn({ err: error }, "prompt update failed");
-      return { ok: false, error };
-    }
+    return this.link.updatePrompts(input);
   }
 
   status(): SessionStatus {
     const now = performance.now();
-    const caps = this.config.queueCapacities;
-    const status: SessionStatus = {
-      id: this.id,
-      state: this.state,
-      webrtcState: this.webrtcState,
-      createdAt: this.createdAt.toISOString(),
-      inputUrl: this.config.inputUrl,
-      outputUrl: this.config.outputUrl,
-      comfystreamUrl: this.config.comfystreamUrl,
-      width: this.config.width,
-      height: this.config.height,
-      frameRate: this.config.frameRate,
-      mode: this.config.mode,
-      queues: {
-        decodedFrames: { size: this.pacer.size, capacity: caps.decodedFrames, dropped: this.pacer.dropped },
-        processedFrames: {
-          size: this.processedQueue.length,
-          capacity: caps.processedFrames,
-          dropped: this.processedDropped,
-        },
-        outputSegments: {
-          size: this.pendingSegmentEnds,
-          capacity: caps.outputSegments,
-          dropped: this.outputSegmentsDropped,
-        },
+    return buildSessionStatus(
+      this.stats,
+      {
+        id: this.id,
+        config: this.config,
+        state: this.state,
+        webrtcState: this.link.state,
+        createdAt: this.createdAt,
+        startedAt: this.startedAt,
+        endedAt: this.endedAt,
+        lastError: this.lastError,
+        lastPromptUpdate: this.link.lastPromptUpdate,
+        promptsGeneration: this.link.promptsGeneration,
+        queues: { ...this.forward.queues(), ...this.returnPath.queues() },
+        stageDroppedFrames: this.forward.droppedFrames + this.returnPath.droppedFrames,
+        peerLimited: this.forward.peerLimitedDrops,
+        peerWindow: this.forward.peerWindowStatus(now),
+        outputKeyframes: this.returnPath.outputKeyframesStatus(),
       },
-      fps: { input: this.inputRate.rate(now), output: this.outputRate.rate(now) },
-      frames: {
-        in: this.counters.framesIn,
-        sent: this.counters.framesSent,
-        returned: this.counters.framesReturned,
-        out: this.counters.framesOut,
-        dropped:
-          this.counters.inputFramesDropped +
-          this.assembler.damagedFrames +
-          this.pacer.dropped +
-          this.peerWindow.peerLimitedDrops +
-          this.processedDropped +
-          (this.keyframeRepair?.framesLost ?? 0),
-        peerLimited: this.peerWindow.peerLimitedDrops,
-      },
-      peerWindow: {
-        capacity: this.peerWindow.capacity,
-        inFlight: this.matcher.inFlight(now),
-        transcoderGop:
-          this.config.mode !== "transcode" ? null : this.transcodeIntraOnly ? "intra-only" : "normal",
-        ...(this.transcodeIntraOnly && this.peerPace?.reason ? { reason: this.peerPace.reason } : {}),
-      },
-      segments: {
-        in: this.counters.segmentsIn,
-        out: this.counters.segmentsOut,
-        dropped: this.counters.segmentsDropped,
-        corrupt: this.counters.segmentsCorrupt,
-      },
-      outputKeyframes: this.outputKeyframesStatus(),
-      latencyMs: {
-        p50: this.latency.percentile(50),
-        p95: this.latency.percentile(95),
-        samples: this.latency.size,
-      },
-      hopLatencyMs: {
-        forward: { p50: this.forwardHop.percentile(50), p95: this.forwardHop.percentile(95) },
-        return: { p50: this.returnHop.percentile(50), p95: this.returnHop.percentile(95) },
-      },
-      reconnects: this.counters.reconnects,
-      ffmpegRestarts: this.counters.ffmpegRestarts,
-      promptsGeneration: this.promptsGeneration,
-    };
-    if (this.config.controlUrl) status.controlUrl = this.config.controlUrl;
-    if (this.config.eventsUrl) status.eventsUrl = this.config.eventsUrl;
-    if (this.startedAt) status.startedAt = this.startedAt.toISOString();
-    if (this.endedAt) status.endedAt = this.endedAt.toISOString();
-    if (this.lastPromptUpdate) status.lastPromptUpdate = this.lastPromptUpdate;
-    if (this.lastError) status.lastError = this.lastError;
-    return status;
-  }
-
-  // ---- input: trickle → demux (count, validate, PTS) → ffmpeg ------------------------------------
-
-  private async readInput(): Promise<void> {
-    const subscriber = this.subscriber!;
-    try {
-      for (;;) {
-        const segment = await subscriber.next();
-        if (!segment) break;
-        if (this.isEnded()) {
-          segment.discard();
-          return;
-        }
-        await this.relayInputSegment(segment);
-      }
-      if (this.isEnded()) return;
-      this.log.info("input stream ended");
-      await this.finish("completed");
-    } catch (err) {
-      if (this.isEnded()) return;
-      await this.fail("InputFailed", err);
-    }
-  }
-
-  /**
-   * Streams one input segment into ffmpeg. The head is held until the demuxer has found a video PES,
-   * so a corrupt or non-video segment is skipped whole instead of confusing the decoder. Segments
-   * start on keyframes, so skipping whole ones (when behind, or while ComfyStream is away) keeps the
-   * decoded stream clean.
-   */
-  private async relayInputSegment(segment: SubscribedSegment): Promise<void> {
-    this.counters.segmentsIn++;
-    if (this.pendingIntraOnly !== undefined) await this.retuneTranscoder();
-    let frames = 0;
-    let firstPts: number | undefined;
-    const demuxer = new TsDemuxer({
-      onAccessUnit: (au) => {
-        frames++;
-        if (au.pts !== undefined) {
-          firstPts ??= au.pts;
-          this.lastInputPts = au.pts;
-          this.inputFrameArrival.set(au.pts, performance.now());
-          if (this.inputFrameArrival.size > 1000) {
-            this.inputFrameArrival.delete(this.inputFrameArrival.keys().next().value!);
-          }
-        }
-        this.counters.framesIn++;
-        this.inputRate.mark();
-        if (this.packetizer && !drop && !this.isEnded()) this.forwardAccessUnit(au);
-      },
-    });
-    const drop = this.shouldDropInputSegment();
-    const held: Buffer[] = [];
-    let validated = false;
-    let heldBytes = 0;
-    for await (const chunk of segment.body) {
-      demuxer.push(chunk);
-      if (drop || this.isEnded()) continue;
-      if (!validated) {
-        held.push(chunk);
-        heldBytes += chunk.length;
-        if (demuxer.stats.videoPid === undefined || demuxer.stats.accessUnits === 0) {
-          if (heldBytes > 4 * 1024 * 1024) break; // no video within 4 MiB: not a video segment
-          continue;
-        }
-        validated = true;
-        this.noteFirstPtsIntoFfmpeg(firstPts);
-        for (const piece of held) await this.ffmpeg?.write(piece);
-        held.length = 0;
-        continue;
-      }
-      await this.ffmpeg?.write(chunk);
-    }
-    demuxer.flush();
-    if (this.packetizer) {
-      this.finishPassthroughSegment(segment.seq, frames, drop, demuxer.stats);
-      return;
-    }
-    if (!validated && !drop) {
-      if (frames > 0 && !this.isEnded()) {
-        // A segment whose only frame completed at flush: still usable.
-        this.noteFirstPtsIntoFfmpeg(firstPts);
-        for (const piece of held) await this.ffmpeg?.write(piece);
-        return;
-      }
-      this.counters.segmentsCorrupt++;
-      this.log.warn(
-        { seq: segment.seq, stats: demuxer.stats },
-        "skipped an input segment with no video frames",
-      );
-      return;
-    }
-    if (drop) {
-      this.counters.segmentsDropped++;
-      this.counters.inputFramesDropped += frames;
-      this.log.debug({ seq: segment.seq, frames }, "dropped an input segment");
-    }
-  }
-  private shouldDropInputSegment(): boolean {
-    if (this.webrtcState !== "connected") return true;
-    const transcoderReady = this.ffmpeg?.running === true && !this.restartingTranscoder;
-    if (!this.packetizer && !transcoderReady) return true;
-    // Behind: more frames waiting to go out than the queue holds.
-    return this.pacer.size >= this.config.queueCapacities.decodedFrames;
-  }
-
-  private noteFirstPtsIntoFfmpeg(pts: number | undefined): void {
-    if (this.firstPtsIntoFfmpeg === undefined && pts !== undefined) this.firstPtsIntoFfmpeg = pts;
-  }
-
-  // ---- forward, passthrough mode: input H.264 access units → RTP → pacer (no transcoding) ---------
-
-  /**
-   * Passthrough (media-pipeline.md §3.2): the input's own H.264 goes to ComfyStream unchanged, one
-   * access unit at a time, with RTP ts = input PTS. Saves ffmpeg's ~70 ms and its memory; the price
-   * is no scaling, no frame-rate cap, and PLI cannot be honoured (the next input keyframe, at most
-   * one segment away, does the job).
-   */
-  private forwardAccessUnit(au: VideoAccessUnit): void {
-    if (au.streamType !== H264_STREAM_TYPE || au.pts === undefined) return;
-    const packets = this.packetizer!.packetize(au.data, au.pts % RTP_WRAP).map((p) => p.serialize());
-    this.pacer.push({ pts: au.pts, keyframe: au.keyframe, packets });
-  }
-
-  private finishPassthroughSegment(
-    seq: number,
-    frames: number,
-    dropped: boolean,
-    stats: TsDemuxer["stats"],
-  ): void {
-    if (dropped) {
-      this.counters.segmentsDropped++;
-      this.counters.inputFramesDropped += frames;
-    } else if (frames === 0) {
-      this.counters.segmentsCorrupt++;
-      this.log.warn({ seq, stats }, "skipped an input segment with no video frames");
-    } else if (stats.streamType !== H264_STREAM_TYPE) {
-      this.counters.segmentsCorrupt++;
-      this.counters.inputFramesDropped += frames;
-      this.setError(
-        "UnsupportedInput",
-        `passthrough needs H.264 input; this stream's video is stream type 0x${(stats.streamType ?? 0).toString(16)} (use transcode mode)`,
-      );
-    }
-  }
-
-  // ---- forward: ffmpeg RTP → frames → pacer → WebRTC ----------------------------------------------
-
-  private async startTranscoder(): Promise<void> {
-    // Loopback UDP has no backpressure: whatever arrives while the event loop is busy waits in the
-    // socket's receive buffer, and the kernel's default (~208 KiB, ~50 datagrams by truesize) was
-    // overrun by a few hundred ms of CPU starvation, costing whole frames. Ask for more; the kernel
-    // caps it at net.core.rmem_max.
-    const socket = createSocket({ type: "udp4", recvBufferSize: RTP_RECEIVE_BUFFER_BYTES });
-    await new Promise<void>((resolve, reject) => {
-      socket.once("error", reject);
-      socket.bind(0, "127.0.0.1", () => resolve());
-    });
-    const receiveBufferBytes = socket.getRecvBufferSize();
-    // RTP and RTCP share the port; ffmpeg's sender reports reveal its random RTP timestamp base.
-    socket.on("message", (packet) => {
-      if (!isRtcpPacket(packet)) {
-        const lostBefore = this.assembler.lostPackets;
-        this.assembler.push(packet);
-        if (this.assembler.lostPackets !== lostBefore) this.warnTranscoderLoss();
-        return;
-      }
-      const report = parseRtcpSenderReport(packet);
-      if (report) this.ffmpegTimestampBase = rtpBaseFromSenderReport(report);
-    });
-    this.rtpSocket = socket;
-    const ffmpegBinary = await this.resolveFfmpegOnce();
-    this.transcoderRtpPort = (socket.address() as AddressInfo).port;
-    const args = this.transcoderArgs(false);
-    this.ffmpeg = new FfmpegProcess({ ffmpegPath: ffmpegBinary.path, args, logger: this.log });
-    this.ffmpeg.on("exit", (info: FfmpegExit) => void this.onFfmpegExit(info));
-    this.ffmpeg.start();
-    this.log.info(
-      { ffmpeg: ffmpegBinary.path, version: ffmpegBinary.version, rtpReceiveBufferBytes: receiveBufferBytes },
-      "transcoder started",
-    );
-  } /** The transcoder's arguments: the session's GOP, or intra-only while ComfyStream is slower (PeerPace). */
-  private transcoderArgs(intraOnly: boolean): string[] {
-    return forwardTranscodeArgs({
-      width: this.config.width,
-      height: this.config.height,
-      frameRate: this.config.frameRate,
-      // Intra frames need more bits for the same picture; only those the peer takes are sent.
-      ...(intraOnly
-        ? { gopFrames: 1, bitrate: `${this.config.bitrateKbps * INTRA_BITRATE_FACTOR}k` }
-        : forwardEncoderSettings(this.config)),
-      rtpPort: this.transcoderRtpPort,
-      rtcpPort: this.transcoderRtpPort,
-    });
-  } /** Once a second: should the transcoder switch between its normal GOP and intra-only (PeerPace)? */
-  private samplePeerPace(): void {
-    const pace = this.peerPace;
-    if (!pace || this.webrtcState !== "connected") return;
-    const advice = pace.sample({ now: performance.now(), windowPressure: this.peerWindow.peerLimitedDrops });
-    if (advice === undefined) return;
-    this.pendingIntraOnly = advice;
-    this.log.info(
-      { intraOnly: advice, reason: pace.reason ?? "ComfyStream keeps up again" },
-      advice
-        ? "ComfyStream is slower than the input: intra-only from the next segment"
-        : "back to the normal GOP",
-    );
-  } /**
-   * Restarts ffmpeg with the GOP PeerPace advised, between two input segments (each starts on a
-   * keyframe, so the new ffmpeg decodes from its first byte). The old one finishes its frames first.
-   */
-  private async retuneTranscoder(): Promise<void> {
-    const intraOnly = this.pendingIntraOnly;
-    const ffmpeg = this.ffmpeg;
-    this.pendingIntraOnly = undefined;
-    if (intraOnly === undefined || !ffmpeg?.running || intraOnly === this.transcodeIntraOnly) return;
-    this.retuningTranscoder = true;
-    try {
-      ffmpeg.endInput();
-      if (!(await ffmpeg.whenExited(1000))) await ffmpeg.stop();
-      await new Promise((resolve) => setTimeout(resolve, 20)); // its last datagrams
-      this.assembler.reset();
-      this.ffmpegTimestampBase = undefined;
-      this.firstPtsIntoFfmpeg = undefined;
-      ffmpeg.setArgs(this.transcoderArgs(intraOnly));
-      if (this.isEnded()) return;
-      ffmpeg.start();
-      this.transcodeIntraOnly = intraOnly; // Intra-only: a frame left out costs no other, so it waits only a frame or so for room.
-      this.peerWindow.setMaxHoldMs(intraOnly ? INTRA_WINDOW_HOLD_MS : DEFAULT_WINDOW_HOLD_MS);
-      this.emitStatus();
-    } finally {
-      this.retuningTranscoder = false;
-    }
-  }
-
-  private async onFfmpegExit(info: FfmpegExit): Promise<void> {
-    if (info.requested || this.retuningTranscoder || this.isEnded() || this.stopping) return;
-    const detail =
-      `ffmpeg exited (code ${info.code ?? "none"}, signal ${info.signal ?? "none"})` +
-      (info.error ? `: ${info.error.message}` : "") +
-      (info.stderrTail ? `: ${info.stderrTail.trim().slice(-500)}` : "");
-    this.setError("TranscoderCrashed", detail);
-    this.assembler.reset();
-    this.ffmpegTimestampBase = undefined;
-    this.firstPtsIntoFfmpeg = undefined;
-    // A new ffmpeg must start on a keyframe: the next input segment (segments start on one).
-    this.restartingTranscoder = true;
-    const restarted = await this.ffmpeg!.restart();
-    this.restartingTranscoder = false;
-    if (!restarted) {
-      await this.fail("TranscoderFailed", new Error(`${detail} (restart budget exhausted)`));
-      return;
-    }
-    this.counters.ffmpegRestarts++;
-    this.log.warn({ restarts: this.counters.ffmpegRestarts }, "transcoder restarted");
-    this.emitStatus();
-  }
-
-  /** At most one warning per 5 s: a starved event loop loses packets in bursts. */
-  private warnTranscoderLoss(): void {
-    const now = performance.now();
-    if (now - this.lastTranscoderLossWarning < 5000) return;
-    this.lastTranscoderLossWarning = now;
-    this.log.warn(
-      { lostPackets: this.assembler.lostPackets, droppedFrames: this.assembler.damagedFrames },
-      "RTP from ffmpeg lost on loopback (receive buffer overrun: the relay is short of CPU)",
+      now,
     );
   }
 
-  private onTranscodedFrame(frame: RtpFrame): void {
-    if (this.ffmpegTimestampBase === undefined) {
-      // No sender report yet: assume the first frame out is the first frame in (ffmpeg keeps PTS).
-      if (this.firstPtsIntoFfmpeg === undefined) return;
-      this.ffmpegTimestampBase =
-        (frame.rtpTimestamp - (this.firstPtsIntoFfmpeg % RTP_WRAP) + RTP_WRAP) % RTP_WRAP;
-    }
-    const pts = rtpTimestampToPts(frame.rtpTimestamp, this.ffmpegTimestampBase, this.lastInputPts ?? 0);
-    this.pacer.push({ pts, keyframe: frame.keyframe, packets: frame.packets });
-  }
-
-  /** The peer window's say on a due frame (see PeerWindow); frames sendFrame would discard pass. */
-  private admitToPeer(frame: PacedFrame, lateMs: number): "send" | "hold" | "drop" {
-    if (!this.peer || this.webrtcState !== "connected" || this.waitForInputKeyframe) return "send";
-    // From the first frame: a burst while the peer is starting is a debt it never repays (see PeerWindow).
-    return this.peerWindow.decide(frame, this.matcher.inFlight(), lateMs);
-  }
-
-  private sendFrame(frame: PacedFrame): void {
-    const peer = this.peer;
-    if (!peer || this.webrtcState !== "connected") return;
-    if (this.waitForInputKeyframe) {
-      if (!frame.keyframe) return;
-      this.waitForInputKeyframe = false;
-    }
-    // PTS plus a tiny per-frame jitter, so returned frames can be told apart (see FrameMatcher).
-    const rtpTs = (frame.pts + timestampJitter(this.counters.framesSent)) % RTP_WRAP;
-    for (const packet of frame.packets) {
-      setRtpTimestamp(packet, rtpTs);
-      // Numbered here, not by ffmpeg: frames the relay drops must leave no gap, or the peer sees
-      // loss, asks for retransmissions and discards the next frames up to its next keyframe.
-      setRtpSequenceNumber(packet, this.forwardSequenceNumber);
-      this.forwardSequenceNumber = (this.forwardSequenceNumber + 1) & 0xffff;
-      peer.sendRtp(packet);
-    }
-    this.counters.framesSent++;
-    const now = performance.now();
-    this.matcher.recordSent({ rtpTimestamp: rtpTs, pts: frame.pts, sentAt: now });
-    const arrived = this.inputFrameArrival.get(frame.pts);
-    if (arrived !== undefined) {
-      this.forwardHop.add(now - arrived);
-      this.inputFrameArrival.delete(frame.pts);
-    }
-  }
-
-  // ---- WebRTC: connect, reconnect with backoff ----------------------------------------------------
-
-  private connectPeer(): void {
-    if (this.isEnded() || this.connecting) return;
-    this.connecting = this.runConnect().finally(() => (this.connecting = undefined));
-  }
-
-  private async runConnect(): Promise<void> {
-    const previous = this.peer;
-    this.peer = undefined;
-    if (previous) {
-      // ComfyStream serves one peer: the stale one must be gone before the next /offer.
-      previous.removeAllListeners();
-      await previous.close().catch(() => undefined);
-    }
-    this.matcher.reset();
-    this.depacketizer = new H264Depacketizer();
-    this.waitForInputKeyframe = true;
-    this.peerWindow.reset();
-    this.keyframeRepair?.resetStream();
-    this.setWebRtcState("connecting");
-    if (this.state !== "degraded") this.setState("connecting");
-    const offeredPrompts = this.prompts;
-    const peer = new ComfyStreamPeer({
-      comfystreamUrl: this.config.comfystreamUrl,
-      prompts: offeredPrompts,
-      ...(this.options.offerTimeoutMs ? { offerTimeoutMs: this.options.offerTimeoutMs } : {}),
-      width: this.config.width,
-      height: this.config.height,
-      iceAddresses: this.config.iceAddresses,
-      // A PLI every segment duration, so that a peer that answers them gives every segment an IDR.
-      pliIntervalMs: Math.max(500, Math.round(this.config.segmentDurationSec * 1000)),
-      logger: this.log,
-    });
-    peer.on("rtp", (packet) => this.onReturnedRtp(packet));
-    peer.on("state", (state: WebRtcConnectionState) => {
-      if (this.peer !== peer) return;
-      this.setWebRtcState(state);
-      if (state === "failed" || state === "disconnected" || state === "closed") this.onPeerLost(state);
-    });
-    this.peer = peer;
-    try {
-      await peer.connect();
-      if (this.isEnded() || this.peer !== peer) {
-        await peer.close();
-        return;
-      }
-      this.consecutiveConnectFailures = 0;
-      this.promptsGeneration = Math.max(this.promptsGeneration, 1);
-      this.setWebRtcState("connected");
-      this.setState("running");
-      this.log.info("connected to ComfyStream");
-      this.setAppliedPrompts(offeredPrompts);
-      // Prompts that changed while the offer was in flight are not in it: send them now.
-      if (this.prompts !== offeredPrompts) void this.updatePrompts(this.prompts);
-    } catch (err) {
-      if (this.isEnded()) return;
-      this.consecutiveConnectFailures++;
-      this.setError("ComfyStreamConnectFailed", (err as Error).message);
-      this.setWebRtcState("failed");
-      const budget = this.options.reconnectBudget ?? 10;
-      if (this.consecutiveConnectFailures >= budget) {
-        await this.fail(
-          "ComfyStreamUnavailable",
-          new Error(`gave up after ${budget} failed connects to ComfyStream: ${(err as Error).message}`),
-        );
-        return;
-      }
-      this.scheduleReconnect();
-    }
-  }
-
-  private onPeerLost(state: WebRtcConnectionState): void {
-    if (this.isEnded() || this.stopping) return;
-    this.setError("ComfyStreamDisconnected", `WebRTC connection ${state}`);
-    this.pacer.clear();
-    this.scheduleReconnect();
-  }
-
-  private scheduleReconnect(): void {
-    if (this.reconnectTimer || this.isEnded()) return;
-    const [min, max] = this.options.reconnectBackoffMs ?? [500, 30_000];
-    const delay = Math.min(max, min * 2 ** Math.max(0, this.consecutiveConnectFailures - 1));
-    this.setState("degraded");
-    this.log.warn({ delayMs: delay }, "reconnecting to ComfyStream");
-    this.reconnectTimer = setTimeout(() => {
-      this.reconnectTimer = undefined;
-      this.counters.reconnects++;
-      this.connectPeer();
-    }, delay);
-  }
-
-  // ---- return: RTP → access units → MPEG-TS segments → trickle output ----------------------------
-
-  private onReturnedRtp(packet: {
-    header: { timestamp: number; marker: boolean; sequenceNumber: number };
-    payload: Buffer;
-  }): void {
-    for (const au of this.depacketizer.push(packet)) {
-      this.counters.framesReturned++;
-      for (const matched of this.matcher.accept(au.rtpTimestamp, au)) {
-        if (matched.latencyMs !== undefined) this.latency.add(matched.latencyMs);
-        const frame = { annexB: matched.item.annexB, pts: matched.pts, keyframe: matched.item.keyframe };
-        if (!this.keyframeRepair) {
-          this.enqueueProcessed({ ...frame, returnedAt: performance.now() });
-          continue;
-        }
-        this.returnedAtByPts.set(frame.pts, performance.now());
-        if (this.returnedAtByPts.size > 600) {
-          this.returnedAtByPts.delete(this.returnedAtByPts.keys().next().value!);
-        }
-        this.keyframeRepair.push(frame);
-      }
-    }
-  }
-
-  /** Frames out of the keyframe repair stage (the peer's own, or re-encoded ones) go to the muxer. */
-  private onRepairedFrame(frame: ReturnedFrame): void {
-    const returnedAt = this.returnedAtByPts.get(frame.pts) ?? performance.now();
-    this.returnedAtByPts.delete(frame.pts);
-    this.enqueueProcessed({ ...frame, returnedAt });
-  } /** ffmpeg is found (and its version asked) once per session, for the transcoder and the repair stage. */
+  /** ffmpeg is found (and its version asked) once per session, for the transcoder and the repair stage. */
   private resolveFfmpegOnce(): ReturnType<typeof resolveFfmpeg> {
     this.ffmpegBinary ??= resolveFfmpeg({ logger: this.log });
     return this.ffmpegBinary;
-  }
-
-  private async startKeyframeRepair(): Promise<void> {
-    let ffmpegPath: string;
-    try {
-      ffmpegPath = (await this.resolveFfmpegOnce()).path;
-    } catch (err) {
-      this.log.warn(
-        { err: (err as Error).message },
-        "no ffmpeg: output IDRs come only from ComfyStream (segments cannot be cut if it sends none)",
-      );
-      return;
-    }
-    this.keyframeRepair = new KeyframeRepair({
-      segmentDurationSec: this.config.segmentDurationSec,
-      bitrateKbps: this.config.bitrateKbps,
-      ffmpegPath,
-      logger: this.log,
-      emit: (frame) => this.onRepairedFrame(frame),
-      onSourceChange: () => this.emitStatus(),
-    });
-  }
-
-  private outputKeyframesStatus(): SessionStatus["outputKeyframes"] {
-    const repair = this.keyframeRepair?.status();
-    return {
-      source: repair?.source ?? "peer",
-      ...(repair?.reason ? { reason: repair.reason } : {}),
-      reEncodedFrames: repair?.reEncodedFrames ?? 0,
-      idrIntervalSec: { ...this.outputIdrIntervalSec },
-    };
-  }
-
-  private noteOutputIdr(pts: number): void {
-    const previous = this.lastOutputIdrPts;
-    this.lastOutputIdrPts = pts;
-    if (previous === undefined) return;
-    const gap = ptsForwardDistance(previous, pts) / PTS_CLOCK_HZ;
-    if (gap > 3600) return; // a timestamp jump, not an interval
-    this.outputIdrIntervalSec.last = Math.round(gap * 1000) / 1000;
-    this.outputIdrIntervalSec.max = Math.max(
-      this.outputIdrIntervalSec.max ?? 0,
-      this.outputIdrIntervalSec.last,
-    );
-  }
-
-  private enqueueProcessed(frame: ProcessedFrame): void {
-    if (this.droppingOutputUntilIdr && !frame.keyframe) {
-      this.processedDropped++;
-      return;
-    }
-    this.droppingOutputUntilIdr = false;
-    if (
-      this.processedQueue.length >= this.config.queueCapacities.processedFrames ||
-      this.pendingSegmentEnds >= this.config.queueCapacities.outputSegments
-    ) {
-      // The output POST is stalled: drop up to the next IDR and start a fresh segment there.
-      this.processedDropped += this.processedQueue.length + 1;
-      this.processedQueue.length = 0;
-      this.droppingOutputUntilIdr = true;
-      this.closeOpenSegment();
-      return;
-    }
-    this.processedQueue.push(frame);
-    if (!this.outputLoopRunning) void this.runOutputLoop();
-  }
-
-  private async runOutputLoop(): Promise<void> {
-    this.outputLoopRunning = true;
-    try {
-      while (this.processedQueue.length > 0) {
-        const frame = this.processedQueue.shift()!;
-        await this.writeOutputFrame(frame);
-      }
-    } catch (err) {
-      if (!this.isEnded()) await this.fail("OutputFailed", err);
-    } finally {
-      this.outputLoopRunning = false;
-    }
-  }
-
-  private async writeOutputFrame(frame: ProcessedFrame): Promise<void> {
-    const publisher = this.publisher;
-    if (!publisher) return;
-    const cut = this.segmenter.shouldCut(frame.pts, frame.keyframe);
-    if (!this.openSegment && !cut) {
-      this.processedDropped++; // before the first IDR there is nothing a segment could start with
-      return;
-    }
-    if (cut) {
-      this.closeOpenSegment();
-      this.openSegment = { writer: await publisher.nextSegment(), startedAt: Date.now() };
-    }
-    const bytes = this.muxer.muxAccessUnit(
-      { annexB: frame.annexB, pts: frame.pts, keyframe: frame.keyframe },
-      cut,
-    );
-    await this.openSegment!.writer.write(bytes);
-    if (frame.keyframe) this.noteOutputIdr(frame.pts);
-    this.counters.framesOut++;
-    this.returnHop.add(performance.now() - frame.returnedAt);
-    this.outputRate.mark();
-  }
-
-  private closeOpenSegment(): void {
-    const segment = this.openSegment;
-    if (!segment) return;
-    this.openSegment = undefined;
-    this.pendingSegmentEnds++;
-    segment.writer
-      .end()
-      .then(() => this.counters.segmentsOut++)
-      .catch((err: unknown) => {
-        this.outputSegmentsDropped++;
-        this.log.warn({ err: (err as Error).message, seq: segment.writer.seq }, "output segment failed");
-      })
-      .finally(() => this.pendingSegmentEnds--);
   }
 
   // ---- control and events -------------------------------------------------------------------------
@@ -954,7 +199,7 @@ export class RelaySession extends EventEmitter {
     });
     const startTimeMs = this.createdAt.getTime();
     const send = () => {
-      const event = buildStatusEvent(this.status(), { startTimeMs, lastParams: this.prompts });
+      const event = buildStatusEvent(this.status(), { startTimeMs, lastParams: this.link.currentPrompts });
       this.eventsWriter?.write(event, "ai_stream_status").catch((err: unknown) => {
         this.log.debug({ err: (err as Error).message }, "status event not delivered");
       });
@@ -975,20 +220,10 @@ export class RelaySession extends EventEmitter {
     this.emitStatus();
   }
 
-  private setWebRtcState(state: WebRtcConnectionState): void {
-    if (this.webrtcState === state) return;
-    this.webrtcState = state;
-    this.emitStatus();
-  }
-
   private setError(reason: string, message: string): void {
     this.lastError = { at: new Date().toISOString(), reason, message };
     this.log.warn({ reason, message }, "relay session error");
     this.emitStatus();
-  }
-
-  private setAppliedPrompts(prompts: unknown[]): void {
-    this.emit("prompts-applied", prompts);
   }
 
   private emitStatus(): void {
@@ -1003,42 +238,24 @@ export class RelaySession extends EventEmitter {
   private async finish(finalState: "completed" | "stopped" | "failed"): Promise<void> {
     if (this.stopping) return this.ended;
     this.stopping = true;
-    if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    this.link.cancelReconnect();
     if (this.eventsTimer) clearInterval(this.eventsTimer);
-    if (this.paceTimer) clearInterval(this.paceTimer);
-    this.subscriber?.close();
+    this.forward.stopInput();
     this.controlReader?.close();
 
     if (finalState === "completed") {
       // Let the transcoder and ComfyStream hand back what is still in flight.
-      // ffmpeg exits once it has sent its last frame; under load it runs well behind its input, and
-      // draining before that loses the stream's tail.
       const drainTimeoutMs = this.options.drainTimeoutMs ?? 3000;
       const drainStart = Date.now();
-      this.ffmpeg?.endInput();
-      if (this.ffmpeg && (await this.ffmpeg.whenExited(drainTimeoutMs))) {
-        await new Promise((r) => setTimeout(r, 50)); // its last UDP datagrams
-      }
+      await this.forward.drainTranscoder(drainTimeoutMs);
       await this.waitForDrain(Math.max(500, drainTimeoutMs - (Date.now() - drainStart)));
     }
     // The re-encoder (if it runs) still holds the last frames.
-    await this.keyframeRepair?.close(finalState === "completed" ? 1000 : 0);
-    this.pacer.stop();
-    await this.ffmpeg?.stop().catch(() => undefined);
-    this.rtpSocket?.close();
-    const peer = this.peer;
-    this.peer = undefined;
-    await peer?.close().catch(() => undefined);
-    this.setWebRtcState("closed");
+    await this.returnPath.closeRepair(finalState === "completed" ? 1000 : 0);
+    await this.forward.stop();
+    await this.link.close();
 
-    while (this.outputLoopRunning) await new Promise((r) => setTimeout(r, 10));
-    this.closeOpenSegment();
-    const deadline = Date.now() + 5000;
-    while (this.pendingSegmentEnds > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-    // Ending the output channel tells downstream the stream is over (trickle-protocol.md §5.3).
-    await this.publisher?.close().catch((err: unknown) => {
-      this.log.warn({ err: (err as Error).message }, "closing the output channel failed");
-    });
+    await this.returnPath.close();
     if (this.eventsWriter) {
       // The last event already tells the final state, so a gateway sees the stream end cleanly.
       const finalStatus = { ...this.status(), state: finalState, endedAt: new Date().toISOString() };
@@ -1060,12 +277,12 @@ export class RelaySession extends EventEmitter {
     let quietSince = Date.now();
     while (Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, 100));
-      if (this.counters.framesReturned !== lastReturned) {
-        lastReturned = this.counters.framesReturned;
+      if (this.stats.counters.framesReturned !== lastReturned) {
+        lastReturned = this.stats.counters.framesReturned;
         quietSince = Date.now();
       }
-      const inFlight = this.pacer.size + this.processedQueue.length;
-      if (inFlight === 0 && this.counters.framesReturned >= this.counters.framesSent) return;
+      const inFlight = this.forward.queued + this.returnPath.queued;
+      if (inFlight === 0 && this.stats.counters.framesReturned >= this.stats.counters.framesSent) return;
       if (inFlight === 0 && Date.now() - quietSince > 1000) return;
     }
   }

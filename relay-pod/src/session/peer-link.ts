@@ -1,0 +1,216 @@
+/**
+ * The link to ComfyStream: the WebRTC peer's lifecycle (an offer carrying the current prompts,
+ * reconnects with exponential backoff, a budget of failed connects), its connection state, and the
+ * prompts it runs (an update goes over the connected peer, or waits for the next offer). Separate
+ * because the forward and return paths need only "the peer to send to, if connected" and "a new
+ * stream starts now", not how the connection is kept up.
+ */
+import { ComfyStreamPeer } from "../webrtc/comfystream-peer.js";
+import { normalisePrompts } from "./prompts.js";
+import type { ReturnedRtp } from "./return-path.js";
+import type { SessionHost } from "./session-host.js";
+import type { SessionStatus, WebRtcConnectionState } from "./types.js";
+
+export interface PeerLinkOptions {
+  /** Backoff between ComfyStream reconnects: min, max (ms). */
+  reconnectBackoffMs?: [number, number];
+  /** Consecutive failed ComfyStream connects before the session fails. */
+  reconnectBudget?: number;
+  /** Limit for ComfyStream's answer to `/offer`. Default: the peer's. */
+  offerTimeoutMs?: number;
+}
+
+export interface PeerLinkHooks {
+  /** A new connection is being set up: per-stream state (matching, depacketizing, window) starts afresh. */
+  onNewStream(): void;
+  onRtp(packet: ReturnedRtp): void;
+  /** The connection was lost: frames queued for it are stale. */
+  onLost(): void;
+  /** ComfyStream runs these prompts now (offer answered or update accepted). */
+  onPromptsApplied(prompts: unknown[]): void;
+}
+
+export type PromptUpdateResult = { ok: boolean; reply?: unknown; error?: string };
+
+export class PeerLink {
+  private peer: ComfyStreamPeer | undefined;
+  private webrtcState: WebRtcConnectionState = "new";
+  private connecting: Promise<void> | undefined;
+  private reconnectTimer: NodeJS.Timeout | undefined;
+  private consecutiveConnectFailures = 0;
+  private prompts: unknown[];
+  private generation = 0;
+  private lastUpdate: SessionStatus["lastPromptUpdate"];
+
+  constructor(
+    private readonly host: SessionHost,
+    private readonly options: PeerLinkOptions,
+    private readonly hooks: PeerLinkHooks,
+    prompts: unknown[],
+  ) {
+    this.prompts = prompts;
+  }
+
+  get state(): WebRtcConnectionState {
+    return this.webrtcState;
+  }
+
+  /** The peer to send to; undefined unless connected. */
+  get connectedPeer(): ComfyStreamPeer | undefined {
+    return this.peer && this.webrtcState === "connected" ? this.peer : undefined;
+  }
+
+  /** The newest prompts (the next offer carries them). */
+  get currentPrompts(): unknown[] {
+    return this.prompts;
+  }
+
+  /** Generation of the prompts ComfyStream last acknowledged (1 = the initial prompts). */
+  get promptsGeneration(): number {
+    return this.generation;
+  }
+
+  get lastPromptUpdate(): SessionStatus["lastPromptUpdate"] {
+    return this.lastUpdate;
+  }
+
+  connect(): void {
+    if (this.host.isEnded() || this.connecting) return;
+    this.connecting = this.runConnect().finally(() => (this.connecting = undefined));
+  }
+
+  async updatePrompts(input: unknown): Promise<PromptUpdateResult> {
+    let prompts: unknown[];
+    try {
+      prompts = normalisePrompts(input);
+    } catch (err) {
+      return { ok: false, error: (err as Error).message };
+    }
+    this.prompts = prompts;
+    const at = new Date().toISOString();
+    const peer = this.connectedPeer;
+    if (!peer) {
+      // Not lost: the next /offer carries the newest prompts.
+      this.lastUpdate = { at, ok: true, reply: "queued until ComfyStream is connected" };
+      return { ok: true, reply: this.lastUpdate.reply };
+    }
+    try {
+      const reply = await peer.updatePrompts(prompts);
+      const ok = reply.success !== false;
+      if (ok) {
+        this.generation++;
+        this.hooks.onPromptsApplied(prompts);
+      }
+      this.lastUpdate = { at, ok, reply };
+      this.host.log.info({ reply }, "prompts updated");
+      this.host.emitStatus();
+      return ok ? { ok, reply } : { ok, reply, error: "ComfyStream rejected the prompts" };
+    } catch (err) {
+      const error = (err as Error).message;
+      this.lastUpdate = { at, ok: false, error };
+      this.host.log.warn({ err: error }, "prompt update failed");
+      return { ok: false, error };
+    }
+  }
+
+  /** Teardown has begun: no reconnect after this. */
+  cancelReconnect(): void {
+    if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+  }
+
+  async close(): Promise<void> {
+    const peer = this.peer;
+    this.peer = undefined;
+    await peer?.close().catch(() => undefined);
+    this.setWebRtcState("closed");
+  }
+
+  private async runConnect(): Promise<void> {
+    const { host, hooks } = this;
+    const { config, log } = host;
+    const previous = this.peer;
+    this.peer = undefined;
+    if (previous) {
+      // ComfyStream serves one peer: the stale one must be gone before the next /offer.
+      previous.removeAllListeners();
+      await previous.close().catch(() => undefined);
+    }
+    hooks.onNewStream();
+    this.setWebRtcState("connecting");
+    if (host.state() !== "degraded") host.setState("connecting");
+    const offeredPrompts = this.prompts;
+    const peer = new ComfyStreamPeer({
+      comfystreamUrl: config.comfystreamUrl,
+      prompts: offeredPrompts,
+      ...(this.options.offerTimeoutMs ? { offerTimeoutMs: this.options.offerTimeoutMs } : {}),
+      width: config.width,
+      height: config.height,
+      iceAddresses: config.iceAddresses,
+      // A PLI every segment duration, so that a peer that answers them gives every segment an IDR.
+      pliIntervalMs: Math.max(500, Math.round(config.segmentDurationSec * 1000)),
+      logger: log,
+    });
+    peer.on("rtp", (packet) => hooks.onRtp(packet));
+    peer.on("state", (state: WebRtcConnectionState) => {
+      if (this.peer !== peer) return;
+      this.setWebRtcState(state);
+      if (state === "failed" || state === "disconnected" || state === "closed") this.onPeerLost(state);
+    });
+    this.peer = peer;
+    try {
+      await peer.connect();
+      if (host.isEnded() || this.peer !== peer) {
+        await peer.close();
+        return;
+      }
+      this.consecutiveConnectFailures = 0;
+      this.generation = Math.max(this.generation, 1);
+      this.setWebRtcState("connected");
+      host.setState("running");
+      log.info("connected to ComfyStream");
+      hooks.onPromptsApplied(offeredPrompts);
+      // Prompts that changed while the offer was in flight are not in it: send them now.
+      if (this.prompts !== offeredPrompts) void this.updatePrompts(this.prompts);
+    } catch (err) {
+      if (host.isEnded()) return;
+      this.consecutiveConnectFailures++;
+      host.setError("ComfyStreamConnectFailed", (err as Error).message);
+      this.setWebRtcState("failed");
+      const budget = this.options.reconnectBudget ?? 10;
+      if (this.consecutiveConnectFailures >= budget) {
+        await host.fail(
+          "ComfyStreamUnavailable",
+          new Error(`gave up after ${budget} failed connects to ComfyStream: ${(err as Error).message}`),
+        );
+        return;
+      }
+      this.scheduleReconnect();
+    }
+  }
+
+  private onPeerLost(state: WebRtcConnectionState): void {
+    if (this.host.isEnded() || this.host.isStopping()) return;
+    this.host.setError("ComfyStreamDisconnected", `WebRTC connection ${state}`);
+    this.hooks.onLost();
+    this.scheduleReconnect();
+  }
+
+  private scheduleReconnect(): void {
+    if (this.reconnectTimer || this.host.isEnded()) return;
+    const [min, max] = this.options.reconnectBackoffMs ?? [500, 30_000];
+    const delay = Math.min(max, min * 2 ** Math.max(0, this.consecutiveConnectFailures - 1));
+    this.host.setState("degraded");
+    this.host.log.warn({ delayMs: delay }, "reconnecting to ComfyStream");
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = undefined;
+      this.host.stats.counters.reconnects++;
+      this.connect();
+    }, delay);
+  }
+
+  private setWebRtcState(state: WebRtcConnectionState): void {
+    if (this.webrtcState === state) return;
+    this.webrtcState = state;
+    this.host.emitStatus();
+  }
+}
