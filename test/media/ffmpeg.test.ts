@@ -1,22 +1,17 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { execFile } from "node:child_process";
-import dgram from "node:dgram";
 import { mkdir, readFile, symlink } from "node:fs/promises";
 import path from "node:path";
 import { promisify } from "node:util";
 import {
   FfmpegProcess,
   forwardTranscodeArgs,
-  isRtcpPacket,
-  parseRtcpSenderReport,
   resolveFfmpeg,
   resolveFfprobe,
-  rtpBaseFromSenderReport,
-  rtpTimestampToPts,
   type FfmpegExit,
 } from "../../relay-pod/src/media/ffmpeg.js";
-import { NAL_IDR, NAL_SPS, parseSps, type SpsInfo } from "../../relay-pod/src/media/h264.js";
+import { findSps, isIdrAccessUnit, type SpsInfo } from "../../relay-pod/src/media/h264.js";
 import { TsDemuxer } from "../../relay-pod/src/media/ts-demux.js";
 import { makeH264Ts, makeTempDir, needsFfmpeg, runFfmpeg } from "./media-helpers.js";
 
@@ -234,102 +229,70 @@ describe("FfmpegProcess", needsFfmpeg, () => {
   });
 });
 
-/** H.264 NAL units in one RTP payload (single NAL, STAP-A, FU-A start). */
-function nalsInRtpPayload(payload: Buffer): { type: number; nal?: Buffer }[] {
-  const type = payload[0] & 0x1f;
-  if (type >= 1 && type <= 23) return [{ type, nal: payload }];
-  if (type === 24) {
-    const nals: { type: number; nal?: Buffer }[] = [];
-    for (let offset = 1; offset + 2 <= payload.length;) {
-      const size = payload.readUInt16BE(offset);
-      const nal = payload.subarray(offset + 2, offset + 2 + size);
-      nals.push({ type: nal[0] & 0x1f, nal });
-      offset += 2 + size;
-    }
-    return nals;
-  }
-  if (type === 28 && payload[1] & 0x80) return [{ type: payload[1] & 0x1f }];
-  return [];
-}
-
-interface RtpCapture {
-  packets: number;
+interface PipeCapture {
+  /** Access units in output order. */
+  frames: { pts: number; keyframe: boolean }[];
   payloadBytes: number;
-  payloadTypes: Set<number>;
-  ssrcs: Set<number>;
-  frameTimestamps: number[];
-  idrTimestamps: Set<number>;
+  idrs: number;
   sps?: SpsInfo;
-  senderReports: ReturnType<typeof parseRtcpSenderReport>[];
+  /** All of ffmpeg's stdout. */
+  output: Buffer;
 }
 
-async function transcodeToRtp(
+/** Runs the forward transcode as the session does: TS in on stdin, TS out on stdout, demuxed. */
+async function transcodeThroughPipe(
   input: Buffer,
   options: { width: number; height: number; frameRate: number; bitrate?: string; gopFrames?: number },
-  /** RTCP on the RTP port (RFC 5761 style), as the session runs it. */
-  sharedPort = false,
-): Promise<RtpCapture> {
-  const rtp = dgram.createSocket({ type: "udp4", recvBufferSize: 8 * 1024 * 1024 });
-  const rtcp = dgram.createSocket("udp4");
-  await new Promise<void>((resolve) => rtp.bind(0, "127.0.0.1", resolve));
-  await new Promise<void>((resolve) => rtcp.bind(0, "127.0.0.1", resolve));
-  const capture: RtpCapture = {
-    packets: 0,
-    payloadBytes: 0,
-    payloadTypes: new Set(),
-    ssrcs: new Set(),
-    frameTimestamps: [],
-    idrTimestamps: new Set(),
-    senderReports: [],
-  };
-  rtp.on("message", (packet) => {
-    if (isRtcpPacket(packet)) {
-      assert.ok(sharedPort, "RTCP only arrives on the RTP port when asked for");
-      capture.senderReports.push(parseRtcpSenderReport(packet));
-      return;
-    }
-    capture.packets++;
-    capture.payloadBytes += packet.length - 12;
-    capture.payloadTypes.add(packet[1] & 0x7f);
-    capture.ssrcs.add(packet.readUInt32BE(8));
-    const timestamp = packet.readUInt32BE(4);
-    const headerLength = 12 + 4 * (packet[0] & 0x0f);
-    for (const { type, nal } of nalsInRtpPayload(packet.subarray(headerLength))) {
-      if (type === NAL_SPS && nal && capture.sps === undefined) capture.sps = parseSps(nal);
-      if (type === NAL_IDR) capture.idrTimestamps.add(timestamp);
-    }
-    if (packet[1] & 0x80) capture.frameTimestamps.push(timestamp);
+): Promise<PipeCapture> {
+  const capture: PipeCapture = { frames: [], payloadBytes: 0, idrs: 0, output: Buffer.alloc(0) };
+  const chunks: Buffer[] = [];
+  const demuxer = new TsDemuxer({
+    alignedSource: true,
+    onAccessUnit: (au) => {
+      capture.frames.push({ pts: au.pts!, keyframe: au.keyframe });
+      capture.payloadBytes += au.data.length;
+      if (isIdrAccessUnit(au.data)) capture.idrs++;
+      capture.sps ??= findSps(au.data);
+    },
   });
-  rtcp.on("message", (packet) => {
-    if (isRtcpPacket(packet)) capture.senderReports.push(parseRtcpSenderReport(packet));
+  const args = forwardTranscodeArgs({ bitrate: "500k", ...options });
+  const child = new FfmpegProcess({ ffmpegPath: (await resolveFfmpeg()).path, args, stdout: "pipe" });
+  child.on("stdout", (chunk: Buffer) => {
+    chunks.push(chunk);
+    demuxer.push(chunk);
   });
-  try {
-    const args = forwardTranscodeArgs({
-      bitrate: "500k",
-      ...options,
-      rtpPort: (rtp.address() as { port: number }).port,
-      rtcpPort: ((sharedPort ? rtp : rtcp).address() as { port: number }).port,
-      ssrc: 0x12345678,
-    });
-    const child = new FfmpegProcess({ ffmpegPath: (await resolveFfmpeg()).path, args });
-    const exit = waitForExit(child);
-    child.start();
-    for (let offset = 0; offset < input.length; offset += 32 * 1024) {
-      assert.equal(await child.write(input.subarray(offset, offset + 32 * 1024)), true);
-    }
-    child.endInput();
-    const info = await exit;
-    assert.equal(info.code, 0, info.stderrTail);
-    assert.equal(info.requested, true, "finishing its input after endInput() is an exit asked for");
-    await new Promise((resolve) => setTimeout(resolve, 100)); // let the last datagrams arrive
-  } finally {
-    rtp.close();
-    rtcp.close();
+  const exit = waitForExit(child);
+  child.start();
+  for (let offset = 0; offset < input.length; offset += 32 * 1024) {
+    assert.equal(await child.write(input.subarray(offset, offset + 32 * 1024)), true);
   }
+  child.endInput();
+  const info = await exit;
+  assert.equal(info.code, 0, info.stderrTail);
+  assert.equal(info.requested, true, "finishing its input after endInput() is an exit asked for");
+  demuxer.flush();
+  capture.output = Buffer.concat(chunks);
   return capture;
 }
 
-describe("forward transcode (ffmpeg -> RTP on loopback)", needsFfmpeg, () => {
+/** Byte offset just past the first video PES of a TS buffer: its last packet, before the next PES starts. */
+function endOfFirstVideoPes(ts: Buffer): number {
+  const pmtPid = 0x1000; // ffmpeg's mpegts muxer; PIDs below 0x20 are PAT and service information
+  let videoPid = -1;
+  let end = -1;
+  for (let offset = 0; offset + 188 <= ts.length; offset += 188) {
+    const pid = ((ts[offset + 1]! & 0x1f) << 8) | ts[offset + 2]!;
+    const unitStart = (ts[offset + 1]! & 0x40) !== 0;
+    if (pid < 0x20 || pid === pmtPid || pid === 0x1fff) continue;
+    if (videoPid < 0) videoPid = pid;
+    if (pid !== videoPid) continue;
+    if (unitStart && end > 0) return end;
+    end = offset + 188;
+  }
+  return end;
+}
+
+describe("forward transcode (ffmpeg -> MPEG-TS on a pipe)", needsFfmpeg, () => {
   let tmp: { dir: string; cleanup: () => Promise<void> };
   let input: Buffer;
   let inputPts: number[];
@@ -351,7 +314,7 @@ describe("forward transcode (ffmpeg -> RTP on loopback)", needsFfmpeg, () => {
   after(() => tmp.cleanup());
 
   it("builds the §3.6 command line", () => {
-    const args = forwardTranscodeArgs({ width: 512, height: 512, frameRate: 24, rtpPort: 5004 });
+    const args = forwardTranscodeArgs({ width: 512, height: 512, frameRate: 24 });
     const joined = args.join(" ");
     for (const expected of [
       "-f mpegts -i pipe:0",
@@ -364,83 +327,75 @@ describe("forward transcode (ffmpeg -> RTP on loopback)", needsFfmpeg, () => {
       "-g 24 -keyint_min 24",
       "-sc_threshold 0",
       "-copyts",
-      "-f rtp",
-      "-payload_type 96",
+      "-f mpegts -muxdelay 0 -muxpreload 0 -omit_video_pes_length 0 -flush_packets 1",
       "scale=512:512:force_original_aspect_ratio=increase,crop=512:512",
     ]) {
       assert.ok(joined.includes(expected), `has "${expected}"`);
     }
-    assert.equal(args.at(-1), "rtp://127.0.0.1:5004?pkt_size=1200");
-    assert.throws(
-      () => forwardTranscodeArgs({ width: 511, height: 512, frameRate: 24, rtpPort: 5004 }),
-      RangeError,
-    );
-    assert.throws(
-      () => forwardTranscodeArgs({ width: 512, height: 512, frameRate: 0, rtpPort: 5004 }),
-      RangeError,
-    );
+    assert.equal(args.at(-1), "pipe:1");
+    assert.throws(() => forwardTranscodeArgs({ width: 511, height: 512, frameRate: 24 }), RangeError);
+    assert.throws(() => forwardTranscodeArgs({ width: 512, height: 512, frameRate: 0 }), RangeError);
   });
 
-  it("produces constrained-baseline H.264 RTP with ~1 s GOPs whose timestamps map back to the input PTS", async () => {
-    const capture = await transcodeToRtp(input, { width: 256, height: 256, frameRate: 30 });
-    assert.ok(capture.packets > 0);
-    assert.deepEqual([...capture.payloadTypes], [96]);
-    assert.deepEqual([...capture.ssrcs], [0x12345678]);
+  it("produces constrained-baseline H.264 with ~1 s GOPs, every frame, each with its input PTS", async () => {
+    const capture = await transcodeThroughPipe(input, { width: 256, height: 256, frameRate: 30 });
     assert.ok(capture.sps, "SPS sent in band");
     assert.equal(capture.sps.profileIdc, 66);
     assert.equal(capture.sps.constrainedBaseline, true);
     assert.equal(capture.sps.width, 256);
     assert.equal(capture.sps.height, 256);
     assert.equal(capture.sps.bFramesPossible, false);
-    // UDP on loopback may drop a datagram under load; allow a little.
-    assert.ok(
-      capture.frameTimestamps.length >= inputPts.length * 0.9,
-      `frames: ${capture.frameTimestamps.length}/${inputPts.length}`,
-    );
-    assert.ok(
-      capture.idrTimestamps.size >= 3 && capture.idrTimestamps.size <= 4,
-      `IDRs: ${capture.idrTimestamps.size}`,
-    );
+    // A pipe loses nothing (the UDP hop it replaced dropped datagrams under load).
+    assert.equal(capture.frames.length, inputPts.length, "every input frame comes out");
+    assert.ok(capture.idrs >= 3 && capture.idrs <= 4, `IDRs: ${capture.idrs}`);
+    const outputPts = capture.frames.map((frame) => frame.pts);
+    assert.deepEqual(outputPts, inputPts, "output PTS = input PTS, in order");
+    assert.ok(capture.frames[0]!.keyframe, "starts on a keyframe");
+  });
 
-    const report = capture.senderReports[0];
-    assert.ok(report, "a sender report arrived");
-    const base = rtpBaseFromSenderReport(report);
-    const outputPts = capture.frameTimestamps.map((ts) => rtpTimestampToPts(ts, base, inputPts[0]));
-    const known = new Set(inputPts);
-    for (const pts of outputPts) assert.ok(known.has(pts), `output PTS ${pts} is an input PTS`);
-    assert.equal(outputPts[0], inputPts[0], "the first frame keeps the first input PTS");
-    for (let i = 1; i < outputPts.length; i++) assert.ok(outputPts[i] > outputPts[i - 1], "no reordering");
+  it("hands each frame over whole: the demuxer emits it at its last byte, not when the next one starts", async () => {
+    const capture = await transcodeThroughPipe(input, { width: 160, height: 120, frameRate: 30 });
+    const end = endOfFirstVideoPes(capture.output);
+    assert.ok(end > 0 && end < capture.output.length, `first frame ends at byte ${end}`);
+    const firstFrameOnly = capture.output.subarray(0, end);
+    const seen = (alignedSource: boolean) => {
+      let frames = 0;
+      new TsDemuxer({ alignedSource, onAccessUnit: () => frames++ }).push(firstFrameOnly);
+      return frames;
+    };
+    assert.equal(seen(true), 1, "with the PES length written, the first frame is complete");
+    assert.equal(seen(false), 0, "an unaligned source waits for the next sync byte");
   });
 
   it("follows the session's bitrate and keyframe interval (RelaySession spec.video)", async (t) => {
     // What the relay session passes for keyframeIntervalSeconds 0.5 at 30 fps: a 15-frame GOP.
-    const low = await transcodeToRtp(input, {
+    const low = await transcodeThroughPipe(input, {
       width: 256,
       height: 256,
       frameRate: 30,
       bitrate: "100k",
       gopFrames: 15,
     });
-    const high = await transcodeToRtp(input, { width: 256, height: 256, frameRate: 30, bitrate: "1000k" });
+    const high = await transcodeThroughPipe(input, {
+      width: 256,
+      height: 256,
+      frameRate: 30,
+      bitrate: "1000k",
+    });
     const seconds = (inputPts.at(-1)! - inputPts[0]! + 3000) / 90_000;
     assert.ok(
-      low.idrTimestamps.size >= 2 * seconds - 1 && low.idrTimestamps.size <= 2 * seconds + 1,
-      `IDRs every 0.5 s: ${low.idrTimestamps.size} in ${seconds} s`,
+      low.idrs >= 2 * seconds - 1 && low.idrs <= 2 * seconds + 1,
+      `IDRs every 0.5 s: ${low.idrs} in ${seconds} s`,
     );
-    const kbps = (capture: RtpCapture) => Math.round((capture.payloadBytes * 8) / seconds / 1000);
-    t.diagnostic(
-      `IDRs ${low.idrTimestamps.size} in ${seconds} s; 100k → ${kbps(low)}, 1000k → ${kbps(high)} kbit/s`,
-    );
+    const kbps = (capture: PipeCapture) => Math.round((capture.payloadBytes * 8) / seconds / 1000);
+    t.diagnostic(`IDRs ${low.idrs} in ${seconds} s; 100k → ${kbps(low)}, 1000k → ${kbps(high)} kbit/s`);
     assert.ok(kbps(low) < 200, `100k asked, ${kbps(low)} kbit/s sent`);
     assert.ok(kbps(high) > 3 * kbps(low), `1000k asked, ${kbps(high)} kbit/s sent (100k: ${kbps(low)})`);
   });
 
-  it("caps the frame rate by dropping frames, keeping input timestamps (RTCP on the RTP port)", async () => {
-    const capture = await transcodeToRtp(input, { width: 160, height: 120, frameRate: 15 }, true);
-    const report = capture.senderReports[0];
-    assert.ok(report);
-    const base = rtpBaseFromSenderReport(report);
-    const outputPts = capture.frameTimestamps.map((ts) => rtpTimestampToPts(ts, base, inputPts[0]));
+  it("caps the frame rate by dropping frames, keeping input timestamps", async () => {
+    const capture = await transcodeThroughPipe(input, { width: 160, height: 120, frameRate: 15 });
+    const outputPts = capture.frames.map((frame) => frame.pts);
     const expected = inputPts.length / 2;
     assert.ok(
       Math.abs(outputPts.length - expected) <= 3,
@@ -479,21 +434,10 @@ describe("forward transcode (ffmpeg -> RTP on loopback)", needsFfmpeg, () => {
       pts.some((value) => (value - pts[0]) % 3000 !== 0),
       "the input really is off-grid",
     );
-    const capture = await transcodeToRtp(jittered, { width: 160, height: 120, frameRate: 30 });
-    const base = rtpBaseFromSenderReport(capture.senderReports[0]!);
-    const outputPts = capture.frameTimestamps.map((ts) => rtpTimestampToPts(ts, base, pts[0]));
-    assert.ok(outputPts.length >= pts.length * 0.9);
+    const capture = await transcodeThroughPipe(jittered, { width: 160, height: 120, frameRate: 30 });
+    const outputPts = capture.frames.map((frame) => frame.pts);
+    assert.equal(outputPts.length, pts.length);
     const known = new Set(pts);
     for (const value of outputPts) assert.ok(known.has(value), `output PTS ${value} is an input PTS`);
-  });
-});
-
-describe("rtpTimestampToPts", () => {
-  it("undoes the base and picks the right 2^32 wrap", () => {
-    assert.equal(rtpTimestampToPts(1000 + 126000, 1000, 126000), 126000);
-    assert.equal(rtpTimestampToPts((0xffffff00 + 500) >>> 0, 0xffffff00, 0), 500);
-    const high = 2 ** 32 + 1234;
-    assert.equal(rtpTimestampToPts((7 + high) >>> 0, 7, high - 3000), high);
-    assert.equal(rtpTimestampToPts(7 + 1234, 7, 2 ** 33 - 100), 1234, "across the 33-bit wrap");
   });
 });

@@ -251,24 +251,24 @@ describe("relay session end to end", { skip: needsLoopbackNamespace }, () => {
   );
 
   test(
-    "the relay's event loop stalled for 1.5 s mid-stream: ffmpeg's RTP waits in the socket, no frame is lost",
+    "the relay's event loop stalled for 1.5 s mid-stream: ffmpeg's output waits in the pipe, no frame is lost",
     { timeout: 60_000 },
     async (t) => {
-      // CI caught this: on a starved machine the kernel's default receive buffer on the loopback
-      // RTP socket from ffmpeg overflowed and whole frames went missing (RcvbufErrors in
-      // /proc/net/snmp). A synchronous stall is the same starvation, made deterministic.
+      // CI caught this when ffmpeg's output came over a loopback UDP socket: on a starved machine its
+      // receive buffer overflowed and whole frames went missing. The pipe that replaced it (issue 12)
+      // makes ffmpeg wait instead. A synchronous stall is the same starvation, made deterministic.
       const { segments } = await makeInputSegments({ seconds: 6 });
       const { base, peer } = await startRig("ts");
       // The stand-in runs in this process and stalls too, so afterwards it returns the backlog no
       // faster than it gets it: with the default window of 2 the relay rightly drops part of it as
-      // peer-limited (slow-peer.test.ts). What is under test here is the forward RTP socket.
+      // peer-limited (slow-peer.test.ts). What is under test here is the forward hop from ffmpeg.
       const session = newSession(base, peer.url, { peerWindowFrames: 16 });
       await session.start();
       await waitFor(() => session.status().webrtcState === "connected", 20_000, "WebRTC connected");
       const publishing = publishPaced(`${base}in`, segments);
       await waitFor(() => session.status().frames.sent >= 60, 10_000, "frames flowing");
       const stallUntil = performance.now() + 1500;
-      while (performance.now() < stallUntil); // nothing in this process runs; ffmpeg keeps sending
+      while (performance.now() < stallUntil); // nothing in this process runs; ffmpeg fills the pipe
       await publishing;
       await session.whenEnded();
       const final = session.status();

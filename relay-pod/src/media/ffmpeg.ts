@@ -10,13 +10,5 @@ export {
   type ResolvedFfmpeg,
   type ResolvedFfprobe,
 } from "./ffmpeg-binary.js";
-export {
-  FORWARD_RTCP_ORIGIN_US,
-  forwardTranscodeArgs,
-  isRtcpPacket,
-  parseRtcpSenderReport,
-  rtpBaseFromSenderReport,
-  rtpTimestampToPts,
-  type ForwardTranscodeOptions,
-} from "./ffmpeg-forward.js";
+export { forwardTranscodeArgs, type ForwardTranscodeOptions } from "./ffmpeg-forward.js";
 export { FfmpegProcess, type FfmpegExit, type FfmpegProcessOptions } from "./ffmpeg-process.js";

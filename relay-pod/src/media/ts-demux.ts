@@ -59,6 +59,12 @@ export interface TsDemuxerStats {
 export interface TsDemuxerOptions {
   onAccessUnit?: (au: VideoAccessUnit) => void;
   logger?: Logger;
+  /**
+   * The source writes packet after packet from its first byte on (ffmpeg on a pipe), so a chunk that
+   * ends on a packet boundary ends with a whole packet: take it at once rather than wait for the next
+   * sync byte to confirm it, which would hold each frame's last packet until the next frame.
+   */
+  alignedSource?: boolean;
 }
 
 /** Largest PES we assemble; a bigger one is dropped (a 4K intra frame stays well below this). */
@@ -93,8 +99,10 @@ export class TsDemuxer {
   private pesDamaged = false;
   private pesRandomAccess = false;
   private inResync = false;
+  private readonly alignedSource: boolean;
 
   constructor(options: TsDemuxerOptions = {}) {
+    this.alignedSource = options.alignedSource === true;
     this.onAccessUnit = options.onAccessUnit ?? (() => {});
     this.logger = options.logger ?? silentLogger;
   }
@@ -172,7 +180,7 @@ export class TsDemuxer {
       }
       const packetEnd = offset + TS_PACKET_SIZE;
       if (packetEnd > length) return offset;
-      if (packetEnd === length && !final) return offset;
+      if (packetEnd === length && !final && !this.alignedSource) return offset;
       if (packetEnd < length && data[packetEnd] !== TS_SYNC_BYTE) {
         // This packet is cut short (or the sync byte was a false one): drop it and resync.
         this.stats.packets++;

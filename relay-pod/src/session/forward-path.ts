@@ -17,7 +17,7 @@ import type { PeerLink } from "./peer-link.js";
 import { PeerPace } from "./peer-pace.js";
 import { PeerWindow } from "./peer-window.js";
 import type { SentFrame } from "./return-path.js";
-import { setRtpSequenceNumber, setRtpTimestamp } from "./rtp-frames.js";
+import { setRtpSequenceNumber, setRtpTimestamp } from "./rtp-header.js";
 import type { SessionHost } from "./session-host.js";
 import type { SessionStatus } from "./types.js";
 
@@ -127,7 +127,7 @@ export class ForwardPath {
 
   /** Frames lost on this side (input drops are counted in SessionStats). */
   get droppedFrames(): number {
-    return (this.transcoder?.damagedFrames ?? 0) + this.pacer.dropped + this.peerWindow.peerLimitedDrops;
+    return this.pacer.dropped + this.peerWindow.peerLimitedDrops;
   }
 
   get peerLimitedDrops(): number {
@@ -206,14 +206,9 @@ export class ForwardPath {
       await transcoder?.setGop(intraOnly);
     }
     let frames = 0;
-    let firstPts: number | undefined;
     const demuxer = new TsDemuxer({
       onAccessUnit: (au) => {
         frames++;
-        if (au.pts !== undefined) {
-          firstPts ??= au.pts;
-          transcoder?.noteInputPts(au.pts);
-        }
         host.stats.noteInputFrame(au.pts);
         if (this.packetizer && !drop && !host.isEnded()) this.forwardAccessUnit(au);
       },
@@ -233,7 +228,6 @@ export class ForwardPath {
           continue;
         }
         validated = true;
-        transcoder?.noteFirstPts(firstPts);
         for (const piece of held) await transcoder?.write(piece);
         held.length = 0;
         continue;
@@ -248,7 +242,6 @@ export class ForwardPath {
     if (!validated && !drop) {
       if (frames > 0 && !host.isEnded()) {
         // A segment whose only frame completed at flush: still usable.
-        transcoder?.noteFirstPts(firstPts);
         for (const piece of held) await transcoder?.write(piece);
         return;
       }

@@ -1,95 +1,66 @@
 /**
- * The forward path's transcoder: input MPEG-TS → ffmpeg (size, frame rate, GOP) → RTP on a loopback
- * socket → whole frames carrying input PTS. Separate from the rest of the forward path because it
- * owns an external process and its lifecycle: restart after a crash (within ffmpeg's budget),
- * restart with another GOP between segments when PeerPace advises it, and mapping ffmpeg's own RTP
- * timestamps back onto input PTS across those restarts.
+ * The forward path's transcoder: input MPEG-TS → ffmpeg (size, frame rate, GOP) → MPEG-TS on a pipe
+ * → whole frames carrying input PTS, packetized for WebRTC by the relay. A pipe, not a UDP socket:
+ * when the relay is short of CPU, ffmpeg waits for the relay to read, so frames are delayed rather
+ * than lost (issue 12). Separate from the rest of the forward path because it owns an external
+ * process and its lifecycle: restart after a crash (within ffmpeg's budget) and restart with another
+ * GOP between segments when PeerPace advises it.
  */
-import { createSocket, type Socket } from "node:dgram";
-import type { AddressInfo } from "node:net";
-import {
-  FfmpegProcess,
-  forwardTranscodeArgs,
-  isRtcpPacket,
-  parseRtcpSenderReport,
-  type resolveFfmpeg,
-  rtpBaseFromSenderReport,
-  rtpTimestampToPts,
-  type FfmpegExit,
-} from "../media/ffmpeg.js";
+import { randomInt } from "node:crypto";
+import { H264Packetizer } from "werift";
+import { FfmpegProcess, forwardTranscodeArgs, type resolveFfmpeg, type FfmpegExit } from "../media/ffmpeg.js";
+import { TsDemuxer, type VideoAccessUnit } from "../media/ts-demux.js";
 import { forwardEncoderSettings } from "./config.js";
 import type { PacedFrame } from "./pacer.js";
-import { RtpFrameAssembler, type RtpFrame } from "./rtp-frames.js";
 import type { SessionHost } from "./session-host.js";
 
 const RTP_WRAP = 0x1_0000_0000;
 /** Intra-only frames get this many times the session's bitrate (the same picture needs more bits). */
 const INTRA_BITRATE_FACTOR = 2;
-/** Receive buffer asked for on ffmpeg's RTP socket (Linux reports double what it grants). */
-const RTP_RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024;
 
 export class Transcoder {
   private ffmpeg: FfmpegProcess | undefined;
-  private rtpSocket: Socket | undefined;
-  private rtpPort = 0;
-  private readonly assembler: RtpFrameAssembler;
-  /** ffmpeg's RTP timestamps are its own; this maps them back onto input PTS (calibrated per ffmpeg run). */
-  private ffmpegTimestampBase: number | undefined;
-  private firstPtsIntoFfmpeg: number | undefined;
-  private lastInputPts: number | undefined;
+  /** Reads the running ffmpeg's output; a new one for each ffmpeg run (its own PAT, PMT, counters). */
+  private demuxer: TsDemuxer | undefined;
+  /** Cuts access units into RTP packets; the forward path renumbers and restamps them on sending. */
+  private readonly packetizer = new H264Packetizer({
+    payloadType: 96,
+    ssrc: randomInt(1, 2 ** 31),
+    inputFormat: "annexb",
+  });
   /** Whether ffmpeg encodes every frame as a keyframe now (while ComfyStream is slower). */
   private intraOnlyNow = false;
   private restarting = false;
   private retuning = false;
-  private lastLossWarning = -Infinity;
 
   constructor(
     private readonly host: SessionHost,
     /** Each frame out of ffmpeg, with its input PTS. */
-    onFrame: (frame: PacedFrame) => void,
+    private readonly onFrame: (frame: PacedFrame) => void,
     /** After a restart with another GOP. */
     private readonly onGopChange: (intraOnly: boolean) => void,
-  ) {
-    this.assembler = new RtpFrameAssembler((frame) => {
-      const paced = this.toInputPts(frame);
-      if (paced) onFrame(paced);
-    });
-  }
+  ) {}
 
   async start(ffmpegBinary: () => ReturnType<typeof resolveFfmpeg>): Promise<void> {
     const { log } = this.host;
-    // Loopback UDP has no backpressure: whatever arrives while the event loop is busy waits in the
-    // socket's receive buffer, and the kernel's default (~208 KiB, ~50 datagrams by truesize) was
-    // overrun by a few hundred ms of CPU starvation, costing whole frames. Ask for more; the kernel
-    // caps it at net.core.rmem_max.
-    const socket = createSocket({ type: "udp4", recvBufferSize: RTP_RECEIVE_BUFFER_BYTES });
-    await new Promise<void>((resolve, reject) => {
-      socket.once("error", reject);
-      socket.bind(0, "127.0.0.1", () => resolve());
-    });
-    const receiveBufferBytes = socket.getRecvBufferSize();
-    // RTP and RTCP share the port; ffmpeg's sender reports reveal its random RTP timestamp base.
-    socket.on("message", (packet) => {
-      if (!isRtcpPacket(packet)) {
-        const lostBefore = this.assembler.lostPackets;
-        this.assembler.push(packet);
-        if (this.assembler.lostPackets !== lostBefore) this.warnLoss();
-        return;
-      }
-      const report = parseRtcpSenderReport(packet);
-      if (report) this.ffmpegTimestampBase = rtpBaseFromSenderReport(report);
-    });
-    this.rtpSocket = socket;
     const binary = await ffmpegBinary();
-    this.rtpPort = (socket.address() as AddressInfo).port;
-    const args = this.args(false);
-    this.ffmpeg = new FfmpegProcess({ ffmpegPath: binary.path, args, logger: log });
-    this.ffmpeg.on("exit", (info: FfmpegExit) => void this.onExit(info));
+    this.ffmpeg = new FfmpegProcess({
+      ffmpegPath: binary.path,
+      args: this.args(false),
+      stdout: "pipe",
+      logger: log,
+    });
+    // 'spawn' comes before any output of that run, and a run's 'exit' after all of it.
+    this.ffmpeg.on("spawn", () => {
+      this.demuxer = new TsDemuxer({ alignedSource: true, onAccessUnit: (au) => this.frameOut(au) });
+    });
+    this.ffmpeg.on("stdout", (chunk: Buffer) => this.demuxer?.push(chunk));
+    this.ffmpeg.on("exit", (info: FfmpegExit) => {
+      this.demuxer?.flush();
+      void this.onExit(info);
+    });
     this.ffmpeg.start();
-    log.info(
-      { ffmpeg: binary.path, version: binary.version, rtpReceiveBufferBytes: receiveBufferBytes },
-      "transcoder started",
-    );
+    log.info({ ffmpeg: binary.path, version: binary.version }, "transcoder started");
   }
 
   /** Running, and not between a crash and its restart (which must start on the next segment). */
@@ -99,21 +70,6 @@ export class Transcoder {
 
   get intraOnly(): boolean {
     return this.intraOnlyNow;
-  }
-
-  /** Frames lost whole to packets missing on the loopback socket. */
-  get damagedFrames(): number {
-    return this.assembler.damagedFrames;
-  }
-
-  /** The newest input PTS, near which ffmpeg's timestamps are unwrapped. */
-  noteInputPts(pts: number): void {
-    this.lastInputPts = pts;
-  }
-
-  /** The first PTS written to this ffmpeg run: the fallback anchor until its first sender report. */
-  noteFirstPts(pts: number | undefined): void {
-    if (this.firstPtsIntoFfmpeg === undefined && pts !== undefined) this.firstPtsIntoFfmpeg = pts;
   }
 
   async write(chunk: Buffer): Promise<void> {
@@ -131,8 +87,6 @@ export class Transcoder {
     try {
       ffmpeg.endInput();
       if (!(await ffmpeg.whenExited(1000))) await ffmpeg.stop();
-      await new Promise((resolve) => setTimeout(resolve, 20)); // its last datagrams
-      this.resetTimestamps();
       ffmpeg.setArgs(this.args(intraOnly));
       if (this.host.isEnded()) return;
       ffmpeg.start();
@@ -149,14 +103,11 @@ export class Transcoder {
     // ffmpeg exits once it has sent its last frame; under load it runs well behind its input, and
     // draining before that loses the stream's tail.
     this.ffmpeg?.endInput();
-    if (this.ffmpeg && (await this.ffmpeg.whenExited(timeoutMs))) {
-      await new Promise((r) => setTimeout(r, 50)); // its last UDP datagrams
-    }
+    await this.ffmpeg?.whenExited(timeoutMs);
   }
 
   async stop(): Promise<void> {
     await this.ffmpeg?.stop().catch(() => undefined);
-    this.rtpSocket?.close();
   }
 
   /** The transcoder's arguments: the session's GOP, or intra-only while ComfyStream is slower (PeerPace). */
@@ -170,16 +121,7 @@ export class Transcoder {
       ...(intraOnly
         ? { gopFrames: 1, bitrate: `${config.bitrateKbps * INTRA_BITRATE_FACTOR}k` }
         : forwardEncoderSettings(config)),
-      rtpPort: this.rtpPort,
-      rtcpPort: this.rtpPort,
     });
-  }
-
-  /** A new ffmpeg run has a new RTP timestamp base and sequence. */
-  private resetTimestamps(): void {
-    this.assembler.reset();
-    this.ffmpegTimestampBase = undefined;
-    this.firstPtsIntoFfmpeg = undefined;
   }
 
   private async onExit(info: FfmpegExit): Promise<void> {
@@ -190,7 +132,6 @@ export class Transcoder {
       (info.error ? `: ${info.error.message}` : "") +
       (info.stderrTail ? `: ${info.stderrTail.trim().slice(-500)}` : "");
     host.setError("TranscoderCrashed", detail);
-    this.resetTimestamps();
     // A new ffmpeg must start on a keyframe: the next input segment (segments start on one).
     this.restarting = true;
     const restarted = await this.ffmpeg!.restart();
@@ -204,26 +145,10 @@ export class Transcoder {
     host.emitStatus();
   }
 
-  /** At most one warning per 5 s: a starved event loop loses packets in bursts. */
-  private warnLoss(): void {
-    const now = performance.now();
-    if (now - this.lastLossWarning < 5000) return;
-    this.lastLossWarning = now;
-    this.host.log.warn(
-      { lostPackets: this.assembler.lostPackets, droppedFrames: this.assembler.damagedFrames },
-      "RTP from ffmpeg lost on loopback (receive buffer overrun: the relay is short of CPU)",
-    );
-  }
-
-  /** A frame out of ffmpeg, restamped with input PTS; undefined while nothing anchors the mapping. */
-  private toInputPts(frame: RtpFrame): PacedFrame | undefined {
-    if (this.ffmpegTimestampBase === undefined) {
-      // No sender report yet: assume the first frame out is the first frame in (ffmpeg keeps PTS).
-      if (this.firstPtsIntoFfmpeg === undefined) return undefined;
-      this.ffmpegTimestampBase =
-        (frame.rtpTimestamp - (this.firstPtsIntoFfmpeg % RTP_WRAP) + RTP_WRAP) % RTP_WRAP;
-    }
-    const pts = rtpTimestampToPts(frame.rtpTimestamp, this.ffmpegTimestampBase, this.lastInputPts ?? 0);
-    return { pts, keyframe: frame.keyframe, packets: frame.packets };
+  /** An access unit out of ffmpeg: its PTS is the input's (see forwardTranscodeArgs). */
+  private frameOut(au: VideoAccessUnit): void {
+    if (au.pts === undefined) return;
+    const packets = this.packetizer.packetize(au.data, au.pts % RTP_WRAP).map((p) => p.serialize());
+    if (packets.length > 0) this.onFrame({ pts: au.pts, keyframe: au.keyframe, packets });
   }
 }

@@ -1,0 +1,13 @@
+/**
+ * The two RTP header fields the forward path rewrites on every packet it sends: the timestamp (the
+ * input PTS plus a small per-frame jitter, for matching returned frames) and the sequence number
+ * (the relay's own, so that frames it drops leave no gap the peer would take for loss).
+ */
+
+export function setRtpTimestamp(packet: Buffer, timestamp: number): void {
+  packet.writeUInt32BE(timestamp >>> 0, 4);
+}
+
+export function setRtpSequenceNumber(packet: Buffer, sequenceNumber: number): void {
+  packet.writeUInt16BE(sequenceNumber & 0xffff, 2);
+}
