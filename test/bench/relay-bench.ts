@@ -26,6 +26,7 @@ import { TrickleSubscriber } from "../../relay-pod/src/trickle/subscriber.js";
 import { startTsStandin } from "../../relay-pod/src/demo/standin-peer/standin.js";
 import { makeInputSegments } from "../session/relay-harness.js";
 import { publishLive } from "./live-input.js";
+import type { StartUpFigures } from "./startup-bench.js";
 
 const CLI = fileURLToPath(new URL("../../relay-pod/src/cli.js", import.meta.url));
 const ICE = "127.0.0.2";
@@ -58,6 +59,8 @@ async function main(): Promise<void> {
     options: {
       seconds: { type: "string" },
       "max-sessions": { type: "string", default: "12" },
+      "startup-runs": { type: "string", default: "5" },
+      "startup-only": { type: "boolean", default: false },
       out: { type: "string" },
       infra: { type: "string" },
       "real-comfystream": { type: "boolean", default: false },
@@ -71,10 +74,12 @@ async function main(): Promise<void> {
   });
   if (values.help) {
     process.stdout.write(
-      "npm run bench:relay [-- --seconds N --max-sessions N --out FILE]\n" +
+      "npm run bench:relay [-- --seconds N --max-sessions N --startup-runs N --out FILE]\n" +
         "Relay latency (forward hop, return hop, total minus peer time), CPU and RSS per session at\n" +
-        "512x512 and 1280x720 @ 30 fps through the passthrough stand-in, and the most concurrent\n" +
-        "512x512 sessions without drops. Writes JSON and Markdown (default bench-results/relay.json).\n" +
+        "512x512 and 1280x720 @ 30 fps through the passthrough stand-in, start → first output frame\n" +
+        "with the input already flowing (N runs, default 5), and the most concurrent 512x512 sessions\n" +
+        "without drops. Writes JSON and Markdown (default bench-results/relay.json).\n" +
+        "--startup-only: just the start-up runs, printed as JSON.\n" +
         "\n" +
         "npm run bench:relay -- --real-comfystream [--before GIT-REF] [--after GIT-REF]\n" +
         "                       [--workflows passthrough,slowBlur] [--peer-window N] [--seconds N (default 30)]\n" +
@@ -107,6 +112,12 @@ async function main(): Promise<void> {
       peerWindow: values["peer-window"] === undefined ? undefined : Number(values["peer-window"]),
     });
   }
+  if (values["startup-only"]) {
+    const { measureStartUp } = await import("./startup-bench.js");
+    const figures = await measureStartUp(Number(values["startup-runs"]), { startInfra, startRelay });
+    process.stdout.write(`${JSON.stringify(figures, null, 1)}\n`);
+    return;
+  }
   const seconds = Number(values.seconds ?? 20);
   const scenarios: ScenarioResult[] = [];
   for (const size of ["512x512", "1280x720"]) {
@@ -116,6 +127,9 @@ async function main(): Promise<void> {
   scenarios.push(await runScenario("512x512", 1, seconds, 0));
   // The same input sent as is: no ffmpeg at all.
   scenarios.push(await runScenario("512x512", 1, seconds, 0, "passthrough"));
+  // Start-up: the relay started while its input already flows and its peer is warm.
+  const { measureStartUp } = await import("./startup-bench.js");
+  const startUp = await measureStartUp(Number(values["startup-runs"]), { startInfra, startRelay });
   let maxSessions = 1;
   for (let n = 2; n <= Number(values["max-sessions"]); n++) {
     const result = await runScenario("512x512", n, Math.min(seconds, 15));
@@ -134,6 +148,7 @@ async function main(): Promise<void> {
       "CPU and RSS from /proc for the relay process and its ffmpeg, sampled over the steady part of the run",
     targets: { relayAddedP50Ms: 60, cpuPercentOfOneCore: 20, rssMb: 150, at: "512x512@30" },
     maxConcurrentSessionsWithoutDrops512: maxSessions,
+    startUp,
     scenarios,
   };
   writeResults(values.out ?? "bench-results/relay.json", report, toMarkdown(report));
@@ -207,7 +222,7 @@ async function runScenario(
   return result;
 }
 
-function drainOutput(url: string): { close(): void } {
+export function drainOutput(url: string): { close(): void } {
   const subscriber = new TrickleSubscriber(url, { startSeq: 0 });
   void (async () => {
     for await (const segment of subscriber) for await (const _ of segment.body) void _;
@@ -215,13 +230,13 @@ function drainOutput(url: string): { close(): void } {
   return { close: () => subscriber.close() };
 }
 
-interface Infra {
+export interface Infra {
   trickleBase: string;
   standins: string[];
   stop(): Promise<void>;
 }
 
-async function startInfra(sessions: number): Promise<Infra> {
+export async function startInfra(sessions: number): Promise<Infra> {
   const child = fork(fileURLToPath(import.meta.url), ["--infra", String(sessions)], {
     stdio: ["ignore", "inherit", "inherit", "ipc"],
   });
@@ -258,7 +273,7 @@ async function runInfra(sessions: number): Promise<void> {
   process.send!({ trickleBase: url, standins: standins.map((s) => s.url) });
 }
 
-interface Relay {
+export interface Relay {
   child: ChildProcess;
   connected: Promise<void>;
   finished: Promise<StatusSummary>;
@@ -275,7 +290,7 @@ interface StatusSummary {
   };
 }
 
-function startRelay(
+export function startRelay(
   index: number,
   infra: Infra,
   width: number,
@@ -376,6 +391,7 @@ function toMarkdown(report: {
   date: string;
   machine: Record<string, unknown>;
   maxConcurrentSessionsWithoutDrops512: number;
+  startUp: StartUpFigures;
   scenarios: ScenarioResult[];
 }): string {
   const rows = report.scenarios.flatMap((s) =>
@@ -393,6 +409,9 @@ function toMarkdown(report: {
     "",
     `Machine: ${JSON.stringify(report.machine)}. Command: \`npm run bench:relay\`.`,
     `Most concurrent 512x512@30 sessions without drops: **${report.maxConcurrentSessionsWithoutDrops512}**.`,
+    `Start → first output frame (relay process started into a live input, peer warm; ${report.startUp.runs} runs): ` +
+      `p50 **${report.startUp.firstOutputFrameMs.p50} ms**, max ${report.startUp.firstOutputFrameMs.max} ms; ` +
+      `of which start → connected to the peer p50 ${report.startUp.connectedMs.p50} ms.`,
     "",
     "Per-session figures are for the first session of each scenario. Latency in ms (p50 / p95).",
     "",

@@ -29,8 +29,11 @@ export async function makeInputSegments(options: {
   frameRate?: number;
   /** B-frames in the input (default 2, as RTMP encoders often send; WHIP/browser input has none). */
   bFrames?: number;
+  /** Keyframe interval, hence segment length (default 1 s). */
+  gopSeconds?: number;
 }): Promise<{ segments: Buffer[]; pts: number[] }> {
   const frameRate = options.frameRate ?? 30;
+  const gopSeconds = options.gopSeconds ?? 1;
   const { stdout } = await run(
     FFMPEG,
     [
@@ -47,9 +50,9 @@ export async function makeInputSegments(options: {
         "-preset",
         "veryfast",
         "-g",
-        String(frameRate),
+        String(Math.round(frameRate * gopSeconds)),
         "-bf",
-        "2",
+        String(options.bFrames ?? 2),
         "-f",
         "mpegts",
         "pipe:1",
@@ -60,7 +63,7 @@ export async function makeInputSegments(options: {
   const segments: Buffer[] = [];
   let current: Buffer[] = [];
   const cutter = new TsSegmentCutter({
-    minDurationSec: 1,
+    minDurationSec: gopSeconds,
     onSegmentStart: () => (current = []),
     onData: (chunk) => current.push(Buffer.from(chunk)),
     onSegmentEnd: () => segments.push(Buffer.concat(current)),

@@ -3,7 +3,6 @@ import type { Command } from "commander";
 import { createLogger } from "../common/log.js";
 import { parseHttpUrl, parsePositiveNumber } from "../common/cli-options.js";
 import { ProgressLine } from "../common/progress-line.js";
-import { runDemo } from "../demo/demo.js";
 import { addSessionOptions, sessionInputFromOptions } from "./run.js";
 
 export function registerDemo(program: Command): void {
@@ -33,6 +32,7 @@ export function registerDemo(program: Command): void {
       pretty: process.env.TRICKLE_RELAY_LOG_JSON !== "1",
       writePretty: (text) => progress.print(text),
     });
+    const { runDemo } = await import("../demo/demo.js"); // werift and ffmpeg only when the demo runs
     const code = await runDemo(
       {
         duration: opts.duration,

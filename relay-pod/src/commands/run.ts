@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import { randomUUID } from "node:crypto";
 import { InvalidArgumentError, Option, type Command } from "commander";
 import { createLogger, type Logger } from "../common/log.js";
-import { RelaySession } from "../session/relay-session.js";
+import type { RelaySession } from "../session/relay-session.js";
 import { EXIT_CODES } from "../session/exit-codes.js";
 import {
   DEFAULT_BITRATE_KBPS,
@@ -156,6 +156,8 @@ or its spec unusable.`,
         { exitCode: EXIT_CODES.configError },
       );
     }
+    // Loaded here, not at the top: `--help` and the other commands need none of werift.
+    const { RelaySession } = await import("../session/relay-session.js");
     const session = new RelaySession(
       buildSessionConfig({
         ...sessionInputFromOptions(opts),

@@ -15,6 +15,11 @@ export interface ForwardTranscodeOptions {
   bitrate?: string;
   /** Keyframe interval in frames (default = frameRate, about 1 s). */
   gopFrames?: number;
+  /**
+   * Encode only frames from this input PTS on (90 kHz): the input must start at a keyframe for the
+   * decoder, but the encoder then starts at the live edge, and its first frame is an IDR.
+   */
+  startAtPts?: number;
 }
 
 /**
@@ -52,8 +57,9 @@ export function forwardTranscodeArgs(o: ForwardTranscodeOptions): string[] {
   // Register 0 holds the next due time. A frame is kept when it is at most a quarter interval early;
   // the due time then advances by one interval (or to 0.8 interval after a late frame). This
   // tolerates timestamp jitter, never retimes and never duplicates; faster input loses frames.
+  const fromStart = o.startAtPts === undefined ? "" : `gte(t\\,${(o.startAtPts / 90_000).toFixed(6)})*`;
   const select =
-    `select='if(gte(t\\,ld(0)-${(interval / 4).toFixed(6)})\\,` +
+    `select='if(${fromStart}gte(t\\,ld(0)-${(interval / 4).toFixed(6)})\\,` +
     `st(0\\,max(ld(0)+${interval.toFixed(6)}\\,t+${(interval * 0.8).toFixed(6)}))\\,0)'`;
   const filters = [
     select,

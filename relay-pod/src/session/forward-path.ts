@@ -31,6 +31,8 @@ const H264_STREAM_TYPE = 0x1b;
 const DEFAULT_WINDOW_HOLD_MS = 500;
 /** The same while intra-only, where a drop costs only the frame itself. */
 const INTRA_WINDOW_HOLD_MS = 100;
+/** Most bytes of one input segment kept while waiting for the peer (see relayInputSegment). */
+const MAX_LIVE_EDGE_HOLD_BYTES = 8 * 1024 * 1024;
 /** How long a session waits for an input channel that does not exist yet before it ends. */
 const INPUT_CHANNEL_WAIT_MS = 30_000;
 
@@ -206,20 +208,46 @@ export class ForwardPath {
       await transcoder?.setGop(intraOnly);
     }
     let frames = 0;
+    let latestPts: number | undefined;
     const demuxer = new TsDemuxer({
       onAccessUnit: (au) => {
         frames++;
+        if (au.pts !== undefined) latestPts = au.pts;
         host.stats.noteInputFrame(au.pts);
         if (this.packetizer && !drop && !host.isEnded()) this.forwardAccessUnit(au);
       },
     });
-    const drop = this.shouldDropInputSegment();
+    let drop = this.shouldDropInputSegment();
+    // Transcoding, a segment skipped only because the peer is not connected yet is kept in memory
+    // (bounded), so that a connection made during it starts at the live edge (see joinAtLiveEdge).
+    let awaitingPeer = drop && transcoder !== undefined && this.peer.state !== "connected";
+    let framesBeforeLiveEdge = 0;
     const held: Buffer[] = [];
     let validated = false;
     let heldBytes = 0;
     for await (const chunk of segment.body) {
       demuxer.push(chunk);
-      if (drop || host.isEnded()) continue;
+      if (host.isEnded()) continue;
+      if (awaitingPeer) {
+        held.push(chunk);
+        heldBytes += chunk.length;
+        if (heldBytes > MAX_LIVE_EDGE_HOLD_BYTES) {
+          awaitingPeer = false;
+          held.length = 0;
+        } else if (this.peer.state === "connected" && transcoder?.ready && latestPts !== undefined) {
+          awaitingPeer = false;
+          drop = false;
+          validated = true;
+          framesBeforeLiveEdge = frames;
+          await transcoder.restartAtLiveEdge(held.splice(0), latestPts);
+          host.log.info(
+            { seq: segment.seq, skippedFrames: frames - 1 },
+            "peer connected mid-segment: joined at the live edge",
+          );
+        }
+        continue;
+      }
+      if (drop) continue;
       if (!validated) {
         held.push(chunk);
         heldBytes += chunk.length;
@@ -237,6 +265,11 @@ export class ForwardPath {
     demuxer.flush();
     if (this.packetizer) {
       this.finishPassthroughSegment(segment.seq, frames, drop, demuxer.stats);
+      return;
+    }
+    if (framesBeforeLiveEdge > 0) {
+      // Frames before the peer was there: never encoded, left out by policy.
+      counters.inputFramesDropped += framesBeforeLiveEdge - 1;
       return;
     }
     if (!validated && !drop) {

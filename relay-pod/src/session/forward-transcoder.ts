@@ -98,6 +98,28 @@ export class Transcoder {
     }
   }
 
+  /**
+   * The peer connected in the middle of an input segment: rather than wait for the next segment
+   * (and the encoder's next IDR), a new ffmpeg run decodes this segment from its start (`head`, the
+   * bytes so far, which begin at a keyframe) but encodes only from `livePts` on, so its first frame
+   * out is an IDR of the live picture. Costs one process start and a burst of decoding.
+   */
+  async restartAtLiveEdge(head: Buffer[], livePts: number): Promise<void> {
+    const ffmpeg = this.ffmpeg;
+    if (!ffmpeg) return;
+    this.retuning = true;
+    try {
+      this.demuxer = undefined; // what the old run still writes is from before the live edge
+      await ffmpeg.stop();
+      ffmpeg.setArgs(this.args(this.intraOnlyNow, livePts));
+      if (this.host.isEnded()) return;
+      ffmpeg.start();
+      for (const piece of head) await ffmpeg.write(piece);
+    } finally {
+      this.retuning = false;
+    }
+  }
+
   /** The input has ended: lets ffmpeg send its last frames, for up to `timeoutMs`. */
   async drain(timeoutMs: number): Promise<void> {
     // ffmpeg exits once it has sent its last frame; under load it runs well behind its input, and
@@ -111,9 +133,10 @@ export class Transcoder {
   }
 
   /** The transcoder's arguments: the session's GOP, or intra-only while ComfyStream is slower (PeerPace). */
-  private args(intraOnly: boolean): string[] {
+  private args(intraOnly: boolean, startAtPts?: number): string[] {
     const { config } = this.host;
     return forwardTranscodeArgs({
+      ...(startAtPts === undefined ? {} : { startAtPts }),
       width: config.width,
       height: config.height,
       frameRate: config.frameRate,

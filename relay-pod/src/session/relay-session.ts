@@ -109,6 +109,9 @@ export class RelaySession extends EventEmitter {
       { input: this.config.inputUrl, output: this.config.outputUrl, comfystream: this.config.comfystreamUrl },
       "starting relay session",
     );
+    // The offer (ICE gathering, ComfyStream's answer, DTLS) takes longest: it starts first, and
+    // finding and starting ffmpeg runs beside it (issue 12: first frame fast).
+    this.link.connect();
     try {
       await this.forward.prepare(() => this.resolveFfmpegOnce());
       await this.returnPath.start(() => this.resolveFfmpegOnce());
@@ -120,7 +123,6 @@ export class RelaySession extends EventEmitter {
     if (this.config.controlUrl) void this.readControl(this.config.controlUrl);
     if (this.config.eventsUrl) this.startEvents(this.config.eventsUrl);
     this.forward.startPaceSampling();
-    this.link.connect();
   }
 
   /** Resolves when the session has ended (completed, stopped or failed). */
