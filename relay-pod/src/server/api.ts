@@ -155,7 +155,8 @@ export function buildApiServer(options: ApiServerOptions): ApiServer {
     return reply.type(contentType).send(body);
   });
 
-  // Checked before the body is read: a refused start costs neither parsing nor a token.
+  // Checked before the body is read, so refused starts are not parsed. Every start request takes a
+  // token, invalid ones included; during a drain none is taken.
   const admitStart = async (request: FastifyRequest, reply: FastifyReply) => {
     if (sessions.shuttingDown) return sendError(reply, 503, new ShuttingDownError().message);
     const taken = startLimiter?.take(request.ip);
