@@ -3,8 +3,8 @@
  * import; the lint rule `boundaries/entry-point` (eslint.config.js) rejects any other path.
  *
  * It holds what both sides need: the logger, command-line option parsing, and the REST API's
- * contract (request validation, error replies, the session view), which the operator's gateway
- * serves over RelaySessions. It is light on purpose: nothing here loads the pipeline (werift,
+ * contract (request validation, error replies, the bearer token check, the session view), which
+ * the operator's gateway serves over RelaySessions. It is light on purpose: nothing here loads the pipeline (werift,
  * ffmpeg), so the operator process does not either (test/boundaries/entry-weight.test.ts).
  */
 export { createLogger, silentLogger, type Logger, type LoggerOptions } from "./common/log.js";
@@ -34,5 +34,11 @@ export {
   parseStartRequest,
   type StartSessionRequest,
 } from "./server/validation.js";
+export {
+  MIN_BEARER_TOKEN_LENGTH,
+  bearerTokenChecker,
+  describeReadError,
+  readBearerTokenFile,
+} from "./server/bearer-auth.js";
 export { sessionView } from "./report/session-view.js";
 export type { SessionState, SessionStatus } from "./session/types.js";

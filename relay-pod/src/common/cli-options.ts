@@ -78,17 +78,24 @@ export function collect(value: string, previous: string[] = []): string[] {
   return [...previous, value];
 }
 
-/** Waits for SIGINT or SIGTERM once, then runs `stop`; a second signal exits at once. */
+/**
+ * Waits for SIGINT or SIGTERM, then runs `stop`; a second signal of either kind exits at once
+ * (status 130). The handlers stay installed after the first signal: with `once`, a second SIGTERM
+ * found none and killed the process by the signal instead.
+ */
 export function onShutdownSignal(stop: (signal: NodeJS.Signals) => Promise<void> | void): void {
   let stopping = false;
   const handler = (signal: NodeJS.Signals) => {
-    if (stopping) process.exit(130);
+    if (stopping) {
+      process.stderr.write(`${signal} again: exiting without waiting for the shutdown to finish\n`);
+      process.exit(130);
+    }
     stopping = true;
     void Promise.resolve(stop(signal)).catch((err: unknown) => {
       process.stderr.write(`error while stopping: ${(err as Error).message}\n`);
       process.exitCode = 1;
     });
   };
-  process.once("SIGINT", handler);
-  process.once("SIGTERM", handler);
+  process.on("SIGINT", handler);
+  process.on("SIGTERM", handler);
 }

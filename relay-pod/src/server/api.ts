@@ -12,15 +12,29 @@
  *   GET    /health                 {"status":"healthy"}
  *   GET    /metrics                Prometheus text
  *   *      /ai/trickle/...         the in-process trickle server, when one is given
+ *
+ * Hardening, each optional: HTTPS (`tls`); a bearer token on every route but GET /health and the
+ * trickle mount (`apiToken`; trickle clients such as go-livepeer send no Authorization header); a
+ * per-client token bucket on POST /session/start (`startRateLimit`). Every body is capped at
+ * API_BODY_LIMIT_BYTES (413). Once the session manager is draining (shutdown), starts are 503 and
+ * /health says "shutting down" with a 503, so load balancers stop sending work here.
  */
 import http from "node:http";
-import Fastify, { LogController, type FastifyInstance } from "fastify";
+import https from "node:https";
+import Fastify, {
+  LogController,
+  type FastifyHttpOptions,
+  type FastifyInstance,
+  type FastifyReply,
+  type FastifyRequest,
+} from "fastify";
 import type { Registry } from "prom-client";
 import { silentLogger, type Logger } from "../common/log.js";
 import { renderMetrics } from "../report/metrics.js";
 import {
   DuplicateSessionError,
   SessionLimitError,
+  ShuttingDownError,
   SessionNotFoundError,
   SessionStartError,
   type SessionManager,
@@ -33,6 +47,8 @@ import {
   installJsonBodyParser,
   sendError,
 } from "./http-replies.js";
+import { bearerTokenChecker } from "./bearer-auth.js";
+import { TokenBucketLimiter, type StartRateLimit } from "./rate-limit.js";
 
 /** Where the in-process trickle server's channels live (go-livepeer's layout). */
 export const TRICKLE_MOUNT_PATH = "/ai/trickle/";
@@ -52,7 +68,19 @@ export interface ApiServerOptions {
    * streams chunked bodies for a long time and needs the raw request and response.
    */
   trickleServer?: RawRequestHandler;
+  /** Serve HTTPS with this PEM certificate (chain) and private key; the trickle mount too. */
+  tls?: { cert: string | Buffer; key: string | Buffer };
+  /**
+   * Require `Authorization: Bearer <apiToken>` on every route except GET/HEAD /health (401 with
+   * `WWW-Authenticate: Bearer` otherwise). The trickle mount is not covered: it never reaches fastify.
+   */
+  apiToken?: string;
+  /** Limit POST /session/start per client IP (429 with Retry-After); unlimited when absent. */
+  startRateLimit?: StartRateLimit;
 }
+
+/** The realm named in WWW-Authenticate. */
+export const API_AUTH_REALM = "trickle-relay";
 
 /** The fastify instance serving the API (listen, close, inject). */
 export type ApiServer = FastifyInstance<http.Server, http.IncomingMessage, http.ServerResponse, Logger>;
@@ -61,21 +89,48 @@ export function buildApiServer(options: ApiServerOptions): ApiServer {
   const { sessions, metricsRegistry, trickleServer } = options;
   const logger = options.logger ?? silentLogger;
 
-  const app = Fastify({
+  const { tls, apiToken, startRateLimit } = options;
+  const serverOptions: FastifyHttpOptions<http.Server, Logger> = {
     loggerInstance: logger,
     // Request logging at info would log every /metrics scrape and status poll; see onResponse below.
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: API_BODY_LIMIT_BYTES,
     // Trickle subscribers hold GETs open indefinitely; close() must not wait for them.
     forceCloseConnections: true,
-    serverFactory: (fastifyHandler) =>
-      http.createServer((req, res) => {
+    serverFactory: (fastifyHandler) => {
+      const handler: http.RequestListener = (req, res) => {
         if (trickleServer && isUnderTrickleMount(req.url) && trickleServer.handle(req, res)) return;
         fastifyHandler(req, res);
-      }),
-  });
+      };
+      // An https.Server hands out the same IncomingMessage and ServerResponse as an http.Server,
+      // which is all fastify and the trickle server use of it.
+      return tls
+        ? (https.createServer({ cert: tls.cert, key: tls.key }, handler) as unknown as http.Server)
+        : http.createServer(handler);
+    },
+  };
+  // With a serverFactory, fastify reads `https` only to write https:// in the address listen() returns.
+  const app = Fastify(tls ? ({ ...serverOptions, https: tls } as typeof serverOptions) : serverOptions);
 
   installJsonBodyParser(app);
+
+  if (apiToken !== undefined) {
+    const isAuthorized = bearerTokenChecker(apiToken);
+    app.addHook("onRequest", async (request, reply) => {
+      if (isHealthCheck(request.method, request.url)) return;
+      if (isAuthorized(request.headers.authorization)) return;
+      void reply.header("WWW-Authenticate", `Bearer realm="${API_AUTH_REALM}"`);
+      return sendError(
+        reply,
+        401,
+        request.headers.authorization === undefined
+          ? "authentication required: send Authorization: Bearer <token>"
+          : "the bearer token is not valid",
+      );
+    });
+  }
+
+  const startLimiter = startRateLimit ? new TokenBucketLimiter(startRateLimit) : undefined;
 
   app.addHook("onResponse", async (request, reply) => {
     request.log.debug(
@@ -91,14 +146,32 @@ export function buildApiServer(options: ApiServerOptions): ApiServer {
 
   installErrorReplies(app);
 
-  app.get("/health", async () => ({ status: "healthy" }));
+  app.get("/health", async (_request, reply) =>
+    sessions.shuttingDown ? reply.code(503).send({ status: "shutting down" }) : { status: "healthy" },
+  );
 
   app.get("/metrics", async (_request, reply) => {
     const { contentType, body } = await renderMetrics(metricsRegistry);
     return reply.type(contentType).send(body);
   });
 
-  app.post("/session/start", async (request, reply) => {
+  // Checked before the body is read, so refused starts are not parsed. Every start request takes a
+  // token, invalid ones included; during a drain none is taken.
+  const admitStart = async (request: FastifyRequest, reply: FastifyReply) => {
+    if (sessions.shuttingDown) return sendError(reply, 503, new ShuttingDownError().message);
+    const taken = startLimiter?.take(request.ip);
+    if (taken && !taken.ok) {
+      const { perMinute, burst } = startLimiter!.limit;
+      void reply.header("Retry-After", String(taken.retryAfterSec));
+      return sendError(
+        reply,
+        429,
+        `too many session starts from ${request.ip}: at most ${burst} at once and ${perMinute} a minute; retry in ${taken.retryAfterSec} s`,
+      );
+    }
+  };
+
+  app.post("/session/start", { onRequest: admitStart }, async (request, reply) => {
     const startRequest = parseStartRequest(request.body);
     try {
       const { config } = await sessions.start(startRequest);
@@ -113,6 +186,7 @@ export function buildApiServer(options: ApiServerOptions): ApiServer {
       if (err instanceof DuplicateSessionError)
         return sendError(reply, 409, err.message, { session_id: err.id });
       if (err instanceof SessionLimitError) return sendError(reply, 429, err.message);
+      if (err instanceof ShuttingDownError) return sendError(reply, 503, err.message);
       if (err instanceof SessionStartError) {
         request.log.error({ err, session: err.id }, "session failed to start");
         return sendError(reply, 500, err.message, { session_id: err.id });
@@ -174,6 +248,10 @@ export function buildApiServer(options: ApiServerOptions): ApiServer {
   }));
 
   return app;
+}
+
+function isHealthCheck(method: string, url: string): boolean {
+  return (method === "GET" || method === "HEAD") && url.split("?")[0] === "/health";
 }
 
 function isUnderTrickleMount(url: string | undefined): boolean {

@@ -83,7 +83,10 @@ export function describeError(err: FastifyError): { status: number; message: str
   if (err instanceof UnsupportedBodyError) return { status: 415, message: err.message };
   if (err instanceof RequestValidationError) return { status: 400, message: err.message };
   if (err.code === "FST_ERR_CTP_BODY_TOO_LARGE") {
-    return { status: 413, message: `the request body is larger than ${API_BODY_LIMIT_BYTES} bytes` };
+    return {
+      status: 413,
+      message: `the request body is larger than the limit of ${API_BODY_LIMIT_BYTES / (1024 * 1024)} MiB (${API_BODY_LIMIT_BYTES} bytes)`,
+    };
   }
   const status =
     typeof err.statusCode === "number" && err.statusCode >= 400 && err.statusCode < 600

@@ -89,6 +89,14 @@ export class SessionNotFoundError extends Error {
   }
 }
 
+/** The service is shutting down: it starts no new session. */
+export class ShuttingDownError extends Error {
+  override readonly name = "ShuttingDownError";
+  constructor() {
+    super("this service is shutting down and starts no new sessions; start the session on another instance");
+  }
+}
+
 /** The session's start() rejected; the session stays listed (ended) so its status says why. */
 export class SessionStartError extends Error {
   override readonly name = "SessionStartError";
@@ -141,7 +149,7 @@ export class SessionManager {
   async start(
     request: StartSessionRequest,
   ): Promise<{ session: ManagedSession; config: RelaySessionConfig }> {
-    if (this.closed) throw new Error("the session manager is shutting down");
+    if (this.closed) throw new ShuttingDownError();
     const id = request.id ?? randomUUID();
     const existing = this.entries.get(id);
     if (existing && !this.hasEnded(existing)) throw new DuplicateSessionError(id);
@@ -205,6 +213,38 @@ export class SessionManager {
     }
     await entry.stopping;
     return "stopped";
+  }
+
+  /** True once drain() or close() has been called: start() refuses with ShuttingDownError. */
+  get shuttingDown(): boolean {
+    return this.closed;
+  }
+
+  /**
+   * Graceful shutdown, first step: refuses new sessions from now on and stops every running one
+   * (each ends its output stream), keeping them listed so status requests during the drain still
+   * answer. Resolves with the ids of sessions still stopping when `timeoutMs` passes (none if all
+   * stopped in time).
+   */
+  async drain(timeoutMs: number): Promise<string[]> {
+    this.closed = true;
+    const running = [...this.entries.values()].filter((e) => !this.hasEnded(e));
+    const stopped = Promise.allSettled(
+      running.map((entry) => {
+        if (!entry.stopping) {
+          this.logger.info({ session: entry.config.id }, "stopping session (shutdown)");
+          entry.stopping = entry.session.stop().finally(() => this.markEnded(entry));
+        }
+        return entry.stopping;
+      }),
+    );
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, timeoutMs);
+    });
+    await Promise.race([stopped, timedOut]);
+    clearTimeout(timer);
+    return running.filter((entry) => !entry.ended).map((entry) => entry.config.id);
   }
 
   /** Stops every session and forgets them all (service shutdown). */
