@@ -2,13 +2,12 @@ import { readFileSync } from "node:fs";
 import { createSecureContext } from "node:tls";
 import { InvalidArgumentError, type Command } from "commander";
 import { createLogger, type Logger } from "../common/log.js";
-import { RelaySession } from "../session/relay-session.js";
 import { iceAddressesFromEnv } from "../webrtc/ice-config.js";
-import { SessionManager } from "../server/session-manager.js";
-import { buildApiServer, TRICKLE_MOUNT_PATH, type ApiServer } from "../server/api.js";
+import type { SessionManager } from "../server/session-manager.js";
+import type { ApiServer } from "../server/api.js";
+import { TRICKLE_MOUNT_PATH } from "../server/trickle-mount.js";
 import { describeReadError, readBearerTokenFile } from "../server/bearer-auth.js";
-import { createRelayMetrics } from "../report/metrics.js";
-import { TrickleServer } from "../trickle/server.js";
+import type { TrickleServer } from "../trickle/server.js";
 import {
   collect,
   onShutdownSignal,
@@ -87,6 +86,20 @@ export function registerServe(program: Command): void {
       }
 
       const logger = createLogger("trickle-relay-serve");
+      // Loaded here, not at the top: the other commands (and --help) need neither fastify nor werift.
+      const [
+        { RelaySession },
+        { SessionManager },
+        { buildApiServer },
+        { createRelayMetrics },
+        { TrickleServer },
+      ] = await Promise.all([
+        import("../session/relay-session.js"),
+        import("../server/session-manager.js"),
+        import("../server/api.js"),
+        import("../report/metrics.js"),
+        import("../trickle/server.js"),
+      ]);
       const iceAddresses =
         (opts.iceAddress as string[]).length > 0 ? (opts.iceAddress as string[]) : iceAddressesFromEnv();
       const sessions = new SessionManager({

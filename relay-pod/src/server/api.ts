@@ -49,9 +49,9 @@ import {
 } from "./http-replies.js";
 import { bearerTokenChecker } from "./bearer-auth.js";
 import { TokenBucketLimiter, type StartRateLimit } from "./rate-limit.js";
+import { TRICKLE_MOUNT_PATH } from "./trickle-mount.js";
 
-/** Where the in-process trickle server's channels live (go-livepeer's layout). */
-export const TRICKLE_MOUNT_PATH = "/ai/trickle/";
+export { TRICKLE_MOUNT_PATH };
 
 /** Something that serves raw HTTP requests under /ai/trickle/ (trickle/TrickleServer does). */
 export interface RawRequestHandler {
