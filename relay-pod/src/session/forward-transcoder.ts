@@ -17,6 +17,7 @@ import {
   rtpTimestampToPts,
   type FfmpegExit,
 } from "../media/ffmpeg.js";
+import { chooseVideoCodecs, type VideoCodecChoice } from "../media/encoder-probe.js";
 import { forwardEncoderSettings } from "./config.js";
 import type { PacedFrame } from "./pacer.js";
 import { RtpFrameAssembler, type RtpFrame } from "./rtp-frames.js";
@@ -42,6 +43,9 @@ export class Transcoder {
   private restarting = false;
   private retuning = false;
   private lastLossWarning = -Infinity;
+  /** The encoder and decoder, once chosen; or why the required one is unusable. */
+  private codecChoice: VideoCodecChoice | undefined;
+  private codecFailure: string | undefined;
 
   constructor(
     private readonly host: SessionHost,
@@ -57,7 +61,15 @@ export class Transcoder {
   }
 
   async start(ffmpegBinary: () => ReturnType<typeof resolveFfmpeg>): Promise<void> {
-    const { log } = this.host;
+    const { log, config } = this.host;
+    const binary = await ffmpegBinary();
+    // NVENC/NVDEC or x264 (a probe, cached per process); a required NVENC that fails ends the start.
+    try {
+      this.codecChoice = await chooseVideoCodecs(config.encoder, { ffmpegPath: binary.path, logger: log });
+    } catch (err) {
+      this.codecFailure = (err as Error).message;
+      throw err;
+    }
     // Loopback UDP has no backpressure: whatever arrives while the event loop is busy waits in the
     // socket's receive buffer, and the kernel's default (~208 KiB, ~50 datagrams by truesize) was
     // overrun by a few hundred ms of CPU starvation, costing whole frames. Ask for more; the kernel
@@ -80,14 +92,18 @@ export class Transcoder {
       if (report) this.ffmpegTimestampBase = rtpBaseFromSenderReport(report);
     });
     this.rtpSocket = socket;
-    const binary = await ffmpegBinary();
     this.rtpPort = (socket.address() as AddressInfo).port;
     const args = this.args(false);
     this.ffmpeg = new FfmpegProcess({ ffmpegPath: binary.path, args, logger: log });
     this.ffmpeg.on("exit", (info: FfmpegExit) => void this.onExit(info));
     this.ffmpeg.start();
     log.info(
-      { ffmpeg: binary.path, version: binary.version, rtpReceiveBufferBytes: receiveBufferBytes },
+      {
+        ffmpeg: binary.path,
+        version: binary.version,
+        rtpReceiveBufferBytes: receiveBufferBytes,
+        codecs: this.codecChoice,
+      },
       "transcoder started",
     );
   }
@@ -99,6 +115,20 @@ export class Transcoder {
 
   get intraOnly(): boolean {
     return this.intraOnlyNow;
+  }
+
+  /** The encoder and decoder with their reason, for the status (null fields before the choice). */
+  get codecs(): {
+    encoder: VideoCodecChoice["encoder"] | null;
+    decoder: VideoCodecChoice["decoder"] | null;
+    reason: string;
+  } {
+    if (this.codecChoice) return this.codecChoice;
+    return {
+      encoder: null,
+      decoder: null,
+      reason: this.codecFailure ?? `not chosen yet (encoder ${this.host.config.encoder})`,
+    };
   }
 
   /** Frames lost whole to packets missing on the loopback socket. */
@@ -172,6 +202,7 @@ export class Transcoder {
         : forwardEncoderSettings(config)),
       rtpPort: this.rtpPort,
       rtcpPort: this.rtpPort,
+      ...(this.codecChoice ? { codecs: this.codecChoice } : {}),
     });
   }
 
