@@ -120,6 +120,20 @@ const relayReport = object(
       },
       { description: "How the output is kept cuttable into segments." },
     ),
+    encoder: string({
+      description:
+        'Encoder of the stream sent to ComfyStream: nvenc, x264 or "none (passthrough)"; unset until chosen.',
+      maxLength: 64,
+    }),
+    decoder: string({
+      description: 'Decoder of the input: nvdec, software or "none (passthrough)"; unset until chosen.',
+      maxLength: 64,
+    }),
+    codecReason: string({
+      description:
+        'Why this encoder and decoder, e.g. "x264: no CUDA device (h264_nvenc: Cannot load libcuda.so.1)".',
+      maxLength: 1024,
+    }),
     segmentsIn: counter("Segments read from the input channel."),
     segmentsOut: counter("Segments published to the output channel."),
     segmentsDropped: counter("Input segments dropped whole (behind or corrupt)."),

@@ -44,6 +44,8 @@ const ENV_VAR_NAME_PATTERN = "^[-._a-zA-Z][-._a-zA-Z0-9]*$";
 /** Frame sizes: ComfyUI models work on latents of 8×8 pixels, and encoders want even sizes. */
 export const FRAME_SIZE = { minimum: 64, maximum: 2048, multipleOf: 8, default: 512 } as const;
 export const FRAME_RATE = { minimum: 1, maximum: 60, default: 30 } as const;
+/** spec.video.encoder (also the relay's --encoder and the REST API's `encoder`). */
+export const VIDEO_ENCODER_PREFERENCES = ["auto", "nvenc", "x264"] as const;
 
 const httpUrl = (description: string) =>
   string({ description, pattern: HTTP_URL_PATTERN, maxLength: URL_MAX_LENGTH });
@@ -192,6 +194,11 @@ const video = object(
       maximum: 10,
       default: 1,
     }),
+    encoder: stringEnum(VIDEO_ENCODER_PREFERENCES, {
+      description:
+        "H.264 encoder of the transcode. auto: NVENC (h264_nvenc, with NVDEC decoding) when a one-frame test encode at start succeeds, which needs a GPU in the relay container (pod.resources.limits), otherwise libx264. nvenc: NVENC or the session fails (the probe's error is in status.relay.lastError). x264: libx264, no probe. status.relay.encoder, decoder and codecReason show the choice and why.",
+      default: "auto",
+    }),
     peerWindowFrames: integer({
       description:
         "Most frames in flight to ComfyStream (sent, not yet returned). ComfyStream evicts a frame that arrives while one is processed and one waits, and every later frame then returns a processing period late; more frames than this are dropped (peer-limited) instead. Raise it only for a distant ComfyStream; 1 stalls (ComfyStream hands a frame on only when the next arrives).",
@@ -245,7 +252,7 @@ const pod = object(
     ),
     resources: resourceRequirements(
       "the relay container",
-      "It runs ffmpeg and WebRTC, CPU-bound; the GPU belongs to comfystream.sidecar.resources.",
+      "It runs ffmpeg and WebRTC, CPU-bound; the GPU belongs to comfystream.sidecar.resources, unless the relay should encode with NVENC (video.encoder): then give it one here too (limits: {nvidia.com/gpu: 1}), and the operator sets NVIDIA_VISIBLE_DEVICES and NVIDIA_DRIVER_CAPABILITIES on it.",
     ),
     nodeSelector: map(string({ description: "Required node label value." }), {
       description: "Node labels the session pod requires, e.g. a GPU model label.",

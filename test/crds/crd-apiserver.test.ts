@@ -135,6 +135,7 @@ describe("RelaySession CRD on a real kube-apiserver", { skip: assets.skipReason 
     assert.equal(basic.spec.comfystream.offerTimeoutSeconds, 300);
     assert.deepEqual(basic.spec.video, {
       mode: "Transcode",
+      encoder: "auto",
       bitrateKbps: 2000,
       keyframeIntervalSeconds: 1,
       segmentDurationSeconds: 1,
@@ -195,6 +196,11 @@ describe("RelaySession CRD on a real kube-apiserver", { skip: assets.skipReason 
         "bad-mode",
         (spec) => ({ ...spec, video: { mode: "Turbo" } }),
         /spec\.video\.mode.*Unsupported value: "Turbo"/,
+      ],
+      [
+        "bad-encoder",
+        (spec) => ({ ...spec, video: { encoder: "h264_nvenc" } }),
+        /spec\.video\.encoder.*Unsupported value: "h264_nvenc"/,
       ],
       ["no-input", (spec) => ({ ...spec, trickle: {} }), /spec\.trickle\.inputUrl: Required value/],
       [

@@ -160,6 +160,11 @@ test("enums: phase, video mode, pull policies, WebRTC states, condition status",
   ]);
   assert.deepEqual(at("spec.video.mode").enum, ["Transcode", "Passthrough", "Auto"]);
   assert.equal(at("spec.video.mode").default, "Transcode");
+  assert.deepEqual(at("spec.video.encoder").enum, ["auto", "nvenc", "x264"]);
+  assert.equal(at("spec.video.encoder").default, "auto");
+  assert.equal(at("status.relay.encoder").type, "string");
+  assert.equal(at("status.relay.decoder").type, "string");
+  assert.equal(at("status.relay.codecReason").maxLength, 1024);
   assert.deepEqual(at("spec.pod.imagePullPolicy").enum, ["Always", "IfNotPresent", "Never"]);
   assert.deepEqual(at("spec.comfystream.sidecar.imagePullPolicy").enum, ["Always", "IfNotPresent", "Never"]);
   assert.deepEqual(at("status.relay.webrtc.connectionState").enum, [
@@ -302,6 +307,7 @@ test("basic.yaml uses an existing ComfyStream URL and gets the documented defaul
   assert.equal(spec.comfystream.offerTimeoutSeconds, 300);
   assert.deepEqual(spec.video, {
     mode: "Transcode",
+    encoder: "auto",
     bitrateKbps: 2000,
     keyframeIntervalSeconds: 1,
     segmentDurationSeconds: 1,
@@ -346,6 +352,16 @@ test("the local validator rejects what the apiserver would", () => {
     problems(withSpec({ video: { mode: "Turbo" } })).join(),
     /spec\.video\.mode: unsupported value "Turbo"/,
   );
+  for (const encoder of ["auto", "nvenc", "x264"]) {
+    assert.deepEqual(problems(withSpec({ video: { encoder } })), [], `encoder ${encoder}`);
+  }
+  for (const encoder of ["NVENC", "h264_nvenc", "libx264", ""]) {
+    assert.match(
+      problems(withSpec({ video: { encoder } })).join(),
+      /spec\.video\.encoder: unsupported value/,
+      `encoder ${JSON.stringify(encoder)}`,
+    );
+  }
   assert.deepEqual(problems(withSpec({ trickle: {} })), ["spec.trickle.inputUrl: Required value"]);
   assert.match(
     problems(withSpec({ comfystream: { url: "http://a:8889", sidecar: { image: "x" } } })).join(),

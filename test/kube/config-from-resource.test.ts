@@ -43,6 +43,36 @@ function resource(spec: Partial<RelaySessionSpec> = {}): RelaySession {
 }
 
 describe("sessionConfigFromResource", () => {
+  test("spec.video.encoder reaches the session (auto when absent); passthrough says it encodes nothing", () => {
+    const video = {
+      mode: "Transcode",
+      bitrateKbps: 2000,
+      keyframeIntervalSeconds: 1,
+      segmentDurationSeconds: 1,
+    };
+    assert.equal(sessionConfigFromResource(resource()).config.encoder, "auto");
+    for (const encoder of ["auto", "nvenc", "x264"] as const) {
+      const { config, notes } = sessionConfigFromResource(
+        resource({ video: { ...video, encoder } as RelaySessionSpec["video"] }),
+      );
+      assert.equal(config.encoder, encoder);
+      assert.deepEqual(notes, []);
+    }
+    const passthrough = sessionConfigFromResource(
+      resource({ video: { ...video, mode: "Passthrough", encoder: "nvenc" } as RelaySessionSpec["video"] }),
+    );
+    assert.match(passthrough.notes.join(), /spec\.video\.encoder nvenc applies to transcoding only/);
+    assert.throws(
+      () =>
+        sessionConfigFromResource(
+          resource({ video: { ...video, encoder: "cuda" } as unknown as RelaySessionSpec["video"] }),
+        ),
+      (err: unknown) =>
+        err instanceof SessionSpecError &&
+        /spec\.video\.encoder: expected auto, nvenc or x264/.test(err.message),
+    );
+  });
+
   test("maps the spec: id NS/NAME, default output URL (query kept), sizes, offer timeout", () => {
     const { config, offerTimeoutMs, notes } = sessionConfigFromResource(
       resource({
@@ -85,6 +115,7 @@ describe("sessionConfigFromResource", () => {
           keyframeIntervalSeconds: 1,
           segmentDurationSeconds: 2.5,
           peerWindowFrames: 6,
+          encoder: "auto",
         },
       }),
     );
@@ -120,6 +151,7 @@ describe("sessionConfigFromResource", () => {
           keyframeIntervalSeconds: 0.5,
           segmentDurationSeconds: 1,
           peerWindowFrames: 4,
+          encoder: "auto",
         },
       }),
     );
@@ -142,6 +174,7 @@ describe("sessionConfigFromResource", () => {
       keyframeIntervalSeconds: 1,
       segmentDurationSeconds: 1,
       peerWindowFrames: 4,
+      encoder: "auto",
     } as const;
     const asked = sessionConfigFromResource(resource({ video: { ...video, bitrateKbps: 800 } }));
     assert.equal(asked.config.mode, "passthrough");

@@ -308,6 +308,10 @@ describe("relay pod: trickle-relay run --session against a real kube-apiserver",
       assert.equal(relay.webrtc?.iceConnectionState, "connected");
       assert.equal(relay.appliedPromptsGeneration, 1);
       assert.equal(relay.queues?.decodedFrames?.capacity, 100);
+      // spec.video.encoder defaults to auto; without a GPU here the probe falls back, and says why.
+      if (relay.encoder === "x264") assert.match(relay.codecReason ?? "", /^x264: /);
+      else assert.equal(relay.encoder, "nvenc", JSON.stringify(relay));
+      assert.ok(["software", "nvdec"].includes(relay.decoder ?? ""), `decoder ${relay.decoder}`);
       assert.ok(Date.now() - Date.parse(relay.lastUpdateTime!) < 5000, "report is fresh");
       assert.equal(running.status!.phase, "Starting", "phase is the operator's");
       assert.equal(running.status!.conditions?.[0]?.reason, "PodStarting", "conditions are the operator's");

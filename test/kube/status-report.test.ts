@@ -28,6 +28,9 @@ function snapshot(overrides: Partial<SessionStatus> = {}): SessionStatus {
     height: 512,
     frameRate: 30,
     mode: "transcode",
+    encoder: "x264",
+    decoder: "software",
+    codecReason: "x264: no CUDA device (h264_nvenc: Cannot load libcuda.so.1)",
     queues: { decodedFrames: queue(3, 100), processedFrames: queue(1, 100), outputSegments: queue(0, 50) },
     fps: { input: 29.9712, output: 29.4 },
     frames: { in: 900, sent: 890, returned: 880, out: 870, dropped: 4, peerLimited: 0 },
@@ -68,6 +71,9 @@ describe("buildRelayReport", () => {
         reason: null,
         idrIntervalSeconds: 1.1,
       } as unknown as RelayReportPatch["outputKeyframes"],
+      encoder: "x264",
+      decoder: "software",
+      codecReason: "x264: no CUDA device (h264_nvenc: Cannot load libcuda.so.1)",
       segmentsIn: 30,
       segmentsOut: 29,
       segmentsDropped: 3,
@@ -75,6 +81,25 @@ describe("buildRelayReport", () => {
       reconnects: 1,
       lastError: null,
     } satisfies RelayReportPatch);
+  });
+
+  test("encoder, decoder and their reason: passthrough says none, before the choice they are null", () => {
+    const passthrough = buildRelayReport(
+      snapshot({
+        mode: "passthrough",
+        encoder: "none (passthrough)",
+        decoder: "none (passthrough)",
+        codecReason: "passthrough: the input's H.264 is sent as is",
+      }),
+    );
+    assert.equal(passthrough.encoder, "none (passthrough)");
+    assert.equal(passthrough.decoder, "none (passthrough)");
+    const starting = buildRelayReport(
+      snapshot({ encoder: null, decoder: null, codecReason: "not chosen yet (encoder auto)" }),
+    );
+    assert.equal(starting.encoder, null);
+    assert.equal(starting.decoder, null);
+    assert.equal(starting.codecReason, "not chosen yet (encoder auto)");
   });
 
   test("unknown values are null (a merge patch removes what a previous pod wrote)", () => {
@@ -101,6 +126,7 @@ describe("buildRelayReport", () => {
     assert.equal(componentOfError("InputFailed"), "trickle-input");
     assert.equal(componentOfError("OutputFailed"), "trickle-output");
     assert.equal(componentOfError("StartFailed"), "relay");
+    assert.equal(componentOfError("EncoderUnavailable"), "ffmpeg");
   });
 });
 

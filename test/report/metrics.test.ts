@@ -29,6 +29,9 @@ function snapshot(overrides: Partial<SessionStatus> = {}): SessionStatus {
     height: 512,
     frameRate: 30,
     mode: "transcode",
+    encoder: "x264",
+    decoder: "software",
+    codecReason: "x264: no CUDA device (h264_nvenc: Cannot load libcuda.so.1)",
     queues: {
       decodedFrames: { size: 7, capacity: 100, dropped: 4 },
       processedFrames: { size: 2, capacity: 100, dropped: 0 },
@@ -90,6 +93,7 @@ describe("Prometheus metrics", () => {
       'trickle_relay_reconnects_total{session="sess-1"}': 3,
       'trickle_relay_ffmpeg_restarts_total{session="sess-1"}': 1,
       'trickle_relay_prompts_generation{session="sess-1"}': 2,
+      'trickle_relay_video_codec_info{session="sess-1",encoder="x264",decoder="software"}': 1,
       'trickle_relay_session_start_time_seconds{session="sess-1"}':
         Date.parse("2025-01-02T03:04:05.000Z") / 1000,
     };

@@ -83,6 +83,9 @@ class ScriptedSession extends EventEmitter implements ManagedSession {
       height: c.height,
       frameRate: c.frameRate,
       mode: c.mode,
+      encoder: "x264",
+      decoder: "software",
+      codecReason: "x264: no CUDA device (h264_nvenc: Cannot load libcuda.so.1)",
       queues: {
         decodedFrames: { size: 3, capacity: c.queueCapacities.decodedFrames, dropped: 1 },
         processedFrames: { size: 2, capacity: c.queueCapacities.processedFrames, dropped: 0 },
@@ -231,6 +234,7 @@ describe("REST API (older Trickle Relay Service compatible)", () => {
       height: 384,
       frame_rate: 24,
       peer_window_frames: 6,
+      encoder: "x264",
       prompts: WORKFLOW,
     });
     assert.equal(res.status, 200);
@@ -240,6 +244,7 @@ describe("REST API (older Trickle Relay Service compatible)", () => {
     assert.equal(config.eventsUrl, "http://127.0.0.1:9/ai/trickle/stream1-events");
     assert.deepEqual([config.width, config.height, config.frameRate], [640, 384, 24]);
     assert.equal(config.peerWindowFrames, 6);
+    assert.equal(config.encoder, "x264");
     assert.deepEqual(config.prompts, [WORKFLOW], "a single workflow becomes ComfyStream's list");
   });
 
@@ -328,6 +333,8 @@ describe("REST API (older Trickle Relay Service compatible)", () => {
         "peer_window_frames must be a whole number from 2 to 120",
       ],
       ["peer_window_frames fractional", { ...VALID_START, peer_window_frames: 2.5 }, "peer_window_frames"],
+      ["encoder cuda", { ...VALID_START, encoder: "cuda" }, 'encoder must be "auto"'],
+      ["encoder upper case", { ...VALID_START, encoder: "NVENC" }, "encoder"],
       ["session_id with a slash", { ...VALID_START, session_id: "a/b" }, "session_id must be"],
       ["session_id a number", { ...VALID_START, session_id: 7 }, "session_id"],
       ["body an array", [VALID_START], "request body must be a JSON object"],
@@ -527,6 +534,9 @@ describe("REST API (older Trickle Relay Service compatible)", () => {
     });
     assert.deepEqual(session.latency_ms, { p50: 80, p95: 120, samples: 250 });
     assert.equal(session.reconnects, 1);
+    assert.equal(session.encoder, "x264");
+    assert.equal(session.decoder, "software");
+    assert.equal(session.codec_reason, "x264: no CUDA device (h264_nvenc: Cannot load libcuda.so.1)");
     assert.deepEqual(session.last_error, {
       reason: "comfystream-reconnect",
       message: "ICE failed",

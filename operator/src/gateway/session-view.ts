@@ -103,6 +103,9 @@ export function relaySessionView(session: RelaySession): Record<string, unknown>
     height: spec.height ?? FRAME_SIZE.default,
     frameRate: spec.frameRate ?? FRAME_RATE.default,
     mode: "transcode", // replaced below: the spec also has Auto
+    encoder: codecOf(relay.encoder, ["nvenc", "x264", "none (passthrough)"]),
+    decoder: codecOf(relay.decoder, ["nvdec", "software", "none (passthrough)"]),
+    codecReason: relay.codecReason ?? "",
     queues: {
       decodedFrames: queue(queues.decodedFrames),
       processedFrames: queue(queues.processedFrames),
@@ -182,4 +185,9 @@ export function relaySessionView(session: RelaySession): Record<string, unknown>
 function timestamp(value: string | Date | undefined): string | undefined {
   if (value === undefined) return undefined;
   return value instanceof Date ? value.toISOString() : value;
+}
+
+/** A codec name the relay reported, if it is one the session view knows; null otherwise. */
+function codecOf<T extends string>(value: string | undefined, known: readonly T[]): T | null {
+  return known.includes(value as T) ? (value as T) : null;
 }

@@ -162,14 +162,30 @@ function comfystreamContainer(sidecar: ComfyStreamSidecarSpec, gpuResourceName: 
   if (sidecar.args) container.args = [...sidecar.args];
   if (sidecar.env) container.env = sidecar.env.map((env) => ({ ...env }) as V1EnvVar);
   const resources = toResourceRequirements(sidecar.resources) ?? {};
-  const namesGpu = (map: Record<string, string> | undefined) =>
-    Object.keys(map ?? {}).some((key) => key === gpuResourceName || key.endsWith("/gpu"));
-  if (!namesGpu(resources.limits) && !namesGpu(resources.requests)) {
+  if (!requestsGpu(resources, gpuResourceName)) {
     resources.limits = { ...resources.limits, [gpuResourceName]: "1" };
   }
   container.resources = resources;
   return container;
 }
+
+/** Whether container resources name a GPU: `gpuResourceName` or any `…/gpu`, in limits or requests. */
+function requestsGpu(resources: V1ResourceRequirements | undefined, gpuResourceName: string): boolean {
+  const namesGpu = (map: Record<string, string> | undefined) =>
+    Object.keys(map ?? {}).some((key) => key === gpuResourceName || key.endsWith("/gpu"));
+  return namesGpu(resources?.limits) || namesGpu(resources?.requests);
+}
+
+/**
+ * What the NVIDIA container runtime needs to give a container the GPU's video engines: the device
+ * plugin narrows NVIDIA_VISIBLE_DEVICES to the allocated GPU, and without "video" in the driver
+ * capabilities the container gets no libnvidia-encode / libnvcuvid, so NVENC and NVDEC fail even
+ * with a GPU (the runtime's default is "utility,compute").
+ */
+export const RELAY_GPU_ENV: readonly V1EnvVar[] = [
+  { name: "NVIDIA_VISIBLE_DEVICES", value: "all" },
+  { name: "NVIDIA_DRIVER_CAPABILITIES", value: "compute,video,utility" },
+];
 
 /** The relay pod of `session` for `options.attempt`, exactly as the operator creates it. */
 export function desiredRelayPod(session: RelaySession, options: DesiredPodOptions): V1Pod {
@@ -197,6 +213,10 @@ export function desiredRelayPod(session: RelaySession, options: DesiredPodOption
   const defaults = options.defaults ?? {};
   const relayResources = toResourceRequirements(placement.resources) ?? structuredClone(defaults.resources);
   if (relayResources) relay.resources = relayResources;
+  // A relay container with a GPU of its own encodes with NVENC (spec.video.encoder auto or nvenc).
+  if (requestsGpu(relayResources, defaults.gpuResourceName ?? DEFAULT_GPU_RESOURCE_NAME)) {
+    relay.env!.push(...RELAY_GPU_ENV.map((env) => ({ ...env })));
+  }
 
   const containers = [relay];
   if (session.spec.comfystream.sidecar)

@@ -13,7 +13,8 @@ import {
   type SessionConfigInput,
 } from "../session/config.js";
 import { PASSTHROUGH_WORKFLOW } from "../session/default-workflow.js";
-import type { RelayMode, SessionStatus } from "../session/types.js";
+import type { EncoderPreference, RelayMode, SessionStatus } from "../session/types.js";
+import { VIDEO_ENCODER_PREFERENCES } from "../../../crds/src/index.js";
 import {
   collect,
   onShutdownSignal,
@@ -39,6 +40,14 @@ export function addSessionOptions(command: Command): Command {
       )
         .choices(["transcode", "passthrough"])
         .default("transcode"),
+    )
+    .addOption(
+      new Option(
+        "--encoder <encoder>",
+        "H.264 encoder (transcode mode): auto (NVENC if a one-frame test encode on a GPU works, else x264), nvenc (or the session fails), x264 (no probe)",
+      )
+        .choices(VIDEO_ENCODER_PREFERENCES)
+        .default("auto"),
     )
     .option(
       "--bitrate <kbps>",
@@ -95,6 +104,7 @@ const SPEC_OPTIONS = [
   "mode",
   "bitrate",
   "keyframeInterval",
+  "encoder",
   "segmentDuration",
   "id",
 ] as const;
@@ -251,6 +261,9 @@ export function summary(status: SessionStatus): Record<string, unknown> {
   return {
     state: status.state,
     webrtc: status.webrtcState,
+    encoder: status.encoder,
+    decoder: status.decoder,
+    codecReason: status.codecReason,
     fpsIn: status.fps.input,
     fpsOut: status.fps.output,
     frames: status.frames,
@@ -277,6 +290,7 @@ export function sessionInputFromOptions(
     frameRate: opts.frameRate as number,
     bitrateKbps: opts.bitrate as number,
     keyframeIntervalSec: opts.keyframeInterval as number,
+    encoder: opts.encoder as EncoderPreference,
     segmentDurationSec: opts.segmentDuration as number,
     peerWindowFrames: opts.peerWindow as number,
     iceAddresses: opts.iceAddress as string[],

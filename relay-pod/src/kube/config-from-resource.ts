@@ -3,7 +3,7 @@
 // image are the operator's business.
 
 import type { ComfyWorkflow, RelaySession, RelaySessionSpec } from "../../../crds/src/index.js";
-import { defaultOutputUrl } from "../../../crds/src/index.js";
+import { VIDEO_ENCODER_PREFERENCES, defaultOutputUrl } from "../../../crds/src/index.js";
 import {
   DEFAULT_BITRATE_KBPS,
   DEFAULT_KEYFRAME_INTERVAL_SEC,
@@ -11,7 +11,7 @@ import {
 } from "../session/config.js";
 import { PASSTHROUGH_WORKFLOW } from "../session/default-workflow.js";
 import { normalisePrompts } from "../session/prompts.js";
-import type { QueueCapacities, RelayMode, RelaySessionConfig } from "../session/types.js";
+import type { EncoderPreference, QueueCapacities, RelayMode, RelaySessionConfig } from "../session/types.js";
 
 /** The spec cannot be run; the message names the field. */
 export class SessionSpecError extends Error {}
@@ -50,6 +50,10 @@ export function sessionConfigFromResource(
   const notes: string[] = [];
   const mode = relayModeFromSpec(spec.video?.mode, notes);
   const { bitrateKbps, keyframeIntervalSeconds } = spec.video ?? {};
+  const encoder = encoderFromSpec(spec.video?.encoder);
+  if (mode === "passthrough" && encoder !== "auto") {
+    notes.push(`spec.video.encoder ${encoder} applies to transcoding only: passthrough encodes nothing`);
+  }
   // The CRD defaults both fields, so only values that differ from the defaults were asked for.
   const encoderSettingsAsked =
     (bitrateKbps ?? DEFAULT_BITRATE_KBPS) !== DEFAULT_BITRATE_KBPS ||
@@ -82,6 +86,7 @@ export function sessionConfigFromResource(
     mode,
     ...(bitrateKbps !== undefined ? { bitrateKbps } : {}),
     ...(keyframeIntervalSeconds !== undefined ? { keyframeIntervalSec: keyframeIntervalSeconds } : {}),
+    encoder,
     ...(spec.video?.segmentDurationSeconds !== undefined
       ? { segmentDurationSec: spec.video.segmentDurationSeconds }
       : {}),
@@ -118,6 +123,15 @@ export function promptsFromSpec(prompts: ComfyWorkflow[] | undefined): unknown[]
   } catch (err) {
     throw new SessionSpecError(`spec.prompts: ${(err as Error).message}`);
   }
+}
+
+/** spec.video.encoder (the CRD defaults it to auto). */
+export function encoderFromSpec(encoder: string | undefined): EncoderPreference {
+  if (encoder === undefined) return "auto";
+  if ((VIDEO_ENCODER_PREFERENCES as readonly string[]).includes(encoder)) return encoder as EncoderPreference;
+  throw new SessionSpecError(
+    `spec.video.encoder: expected auto, nvenc or x264, got ${JSON.stringify(encoder)}`,
+  );
 }
 
 /**

@@ -20,6 +20,8 @@ export interface ForwardTranscodeOptions {
    * decoder, but the encoder then starts at the live edge, and its first frame is an IDR.
    */
   startAtPts?: number;
+  /** Encoder and decoder (default libx264 and software decoding); see encoder-probe.ts. */
+  codecs?: VideoCodecs;
 }
 
 /**
@@ -84,6 +86,7 @@ export function forwardTranscodeArgs(o: ForwardTranscodeOptions): string[] {
     "low_delay",
     "-threads",
     "1",
+    ...videoDecoderArgs(o.codecs?.decoder ?? "software"),
     "-f",
     "mpegts",
     "-i",
@@ -98,24 +101,7 @@ export function forwardTranscodeArgs(o: ForwardTranscodeOptions): string[] {
     "passthrough",
     "-vf",
     filters,
-    "-c:v",
-    "libx264",
-    "-preset",
-    "veryfast",
-    "-tune",
-    "zerolatency",
-    "-profile:v",
-    "baseline",
-    "-pix_fmt",
-    "yuv420p",
-    "-bf",
-    "0",
-    "-g",
-    String(gopFrames),
-    "-keyint_min",
-    String(gopFrames),
-    "-sc_threshold",
-    "0",
+    ...videoEncoderArgs(o.codecs?.encoder ?? "x264", gopFrames),
     "-b:v",
     o.bitrate ?? "2M",
     "-enc_time_base",
@@ -136,4 +122,39 @@ export function forwardTranscodeArgs(o: ForwardTranscodeOptions): string[] {
     "pipe:1",
   ];
   return args;
+}
+
+/** The forward transcode's encoder and decoder (encoder-probe.ts chooses them). */
+export interface VideoCodecs {
+  encoder: "x264" | "nvenc";
+  decoder: "software" | "nvdec";
+}
+
+/**
+ * Decoder input options. NVDEC: `-hwaccel cuda` without `-hwaccel_output_format`, so decoded frames
+ * come back to system memory for the select/scale/crop filters (and the encoder uploads them again).
+ */
+export function videoDecoderArgs(decoder: VideoCodecs["decoder"]): string[] {
+  return decoder === "nvdec" ? ["-hwaccel", "cuda"] : [];
+}
+
+/**
+ * Encoder options: H.264 constrained baseline, no B-frames, a keyframe exactly every `gopFrames`
+ * (no scene-cut keyframes), at the bitrate given after these. x264: veryfast, zerolatency. NVENC:
+ * the fastest preset (p1) with ultra-low-latency tuning, no reordering delay and no frame delay,
+ * constant bitrate (what NVIDIA recommends for live streaming); scene-cut detection needs lookahead,
+ * which is off by default.
+ */
+export function videoEncoderArgs(encoder: VideoCodecs["encoder"], gopFrames: number): string[] {
+  const common = ["-profile:v", "baseline", "-pix_fmt", "yuv420p", "-bf", "0", "-g", String(gopFrames)];
+  if (encoder === "nvenc") {
+    return [
+      ...["-c:v", "h264_nvenc", "-preset", "p1", "-tune", "ull", "-zerolatency", "1", "-delay", "0"],
+      ...["-rc", "cbr", ...common],
+    ];
+  }
+  return [
+    ...["-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", ...common],
+    ...["-keyint_min", String(gopFrames), "-sc_threshold", "0"],
+  ];
 }

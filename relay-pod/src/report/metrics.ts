@@ -125,6 +125,16 @@ export function createRelayMetrics(
     for (const [queue, pick] of Object.entries(QUEUES)) set({ queue }, pick(s).dropped);
   });
 
+  gauge(
+    "video_codec_info",
+    "1, labelled with the forward transcode's encoder (nvenc, x264, none) and decoder (nvdec, software, none)",
+    ["encoder", "decoder"],
+    (s, set) => {
+      if (s.encoder !== null && s.decoder !== null)
+        set({ encoder: s.encoder.split(" ")[0]!, decoder: s.decoder.split(" ")[0]! }, 1);
+    },
+  );
+
   perSessionGauge("webrtc_connected", "1 while the WebRTC connection to ComfyStream is connected", (s) =>
     s.webrtcState === "connected" ? 1 : 0,
   );

@@ -52,6 +52,9 @@ export function buildRelayReport(status: SessionStatus, context: RelayReportCont
     framesDropped: status.frames.dropped,
     framesPeerLimited: status.frames.peerLimited,
     outputKeyframes: outputKeyframesReport(status.outputKeyframes),
+    encoder: status.encoder,
+    decoder: status.decoder,
+    codecReason: status.codecReason.slice(0, 1024),
     segmentsIn: status.segments.in,
     segmentsOut: status.segments.out,
     segmentsDropped: status.segments.dropped + status.segments.corrupt,
@@ -79,7 +82,7 @@ function outputKeyframesReport(
  */
 export function componentOfError(reason: string): string {
   if (reason.startsWith("ComfyStream")) return "comfystream";
-  if (reason.startsWith("Transcoder")) return "ffmpeg";
+  if (reason.startsWith("Transcoder") || reason === "EncoderUnavailable") return "ffmpeg";
   if (reason === "InputFailed" || reason === "UnsupportedInput") return "trickle-input";
   if (reason === "OutputFailed") return "trickle-output";
   return "relay";

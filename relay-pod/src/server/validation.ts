@@ -5,6 +5,8 @@
  */
 import { PromptShapeError, normalisePrompts, promptsFromControlMessage } from "../session/prompts.js";
 import { PEER_WINDOW_LIMITS, type SessionConfigInput } from "../session/config.js";
+import type { EncoderPreference } from "../session/types.js";
+import { VIDEO_ENCODER_PREFERENCES } from "../../../crds/src/index.js";
 
 /** A validated start request; anything left out comes from the defaults (output: input + "-out"). */
 export type StartSessionRequest = Pick<
@@ -19,6 +21,7 @@ export type StartSessionRequest = Pick<
   | "height"
   | "frameRate"
   | "peerWindowFrames"
+  | "encoder"
 > & { id?: string };
 
 /** A request the API refuses with 400; `field` is the offending body field, when there is one. */
@@ -159,6 +162,17 @@ export function parseStartRequest(body: unknown): StartSessionRequest {
       );
     }
     request.peerWindowFrames = window as number;
+  }
+
+  const encoder = fields.encoder;
+  if (encoder !== undefined && encoder !== null) {
+    if (typeof encoder !== "string" || !(VIDEO_ENCODER_PREFERENCES as readonly string[]).includes(encoder)) {
+      throw new RequestValidationError(
+        `encoder must be "auto" (NVENC when a GPU works, else x264), "nvenc" or "x264" (got ${describe(encoder)})`,
+        "encoder",
+      );
+    }
+    request.encoder = encoder as EncoderPreference;
   }
   return request;
 }

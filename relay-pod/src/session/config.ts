@@ -2,6 +2,7 @@ import { defaultOutputUrl } from "../../../crds/src/index.js";
 import { iceAddressesFromEnv } from "../webrtc/ice-config.js";
 import {
   DEFAULT_QUEUE_CAPACITIES,
+  type EncoderPreference,
   type QueueCapacities,
   type RelayMode,
   type RelaySessionConfig,
@@ -46,6 +47,7 @@ export interface SessionConfigInput {
   mode?: RelayMode;
   bitrateKbps?: number;
   keyframeIntervalSec?: number;
+  encoder?: EncoderPreference;
   segmentDurationSec?: number;
   peerWindowFrames?: number;
   queueCapacities?: Partial<QueueCapacities>;
@@ -55,7 +57,7 @@ export interface SessionConfigInput {
 
 /**
  * Fills defaults: 512×512 at 30 fps, transcode at 2000 kbit/s with a keyframe every second (what
- * ComfyStream's own encoder uses), 1 s segments, the documented queue capacities.
+ * ComfyStream's own encoder uses) with NVENC when a GPU is usable, else x264; 1 s segments, the documented queue capacities.
  */
 export function buildSessionConfig(input: SessionConfigInput): RelaySessionConfig {
   const config: RelaySessionConfig = {
@@ -70,6 +72,7 @@ export function buildSessionConfig(input: SessionConfigInput): RelaySessionConfi
     mode: input.mode ?? "transcode",
     bitrateKbps: input.bitrateKbps ?? DEFAULT_BITRATE_KBPS,
     keyframeIntervalSec: input.keyframeIntervalSec ?? DEFAULT_KEYFRAME_INTERVAL_SEC,
+    encoder: input.encoder ?? "auto",
     segmentDurationSec: input.segmentDurationSec ?? 1,
     peerWindowFrames: input.peerWindowFrames ?? DEFAULT_PEER_WINDOW_FRAMES,
     queueCapacities: { ...DEFAULT_QUEUE_CAPACITIES, ...input.queueCapacities },

@@ -72,6 +72,26 @@ export class ForwardPath {
     if (config.mode === "transcode") this.peerPace = new PeerPace();
   }
 
+  /** The forward encoder and decoder with their reason (SessionStatus encoder, decoder, codecReason). */
+  codecStatus(): Pick<SessionStatus, "encoder" | "decoder" | "codecReason"> {
+    if (this.host.config.mode === "passthrough") {
+      return {
+        encoder: "none (passthrough)",
+        decoder: "none (passthrough)",
+        codecReason: "passthrough: the input's H.264 is sent as is",
+      };
+    }
+    if (!this.transcoder) {
+      return {
+        encoder: null,
+        decoder: null,
+        codecReason: `not chosen yet (encoder ${this.host.config.encoder})`,
+      };
+    }
+    const { encoder, decoder, reason } = this.transcoder.codecs;
+    return { encoder, decoder, codecReason: reason };
+  }
+
   /** The packetizer (passthrough) or the running transcoder; throws if ffmpeg cannot be started. */
   async prepare(ffmpeg: () => ReturnType<typeof resolveFfmpeg>): Promise<void> {
     if (this.host.config.mode === "passthrough") {

@@ -10,6 +10,7 @@ import { randomInt } from "node:crypto";
 import { H264Packetizer } from "werift";
 import { FfmpegProcess, forwardTranscodeArgs, type resolveFfmpeg, type FfmpegExit } from "../media/ffmpeg.js";
 import { TsDemuxer, type VideoAccessUnit } from "../media/ts-demux.js";
+import { chooseVideoCodecs, type VideoCodecChoice } from "../media/encoder-probe.js";
 import { forwardEncoderSettings } from "./config.js";
 import type { PacedFrame } from "./pacer.js";
 import type { SessionHost } from "./session-host.js";
@@ -32,6 +33,9 @@ export class Transcoder {
   private intraOnlyNow = false;
   private restarting = false;
   private retuning = false;
+  /** The encoder and decoder, once chosen; or why the required one is unusable. */
+  private codecChoice: VideoCodecChoice | undefined;
+  private codecFailure: string | undefined;
 
   constructor(
     private readonly host: SessionHost,
@@ -42,8 +46,15 @@ export class Transcoder {
   ) {}
 
   async start(ffmpegBinary: () => ReturnType<typeof resolveFfmpeg>): Promise<void> {
-    const { log } = this.host;
+    const { log, config } = this.host;
     const binary = await ffmpegBinary();
+    // NVENC/NVDEC or x264 (a probe, cached per process); a required NVENC that fails ends the start.
+    try {
+      this.codecChoice = await chooseVideoCodecs(config.encoder, { ffmpegPath: binary.path, logger: log });
+    } catch (err) {
+      this.codecFailure = (err as Error).message;
+      throw err;
+    }
     this.ffmpeg = new FfmpegProcess({
       ffmpegPath: binary.path,
       args: this.args(false),
@@ -60,7 +71,10 @@ export class Transcoder {
       void this.onExit(info);
     });
     this.ffmpeg.start();
-    log.info({ ffmpeg: binary.path, version: binary.version }, "transcoder started");
+    log.info(
+      { ffmpeg: binary.path, version: binary.version, codecs: this.codecChoice },
+      "transcoder started",
+    );
   }
 
   /** Running, and not between a crash and its restart (which must start on the next segment). */
@@ -70,6 +84,20 @@ export class Transcoder {
 
   get intraOnly(): boolean {
     return this.intraOnlyNow;
+  }
+
+  /** The encoder and decoder with their reason, for the status (null fields before the choice). */
+  get codecs(): {
+    encoder: VideoCodecChoice["encoder"] | null;
+    decoder: VideoCodecChoice["decoder"] | null;
+    reason: string;
+  } {
+    if (this.codecChoice) return this.codecChoice;
+    return {
+      encoder: null,
+      decoder: null,
+      reason: this.codecFailure ?? `not chosen yet (encoder ${this.host.config.encoder})`,
+    };
   }
 
   async write(chunk: Buffer): Promise<void> {
@@ -137,6 +165,7 @@ export class Transcoder {
     const { config } = this.host;
     return forwardTranscodeArgs({
       ...(startAtPts === undefined ? {} : { startAtPts }),
+      ...(this.codecChoice ? { codecs: this.codecChoice } : {}),
       width: config.width,
       height: config.height,
       frameRate: config.frameRate,

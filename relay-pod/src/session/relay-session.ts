@@ -1,5 +1,6 @@
 import { EventEmitter } from "node:events";
 import { silentLogger, type Logger } from "../common/log.js";
+import { EncoderUnavailableError } from "../media/encoder-probe.js";
 import { resolveFfmpeg } from "../media/ffmpeg.js";
 import { TrickleControlReader, TrickleEventsWriter } from "../trickle/json-channels.js";
 import { FrameMatcher } from "./frame-matcher.js";
@@ -116,7 +117,7 @@ export class RelaySession extends EventEmitter {
       await this.forward.prepare(() => this.resolveFfmpegOnce());
       await this.returnPath.start(() => this.resolveFfmpegOnce());
     } catch (err) {
-      await this.fail("StartFailed", err);
+      await this.fail(err instanceof EncoderUnavailableError ? "EncoderUnavailable" : "StartFailed", err);
       throw err;
     }
     this.forward.startInput();
@@ -160,6 +161,7 @@ export class RelaySession extends EventEmitter {
         peerLimited: this.forward.peerLimitedDrops,
         peerWindow: this.forward.peerWindowStatus(now),
         outputKeyframes: this.returnPath.outputKeyframesStatus(),
+        codecs: this.forward.codecStatus(),
       },
       now,
     );

@@ -70,6 +70,7 @@ export interface StatusParts {
   peerLimited: number;
   peerWindow: SessionStatus["peerWindow"];
   outputKeyframes: SessionStatus["outputKeyframes"];
+  codecs: Pick<SessionStatus, "encoder" | "decoder" | "codecReason">;
 }
 
 /** The status snapshot; `now` is the same instant for the rates and the peer window's in-flight count. */
@@ -88,6 +89,9 @@ export function buildSessionStatus(stats: SessionStats, parts: StatusParts, now:
     height: config.height,
     frameRate: config.frameRate,
     mode: config.mode,
+    encoder: parts.codecs.encoder,
+    decoder: parts.codecs.decoder,
+    codecReason: parts.codecs.codecReason,
     queues: parts.queues,
     fps: { input: stats.inputRate.rate(now), output: stats.outputRate.rate(now) },
     frames: {

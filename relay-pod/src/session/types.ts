@@ -3,6 +3,9 @@
  * on a session (REST status, Prometheus, the RelaySession status, trickle events) reads this one
  * snapshot shape, so the numbers agree everywhere.
  */
+import type { EncoderPreference, VideoDecoder, VideoEncoder } from "../media/encoder-probe.js";
+
+export type { EncoderPreference } from "../media/encoder-probe.js";
 
 export type RelayMode = "transcode" | "passthrough";
 
@@ -39,6 +42,8 @@ export interface RelaySessionConfig {
   bitrateKbps: number;
   /** Keyframe (GOP) interval of the H.264 sent to ComfyStream, seconds (transcode mode). */
   keyframeIntervalSec: number;
+  /** The transcoder's encoder: auto (NVENC when a probe finds a usable GPU, else x264), nvenc or x264. */
+  encoder: EncoderPreference;
   /** Shortest output segment; a new one starts at the first IDR after this much PTS. */
   segmentDurationSec: number;
   /** Most frames in flight to ComfyStream (sent, not yet back); more are dropped as peer-limited. */
@@ -82,6 +87,14 @@ export interface SessionStatus {
   height: number;
   frameRate: number;
   mode: RelayMode;
+  /**
+   * The forward transcode's encoder and decoder, and why (e.g. "x264: no CUDA device (…)"); null
+   * until the transcoder has chosen (or when a required encoder is unusable: `codecReason` says so).
+   * Passthrough encodes nothing: "none (passthrough)".
+   */
+  encoder: VideoEncoder | "none (passthrough)" | null;
+  decoder: VideoDecoder | "none (passthrough)" | null;
+  codecReason: string;
   queues: {
     decodedFrames: QueueSnapshot;
     processedFrames: QueueSnapshot;

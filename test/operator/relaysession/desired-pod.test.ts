@@ -108,6 +108,58 @@ describe("desiredRelayPod", () => {
     assert.deepEqual(pod.spec?.imagePullSecrets, [{ name: "regcred" }]);
   });
 
+  test("a relay container with a GPU gets NVIDIA_VISIBLE_DEVICES and NVIDIA_DRIVER_CAPABILITIES (NVENC), others not", () => {
+    const gpuEnv = (pod: ReturnType<typeof desiredRelayPod>) =>
+      Object.fromEntries(
+        (pod.spec?.containers[0]?.env ?? [])
+          .filter((e) => e.name.startsWith("NVIDIA_"))
+          .map((e) => [e.name, e.value]),
+      );
+    const expected = { NVIDIA_VISIBLE_DEVICES: "all", NVIDIA_DRIVER_CAPABILITIES: "compute,video,utility" };
+    // The sidecar's GPU is the sidecar's: the relay container gets no NVIDIA variables.
+    const sidecar = storedSession("sidecar-gpu.yaml");
+    const sidecarPod = desiredRelayPod(sidecar, { relayImage: RELAY_IMAGE, attempt: 0 });
+    assert.deepEqual(gpuEnv(sidecarPod), {});
+    assert.equal(
+      sidecarPod.spec?.containers[1]?.env?.some((e) => e.name.startsWith("NVIDIA_")),
+      false,
+    );
+    assert.deepEqual(
+      gpuEnv(desiredRelayPod(storedSession("basic.yaml"), { relayImage: RELAY_IMAGE, attempt: 0 })),
+      {},
+    );
+    // spec.pod.resources with a GPU limit.
+    const own = storedSession("basic.yaml");
+    own.spec.pod = { resources: { limits: { cpu: "2", "nvidia.com/gpu": 1 } } };
+    const ownPod = desiredRelayPod(own, { relayImage: RELAY_IMAGE, attempt: 0 });
+    assert.deepEqual(gpuEnv(ownPod), expected);
+    assert.deepEqual(ownPod.spec?.containers[0]?.resources, { limits: { cpu: "2", "nvidia.com/gpu": "1" } });
+    // The installation's default resources, under a configured GPU resource name.
+    const defaulted = desiredRelayPod(storedSession("basic.yaml"), {
+      relayImage: RELAY_IMAGE,
+      attempt: 0,
+      defaults: {
+        resources: { limits: { "example.com/shared-gpu": "1" } },
+        gpuResourceName: "example.com/shared-gpu",
+      },
+    });
+    assert.deepEqual(gpuEnv(defaulted), expected);
+    // A CPU-only relay with defaults that name a GPU elsewhere gets nothing.
+    const cpuOnly = storedSession("basic.yaml");
+    cpuOnly.spec.pod = { resources: { limits: { cpu: "2", memory: "1Gi" } } };
+    assert.deepEqual(
+      gpuEnv(
+        desiredRelayPod(cpuOnly, {
+          relayImage: RELAY_IMAGE,
+          attempt: 0,
+          defaults: { resources: { limits: { "nvidia.com/gpu": "1" } } },
+        }),
+      ),
+      {},
+      "the session's own resources win over the defaults",
+    );
+  });
+
   test("a session name longer than a label value gets a shortened label and a literal env name", () => {
     const name = `s${"x".repeat(80)}`;
     const session = storedSession("basic.yaml", { name });
