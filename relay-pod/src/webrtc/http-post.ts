@@ -21,6 +21,9 @@ export function postJson(
   const transport = target.protocol === "https:" ? https : target.protocol === "http:" ? http : undefined;
   if (!transport) return Promise.reject(new Error(`unsupported URL scheme in ${url}`));
   const payload = Buffer.from(JSON.stringify(body));
+  // Aborted before it began (a session that failed while its offer was being prepared): no request
+  // at all, since one destroyed before its error listener is attached throws "socket hang up".
+  if (signal?.aborted) return Promise.reject(new Error(`POST ${url} aborted`));
   return new Promise<PostResult>((resolve, reject) => {
     let settled = false;
     const finish = (error: Error | undefined, result?: PostResult): void => {
@@ -57,12 +60,8 @@ export function postJson(
       finish(new Error(`POST ${url} aborted`));
       request.destroy();
     };
-    if (signal?.aborted) {
-      onAbort();
-      return;
-    }
-    signal?.addEventListener("abort", onAbort, { once: true });
     request.on("error", (error) => finish(new Error(`POST ${url} failed: ${error.message}`)));
+    signal?.addEventListener("abort", onAbort, { once: true });
     request.end(payload);
   });
 }
