@@ -28,7 +28,8 @@ import { makeInputSegments } from "../session/relay-harness.js";
 import { publishLive } from "./live-input.js";
 import type { StartUpFigures } from "./startup-bench.js";
 
-const CLI = fileURLToPath(new URL("../../relay-pod/src/cli.js", import.meta.url));
+/** The relay measured: this build's, or another build's given with --relay-cli (side-by-side runs). */
+let CLI = fileURLToPath(new URL("../../relay-pod/src/cli.js", import.meta.url));
 const ICE = "127.0.0.2";
 const CLOCK_TICKS = 100; // USER_HZ on Linux
 
@@ -61,6 +62,8 @@ async function main(): Promise<void> {
       "max-sessions": { type: "string", default: "12" },
       "startup-runs": { type: "string", default: "5" },
       "startup-only": { type: "boolean", default: false },
+      "sessions-only": { type: "string" },
+      "relay-cli": { type: "string" },
       out: { type: "string" },
       infra: { type: "string" },
       "real-comfystream": { type: "boolean", default: false },
@@ -79,7 +82,9 @@ async function main(): Promise<void> {
         "512x512 and 1280x720 @ 30 fps through the passthrough stand-in, start → first output frame\n" +
         "with the input already flowing (N runs, default 5), and the most concurrent 512x512 sessions\n" +
         "without drops. Writes JSON and Markdown (default bench-results/relay.json).\n" +
-        "--startup-only: just the start-up runs, printed as JSON.\n" +
+        "--startup-only: just the start-up runs, printed as JSON; --sessions-only N: just N concurrent\n" +
+        "512x512 sessions, printed as JSON; --relay-cli PATH: measure another build's relay (its\n" +
+        "dist/relay-pod/src/cli.js), for side-by-side runs.\n" +
         "\n" +
         "npm run bench:relay -- --real-comfystream [--before GIT-REF] [--after GIT-REF]\n" +
         "                       [--workflows passthrough,slowBlur] [--peer-window N] [--seconds N (default 30)]\n" +
@@ -111,6 +116,16 @@ async function main(): Promise<void> {
       repeat: Number(values.repeat),
       peerWindow: values["peer-window"] === undefined ? undefined : Number(values["peer-window"]),
     });
+  }
+  if (values["relay-cli"]) CLI = values["relay-cli"];
+  if (values["sessions-only"]) {
+    const result = await runScenario(
+      "512x512",
+      Number(values["sessions-only"]),
+      Number(values.seconds ?? 15),
+    );
+    process.stdout.write(`${JSON.stringify(result)}\n`);
+    return;
   }
   if (values["startup-only"]) {
     const { measureStartUp } = await import("./startup-bench.js");

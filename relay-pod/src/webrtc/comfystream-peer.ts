@@ -162,7 +162,7 @@ export class ComfyStreamPeer extends EventEmitter {
     }
   }
 
-  /** Forward path: one RTP packet (e.g. from `ffmpeg -f rtp`); werift rewrites SSRC and payload type. */
+  /** Forward path: one RTP packet (the forward path packetizes each frame); werift rewrites SSRC and payload type. */
   sendRtp(packet: Buffer): void {
     if (this.currentState !== "connected" && this.currentState !== "disconnected") {
       this.stats.rtpPacketsDropped++;

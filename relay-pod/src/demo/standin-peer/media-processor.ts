@@ -119,7 +119,7 @@ export class MediaProcessor {
   /** Binds the loopback UDP socket the encoders send RTP to (filter mode). */
   async start(): Promise<void> {
     if (this.options.mode !== "filter") return;
-    // As in the relay: loopback UDP has no backpressure, so give a busy event loop room (4 MiB).
+    // Loopback UDP has no backpressure, so give a busy event loop room (4 MiB).
     const socket = dgram.createSocket({ type: "udp4", recvBufferSize: 4 * 1024 * 1024 });
     this.socket = socket;
     socket.on("message", (message) => this.onEncodedPacket(message));
