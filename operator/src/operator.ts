@@ -23,7 +23,7 @@ import {
   loadKubeConfig,
   withRequestTimeout,
 } from "./kube/client.js";
-import { createNamespacedInformers, type InformerGroup } from "./kube/informer.js";
+import { createNamespacedInformers, type InformerGroup } from "./kube/informer-group.js";
 import { OwnerIndex } from "./kube/owner-index.js";
 import { LeaderElector } from "./kube/leader-election.js";
 import { WorkQueue } from "./kube/workqueue.js";

@@ -1,11 +1,15 @@
 /**
  * InformerGroup: one informer per namespace (or one for all namespaces), read and started as one.
- * Separate from SupervisedInformer because it only fans in events and fans out reads; it needs the
- * informer as a type, so createNamespacedInformers, which constructs informers, stays in informer.ts.
+ * Separate from SupervisedInformer because it only fans in events and fans out reads; it builds on
+ * the informer (createNamespacedInformers makes one per namespace), never the other way round.
  */
 import { EventEmitter } from "node:events";
 import type { KubernetesObject } from "@kubernetes/client-node";
-import type { SupervisedInformer, SupervisedInformerEvents } from "./informer.js";
+import {
+  SupervisedInformer,
+  type SupervisedInformerEvents,
+  type SupervisedInformerOptions,
+} from "./informer.js";
 import type { InformerCache } from "./informer-cache.js";
 import { zeroStats, type InformerStats } from "./informer-metrics.js";
 
@@ -64,4 +68,24 @@ export class InformerGroup<T extends KubernetesObject>
     }
     return total;
   }
+}
+
+/**
+ * Watches `namespaces` (none or empty = all namespaces) with one informer each. `options(namespace)`
+ * gives each member's options; `namespace` is undefined for the all-namespaces informer. Example:
+ *
+ *   createNamespacedInformers(flags.namespace, (ns) => ({
+ *     kubeConfig, name: `pods/${ns ?? "*"}`, labelSelector: "app.kubernetes.io/managed-by=trickle-relay-operator",
+ *     path: ns ? `/api/v1/namespaces/${ns}/pods` : "/api/v1/pods",
+ *   })); *
+ * It lives with the group, which it makes; informer.ts does not import this module, so the two do
+ * not import each other.
+ */
+export function createNamespacedInformers<T extends KubernetesObject>(
+  namespaces: readonly string[] | undefined,
+  options: (namespace: string | undefined) => SupervisedInformerOptions<T>,
+): InformerGroup<T> {
+  const unique = [...new Set(namespaces ?? [])];
+  const keys: Array<string | undefined> = unique.length > 0 ? unique : [undefined];
+  return new InformerGroup(new Map(keys.map((ns) => [ns, new SupervisedInformer<T>(options(ns))])));
 }

@@ -18,7 +18,8 @@
  *
  * This file is the loop. The store and its change events (informer-cache.ts), the paged list
  * (paged-list.ts), the counters and metrics (informer-metrics.ts) and the per-namespace group
- * (informer-group.ts) live next to it; their public names are re-exported here.
+ * (informer-group.ts, with createNamespacedInformers) live next to it; the store's and the counters'
+ * public names are re-exported here.
  */
 import { EventEmitter } from "node:events";
 import {
@@ -31,12 +32,10 @@ import type { Logger } from "pino";
 import type { Registry } from "prom-client";
 import { silentLogger } from "../../../relay-pod/src/index.js";
 import { InformerStore, type InformerCache } from "./informer-cache.js";
-import { InformerGroup } from "./informer-group.js";
 import { informerMetrics, zeroStats, type InformerMetrics, type InformerStats } from "./informer-metrics.js";
 import { listPaged } from "./paged-list.js";
 
 export type { InformerCache } from "./informer-cache.js";
-export { InformerGroup } from "./informer-group.js";
 export type { InformerStats } from "./informer-metrics.js";
 
 export interface InformerBackoff {
@@ -433,24 +432,4 @@ export class SupervisedInformer<T extends KubernetesObject>
       }
     }
   }
-}
-
-/**
- * Watches `namespaces` (none or empty = all namespaces) with one informer each. `options(namespace)`
- * gives each member's options; `namespace` is undefined for the all-namespaces informer. Example:
- *
- *   createNamespacedInformers(flags.namespace, (ns) => ({
- *     kubeConfig, name: `pods/${ns ?? "*"}`, labelSelector: "app.kubernetes.io/managed-by=trickle-relay-operator",
- *     path: ns ? `/api/v1/namespaces/${ns}/pods` : "/api/v1/pods",
- *   })); *
- * It lives here, not in informer-group.ts, because it constructs informers: the group then needs
- * SupervisedInformer only as a type, and the two modules do not import each other at run time.
- */
-export function createNamespacedInformers<T extends KubernetesObject>(
-  namespaces: readonly string[] | undefined,
-  options: (namespace: string | undefined) => SupervisedInformerOptions<T>,
-): InformerGroup<T> {
-  const unique = [...new Set(namespaces ?? [])];
-  const keys: Array<string | undefined> = unique.length > 0 ? unique : [undefined];
-  return new InformerGroup(new Map(keys.map((ns) => [ns, new SupervisedInformer<T>(options(ns))])));
 }

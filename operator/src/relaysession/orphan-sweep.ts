@@ -15,7 +15,7 @@ import { silentLogger } from "../../../relay-pod/src/index.js";
 import { apiCode } from "./api-errors.js";
 import { LABEL_MANAGED_BY, OPERATOR_NAME } from "./labels.js";
 import { deletePodIfSame, podOwnerUid } from "./pod-lifecycle.js";
-import type { SessionCache } from "./reconciler.js";
+import type { SessionCache } from "./caches.js";
 
 async function readSessionUid(
   customObjects: CustomObjectsApi,

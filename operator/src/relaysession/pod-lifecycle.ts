@@ -16,7 +16,7 @@ import { apiCode, apiMessage, Retry, SHORT_REQUEUE_MS } from "./api-errors.js";
 import { desiredRelayPod, podSpecHash, type RelayPodDefaults } from "./desired-pod.js";
 import type { EventSink, EventType } from "./events.js";
 import { ANNOTATION_POD_SPEC_HASH, LABEL_ATTEMPT, LABEL_SESSION_UID, relayPodName } from "./labels.js";
-import type { PodCache, ReconcileResult } from "./reconciler.js";
+import type { PodCache, ReconcileResult } from "./caches.js";
 import {
   classifyPod,
   computeStatus,

@@ -15,7 +15,7 @@
 // module exported before the split are re-exported from here.
 
 import { randomUUID } from "node:crypto";
-import { CoreV1Api, CustomObjectsApi, KubeConfig, type V1Pod } from "@kubernetes/client-node";
+import { CoreV1Api, CustomObjectsApi, KubeConfig } from "@kubernetes/client-node";
 import type { Logger } from "pino";
 import {
   RELAY_SESSION_GROUP,
@@ -25,6 +25,7 @@ import {
 } from "../../../crds/src/index.js";
 import { silentLogger } from "../../../relay-pod/src/index.js";
 import { apiCode, Retry, SHORT_REQUEUE_MS } from "./api-errors.js";
+import type { PodCache, ReconcileResult, SessionCache } from "./caches.js";
 import type { RelayPodDefaults } from "./desired-pod.js";
 import type { EventSink, EventType } from "./events.js";
 import { sweepOrphanPods } from "./orphan-sweep.js";
@@ -43,21 +44,7 @@ export { sweepOrphanPods } from "./orphan-sweep.js";
 export type { SweepOrphanPodsOptions } from "./orphan-sweep.js";
 export { podOwnerUid } from "./pod-lifecycle.js";
 
-export interface ReconcileResult {
-  requeueAfterMs?: number;
-}
-
-/** Read access to the RelaySession informer cache. */
-export interface SessionCache {
-  get(namespace: string, name: string): RelaySession | undefined;
-}
-
-/** Read access to the relay pod informer cache. */
-export interface PodCache {
-  list(namespace?: string): V1Pod[];
-  /** The cached pods whose owning session has this uid (`podOwnerUid`); an index, not a scan. */
-  byOwner(uid: string): V1Pod[];
-}
+export type { PodCache, ReconcileResult, SessionCache } from "./caches.js";
 
 export interface RelaySessionReconcilerDeps {
   sessions: SessionCache;

@@ -17,11 +17,8 @@ import {
   type V1ConfigMap,
 } from "@kubernetes/client-node";
 import { Registry } from "prom-client";
-import {
-  SupervisedInformer,
-  createNamespacedInformers,
-  type SupervisedInformerOptions,
-} from "../../../operator/src/kube/informer.js";
+import { SupervisedInformer, type SupervisedInformerOptions } from "../../../operator/src/kube/informer.js";
+import { createNamespacedInformers } from "../../../operator/src/kube/informer-group.js";
 import { OwnerIndex } from "../../../operator/src/kube/owner-index.js";
 import { resolveEnvtestAssets, startControlPlane, type ControlPlane } from "../../infra/apiserver.js";
 import { captureLogger, eventually, sleep } from "./helpers.js";
