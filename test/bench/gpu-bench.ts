@@ -18,10 +18,9 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import { parseArgs, promisify } from "node:util";
 import { TrickleServer } from "../../relay-pod/src/trickle/server.js";
-import { TrickleSubscriber } from "../../relay-pod/src/trickle/subscriber.js";
 import { startTsStandin, type TsStandin } from "../../relay-pod/src/demo/standin-peer/standin.js";
 import { makeInputSegments } from "../session/relay-harness.js";
-import { publishLive } from "./live-input.js";
+import { drainOutput, publishLive } from "./live-input.js";
 import { machineInfo, round, writeResults } from "./results.js";
 
 const CLI = fileURLToPath(new URL("../../relay-pod/src/cli.js", import.meta.url));
@@ -208,14 +207,6 @@ function startRelay(
     });
   });
   return { child, connected, finished };
-}
-
-function drainOutput(url: string): { close(): void } {
-  const subscriber = new TrickleSubscriber(url, { startSeq: 0 });
-  void (async () => {
-    for await (const segment of subscriber) for await (const _ of segment.body) void _;
-  })().catch(() => undefined);
-  return { close: () => subscriber.close() };
 }
 
 /** MiB of GPU memory held by the relays' process trees (their ffmpeg), or null if none is listed. */

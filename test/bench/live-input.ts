@@ -2,6 +2,7 @@
 // channel frame by frame at real-time pace, and the TS helpers both ends of a measurement need.
 import { setTimeout as sleep } from "node:timers/promises";
 import { TricklePublisher } from "../../relay-pod/src/trickle/publisher.js";
+import { TrickleSubscriber } from "../../relay-pod/src/trickle/subscriber.js";
 import { parsePesHeader, TS_PACKET_SIZE, TS_SYNC_BYTE } from "../../relay-pod/src/media/ts-packet.js";
 
 /**
@@ -67,4 +68,13 @@ function videoPesPayload(data: Buffer, offset: number): number | undefined {
     return payload;
   }
   return undefined;
+}
+
+/** Reads an output channel from its first segment and throws the bytes away (keeps the relay's POSTs flowing). */
+export function drainOutput(url: string): { close(): void } {
+  const subscriber = new TrickleSubscriber(url, { startSeq: 0 });
+  void (async () => {
+    for await (const segment of subscriber) for await (const _ of segment.body) void _;
+  })().catch(() => undefined);
+  return { close: () => subscriber.close() };
 }

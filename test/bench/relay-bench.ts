@@ -22,10 +22,9 @@ import { parseArgs } from "node:util";
 import { setTimeout as sleep } from "node:timers/promises";
 import { createInterface } from "node:readline";
 import { TrickleServer } from "../../relay-pod/src/trickle/server.js";
-import { TrickleSubscriber } from "../../relay-pod/src/trickle/subscriber.js";
 import { startTsStandin } from "../../relay-pod/src/demo/standin-peer/standin.js";
 import { makeInputSegments } from "../session/relay-harness.js";
-import { publishLive } from "./live-input.js";
+import { drainOutput, publishLive } from "./live-input.js";
 import type { StartUpFigures } from "./startup-bench.js";
 
 /** The relay measured: this build's, or another build's given with --relay-cli (side-by-side runs). */
@@ -235,14 +234,6 @@ async function runScenario(
       `${result.allWithoutDrops ? "no drops" : "DROPS"}, machine CPU ${machineCpuPercent} %\n`,
   );
   return result;
-}
-
-export function drainOutput(url: string): { close(): void } {
-  const subscriber = new TrickleSubscriber(url, { startSeq: 0 });
-  void (async () => {
-    for await (const segment of subscriber) for await (const _ of segment.body) void _;
-  })().catch(() => undefined);
-  return { close: () => subscriber.close() };
 }
 
 export interface Infra {
