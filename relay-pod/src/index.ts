@@ -1,11 +1,11 @@
 /**
  * relay-pod's public entry: the only module of relay-pod that code outside it (the operator) may
- * import; the lint rule `boundaries/entry-point` (eslint.config.js) rejects any other path.
+ * import; the lint rule `boundaries/dependencies` (eslint.config.js) rejects any other path.
  *
  * It holds what both sides need: the logger, command-line option parsing, and the REST API's
  * contract (request validation, error replies, the bearer token check, the session view), which
  * the operator's gateway serves over RelaySessions. It is light on purpose: nothing here loads the pipeline (werift,
- * ffmpeg), so the operator process does not either (test/boundaries/entry-weight.test.ts).
+ * ffmpeg), so the operator process does not either (test/boundaries/boundaries.test.ts).
  */
 export { createLogger, silentLogger, type Logger, type LoggerOptions } from "./common/log.js";
 export {

@@ -17,11 +17,10 @@ import type { PeerLink } from "./peer-link.js";
 import { PeerPace } from "./peer-pace.js";
 import { PeerWindow } from "./peer-window.js";
 import type { SentFrame } from "./return-path.js";
-import { setRtpSequenceNumber, setRtpTimestamp } from "./rtp-header.js";
+import { RTP_WRAP, setRtpSequenceNumber, setRtpTimestamp } from "./rtp-header.js";
 import type { SessionHost } from "./session-host.js";
 import type { SessionStatus } from "./types.js";
 
-const RTP_WRAP = 0x1_0000_0000;
 const H264_STREAM_TYPE = 0x1b;
 /**
  * How late a frame may get waiting for room in the peer window with a normal GOP, where a drop costs

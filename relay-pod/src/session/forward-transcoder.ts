@@ -14,8 +14,8 @@ import { chooseVideoCodecs, type VideoCodecChoice } from "../media/encoder-probe
 import { forwardEncoderSettings } from "./config.js";
 import type { PacedFrame } from "./pacer.js";
 import type { SessionHost } from "./session-host.js";
+import { RTP_WRAP } from "./rtp-header.js";
 
-const RTP_WRAP = 0x1_0000_0000;
 /** Intra-only frames get this many times the session's bitrate (the same picture needs more bits). */
 const INTRA_BITRATE_FACTOR = 2;
 

@@ -14,6 +14,8 @@
  * sent ones. The first returned frames are held (at most `calibrationFrames`) while candidates are
  * voted on; then they are released with their PTS.
  */
+import { RTP_WRAP } from "./rtp-header.js";
+
 export interface SentFrame {
   rtpTimestamp: number;
   pts: number; // 90 kHz, 33-bit input PTS
@@ -27,7 +29,6 @@ export interface MatchedFrame<T> {
   latencyMs: number | undefined;
 }
 
-const RTP_WRAP = 0x1_0000_0000;
 const PTS_WRAP = 0x2_0000_0000;
 
 /**

@@ -4,6 +4,9 @@
  * (the relay's own, so that frames it drops leave no gap the peer would take for loss).
  */
 
+/** RTP timestamps are 32-bit: a 33-bit PTS becomes one modulo this. */
+export const RTP_WRAP = 0x1_0000_0000;
+
 export function setRtpTimestamp(packet: Buffer, timestamp: number): void {
   packet.writeUInt32BE(timestamp >>> 0, 4);
 }
