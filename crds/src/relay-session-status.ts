@@ -137,6 +137,9 @@ const relayReport = object(
     segmentsIn: counter("Segments read from the input channel."),
     segmentsOut: counter("Segments published to the output channel."),
     segmentsDropped: counter("Input segments dropped whole (behind or corrupt)."),
+    inputClockJumps: counter(
+      "Times the input's clock jumped (back, or over 5 s ahead) and the relay shifted its timestamps to keep the output continuous.",
+    ),
     latencyMs: object(
       {
         p50: number({ description: "Median frame latency in milliseconds.", minimum: 0 }),

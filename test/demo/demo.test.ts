@@ -176,6 +176,7 @@ describe("summaryLines", () => {
       hopLatencyMs: { forward: { p50: 45, p95: 90 }, return: { p50: 0.1, p95: 0.3 } },
       reconnects: 0,
       ffmpegRestarts: 0,
+      inputClockJumps: 0,
       promptsGeneration: 2,
       ...overrides,
     };

@@ -41,6 +41,7 @@ function snapshot(overrides: Partial<SessionStatus> = {}): SessionStatus {
     hopLatencyMs: { forward: { p50: 5, p95: 9 }, return: { p50: 1, p95: 2 } },
     reconnects: 1,
     ffmpegRestarts: 0,
+    inputClockJumps: 0,
     promptsGeneration: 1,
     ...overrides,
   };
@@ -77,6 +78,7 @@ describe("buildRelayReport", () => {
       segmentsIn: 30,
       segmentsOut: 29,
       segmentsDropped: 3,
+      inputClockJumps: 0,
       latencyMs: { p50: 41.3, p95: 80 },
       reconnects: 1,
       lastError: null,

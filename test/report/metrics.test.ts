@@ -46,6 +46,7 @@ function snapshot(overrides: Partial<SessionStatus> = {}): SessionStatus {
     hopLatencyMs: { forward: { p50: 40, p95: 60 }, return: { p50: 1, p95: 2 } },
     reconnects: 3,
     ffmpegRestarts: 1,
+    inputClockJumps: 2,
     promptsGeneration: 2,
     ...overrides,
   };
@@ -88,6 +89,7 @@ describe("Prometheus metrics", () => {
       'trickle_relay_segments_out_total{session="sess-1"}': 39,
       'trickle_relay_segments_dropped_total{session="sess-1"}': 1,
       'trickle_relay_segments_corrupt_total{session="sess-1"}': 2,
+      'trickle_relay_input_clock_jumps_total{session="sess-1"}': 2,
       'trickle_relay_frame_latency_seconds{session="sess-1",quantile="0.5"}': 0.085,
       'trickle_relay_frame_latency_seconds{session="sess-1",quantile="0.95"}': 0.14,
       'trickle_relay_reconnects_total{session="sess-1"}': 3,

@@ -100,6 +100,7 @@ class ScriptedSession extends EventEmitter implements ManagedSession {
       hopLatencyMs: { forward: { p50: 40, p95: 60 }, return: { p50: 1, p95: 2 } },
       reconnects: 1,
       ffmpegRestarts: 0,
+      inputClockJumps: 0,
       promptsGeneration: 1,
       ...(this.lastError ? { lastError: this.lastError } : {}),
     };

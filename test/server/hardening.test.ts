@@ -73,6 +73,7 @@ class FakeSession extends EventEmitter implements ManagedSession {
       hopLatencyMs: { forward: { p50: 0, p95: 0 }, return: { p50: 0, p95: 0 } },
       reconnects: 0,
       ffmpegRestarts: 0,
+      inputClockJumps: 0,
       promptsGeneration: 0,
     };
   }

@@ -31,6 +31,10 @@ export async function makeInputSegments(options: {
   bFrames?: number;
   /** Keyframe interval, hence segment length (default 1 s). */
   gopSeconds?: number;
+  /** Where the stream's clock starts, in seconds (ffmpeg's -output_ts_offset; the TS muxer adds 1.4 s). */
+  startSeconds?: number;
+  /** H.264 profile (default: x264's choice, high). */
+  profile?: "baseline" | "main" | "high";
 }): Promise<{ segments: Buffer[]; pts: number[] }> {
   const frameRate = options.frameRate ?? 30;
   const gopSeconds = options.gopSeconds ?? 1;
@@ -52,7 +56,9 @@ export async function makeInputSegments(options: {
         "-g",
         String(Math.round(frameRate * gopSeconds)),
         "-bf",
-        String(options.bFrames ?? 2),
+        String(options.profile === "baseline" ? 0 : (options.bFrames ?? 2)),
+        ...(options.profile ? ["-profile:v", options.profile] : []),
+        ...(options.startSeconds === undefined ? [] : ["-output_ts_offset", String(options.startSeconds)]),
         "-f",
         "mpegts",
         "pipe:1",

@@ -132,6 +132,7 @@ export function relaySessionView(session: RelaySession): Record<string, unknown>
     hopLatencyMs: { forward: { p50: null, p95: null }, return: { p50: null, p95: null } },
     reconnects: relay.reconnects ?? 0,
     ffmpegRestarts: 0,
+    inputClockJumps: relay.inputClockJumps ?? 0,
     promptsGeneration: 0,
     lastError,
   };

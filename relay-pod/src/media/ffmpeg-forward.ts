@@ -56,13 +56,15 @@ export function forwardTranscodeArgs(o: ForwardTranscodeOptions): string[] {
     throw new RangeError(`frameRate must be > 0, got ${o.frameRate}`);
   const gopFrames = o.gopFrames ?? Math.max(1, Math.round(o.frameRate));
   const interval = 1 / o.frameRate;
-  // Register 0 holds the next due time. A frame is kept when it is at most a quarter interval early;
-  // the due time then advances by one interval (or to 0.8 interval after a late frame). This
-  // tolerates timestamp jitter, never retimes and never duplicates; faster input loses frames.
-  const fromStart = o.startAtPts === undefined ? "" : `gte(t\\,${(o.startAtPts / 90_000).toFixed(6)})*`;
+  // Register 0 holds the next due time plus DUE_BIAS. A frame is kept when it is at most a quarter
+  // interval early; the due time then advances by one interval (or to 0.8 interval after a late
+  // frame). This tolerates timestamp jitter, never retimes and never duplicates; faster input loses
+  // frames. The bias makes the register's initial 0 mean "due from -DUE_BIAS s", so the first frame
+  // passes even when ffmpeg's clock starts negative (see -avoid_negative_ts below).
+  const q = (interval / 4).toFixed(6);
   const select =
-    `select='if(${fromStart}gte(t\\,ld(0)-${(interval / 4).toFixed(6)})\\,` +
-    `st(0\\,max(ld(0)+${interval.toFixed(6)}\\,t+${(interval * 0.8).toFixed(6)}))\\,0)'`;
+    `select='if(${startGate(o.startAtPts)}gte(t\\,ld(0)-${DUE_BIAS}-${q})\\,` +
+    `st(0\\,max(ld(0)-${DUE_BIAS}+${interval.toFixed(6)}\\,t+${(interval * 0.8).toFixed(6)})+${DUE_BIAS})\\,0)'`;
   const filters = [
     select,
     `scale=${o.width}:${o.height}:force_original_aspect_ratio=increase`,
@@ -109,6 +111,11 @@ export function forwardTranscodeArgs(o: ForwardTranscodeOptions): string[] {
     // SPS/PPS in band before every keyframe: the frames go to WebRTC, which has no SDP sprop.
     "-bsf:v",
     "dump_extra=freq=keyframe",
+    // Keep negative timestamps: they are the input's own PTS just before a 33-bit wrap, written
+    // modulo 2^33 as they came. The default shifts the whole run to start at 0 (output PTS no longer
+    // the input's).
+    "-avoid_negative_ts",
+    "disabled",
     "-f",
     "mpegts",
     "-muxdelay",
@@ -122,6 +129,23 @@ export function forwardTranscodeArgs(o: ForwardTranscodeOptions): string[] {
     "pipe:1",
   ];
   return args;
+}
+
+/** See the select filter in forwardTranscodeArgs: more than any timestamp's distance from 0, in seconds. */
+const DUE_BIAS = 10_000_000;
+/** The 33-bit PTS range in seconds. */
+const PTS_RANGE_SECONDS = 2 ** 33 / 90_000;
+
+/**
+ * The select filter's factor that passes frames from `startAtPts` on (empty without one). Compared
+ * on the 2^33 circle: ffmpeg unwraps TS timestamps, so near a wrap `t` may be a little negative or
+ * above the range while `startAtPts` is the TS's 33-bit value.
+ */
+function startGate(startAtPts: number | undefined): string {
+  if (startAtPts === undefined) return "";
+  const start = (startAtPts / 90_000).toFixed(6);
+  const range = PTS_RANGE_SECONDS.toFixed(6);
+  return `lt(mod(t-${start}+2*${range}\\,${range})\\,${(PTS_RANGE_SECONDS / 2).toFixed(6)})*`;
 }
 
 /** The forward transcode's encoder and decoder (encoder-probe.ts chooses them). */

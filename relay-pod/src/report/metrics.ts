@@ -188,6 +188,11 @@ export function createRelayMetrics(
     "Input segments skipped because they could not be parsed",
     (s) => s.segments.corrupt,
   );
+  perSessionCounter(
+    "input_clock_jumps_total",
+    "Jumps of the input's clock that the relay mended to keep the output's timestamps continuous",
+    (s) => s.inputClockJumps,
+  );
 
   gauge(
     "frame_latency_seconds",

@@ -58,6 +58,7 @@ export function buildRelayReport(status: SessionStatus, context: RelayReportCont
     segmentsIn: status.segments.in,
     segmentsOut: status.segments.out,
     segmentsDropped: status.segments.dropped + status.segments.corrupt,
+    inputClockJumps: status.inputClockJumps,
     latencyMs: p50 === null || p95 === null ? null : { p50: round(p50, 1), p95: round(p95, 1) },
     reconnects: status.reconnects,
     lastError: lastError ?? null,

@@ -8,6 +8,7 @@
 import { randomInt } from "node:crypto";
 import { H264Packetizer } from "werift";
 import type { resolveFfmpeg } from "../media/ffmpeg.js";
+import { TsClock } from "../media/ts-clock.js";
 import { TsDemuxer, type VideoAccessUnit } from "../media/ts-demux.js";
 import { TrickleSubscriber, type SubscribedSegment } from "../trickle/subscriber.js";
 import { timestampJitter, type FrameMatcher } from "./frame-matcher.js";
@@ -51,6 +52,8 @@ export class ForwardPath {
   private pendingIntraOnly: boolean | undefined;
   private forwardSequenceNumber = randomInt(0, 0x10000);
   private waitForInputKeyframe = true;
+  /** Keeps the input's timestamps continuous across clock jumps (see TsClock). */
+  private readonly inputClock: TsClock;
 
   constructor(
     private readonly host: SessionHost,
@@ -69,6 +72,15 @@ export class ForwardPath {
     });
     // Passthrough sends the input's own GOP: it is not the relay's to change.
     if (config.mode === "transcode") this.peerPace = new PeerPace();
+    this.inputClock = new TsClock({
+      onJump: (jump) => {
+        host.stats.counters.inputClockJumps++;
+        host.log.info(
+          { pid: jump.pid, expectedPts: jump.expected, receivedPts: jump.received, offset: jump.offset },
+          "the input's clock jumped: its timestamps are shifted to continue the stream",
+        );
+      },
+    });
   }
 
   /** The forward encoder and decoder with their reason (SessionStatus encoder, decoder, codecReason). */
@@ -244,7 +256,7 @@ export class ForwardPath {
     const held: Buffer[] = [];
     let validated = false;
     let heldBytes = 0;
-    for await (const chunk of segment.body) {
+    for await (const chunk of this.inputClock.mend(segment.body)) {
       demuxer.push(chunk);
       if (host.isEnded()) continue;
       if (awaitingPeer) {

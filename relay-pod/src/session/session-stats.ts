@@ -18,6 +18,7 @@ export class SessionStats {
     segmentsOut: 0,
     segmentsDropped: 0,
     segmentsCorrupt: 0,
+    inputClockJumps: 0,
     reconnects: 0,
     ffmpegRestarts: 0,
   };
@@ -109,6 +110,7 @@ export function buildSessionStatus(stats: SessionStats, parts: StatusParts, now:
       dropped: counters.segmentsDropped,
       corrupt: counters.segmentsCorrupt,
     },
+    inputClockJumps: counters.inputClockJumps,
     outputKeyframes: parts.outputKeyframes,
     latencyMs: {
       p50: latency.percentile(50),

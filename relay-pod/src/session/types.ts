@@ -121,6 +121,12 @@ export interface SessionStatus {
   };
   segments: { in: number; out: number; dropped: number; corrupt: number };
   /**
+   * Times the input's clock jumped (back, or more than 5 s ahead) and the relay shifted the input's
+   * timestamps to keep the stream continuous; from the first jump on, output PTS = input PTS + a
+   * constant offset instead of the input PTS (media/ts-clock.ts). A 33-bit wrap is not a jump.
+   */
+  inputClockJumps: number;
+  /**
    * Where the output's IDRs come from: "peer" (ComfyStream's own, on PLI) or "re-encode" (it sent
    * none for too long, so the return path is re-encoded; `reason` says what was seen), and the
    * intervals between the IDRs written to the output (seconds of PTS; null before the second one).
