@@ -10,6 +10,13 @@ import { needsLoopbackNamespace } from "../infra/netns.js";
 import { RelaySession } from "../../relay-pod/src/session/relay-session.js";
 import { buildSessionConfig } from "../../relay-pod/src/session/config.js";
 import { PASSTHROUGH_WORKFLOW } from "../../relay-pod/src/session/default-workflow.js";
+import { TsClock } from "../../relay-pod/src/media/ts-clock.js";
+import type { SessionStatus } from "../../relay-pod/src/session/types.js";
+import {
+  REAL_WORKFLOWS,
+  realComfyStreamUnavailable,
+  startRealComfyStream,
+} from "../peers/real-comfystream.js";
 import {
   ICE_ADDRESSES,
   checkOutputAgainstInput,
@@ -43,114 +50,176 @@ function ptsSteps(pts: number[]): number[] {
   return steps;
 }
 
-describe("mid-stream input changes", { skip: needsLoopbackNamespace }, () => {
-  for (const mode of ["transcode", "passthrough"] as const)
+const WRAP_SECONDS = PTS_WRAP / 90_000;
+/** Each part is what an encoder restart or a new ingest would send: its own SPS/PPS and clock. */
+const PARTS = [
+  // Offset 0 so far: ffmpeg itself meets the 33-bit wrap.
+  {
+    name: "320x240@30 high, across the 33-bit wrap",
+    seconds: 4,
+    startSeconds: WRAP_SECONDS - MUX_DELAY_SECONDS - 2,
+  },
+  {
+    name: "640x360@25 main: new SPS/PPS, clock continuous",
+    seconds: 3,
+    startSeconds: 2 - MUX_DELAY_SECONDS,
+    size: "640x360",
+    frameRate: 25,
+    profile: "main" as const,
+  },
+  { name: "320x240@30, clock 4996 s ahead", seconds: 3, startSeconds: 5000 },
+  {
+    name: "320x240@30 baseline, clock 4990 s back",
+    seconds: 3,
+    startSeconds: 10,
+    profile: "baseline" as const,
+  },
+];
+const TITLE =
+  "resolution, frame rate and profile change, the clock jumps back and forward and wraps at 2^33: " +
+  "the session runs on, output PTS never goes back";
+
+interface ChangesRun {
+  final: SessionStatus;
+  inputFrames: number;
+  outputFrames: number;
+}
+
+/** The parts, published in real time through one session to the peer at `comfystreamUrl`; checks what holds for any peer. */
+async function runThroughChanges(
+  t: { diagnostic(message: string): void },
+  options: {
+    comfystreamUrl: string;
+    mode: "transcode" | "passthrough";
+    prompts: object[];
+    connectTimeoutMs: number;
+    /** Whether the peer returns every frame with its own timestamp (see the real server's test). */
+    exactPts: boolean;
+  },
+): Promise<ChangesRun> {
+  const made = [];
+  for (const part of PARTS) made.push(await makeInputSegments({ bFrames: 0, ...part }));
+  const segments = made.flatMap((m) => m.segments);
+  const inputFrames = made.reduce((sum, m) => sum + m.pts.length, 0);
+
+  const { server, base } = await startTrickle(["in", "in-out"]);
+  cleanups.push(() => server.close());
+  const output = collectOutput(`${base}in-out`);
+  cleanups.push(() => output.close());
+  const session = new RelaySession(
+    buildSessionConfig({
+      id: "changes",
+      mode: options.mode,
+      inputUrl: `${base}in`,
+      comfystreamUrl: options.comfystreamUrl,
+      prompts: options.prompts,
+      width: 256,
+      height: 256,
+      frameRate: 30,
+      iceAddresses: ICE_ADDRESSES,
+    }),
+    { reconnectBackoffMs: [300, 2000], drainTimeoutMs: 3000 },
+  );
+  cleanups.push(() => session.stop());
+  await session.start();
+  await waitFor(
+    () => session.status().webrtcState === "connected",
+    options.connectTimeoutMs,
+    "WebRTC connected",
+  );
+  await publishPaced(`${base}in`, segments);
+  await session.whenEnded();
+  await output.done;
+
+  const final = session.status();
+  const summary = JSON.stringify({ state: final.state, frames: final.frames, error: final.lastError });
+  t.diagnostic(`final ${summary}`);
+  assert.equal(final.state, "completed", `the session ran to the input's end: ${summary}`);
+  // The input's PTS as the relay's TsClock mends them: the output's PTS must be among them.
+  const clock = new TsClock();
+  const mendedPts = demuxPts(Buffer.concat(segments.map((segment) => clock.push(segment))));
+  const check = await checkOutputAgainstInput(output.segments, mendedPts);
+  t.diagnostic(`output ${check.frames} of ${inputFrames} input frames`);
+  assert.deepEqual(check.undecodable, [], "every output segment decodes");
+  assert.deepEqual(check.notIdrFirst, [], "every output segment starts with an IDR");
+  t.diagnostic(`output PTS that are not input PTS: ${check.foreignPts.length}`);
+  if (options.exactPts) {
+    assert.deepEqual(check.foreignPts.slice(0, 5), [], "every output PTS is a (mended) input PTS");
+  }
+  assert.equal(check.repeatedPts, 0, "no PTS twice");
+  // Explained: dropped by the relay (policy, counted), or sent and never returned by the peer (the
+  // real server never returns the last frame it is given: it processes a frame when the next comes).
+  const notReturned = final.frames.sent - final.frames.returned;
+  assert.ok(
+    check.frames + final.frames.dropped + notReturned >= inputFrames,
+    `every frame missing from the output is explained in status: output ${check.frames}, ${summary}`,
+  );
+  const outputPts = demuxPts(Buffer.concat(output.segments.map((s) => s.data)));
+  const steps = ptsSteps(outputPts);
+  assert.deepEqual(
+    steps.filter((step) => step <= 0),
+    [],
+    "the output PTS only moves forward (modulo 2^33)",
+  );
+  // Gaps of frames dropped by policy are gaps in PTS too; the 4996 s jump must be gone.
+  assert.deepEqual(
+    steps.filter((step) => step > 5 * 90_000),
+    [],
+    "and never leaps ahead by the input's jump",
+  );
+  assert.equal(final.inputClockJumps, 2, "status counts the jump ahead and the jump back, not the wrap");
+  return { final, inputFrames, outputFrames: check.frames };
+}
+
+describe("mid-stream input changes, through the werift stand-in", { skip: needsLoopbackNamespace }, () => {
+  for (const mode of ["transcode", "passthrough"] as const) {
+    test(`${mode}: ${TITLE}; at most one segment lost per change`, { timeout: 120_000 }, async (t) => {
+      const peer = await startPeer("ts");
+      cleanups.push(() => peer.stop());
+      const run = await runThroughChanges(t, {
+        comfystreamUrl: peer.url,
+        mode,
+        prompts: [PASSTHROUGH_WORKFLOW],
+        connectTimeoutMs: 20_000,
+        exactPts: true,
+      });
+      // At most one segment (1 s) lost per change: the wrap, the new SPS/PPS and the two jumps.
+      assert.ok(
+        run.outputFrames >= run.inputFrames - 4 * 30,
+        `output ${run.outputFrames} of ${run.inputFrames}`,
+      );
+    });
+  }
+});
+
+const realUnavailable = needsLoopbackNamespace || realComfyStreamUnavailable();
+describe(
+  "mid-stream input changes, through the real ComfyStream server",
+  { skip: realUnavailable ?? false },
+  () => {
     test(
-      `${mode}: resolution, frame rate and profile change, the clock jumps back and forward and wraps at 2^33: " +
-      "the session runs on, at most one segment lost per change, output PTS never goes back`,
-      { timeout: 120_000 },
+      `transcode: ${TITLE}; frames keep coming back after each change`,
+      { timeout: 240_000 },
       async (t) => {
-        const wrapSeconds = PTS_WRAP / 90_000;
-        // Each part is what an encoder restart or a new ingest would send: its own SPS/PPS and clock.
-        const parts = [
-          // Offset 0 so far: ffmpeg itself meets the 33-bit wrap.
-          {
-            name: "320x240@30 high, across the 33-bit wrap",
-            seconds: 4,
-            startSeconds: wrapSeconds - MUX_DELAY_SECONDS - 2,
-          },
-          {
-            name: "640x360@25 main: new SPS/PPS, clock continuous",
-            seconds: 3,
-            startSeconds: 2 - MUX_DELAY_SECONDS,
-            size: "640x360",
-            frameRate: 25,
-            profile: "main" as const,
-          },
-          { name: "320x240@30, clock 4996 s ahead", seconds: 3, startSeconds: 5000 },
-          {
-            name: "320x240@30 baseline, clock 4990 s back",
-            seconds: 3,
-            startSeconds: 10,
-            profile: "baseline" as const,
-          },
-        ];
-        const made = [];
-        for (const part of parts) made.push(await makeInputSegments({ bFrames: 0, ...part }));
-        const segments = made.flatMap((m) => m.segments);
-        const inputFrames = made.reduce((sum, m) => sum + m.pts.length, 0);
-
-        const { server, base } = await startTrickle(["in", "in-out"]);
-        cleanups.push(() => server.close());
-        const peer = await startPeer("ts");
-        cleanups.push(() => peer.stop());
-        const output = collectOutput(`${base}in-out`);
-        cleanups.push(() => output.close());
-        const session = new RelaySession(
-          buildSessionConfig({
-            id: "changes",
-            mode,
-            inputUrl: `${base}in`,
-            comfystreamUrl: peer.url,
-            prompts: [PASSTHROUGH_WORKFLOW],
-            width: 256,
-            height: 256,
-            frameRate: 30,
-            iceAddresses: ICE_ADDRESSES,
-          }),
-          { reconnectBackoffMs: [300, 2000], drainTimeoutMs: 3000 },
-        );
-        cleanups.push(() => session.stop());
-        await session.start();
-        await waitFor(() => session.status().webrtcState === "connected", 20_000, "WebRTC connected");
-        await publishPaced(`${base}in`, segments);
-        await session.whenEnded();
-        await output.done;
-
-        const final = session.status();
-        t.diagnostic(
-          `final ${JSON.stringify({ state: final.state, frames: final.frames, error: final.lastError })}`,
-        );
-        assert.equal(
-          final.state,
-          "completed",
-          `the session ran to the input's end: ${final.lastError?.message}`,
-        );
-        const check = await checkOutputAgainstInput(output.segments, []);
-        assert.deepEqual(check.undecodable, [], "every output segment decodes");
-        assert.deepEqual(check.notIdrFirst, [], "every output segment starts with an IDR");
-        // At most one segment (1 s) lost per change (wrap, new SPS/PPS, two jumps).
-        const allowedLoss = 4 * 30;
-        t.diagnostic(`output ${check.frames} of ${inputFrames} input frames`);
-        assert.ok(
-          check.frames >= inputFrames - allowedLoss,
-          `output ${check.frames} of ${inputFrames} frames`,
-        );
-        assert.ok(
-          check.frames + final.frames.dropped >= inputFrames,
-          `every frame missing from the output is counted as dropped: ${JSON.stringify(final.frames)}`,
-        );
-
-        const outputPts = demuxPts(Buffer.concat(output.segments.map((s) => s.data)));
-        const steps = ptsSteps(outputPts);
-        steps.forEach((step, i) => {
-          if (step <= 0 || step > 90_000)
-            t.diagnostic(
-              `step ${i}: ${outputPts
-                .slice(Math.max(0, i - 3), i + 4)
-                .map((p) => (p / 90000).toFixed(3))
-                .join(" ")}`,
-            );
+        const server = await startRealComfyStream();
+        cleanups.push(() => server.stop());
+        const run = await runThroughChanges(t, {
+          comfystreamUrl: server.url,
+          mode: "transcode",
+          prompts: [REAL_WORKFLOWS.passthrough],
+          connectTimeoutMs: 120_000, // warm-up runs inside /offer
+          // Measured: frames of the 25 fps part come back on a 1/30 s timestamp grid (aiortc's encoder
+          // has a 30 fps time base, comfystream-webrtc.md §1.4), so they are not matched to their
+          // input frame and their PTS is extrapolated; still monotonic, checked above.
+          exactPts: false,
         });
-        const backwards = steps.filter((step) => step <= 0);
-        assert.deepEqual(backwards, [], "the output PTS only moves forward (modulo 2^33)");
-        const leaps = steps.filter((step) => step > 90_000);
-        assert.deepEqual(leaps, [], "and never leaps ahead by a second or more");
-        assert.equal(
-          final.inputClockJumps,
-          2,
-          "status counts the jump back and the jump forward, not the wrap",
+        // The real server on a CPU drops frames of its own (counted as dropped, checked above); half is
+        // what its own passthrough suite expects.
+        assert.ok(
+          run.outputFrames >= run.inputFrames * 0.5,
+          `output ${run.outputFrames} of ${run.inputFrames}`,
         );
       },
     );
-});
+  },
+);
