@@ -299,7 +299,11 @@ class ReEncoder {
 }
 
 /**
- * ffmpeg arguments of the return-path re-encoder. `-copyts` with no mux delay keeps PTS exactly;
+ * ffmpeg arguments of the return-path re-encoder. `-copyts` with no mux delay keeps PTS exactly,
+ * with `-enc_time_base 1:90000` (else the encoder's time base is the frame rate ffmpeg guessed from
+ * the first frames, and a 25 fps stream after a 30 fps start came out on a 1/30 s grid: seen through
+ * the real ComfyStream) and `-avoid_negative_ts disabled` (PTS just before a 33-bit wrap stay as they
+ * are, see forwardTranscodeArgs);
  * a declared PES length (`-omit_video_pes_length 0`) lets the relay take each frame as soon as it is
  * written; `t` in the keyframe expression counts from the first frame fed, so the first IDR falls on
  * the first frame at or after `firstIdrSec` and one follows every `everySec`.
@@ -313,6 +317,7 @@ export function reEncodeArgs(firstIdrSec: number, everySec: number, bitrateKbps:
     ...["-f", "mpegts", "-i", "pipe:0", "-map", "0:v:0", "-an", "-copyts", "-fps_mode", "passthrough"],
     ...["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-profile:v", "baseline"],
     ...["-bf", "0", "-g", "100000", "-force_key_frames", forceKeyframes, "-b:v", `${bitrateKbps}k`],
+    ...["-enc_time_base", "1:90000", "-avoid_negative_ts", "disabled"],
     ...["-threads", "1", "-muxdelay", "0", "-muxpreload", "0", "-omit_video_pes_length", "0"],
     ...["-flush_packets", "1", "-f", "mpegts", "pipe:1"],
   ];
