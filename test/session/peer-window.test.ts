@@ -9,6 +9,7 @@ import { PeerWindow } from "../../relay-pod/src/session/peer-window.js";
 import { PeerPace } from "../../relay-pod/src/session/peer-pace.js";
 import { FrameMatcher, timestampJitter } from "../../relay-pod/src/session/frame-matcher.js";
 import { FramePacer, type PacedFrame } from "../../relay-pod/src/session/pacer.js";
+import { waitFor } from "../infra/wait-for.js";
 
 const key = (pts: number) => ({ pts, keyframe: true });
 const delta = (pts: number) => ({ pts, keyframe: false });
@@ -98,8 +99,9 @@ describe("FramePacer with an admit gate", () => {
     });
     for (let i = 0; i < 5; i++) pacer.push(frame(i));
     await sleep(100);
+    // Bounded, not fixed: on a loaded machine the pacer's timer may not have come round yet.
+    await waitFor(() => asked.length > 3, 2_000, "the held frame is asked again");
     assert.deepEqual(sent, [], "held: nothing goes while the gate is shut");
-    assert.ok(asked.length > 3, "the held frame is asked again");
     assert.ok(asked.at(-1)!.lateMs >= 80, `it reports how late it is: ${asked.at(-1)!.lateMs}`);
     open = true;
     await sleep(200);
