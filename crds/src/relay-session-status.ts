@@ -140,6 +140,35 @@ const relayReport = object(
     inputClockJumps: counter(
       "Times the input's clock jumped (back, or over 5 s ahead) and the relay shifted its timestamps to keep the output continuous.",
     ),
+    audio: object(
+      {
+        mode: stringEnum(["passthrough", "none"], { description: "The audio mode that runs." }),
+        reason: string({
+          description: "Why this mode runs, and why input audio is not carried if so.",
+          maxLength: 1024,
+        }),
+        codecIn: string({
+          description: "Codec of the input's audio (aac, aac-latm, opus, mp2, ac3, …).",
+          maxLength: 32,
+        }),
+        codecOut: string({
+          description: "Codec of the audio written to the output; unset when none is.",
+          maxLength: 32,
+        }),
+        framesIn: counter("Audio frames read from the input."),
+        framesOut: counter("Audio frames written to the output."),
+        framesDropped: counter(
+          "Audio frames dropped by policy (hold full, unsupported codec, before the first output segment).",
+        ),
+        framesCorrupt: counter("Damaged audio frames skipped."),
+        queue: queueGauge("Input audio frames held until the processed video reaches them"),
+        avOffsetMs: number({
+          description: "How far the last audio written trailed the video frame it followed, in ms of PTS.",
+          minimum: 0,
+        }),
+      },
+      { description: "The session's audio (issue 13): mode, codecs, counters, hold queue." },
+    ),
     latencyMs: object(
       {
         p50: number({ description: "Median frame latency in milliseconds.", minimum: 0 }),

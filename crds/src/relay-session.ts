@@ -44,6 +44,8 @@ const ENV_VAR_NAME_PATTERN = "^[-._a-zA-Z][-._a-zA-Z0-9]*$";
 /** Frame sizes: ComfyUI models work on latents of 8×8 pixels, and encoders want even sizes. */
 export const FRAME_SIZE = { minimum: 64, maximum: 2048, multipleOf: 8, default: 512 } as const;
 export const FRAME_RATE = { minimum: 1, maximum: 60, default: 30 } as const;
+/** spec.audio.mode (also the relay's --audio and the REST API's `audio`). */
+export const AUDIO_MODES = ["auto", "passthrough", "none", "comfystream"] as const;
 /** spec.video.encoder (also the relay's --encoder and the REST API's `encoder`). */
 export const VIDEO_ENCODER_PREFERENCES = ["auto", "nvenc", "x264"] as const;
 
@@ -210,6 +212,17 @@ const video = object(
   { description: "Video encoding and segmenting settings.", default: {} },
 );
 
+const audio = object(
+  {
+    mode: stringEnum(AUDIO_MODES, {
+      description:
+        "What happens to the input's audio (AAC or Opus). passthrough: remuxed into the output unchanged, in sync with the processed video by PTS. none: video only. comfystream: audio through the workflow (not implemented in this version: the session fails with that reason). auto: passthrough; status.relay.audio.reason says why.",
+      default: "auto",
+    }),
+  },
+  { description: "Audio settings.", default: {} },
+);
+
 const toleration = object(
   {
     key: string({
@@ -339,6 +352,7 @@ export const relaySessionSpecSchema = object(
       ...FRAME_RATE,
     }),
     video,
+    audio,
     pod,
     lifetime,
   },

@@ -15,6 +15,7 @@ import { segmentFileName } from "../../relay-pod/src/trickle/segment-files.js";
 import { createLogger } from "../../relay-pod/src/common/log.js";
 import type { SessionStatus } from "../../relay-pod/src/session/types.js";
 import { splitRandomly } from "../media/media-helpers.js";
+import { SAMPLE_AUDIO_STATUS } from "../fixtures/session-status.js";
 
 const FRAME_PTS = PTS_CLOCK_HZ / 30;
 const IDR = Buffer.from([0, 0, 0, 1, 0x65, 0x88, 0x84, 0x00]);
@@ -177,6 +178,7 @@ describe("summaryLines", () => {
       reconnects: 0,
       ffmpegRestarts: 0,
       inputClockJumps: 0,
+      audio: SAMPLE_AUDIO_STATUS,
       promptsGeneration: 2,
       ...overrides,
     };

@@ -13,6 +13,7 @@ import {
 } from "../../relay-pod/src/report/relay-report.js";
 import { RelayStatusReporter } from "../../relay-pod/src/kube/status-reporter.js";
 import type { SessionStatus } from "../../relay-pod/src/session/types.js";
+import { SAMPLE_AUDIO_STATUS } from "../fixtures/session-status.js";
 
 function snapshot(overrides: Partial<SessionStatus> = {}): SessionStatus {
   const queue = (size: number, capacity: number) => ({ size, capacity, dropped: 0 });
@@ -42,6 +43,7 @@ function snapshot(overrides: Partial<SessionStatus> = {}): SessionStatus {
     reconnects: 1,
     ffmpegRestarts: 0,
     inputClockJumps: 0,
+    audio: SAMPLE_AUDIO_STATUS,
     promptsGeneration: 1,
     ...overrides,
   };
@@ -79,6 +81,18 @@ describe("buildRelayReport", () => {
       segmentsOut: 29,
       segmentsDropped: 3,
       inputClockJumps: 0,
+      audio: {
+        mode: "passthrough",
+        reason: "auto → passthrough: the workflow has no audio node",
+        codecIn: "aac",
+        codecOut: "aac",
+        framesIn: 470,
+        framesOut: 465,
+        framesDropped: 0,
+        framesCorrupt: 0,
+        queue: { size: 5, capacity: 512 },
+        avOffsetMs: 12,
+      },
       latencyMs: { p50: 41.3, p95: 80 },
       reconnects: 1,
       lastError: null,

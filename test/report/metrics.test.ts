@@ -14,6 +14,7 @@ import {
   wrapEvent,
 } from "../../relay-pod/src/session/status-events.js";
 import type { SessionStatus } from "../../relay-pod/src/session/types.js";
+import { SAMPLE_AUDIO_STATUS } from "../fixtures/session-status.js";
 
 function snapshot(overrides: Partial<SessionStatus> = {}): SessionStatus {
   return {
@@ -47,6 +48,7 @@ function snapshot(overrides: Partial<SessionStatus> = {}): SessionStatus {
     reconnects: 3,
     ffmpegRestarts: 1,
     inputClockJumps: 2,
+    audio: SAMPLE_AUDIO_STATUS,
     promptsGeneration: 2,
     ...overrides,
   };

@@ -17,6 +17,7 @@ import {
 import { createRelayMetrics } from "../../relay-pod/src/report/metrics.js";
 import { defaultOutputUrl } from "../../crds/src/output-url.js";
 import type { RelaySessionConfig, SessionState, SessionStatus } from "../../relay-pod/src/session/types.js";
+import { SAMPLE_AUDIO_STATUS } from "../fixtures/session-status.js";
 
 const WORKFLOW = {
   "1": { class_type: "LoadTensor", inputs: {} },
@@ -101,6 +102,7 @@ class ScriptedSession extends EventEmitter implements ManagedSession {
       reconnects: 1,
       ffmpegRestarts: 0,
       inputClockJumps: 0,
+      audio: SAMPLE_AUDIO_STATUS,
       promptsGeneration: 1,
       ...(this.lastError ? { lastError: this.lastError } : {}),
     };

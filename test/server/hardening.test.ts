@@ -16,6 +16,7 @@ import { createRelayMetrics } from "../../relay-pod/src/report/metrics.js";
 import { TrickleServer } from "../../relay-pod/src/trickle/server.js";
 import type { RelaySessionConfig, SessionState, SessionStatus } from "../../relay-pod/src/session/types.js";
 import { makeSelfSignedCertificate, request, type TestCertificate } from "./hardening-helpers.js";
+import { SAMPLE_AUDIO_STATUS } from "../fixtures/session-status.js";
 
 const TOKEN = "0123456789abcdef0123456789abcdef";
 const START = {
@@ -74,6 +75,7 @@ class FakeSession extends EventEmitter implements ManagedSession {
       reconnects: 0,
       ffmpegRestarts: 0,
       inputClockJumps: 0,
+      audio: SAMPLE_AUDIO_STATUS,
       promptsGeneration: 0,
     };
   }

@@ -35,6 +35,8 @@ export async function makeInputSegments(options: {
   startSeconds?: number;
   /** H.264 profile (default: x264's choice, high). */
   profile?: "baseline" | "main" | "high";
+  /** An audio track (a 440 Hz tone, 48 kHz stereo) in this codec; default none. */
+  audio?: "aac" | "opus" | "mp2";
 }): Promise<{ segments: Buffer[]; pts: number[] }> {
   const frameRate = options.frameRate ?? 30;
   const gopSeconds = options.gopSeconds ?? 1;
@@ -48,6 +50,19 @@ export async function makeInputSegments(options: {
         "-t",
         String(options.seconds),
       ],
+      ...(options.audio
+        ? [
+            ...["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", String(options.seconds)],
+            ...[
+              "-ac",
+              "2",
+              "-c:a",
+              { aac: "aac", opus: "libopus", mp2: "mp2" }[options.audio],
+              "-b:a",
+              "128k",
+            ],
+          ]
+        : []),
       ...[
         "-c:v",
         "libx264",

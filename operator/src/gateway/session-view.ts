@@ -133,6 +133,20 @@ export function relaySessionView(session: RelaySession): Record<string, unknown>
     reconnects: relay.reconnects ?? 0,
     ffmpegRestarts: 0,
     inputClockJumps: relay.inputClockJumps ?? 0,
+    audio: {
+      mode: relay.audio?.mode ?? "none",
+      reason: relay.audio?.reason ?? "",
+      codecIn: relay.audio?.codecIn ?? null,
+      codecOut: relay.audio?.codecOut ?? null,
+      frames: {
+        in: relay.audio?.framesIn ?? 0,
+        out: relay.audio?.framesOut ?? 0,
+        dropped: relay.audio?.framesDropped ?? 0,
+        corrupt: relay.audio?.framesCorrupt ?? 0,
+      },
+      queue: { size: relay.audio?.queue?.size ?? 0, capacity: relay.audio?.queue?.capacity ?? 0 },
+      avOffsetMs: relay.audio?.avOffsetMs ?? null,
+    },
     promptsGeneration: 0,
     lastError,
   };

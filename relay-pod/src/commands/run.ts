@@ -13,8 +13,8 @@ import {
   type SessionConfigInput,
 } from "../session/config.js";
 import { PASSTHROUGH_WORKFLOW } from "../session/default-workflow.js";
-import type { EncoderPreference, RelayMode, SessionStatus } from "../session/types.js";
-import { VIDEO_ENCODER_PREFERENCES } from "../../../crds/src/index.js";
+import type { AudioMode, EncoderPreference, RelayMode, SessionStatus } from "../session/types.js";
+import { AUDIO_MODES, VIDEO_ENCODER_PREFERENCES } from "../../../crds/src/index.js";
 import {
   collect,
   onShutdownSignal,
@@ -47,6 +47,14 @@ export function addSessionOptions(command: Command): Command {
         "H.264 encoder (transcode mode): auto (NVENC if a one-frame test encode on a GPU works, else x264), nvenc (or the session fails), x264 (no probe)",
       )
         .choices(VIDEO_ENCODER_PREFERENCES)
+        .default("auto"),
+    )
+    .addOption(
+      new Option(
+        "--audio <mode>",
+        "the input's audio (AAC or Opus): auto (= passthrough), passthrough (remuxed into the output unchanged, in sync by PTS), none (video only), comfystream (not implemented yet: the session fails)",
+      )
+        .choices(AUDIO_MODES)
         .default("auto"),
     )
     .option(
@@ -105,6 +113,7 @@ const SPEC_OPTIONS = [
   "bitrate",
   "keyframeInterval",
   "encoder",
+  "audio",
   "segmentDuration",
   "id",
 ] as const;
@@ -291,6 +300,7 @@ export function sessionInputFromOptions(
     bitrateKbps: opts.bitrate as number,
     keyframeIntervalSec: opts.keyframeInterval as number,
     encoder: opts.encoder as EncoderPreference,
+    audio: opts.audio as AudioMode,
     segmentDurationSec: opts.segmentDuration as number,
     peerWindowFrames: opts.peerWindow as number,
     iceAddresses: opts.iceAddress as string[],

@@ -87,6 +87,7 @@ export function sessionConfigFromResource(
     ...(bitrateKbps !== undefined ? { bitrateKbps } : {}),
     ...(keyframeIntervalSeconds !== undefined ? { keyframeIntervalSec: keyframeIntervalSeconds } : {}),
     encoder,
+    audio: spec.audio?.mode ?? "auto",
     ...(spec.video?.segmentDurationSeconds !== undefined
       ? { segmentDurationSec: spec.video.segmentDurationSeconds }
       : {}),

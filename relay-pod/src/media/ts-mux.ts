@@ -1,8 +1,9 @@
 /**
- * In-process MPEG-TS muxer for one H.264 video stream (the return path: depacketized WebRTC frames
- * -> trickle segments). Writes PAT and PMT (with CRC-32/MPEG-2), one PES per access unit with
- * PTS/DTS, a PCR on the video PID and continuity counters per PID. Output for a frame is produced
- * at once, so nothing is held back (unlike muxers that wait for the next keyframe to derive DTS).
+ * In-process MPEG-TS muxer for one H.264 video stream and optionally one audio stream (the return
+ * path: depacketized WebRTC frames, and the input's audio PES remuxed as they came -> trickle
+ * segments). Writes PAT and PMT (with CRC-32/MPEG-2), one PES per access unit with PTS/DTS, a PCR
+ * on the video PID and continuity counters per PID. Output for a frame is produced at once, so
+ * nothing is held back (unlike muxers that wait for the next keyframe to derive DTS).
  */
 import { AUD_NAL_ANNEXB, NAL_AUD } from "./h264.js";
 import {
@@ -39,16 +40,35 @@ export interface MuxAccessUnitInput {
 const PCR_LEAD_90KHZ = 9000; // 100 ms
 
 const PES_STREAM_ID_VIDEO = 0xe0;
+const AUDIO_PID = 257;
+
+/** The output's audio stream: as the input's PMT described it (stream type and descriptors kept). */
+export interface MuxAudioStream {
+  streamType: number;
+  /** ES descriptors for the PMT (e.g. Opus's registration descriptor). */
+  descriptors: Buffer;
+}
+
+export interface MuxAudioPesInput {
+  /** The PES payload as it came (ADTS frames, LATM, Opus access units). */
+  payload: Buffer;
+  pts: number;
+  /** 0xc0 for MPEG audio, 0xbd (private_stream_1) for Opus. */
+  streamId: number;
+}
 
 export class TsMuxer {
   readonly videoPid: number;
   readonly pmtPid: number;
   readonly programNumber: number;
   private readonly patPacket: Buffer;
-  private readonly pmtPacket: Buffer;
+  private pmtPacket: Buffer;
   private patContinuity = 0;
   private pmtContinuity = 0;
   private videoContinuity = 0;
+  private audioContinuity = 0;
+  private audio: MuxAudioStream | undefined;
+  private pmtVersion = 0;
   /** PES header + optional AUD, built per frame in place. */
   private readonly prefix = Buffer.alloc(32);
 
@@ -183,6 +203,62 @@ export class TsMuxer {
     return out;
   }
 
+  /** The audio stream to list in the PMT from now on (undefined: video only); a change bumps the PMT version. */
+  setAudio(audio: MuxAudioStream | undefined): void {
+    const same =
+      audio?.streamType === this.audio?.streamType &&
+      (audio?.descriptors ?? Buffer.alloc(0)).equals(this.audio?.descriptors ?? Buffer.alloc(0));
+    if (same) return;
+    this.audio = audio;
+    this.pmtVersion = (this.pmtVersion + 1) & 0x1f;
+    this.pmtPacket = this.buildPmt();
+  }
+
+  get hasAudio(): boolean {
+    return this.audio !== undefined;
+  }
+
+  /** TS packets for one audio PES on the audio PID (setAudio first); no PCR, no random access flag. */
+  muxAudioPes(pes: MuxAudioPesInput): Buffer {
+    if (!this.audio) throw new Error("muxAudioPes before setAudio");
+    const header = Buffer.alloc(14);
+    header[2] = 1;
+    header[3] = pes.streamId;
+    const pesLength = 14 + pes.payload.length;
+    const declared = pesLength - 6 <= 0xffff ? pesLength - 6 : 0;
+    header[4] = declared >> 8;
+    header[5] = declared & 0xff;
+    header[6] = 0x84; // '10', data_alignment_indicator
+    header[7] = 0x80; // PTS only
+    header[8] = 5;
+    writeTimestamp(header, 9, 0x2, wrapPts(pes.pts));
+    const body = Buffer.concat([header, pes.payload]);
+    const packets = Math.ceil(body.length / 184);
+    const out = Buffer.allocUnsafe(packets * TS_PACKET_SIZE);
+    for (let packet = 0, written = 0; packet < packets; packet++) {
+      const start = packet * TS_PACKET_SIZE;
+      const payloadLength = Math.min(184, body.length - written);
+      const stuffing = 184 - payloadLength;
+      out[start] = TS_SYNC_BYTE;
+      out[start + 1] = (packet === 0 ? 0x40 : 0) | ((AUDIO_PID >> 8) & 0x1f);
+      out[start + 2] = AUDIO_PID & 0xff;
+      out[start + 3] = (stuffing > 0 ? 0x30 : 0x10) | this.audioContinuity;
+      this.audioContinuity = (this.audioContinuity + 1) & 0x0f;
+      let cursor = start + 4;
+      if (stuffing > 0) {
+        out[cursor++] = stuffing - 1; // adaptation_field_length
+        if (stuffing > 1) {
+          out[cursor++] = 0; // no flags
+          out.fill(0xff, cursor, start + 4 + stuffing);
+          cursor = start + 4 + stuffing;
+        }
+      }
+      body.copy(out, cursor, written, written + payloadLength);
+      written += payloadLength;
+    }
+    return out;
+  }
+
   private buildPat(): Buffer {
     const packet = Buffer.alloc(TS_PACKET_SIZE, 0xff);
     packet[0] = TS_SYNC_BYTE;
@@ -216,25 +292,42 @@ export class TsMuxer {
     packet[3] = 0x10;
     packet[4] = 0; // pointer_field
     const section = 5;
-    const sectionLength = 18; // 9 fixed + one 5-byte stream entry + CRC
+    const streams: Array<{ type: number; pid: number; descriptors: Buffer }> = [
+      { type: STREAM_TYPE_H264, pid: this.videoPid, descriptors: Buffer.alloc(0) },
+    ];
+    // Descriptors beyond what fits one packet are left out (real ones are a few bytes).
+    if (this.audio) {
+      streams.push({
+        type: this.audio.streamType,
+        pid: AUDIO_PID,
+        descriptors: this.audio.descriptors.subarray(0, 128),
+      });
+    }
+    const entriesLength = streams.reduce((sum, stream) => sum + 5 + stream.descriptors.length, 0);
+    const sectionLength = 9 + entriesLength + 4;
     packet[section] = 0x02; // table_id: TS_program_map_section
     packet[section + 1] = 0xb0 | (sectionLength >> 8);
     packet[section + 2] = sectionLength & 0xff;
     packet[section + 3] = this.programNumber >> 8;
     packet[section + 4] = this.programNumber & 0xff;
-    packet[section + 5] = 0xc1;
+    packet[section + 5] = 0xc1 | (this.pmtVersion << 1);
     packet[section + 6] = 0;
     packet[section + 7] = 0;
     packet[section + 8] = 0xe0 | (this.videoPid >> 8); // PCR_PID
     packet[section + 9] = this.videoPid & 0xff;
     packet[section + 10] = 0xf0; // program_info_length = 0
     packet[section + 11] = 0x00;
-    packet[section + 12] = STREAM_TYPE_H264;
-    packet[section + 13] = 0xe0 | (this.videoPid >> 8);
-    packet[section + 14] = this.videoPid & 0xff;
-    packet[section + 15] = 0xf0; // ES_info_length = 0
-    packet[section + 16] = 0x00;
-    packet.writeUInt32BE(crc32Mpeg2(packet, section, section + 17), section + 17);
+    let cursor = section + 12;
+    for (const stream of streams) {
+      packet[cursor] = stream.type;
+      packet[cursor + 1] = 0xe0 | (stream.pid >> 8);
+      packet[cursor + 2] = stream.pid & 0xff;
+      packet[cursor + 3] = 0xf0 | (stream.descriptors.length >> 8);
+      packet[cursor + 4] = stream.descriptors.length & 0xff;
+      stream.descriptors.copy(packet, cursor + 5);
+      cursor += 5 + stream.descriptors.length;
+    }
+    packet.writeUInt32BE(crc32Mpeg2(packet, section, cursor), cursor);
     return packet;
   }
 }

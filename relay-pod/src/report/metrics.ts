@@ -135,6 +135,31 @@ export function createRelayMetrics(
     },
   );
 
+  gauge(
+    "audio_info",
+    "1, labelled with the session's audio mode (passthrough, none) and its codecs in and out (none when there is none)",
+    ["mode", "codec_in", "codec_out"],
+    (s, set) =>
+      set(
+        { mode: s.audio.mode, codec_in: s.audio.codecIn ?? "none", codec_out: s.audio.codecOut ?? "none" },
+        1,
+      ),
+  );
+  counter(
+    "audio_frames_total",
+    "Audio frames by what became of them: in (read from the input), out (written to the output), dropped (by policy), corrupt (skipped)",
+    ["result"],
+    (s, set) => {
+      for (const result of ["in", "out", "dropped", "corrupt"] as const)
+        set({ result }, s.audio.frames[result]);
+    },
+  );
+  perSessionGauge(
+    "audio_queue_size",
+    "Input audio frames held until the processed video reaches them",
+    (s) => s.audio.queue.size,
+  );
+
   perSessionGauge("webrtc_connected", "1 while the WebRTC connection to ComfyStream is connected", (s) =>
     s.webrtcState === "connected" ? 1 : 0,
   );

@@ -5,8 +5,8 @@
  */
 import { PromptShapeError, normalisePrompts, promptsFromControlMessage } from "../session/prompts.js";
 import { PEER_WINDOW_LIMITS, type SessionConfigInput } from "../session/config.js";
-import type { EncoderPreference } from "../session/types.js";
-import { VIDEO_ENCODER_PREFERENCES } from "../../../crds/src/index.js";
+import type { AudioMode, EncoderPreference } from "../session/types.js";
+import { AUDIO_MODES, VIDEO_ENCODER_PREFERENCES } from "../../../crds/src/index.js";
 
 /** A validated start request; anything left out comes from the defaults (output: input + "-out"). */
 export type StartSessionRequest = Pick<
@@ -22,6 +22,7 @@ export type StartSessionRequest = Pick<
   | "frameRate"
   | "peerWindowFrames"
   | "encoder"
+  | "audio"
 > & { id?: string };
 
 /** A request the API refuses with 400; `field` is the offending body field, when there is one. */
@@ -173,6 +174,17 @@ export function parseStartRequest(body: unknown): StartSessionRequest {
       );
     }
     request.encoder = encoder as EncoderPreference;
+  }
+
+  const audio = fields.audio;
+  if (audio !== undefined && audio !== null) {
+    if (typeof audio !== "string" || !(AUDIO_MODES as readonly string[]).includes(audio)) {
+      throw new RequestValidationError(
+        `audio must be "auto" (passthrough), "passthrough" (the input's audio remuxed unchanged), "none" (video only) or "comfystream" (not implemented yet) (got ${describe(audio)})`,
+        "audio",
+      );
+    }
+    request.audio = audio as AudioMode;
   }
   return request;
 }

@@ -2,6 +2,7 @@ import { defaultOutputUrl } from "../../../crds/src/index.js";
 import { iceAddressesFromEnv } from "../webrtc/ice-config.js";
 import {
   DEFAULT_QUEUE_CAPACITIES,
+  type AudioMode,
   type EncoderPreference,
   type QueueCapacities,
   type RelayMode,
@@ -45,6 +46,7 @@ export interface SessionConfigInput {
   height?: number;
   frameRate?: number;
   mode?: RelayMode;
+  audio?: AudioMode;
   bitrateKbps?: number;
   keyframeIntervalSec?: number;
   encoder?: EncoderPreference;
@@ -70,6 +72,7 @@ export function buildSessionConfig(input: SessionConfigInput): RelaySessionConfi
     height: input.height ?? 512,
     frameRate: input.frameRate ?? 30,
     mode: input.mode ?? "transcode",
+    audio: input.audio ?? "auto",
     bitrateKbps: input.bitrateKbps ?? DEFAULT_BITRATE_KBPS,
     keyframeIntervalSec: input.keyframeIntervalSec ?? DEFAULT_KEYFRAME_INTERVAL_SEC,
     encoder: input.encoder ?? "auto",

@@ -8,12 +8,14 @@
 import { randomInt } from "node:crypto";
 import { H264Packetizer } from "werift";
 import type { resolveFfmpeg } from "../media/ffmpeg.js";
+import { TsAudioDemuxer } from "../media/ts-audio.js";
 import { TsClock } from "../media/ts-clock.js";
 import { TsDemuxer, type VideoAccessUnit } from "../media/ts-demux.js";
 import { TrickleSubscriber, type SubscribedSegment } from "../trickle/subscriber.js";
 import { timestampJitter, type FrameMatcher } from "./frame-matcher.js";
 import { Transcoder } from "./forward-transcoder.js";
 import { FramePacer, type PacedFrame } from "./pacer.js";
+import type { AudioPath } from "./audio-path.js";
 import type { PeerLink } from "./peer-link.js";
 import { PeerPace } from "./peer-pace.js";
 import { PeerWindow } from "./peer-window.js";
@@ -59,6 +61,7 @@ export class ForwardPath {
     private readonly host: SessionHost,
     private readonly matcher: FrameMatcher<SentFrame>,
     private readonly peer: PeerSide,
+    private readonly audio: AudioPath,
   ) {
     const { config } = host;
     this.pacer = new FramePacer({
@@ -248,6 +251,11 @@ export class ForwardPath {
         if (this.packetizer && !drop && !host.isEnded()) this.forwardAccessUnit(au);
       },
     });
+    // Audio is read from every segment, dropped ones too: the sound goes on where video has a gap.
+    const audioDemuxer =
+      this.audio.mode === "none"
+        ? undefined
+        : new TsAudioDemuxer((pes, stream) => this.audio.onInput(pes, stream));
     let drop = this.shouldDropInputSegment();
     // Transcoding, a segment skipped only because the peer is not connected yet is kept in memory
     // (bounded), so that a connection made during it starts at the live edge (see joinAtLiveEdge).
@@ -258,6 +266,7 @@ export class ForwardPath {
     let heldBytes = 0;
     for await (const chunk of this.inputClock.mend(segment.body)) {
       demuxer.push(chunk);
+      audioDemuxer?.push(chunk);
       if (host.isEnded()) continue;
       if (awaitingPeer) {
         held.push(chunk);
@@ -294,6 +303,10 @@ export class ForwardPath {
       await transcoder?.write(chunk);
     }
     demuxer.flush();
+    if (audioDemuxer) {
+      audioDemuxer.flush();
+      this.audio.noteCorrupt(audioDemuxer.stats.corruptFrames);
+    }
     if (this.packetizer) {
       this.finishPassthroughSegment(segment.seq, frames, drop, demuxer.stats);
       return;

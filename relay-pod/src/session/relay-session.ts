@@ -3,6 +3,7 @@ import { silentLogger, type Logger } from "../common/log.js";
 import { EncoderUnavailableError } from "../media/encoder-probe.js";
 import { resolveFfmpeg } from "../media/ffmpeg.js";
 import { TrickleControlReader, TrickleEventsWriter } from "../trickle/json-channels.js";
+import { AudioPath } from "./audio-path.js";
 import { FrameMatcher } from "./frame-matcher.js";
 import { ForwardPath } from "./forward-path.js";
 import { PeerLink } from "./peer-link.js";
@@ -56,6 +57,8 @@ export class RelaySession extends EventEmitter {
   /** Where the two paths meet: frames sent, matched to frames returned (PTS, latency, in flight). */
   private readonly matcher = new FrameMatcher<SentFrame>();
   private readonly forward: ForwardPath;
+  /** The input's audio, held until the processed video reaches it (audio-path.ts). */
+  private readonly audio: AudioPath;
   private readonly link: PeerLink;
   private readonly returnPath: ReturnPath;
   private ended: Promise<void>;
@@ -84,7 +87,12 @@ export class RelaySession extends EventEmitter {
       fail: (reason, err) => this.fail(reason, err),
       complete: () => this.finish("completed"),
     };
-    this.returnPath = new ReturnPath(host, this.matcher);
+    this.audio = new AudioPath(config, (stream, why) => {
+      this.returnPath.setAudioStream(stream);
+      if (why) this.setError("AudioUnsupported", why);
+      else this.log.info({ codec: stream?.codec, pid: stream?.pid }, "input audio: carried to the output");
+    });
+    this.returnPath = new ReturnPath(host, this.matcher, this.audio);
     this.link = new PeerLink(
       host,
       options,
@@ -100,7 +108,7 @@ export class RelaySession extends EventEmitter {
       },
       prompts,
     );
-    this.forward = new ForwardPath(host, this.matcher, this.link);
+    this.forward = new ForwardPath(host, this.matcher, this.link, this.audio);
   }
 
   /** Starts every stage; resolves once the pipeline is set up, not when ComfyStream is connected. */
@@ -112,6 +120,11 @@ export class RelaySession extends EventEmitter {
     );
     // The offer (ICE gathering, ComfyStream's answer, DTLS) takes longest: it starts first, and
     // finding and starting ffmpeg runs beside it (issue 12: first frame fast).
+    if (this.audio.failure) {
+      const err = new Error(this.audio.failure);
+      await this.fail("AudioUnsupported", err);
+      throw err;
+    }
     this.link.connect();
     try {
       await this.forward.prepare(() => this.resolveFfmpegOnce());
@@ -162,6 +175,7 @@ export class RelaySession extends EventEmitter {
         peerWindow: this.forward.peerWindowStatus(now),
         outputKeyframes: this.returnPath.outputKeyframesStatus(),
         codecs: this.forward.codecStatus(),
+        audio: this.audio.status(),
       },
       now,
     );

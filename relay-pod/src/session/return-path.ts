@@ -12,6 +12,8 @@ import { IdrSegmenter } from "../media/segmenter.js";
 import { TsMuxer } from "../media/ts-mux.js";
 import { ptsForwardDistance, PTS_CLOCK_HZ } from "../media/ts-packet.js";
 import { H264Depacketizer } from "../webrtc/h264-depacketizer.js";
+import type { AudioPes, AudioStreamInfo } from "../media/ts-audio.js";
+import type { AudioPath } from "./audio-path.js";
 import type { FrameMatcher } from "./frame-matcher.js";
 import type { SessionHost } from "./session-host.js";
 import type { SessionStatus } from "./types.js";
@@ -60,6 +62,7 @@ export class ReturnPath {
   constructor(
     private readonly host: SessionHost,
     private readonly matcher: FrameMatcher<SentFrame>,
+    private readonly audio: AudioPath,
   ) {
     this.segmenter = new IdrSegmenter({ minSegmentDurationSec: host.config.segmentDurationSec });
   }
@@ -75,6 +78,11 @@ export class ReturnPath {
       logger: log,
     });
     await this.publisher.start();
+  }
+
+  /** The input's audio stream to carry (undefined: video only); listed in the output's PMT from now on. */
+  setAudioStream(stream: AudioStreamInfo | undefined): void {
+    this.muxer.setAudio(stream && { streamType: stream.streamType, descriptors: stream.descriptors });
   }
 
   /** A new peer connection: its RTP stream starts afresh. */
@@ -147,6 +155,10 @@ export class ReturnPath {
   /** Writes out what is queued, ends the last segment, then the output channel. */
   async close(): Promise<void> {
     while (this.outputLoopRunning) await new Promise((r) => setTimeout(r, 10));
+    // The input's audio after the last video frame: the end of the stream's sound, not to be lost.
+    if (this.openSegment && this.muxer.hasAudio) {
+      await this.writeAudio(this.audio.takeAll()).catch(() => undefined);
+    }
     this.closeOpenSegment();
     const deadline = Date.now() + 5000;
     while (this.pendingSegmentEnds > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
@@ -240,6 +252,7 @@ export class ReturnPath {
     const cut = this.segmenter.shouldCut(frame.pts, frame.keyframe);
     if (!this.openSegment && !cut) {
       this.processedDropped++; // before the first IDR there is nothing a segment could start with
+      this.audio.dropDue(frame.pts);
       return;
     }
     if (cut) {
@@ -251,11 +264,22 @@ export class ReturnPath {
       cut,
     );
     await this.openSegment!.writer.write(bytes);
+    // The input's audio up to this frame's PTS, right after it: interleaved by PTS, in sync.
+    if (this.muxer.hasAudio) await this.writeAudio(this.audio.takeDue(frame.pts));
     if (frame.keyframe) this.noteOutputIdr(frame.pts);
     const { stats } = this.host;
     stats.counters.framesOut++;
     stats.returnHop.add(performance.now() - frame.returnedAt);
     stats.outputRate.mark();
+  }
+
+  private async writeAudio(due: AudioPes[]): Promise<void> {
+    for (const pes of due) {
+      await this.openSegment!.writer.write(
+        this.muxer.muxAudioPes({ payload: pes.payload, pts: pes.pts!, streamId: pes.streamId }),
+      );
+      this.audio.noteWritten(pes);
+    }
   }
 
   private closeOpenSegment(): void {

@@ -72,6 +72,7 @@ export interface StatusParts {
   peerWindow: SessionStatus["peerWindow"];
   outputKeyframes: SessionStatus["outputKeyframes"];
   codecs: Pick<SessionStatus, "encoder" | "decoder" | "codecReason">;
+  audio: SessionStatus["audio"];
 }
 
 /** The status snapshot; `now` is the same instant for the rates and the peer window's in-flight count. */
@@ -111,6 +112,7 @@ export function buildSessionStatus(stats: SessionStats, parts: StatusParts, now:
       corrupt: counters.segmentsCorrupt,
     },
     inputClockJumps: counters.inputClockJumps,
+    audio: parts.audio,
     outputKeyframes: parts.outputKeyframes,
     latencyMs: {
       p50: latency.percentile(50),

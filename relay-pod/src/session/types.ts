@@ -3,11 +3,19 @@
  * on a session (REST status, Prometheus, the RelaySession status, trickle events) reads this one
  * snapshot shape, so the numbers agree everywhere.
  */
+import type { AUDIO_MODES } from "../../../crds/src/index.js";
 import type { EncoderPreference, VideoDecoder, VideoEncoder } from "../media/encoder-probe.js";
 
 export type { EncoderPreference } from "../media/encoder-probe.js";
 
 export type RelayMode = "transcode" | "passthrough";
+
+/**
+ * What happens to the input's audio: "passthrough" remuxes it into the output unchanged, in sync by
+ * PTS; "none" drops it; "comfystream" (audio through the workflow) is not implemented yet and fails
+ * the session with that reason; "auto" is passthrough (the reason in status says why).
+ */
+export type AudioMode = (typeof AUDIO_MODES)[number];
 
 export interface QueueCapacities {
   /** Input frames demuxed and waiting to go out over WebRTC (in the transcoder or the pacer). */
@@ -38,6 +46,7 @@ export interface RelaySessionConfig {
   height: number;
   frameRate: number;
   mode: RelayMode;
+  audio: AudioMode;
   /** Target bitrate of the H.264 sent to ComfyStream, kbit/s (transcode mode). */
   bitrateKbps: number;
   /** Keyframe (GOP) interval of the H.264 sent to ComfyStream, seconds (transcode mode). */
@@ -126,6 +135,21 @@ export interface SessionStatus {
    * constant offset instead of the input PTS (media/ts-clock.ts). A 33-bit wrap is not a jump.
    */
   inputClockJumps: number;
+  /**
+   * The session's audio: the mode that runs and why, codecs in and out (null: none seen / none
+   * written), frames in, out, dropped (by policy: hold full, unsupported codec, before the first
+   * output segment) and corrupt (skipped), the hold queue, and how far the last audio written trailed
+   * the video frame it followed (ms of PTS; null before any).
+   */
+  audio: {
+    mode: "passthrough" | "none";
+    reason: string;
+    codecIn: string | null;
+    codecOut: string | null;
+    frames: { in: number; out: number; dropped: number; corrupt: number };
+    queue: { size: number; capacity: number };
+    avOffsetMs: number | null;
+  };
   /**
    * Where the output's IDRs come from: "peer" (ComfyStream's own, on PLI) or "re-encode" (it sent
    * none for too long, so the return path is re-encoded; `reason` says what was seen), and the
