@@ -6,6 +6,11 @@ import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { after, describe, test } from "node:test";
 import { needsLoopbackNamespace } from "../infra/netns.js";
+import {
+  REAL_WORKFLOWS,
+  realComfyStreamUnavailable,
+  startRealComfyStream,
+} from "../peers/real-comfystream.js";
 import { startTsStandin } from "../../relay-pod/src/demo/standin-peer/standin.js";
 import { RelaySession } from "../../relay-pod/src/session/relay-session.js";
 import { buildSessionConfig } from "../../relay-pod/src/session/config.js";
@@ -69,35 +74,49 @@ async function relayWithAudio(options: {
   audio?: "aac" | "opus" | "mp2";
   mode?: AudioMode;
   seconds?: number;
+  /** Input parts made one after the other (clock continuous), instead of `audio` and `seconds`. */
+  parts?: Array<{ seconds: number; audio?: "aac" | "opus" }>;
+  /** Default: the werift stand-in in passthrough. */
+  comfystream?: { url: string; prompts: object[]; connectTimeoutMs: number };
 }): Promise<{
   final: SessionStatus;
   input: Buffer;
   output: Array<{ seq: number; data: Buffer }>;
   inputPts: number[];
 }> {
-  const seconds = options.seconds ?? 6;
-  const { segments, pts } = await makeInputSegments({
-    seconds,
-    bFrames: 0,
-    ...(options.audio ? { audio: options.audio } : {}),
-  });
+  const parts = options.parts ?? [
+    { seconds: options.seconds ?? 6, ...(options.audio ? { audio: options.audio } : {}) },
+  ];
+  const segments: Buffer[] = [];
+  const pts: number[] = [];
+  let startSeconds = 10;
+  for (const part of parts) {
+    const made = await makeInputSegments({ bFrames: 0, startSeconds, ...part });
+    segments.push(...made.segments);
+    pts.push(...made.pts);
+    startSeconds += part.seconds;
+  }
   const { server, base } = await startTrickle(["in", "in-out"]);
   cleanups.push(() => server.close());
-  const standin = await startTsStandin({
-    host: "127.0.0.1",
-    port: 0,
-    iceAddresses: ICE_ADDRESSES,
-    mode: "passthrough",
-  });
-  cleanups.push(() => standin.close());
+  let comfystream = options.comfystream;
+  if (!comfystream) {
+    const standin = await startTsStandin({
+      host: "127.0.0.1",
+      port: 0,
+      iceAddresses: ICE_ADDRESSES,
+      mode: "passthrough",
+    });
+    cleanups.push(() => standin.close());
+    comfystream = { url: standin.url, prompts: [PASSTHROUGH_WORKFLOW], connectTimeoutMs: 20_000 };
+  }
   const output = collectOutput(`${base}in-out`);
   cleanups.push(() => output.close());
   const session = new RelaySession(
     buildSessionConfig({
       id: "audio",
       inputUrl: `${base}in`,
-      comfystreamUrl: standin.url,
-      prompts: [PASSTHROUGH_WORKFLOW],
+      comfystreamUrl: comfystream.url,
+      prompts: comfystream.prompts,
       width: 256,
       height: 256,
       iceAddresses: ICE_ADDRESSES,
@@ -107,11 +126,73 @@ async function relayWithAudio(options: {
   );
   cleanups.push(() => session.stop());
   await session.start();
-  await waitFor(() => session.status().webrtcState === "connected", 20_000, "WebRTC connected");
+  await waitFor(
+    () => session.status().webrtcState === "connected",
+    comfystream.connectTimeoutMs,
+    "WebRTC connected",
+  );
   await publishPaced(`${base}in`, segments);
   await session.whenEnded();
   await output.done;
   return { final: session.status(), input: Buffer.concat(segments), output: output.segments, inputPts: pts };
+}
+
+type AudioRun = Awaited<ReturnType<typeof relayWithAudio>>;
+
+/** What a viewer checks: the input's audio, unchanged, beside the video it belongs to. */
+async function checkAudioCarried(
+  t: { diagnostic(message: string): void },
+  run: AudioRun,
+  codec: "aac" | "opus",
+  options: { videoRatio: number },
+): Promise<void> {
+  const { final, input, output, inputPts } = run;
+  t.diagnostic(`audio ${JSON.stringify(final.audio)}; frames ${JSON.stringify(final.frames)}`);
+  assert.equal(final.state, "completed");
+  const video = await checkOutputAgainstInput(output, inputPts);
+  assert.deepEqual(video.undecodable, []);
+  assert.deepEqual(video.notIdrFirst, [], "segments still start on a video IDR");
+  assert.ok(
+    video.frames >= inputPts.length * options.videoRatio,
+    `${video.frames} of ${inputPts.length} video frames`,
+  );
+
+  const inputProbe = await probeTs(input);
+  const outputProbe = await probeTs(Buffer.concat(output.map((s) => s.data)));
+  assert.deepEqual(
+    outputProbe.streams.filter((s) => s.codec_type === "audio").map((s) => s.codec_name),
+    [codec],
+    "one audio stream, the input's codec",
+  );
+  const inputAudio = new Set(inputProbe.audioPts);
+  assert.deepEqual(
+    outputProbe.audioPts.filter((pts) => !inputAudio.has(pts)).slice(0, 5),
+    [],
+    "every output audio PTS is an input audio PTS (remuxed, not re-encoded)",
+  );
+  // Everything the output's video covers, its audio covers too: sound goes on where video frames were dropped.
+  const videoStart = Math.min(...outputProbe.videoPts);
+  const videoEnd = Math.max(...outputProbe.videoPts);
+  const expected = inputProbe.audioPts.filter((pts) => pts >= videoStart && pts <= videoEnd);
+  const written = new Set(outputProbe.audioPts);
+  const missing = expected.filter((pts) => !written.has(pts));
+  assert.deepEqual(missing.slice(0, 5), [], `${missing.length} of ${expected.length} audio packets missing`);
+  // In sync: interleaved by PTS, never far from the video it is written beside.
+  assert.ok(
+    final.audio.avOffsetMs !== null && final.audio.avOffsetMs < 200,
+    `offset ${final.audio.avOffsetMs}`,
+  );
+  assert.equal(final.audio.mode, "passthrough");
+  assert.equal(final.audio.codecIn, codec);
+  assert.equal(final.audio.codecOut, codec);
+  const { frames, queue } = final.audio;
+  assert.ok(frames.out > 0 && frames.corrupt === 0, JSON.stringify(final.audio));
+  assert.ok(queue.size <= queue.capacity);
+  assert.equal(
+    frames.out + frames.dropped,
+    frames.in,
+    "every audio frame read is written or counted as dropped",
+  );
 }
 
 describe("audio passthrough", { skip: needsLoopbackNamespace }, () => {
@@ -120,57 +201,21 @@ describe("audio passthrough", { skip: needsLoopbackNamespace }, () => {
       `${codec} input: the output carries it unchanged in the video's segments, every audio PTS an input one, in sync`,
       { timeout: 90_000 },
       async (t) => {
-        const { final, input, output, inputPts } = await relayWithAudio({ audio: codec });
-        t.diagnostic(`audio ${JSON.stringify(final.audio)}; frames ${JSON.stringify(final.frames)}`);
-        assert.equal(final.state, "completed");
-        const video = await checkOutputAgainstInput(output, inputPts);
-        assert.deepEqual(video.undecodable, []);
-        assert.deepEqual(video.notIdrFirst, [], "segments still start on a video IDR");
-
-        const inputProbe = await probeTs(input);
-        const outputData = Buffer.concat(output.map((s) => s.data));
-        const outputProbe = await probeTs(outputData);
-        const audioStreams = outputProbe.streams.filter((s) => s.codec_type === "audio");
-        assert.deepEqual(
-          audioStreams.map((s) => s.codec_name),
-          [codec],
-          "one audio stream, the input's codec",
-        );
-        const inputAudio = new Set(inputProbe.audioPts);
-        assert.deepEqual(
-          outputProbe.audioPts.filter((pts) => !inputAudio.has(pts)).slice(0, 5),
-          [],
-          "every output audio PTS is an input audio PTS (remuxed, not re-encoded)",
-        );
-        // Everything the output's video covers, its audio covers too (bar the last PES after the last frame).
-        const videoStart = Math.min(...outputProbe.videoPts);
-        const videoEnd = Math.max(...outputProbe.videoPts);
-        const expected = inputProbe.audioPts.filter((pts) => pts >= videoStart && pts <= videoEnd - 3000);
-        const written = new Set(outputProbe.audioPts);
-        const missing = expected.filter((pts) => !written.has(pts));
-        assert.ok(missing.length <= 1, `${missing.length} of ${expected.length} audio packets missing`);
-        // In sync: audio is interleaved by PTS, never far from the video it is written beside.
-        assert.ok(
-          final.audio.avOffsetMs !== null && final.audio.avOffsetMs < 200,
-          `offset ${final.audio.avOffsetMs}`,
-        );
-        assert.equal(final.audio.mode, "passthrough");
-        assert.equal(final.audio.codecIn, codec);
-        assert.equal(final.audio.codecOut, codec);
-        assert.ok(
-          final.audio.frames.out > 0 && final.audio.frames.corrupt === 0,
-          JSON.stringify(final.audio),
-        );
-        assert.ok(final.audio.queue.size <= final.audio.queue.capacity);
-        const { frames } = final.audio;
-        assert.equal(
-          frames.out + frames.dropped,
-          frames.in,
-          "every audio frame read is written or counted as dropped",
-        );
+        await checkAudioCarried(t, await relayWithAudio({ audio: codec }), codec, { videoRatio: 0.8 });
       },
     );
   }
+
+  test(
+    "audio that appears mid-stream is carried from then on; audio that disappears leaves the video going",
+    { timeout: 90_000 },
+    async (t) => {
+      const appearing = await relayWithAudio({ parts: [{ seconds: 3 }, { seconds: 3, audio: "aac" }] });
+      await checkAudioCarried(t, appearing, "aac", { videoRatio: 0.8 });
+      const disappearing = await relayWithAudio({ parts: [{ seconds: 3, audio: "aac" }, { seconds: 3 }] });
+      await checkAudioCarried(t, disappearing, "aac", { videoRatio: 0.8 });
+    },
+  );
 
   test(
     "an unsupported codec (MP2): status says why, the output is video only, the session runs on",
@@ -222,4 +267,23 @@ describe("audio passthrough", { skip: needsLoopbackNamespace }, () => {
     assert.equal(status.state, "failed");
     assert.equal(status.lastError?.reason, "AudioUnsupported");
   });
+});
+
+const realUnavailable = needsLoopbackNamespace || realComfyStreamUnavailable();
+describe("audio passthrough through the real ComfyStream server", { skip: realUnavailable ?? false }, () => {
+  test(
+    "its processed video comes back and the input's AAC goes out beside it, unchanged and in sync",
+    { timeout: 240_000 },
+    async (t) => {
+      const server = await startRealComfyStream();
+      cleanups.push(() => server.stop());
+      const run = await relayWithAudio({
+        audio: "aac",
+        seconds: 10,
+        comfystream: { url: server.url, prompts: [REAL_WORKFLOWS.passthrough], connectTimeoutMs: 120_000 },
+      });
+      // The real server on a CPU drops frames of its own; the sound must not have gaps for that.
+      await checkAudioCarried(t, run, "aac", { videoRatio: 0.5 });
+    },
+  );
 });
