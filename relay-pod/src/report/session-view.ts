@@ -69,6 +69,16 @@ export function sessionView(status: SessionStatus): Record<string, unknown> {
       reason: status.peerWindow.reason ?? null,
     },
     segments: { ...status.segments },
+    input_clock_jumps: status.inputClockJumps,
+    audio: {
+      mode: status.audio.mode,
+      reason: status.audio.reason,
+      codec_in: status.audio.codecIn,
+      codec_out: status.audio.codecOut,
+      frames: { ...status.audio.frames },
+      queue: { ...status.audio.queue },
+      av_offset_ms: status.audio.avOffsetMs,
+    },
     output_keyframes: {
       source: status.outputKeyframes.source,
       reason: status.outputKeyframes.reason ?? null,
