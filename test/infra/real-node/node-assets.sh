@@ -148,15 +148,19 @@ unpack_and_patch() {
     "kernel tunables"
 
   # The test node has no pod network (no CNI, no bridge: the machine is loopback-only), so a pod
-  # that is not hostNetwork would get a network namespace with nothing but its own `lo`, and its
-  # relay could reach neither the apiserver nor the trickle server. Every sandbox joins the node's
-  # (loopback-only) network namespace instead; the pod spec in the API is untouched, so admission
-  # (PodSecurityPolicy) still sees `hostNetwork: false`.
-  log "kubelet patch 3/3: every pod sandbox shares the node's network namespace (no pod network here)"
-  patch_line pkg/kubelet/dockershim/security_context.go \
-    '^([[:space:]]*)if network == nil \{[[:space:]]*$' \
-    '\1hc.NetworkMode = namespaceModeHost // trickle-relay: no pod network on the test node\n\1return\n\1if network == nil {' \
-    "sandbox network mode"
+  # with its own network namespace would hold nothing but its own `lo`, and its relay could reach
+  # neither the apiserver nor the trickle server. The kubelet runs every pod like a hostNetwork one
+  # (sandbox in the node's loopback-only namespace, pod IP = node IP, so probes reach it) while the
+  # pod spec in the API is untouched, so admission (PodSecurityPolicy) still sees hostNetwork: false.
+  log "kubelet patch 3/3: every pod shares the node's network namespace (no pod network here)"
+  patch_line pkg/kubelet/container/helpers.go \
+    '^([[:space:]]*)return pod\.Spec\.HostNetwork[[:space:]]*$' \
+    '\1return true // trickle-relay: was pod.Spec.HostNetwork; no pod network on the test node' \
+    "IsHostNetworkPod"
+  patch_line pkg/kubelet/kuberuntime/helpers.go \
+    '^([[:space:]]*)if pod != nil && pod\.Spec\.HostNetwork \{[[:space:]]*$' \
+    '\1if pod != nil { // trickle-relay: was pod != nil \&\& pod.Spec.HostNetwork; no pod network on the test node' \
+    "networkNamespaceForPod"
   touch .trickle-relay-prepared
 }
 
@@ -211,7 +215,7 @@ strip "$staging_dir/pause" 2>/dev/null || true
   echo "version-key: $VERSION_KEY"
   echo "debian-source: $(basename "$dsc_file")"
   echo "go: $("$GO_ROOT/bin/go" version)"
-  echo "patches: reflect2->debian-1.0.2, no-negative-oom-score-adj, kernel-tunables-warn-only, sandbox-host-network"
+  echo "patches: reflect2->debian-1.0.2, no-negative-oom-score-adj, kernel-tunables-warn-only, every-pod-on-node-network"
   echo "built-at: $(date -u +%Y-%m-%dT%H:%M:%SZ) in $(( $(date +%s) - started_at )) s"
 } >"$staging_dir/.stamp"
 rm -rf "$assets_dir"
