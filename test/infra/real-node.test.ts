@@ -119,9 +119,11 @@ describe(`real test node (${nodeLine})`, { skip: availability.reason ?? false },
       "-o",
       "json",
     ]);
-    const reasons = (
-      JSON.parse(events.stdout) as { items: Array<{ reason: string; source?: { component?: string } }> }
-    ).items.map((e) => `${e.source?.component}:${e.reason}`);
+    type Event = { reason: string; reportingComponent?: string; source?: { component?: string } };
+    const reasons = (JSON.parse(events.stdout) as { items: Event[] }).items.map(
+      // The scheduler reports through events.k8s.io (reportingComponent), the kubelet through core/v1.
+      (e) => `${e.reportingComponent || e.source?.component}:${e.reason}`,
+    );
     assert.ok(reasons.includes("default-scheduler:Scheduled"), reasons.join(", "));
     assert.ok(reasons.includes("kubelet:Started"), reasons.join(", "));
     const logs = await cp.kubectl(["logs", "-n", namespace, "web"]);

@@ -12,7 +12,15 @@
 import { existsSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
-import { run, runChecked, startDaemon, waitForDaemon, type Daemon, type RunResult } from "./process.js";
+import {
+  run,
+  runChecked,
+  sleep,
+  startDaemon,
+  waitForDaemon,
+  type Daemon,
+  type RunResult,
+} from "./process.js";
 
 /** Debian's docker.io client speaks the 20.10 engine's API; a newer client on PATH may want buildx. */
 export const DOCKER_CLIENT = existsSync("/usr/bin/docker") ? "/usr/bin/docker" : "docker";
@@ -42,8 +50,8 @@ export interface NodeEngine {
    * whether it copied. Throws when the build engine lacks it.
    */
   copyImageFrom(sourceHost: string, ref: string): Promise<boolean>;
-  /** IDs of all containers (running or not). */
-  containerIds(): Promise<string[]>;
+  /** IDs of all containers (only the running ones with `running: true`). */
+  containerIds(options?: { running?: boolean }): Promise<string[]>;
   /** Force-removes every container (with its anonymous volumes). */
   removeAllContainers(): Promise<void>;
   stop(): Promise<void>;
@@ -78,12 +86,24 @@ export async function startNodeEngine(options: NodeEngineOptions): Promise<NodeE
     const result = await run(DOCKER_CLIENT, ["-H", from, "image", "inspect", "-f", "{{.Id}}", ref]);
     return result.code === 0 ? result.stdout.trim() : undefined;
   };
-  const containerIds = async () =>
-    (await runChecked(DOCKER_CLIENT, ["-H", host, "ps", "-aq"])).split("\n").filter((id) => id !== "");
+  const containerIds = async (options: { running?: boolean } = {}) =>
+    (await runChecked(DOCKER_CLIENT, ["-H", host, "ps", "-q", ...(options.running ? [] : ["-a"])]))
+      .split("\n")
+      .filter((id) => id !== "");
+  // The kubelet may be removing some of them at the same moment ("removal … already in progress"):
+  // retry until none is left, for a bounded time.
   const removeAllContainers = async () => {
-    const ids = await containerIds();
-    if (ids.length > 0)
-      await runChecked(DOCKER_CLIENT, ["-H", host, "rm", "-f", "-v", ...ids], { timeoutMs: 120_000 });
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      const ids = await containerIds();
+      if (ids.length === 0) return;
+      const removed = await run(DOCKER_CLIENT, ["-H", host, "rm", "-f", "-v", ...ids], {
+        timeoutMs: 120_000,
+      });
+      if (removed.code === 0) continue;
+      if (Date.now() > deadline) throw new Error(`docker rm -f ${ids.join(" ")}: ${removed.stderr.trim()}`);
+      await sleep(1000);
+    }
   };
   const engine: NodeEngine = {
     host,

@@ -175,7 +175,11 @@ export async function startRealNode(options: RealNodeOptions): Promise<RealNode>
     if (kubelet?.running()) {
       await kubectl(["delete", "pods", "--all", "--all-namespaces", "--grace-period=1", "--wait=false"]);
       const deadline = Date.now() + 30_000;
-      while (Date.now() < deadline && engine && (await engine.containerIds().catch(() => [])).length > 0) {
+      while (
+        Date.now() < deadline &&
+        engine &&
+        (await engine.containerIds({ running: true }).catch(() => [])).length > 0
+      ) {
         await sleep(500);
       }
     }
