@@ -27,7 +27,13 @@ import {
   waitFor,
   type Peer,
 } from "../session/relay-harness.js";
-import { chooseNode, startE2eCluster, type E2eCluster } from "./e2e-node.js";
+import {
+  chooseNode,
+  OPERATOR_IMAGE,
+  OPERATOR_NAMESPACE,
+  startE2eCluster,
+  type E2eCluster,
+} from "./e2e-node.js";
 import { RESTRICTED_PSP_NAME, installRestrictedPsp, PSP_ADMISSION_ARGS } from "./restricted-psp.js";
 import { buildStandinComfyStreamImage, STANDIN_COMFYSTREAM_IMAGE } from "./standin-comfystream-image.js";
 
@@ -110,6 +116,27 @@ describe(`operator end to end on a node: ${choice.label}`, { skip: needsLoopback
   after(async () => {
     for (const cleanup of cleanups.reverse()) await Promise.resolve(cleanup()).catch(() => undefined);
   });
+
+  test(
+    "the chart's operator Deployment runs the operator image in cluster, its probes passing",
+    { skip: onlyReal },
+    async () => {
+      const result = await kubectl(["get", "pods", "-n", OPERATOR_NAMESPACE, "-o", "json"]);
+      assert.equal(result.code, 0, result.stderr);
+      const pods = (JSON.parse(result.stdout) as { items: V1Pod[] }).items;
+      assert.equal(pods.length, 1);
+      const pod = pods[0]!;
+      const container = pod.spec!.containers[0]!;
+      assert.equal(container.image, OPERATOR_IMAGE);
+      assert.equal(container.readinessProbe?.httpGet?.path, "/readyz");
+      assert.equal(container.livenessProbe?.httpGet?.path, "/healthz");
+      const status = pod.status!.containerStatuses![0]!;
+      // Ready only once the kubelet's readiness probe passed; a failing liveness probe would restart it.
+      assert.equal(status.ready, true);
+      assert.equal(status.restartCount, 0);
+      assert.equal(pod.metadata?.annotations?.["kubernetes.io/psp"], RESTRICTED_PSP_NAME);
+    },
+  );
 
   test("kubectl apply of crds/examples/basic.yaml → a relay pod bound by the node's scheduler", async () => {
     const applied = await kubectl(["apply", "-n", namespace, "-f", "-"], {

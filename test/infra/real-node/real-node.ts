@@ -391,17 +391,21 @@ function kubeconfigFor(cp: ControlPlane, caPem: string, token: string): string {
 /**
  * One real node at a time on a machine: the kubelet writes /var/log/pods and the kubepods cgroups
  * whatever its --root-dir. A `flock` child holds the lock while this process lives (its stdin is
- * ours: when we die, it reads EOF and exits, releasing it).
+ * ours: when we die, `cat` reads EOF and exits, releasing it). A second suite waits its turn.
  */
-async function takeNodeLock(path: string): Promise<{ release(): void }> {
-  const holder: ChildProcess = spawn("flock", ["--nonblock", path, "cat"], {
-    stdio: ["pipe", "ignore", "ignore"],
+async function takeNodeLock(path: string, waitSeconds = 900): Promise<{ release(): void }> {
+  const holder: ChildProcess = spawn(
+    "flock",
+    ["--wait", String(waitSeconds), path, "-c", "echo locked; exec cat"],
+    {
+      stdio: ["pipe", "pipe", "ignore"],
+    },
+  );
+  const locked = await new Promise<boolean>((done) => {
+    holder.stdout!.once("data", () => done(true));
+    holder.once("exit", () => done(false));
+    holder.once("error", () => done(false));
   });
-  const early = await Promise.race([
-    new Promise<number | null>((exited) => holder.once("exit", (code) => exited(code))),
-    sleep(300).then(() => "holding" as const),
-  ]);
-  if (early !== "holding")
-    throw new Error(`another real test node is running on this machine (lock ${path})`);
+  if (!locked) throw new Error(`another real test node held the lock ${path} for ${waitSeconds} s`);
   return { release: () => holder.stdin?.end() };
 }
