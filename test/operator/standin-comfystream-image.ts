@@ -11,6 +11,16 @@ import { RELAY_IMAGE } from "./e2e-node.js";
 export const STANDIN_COMFYSTREAM_IMAGE = "trickle-relay/comfystream-standin:test";
 
 export async function buildStandinComfyStreamImage(node: RealNode): Promise<void> {
+  // Made again only when the relay image changed (the engine's data root persists between runs).
+  const relayId = await node.engine.imageId(RELAY_IMAGE);
+  const label = await node.docker([
+    "image",
+    "inspect",
+    "-f",
+    '{{index .Config.Labels "trickle-relay.base"}}',
+    STANDIN_COMFYSTREAM_IMAGE,
+  ]);
+  if (relayId && label.code === 0 && label.stdout.trim() === relayId) return;
   const created = await node.docker(["create", RELAY_IMAGE]);
   if (created.code !== 0) throw new Error(`docker create ${RELAY_IMAGE}: ${created.stderr}`);
   const id = created.stdout.trim();
@@ -22,6 +32,8 @@ export async function buildStandinComfyStreamImage(node: RealNode): Promise<void
         'ENTRYPOINT ["/usr/bin/tini", "--", "node", "/app/dist/relay-pod/src/demo/standin-peer/main.js"]',
         "--change",
         "CMD []",
+        "--change",
+        `LABEL trickle-relay.base=${relayId}`,
         id,
         STANDIN_COMFYSTREAM_IMAGE,
       ],
@@ -31,4 +43,5 @@ export async function buildStandinComfyStreamImage(node: RealNode): Promise<void
   } finally {
     await node.docker(["rm", "-f", id]);
   }
+  await node.docker(["image", "prune", "-f"]); // the previous stand-in, now untagged
 }

@@ -218,7 +218,11 @@ export async function startRealNode(options: RealNodeOptions): Promise<RealNode>
     engine = dockerEngine;
     await timed("images", async () => {
       await ensurePauseImage(dockerEngine, join(assetsDir, "pause"));
-      for (const image of options.images) await dockerEngine.copyImageFrom(BUILD_ENGINE_HOST, image);
+      let copied = false;
+      for (const image of options.images)
+        copied = (await dockerEngine.copyImageFrom(BUILD_ENGINE_HOST, image)) || copied;
+      // Images replaced by newer builds are left untagged; on vfs each one is a full copy per layer.
+      if (copied) await dockerEngine.docker(["image", "prune", "-f"], { timeoutMs: 120_000 });
     });
     // Stale kubepods cgroups of a run that died would hold the kubelet's QoS setup; they are empty.
     await removeKubepodsCgroups();
