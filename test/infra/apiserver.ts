@@ -56,6 +56,16 @@ export interface ControlPlaneOptions {
   kubectl?: string;
   /** Upper bound for each component to become ready (ms). Default 90 s. */
   startTimeoutMs?: number;
+  /**
+   * For a real kubelet (test/infra/real-node/): authorization Node,RBAC, the ServiceAccount
+   * admission plugin on, and the controller manager running every controller a node needs (node
+   * lifecycle, which lifts the not-ready taint; ReplicaSets and Deployments; the ServiceAccount and
+   * token controllers, so that pods get real token secrets mounted) instead of only garbage
+   * collection and namespaces. Implies `controllerManager`.
+   */
+  forRealNode?: boolean;
+  /** Extra kube-apiserver flags, e.g. `--enable-admission-plugins=PodSecurityPolicy`. */
+  extraApiserverArgs?: string[];
 }
 
 export interface KubectlResult {
@@ -73,6 +83,8 @@ export interface ControlPlane {
   token: string;
   /** PEM bundle that verifies the apiserver's serving certificate (also embedded in the kubeconfig). */
   caFile?: string;
+  /** The apiserver's port on 127.0.0.1. */
+  port: number;
   /** Folder with the process logs. */
   logDir: string;
   /** The kubectl binary kubectl() runs. */
@@ -274,6 +286,7 @@ async function waitFor(component: Component, what: string, timeoutMs: number, pr
 export async function startControlPlane(options: ControlPlaneOptions = {}): Promise<ControlPlane> {
   const assetsDir = options.assetsDir ?? (await requireAssets());
   const startTimeoutMs = options.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS;
+  const forRealNode = options.forRealNode === true;
   const workDir = await mkdtemp(join(tmpdir(), "trickle-relay-envtest-"));
   installExitHook();
   liveWorkDirs.add(workDir);
@@ -328,16 +341,20 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
     // The `kubernetes` Service endpoints would point at 127.0.0.1, which Endpoints validation rejects.
     "--endpoint-reconciler-type=none",
     `--token-auth-file=${tokenFile}`,
-    "--authorization-mode=RBAC",
+    `--authorization-mode=${forRealNode ? "Node,RBAC" : "RBAC"}`,
     "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
     `--service-account-key-file=${saPub}`,
     `--service-account-signing-key-file=${saKey}`,
     "--api-audiences=https://kubernetes.default.svc.cluster.local",
-    // Like envtest: no ServiceAccount admission (it would wait for token controllers we don't run).
-    "--disable-admission-plugins=ServiceAccount",
+    // Like envtest: no ServiceAccount admission (it would wait for token controllers we don't run),
+    // unless a real kubelet needs the token secrets it adds to pods.
+    ...(forRealNode
+      ? ["--kubelet-preferred-address-types=InternalIP,Hostname"]
+      : ["--disable-admission-plugins=ServiceAccount"]),
     "--allow-privileged=true",
     "--profiling=false",
     "--v=1",
+    ...(options.extraApiserverArgs ?? []),
   ];
 
   const startApiserver = async () => {
@@ -410,7 +427,14 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
         join(assetsDir, "kube-controller-manager"),
         [
           `--kubeconfig=${kubeconfigPath}`,
-          "--controllers=garbagecollector,namespace",
+          ...(forRealNode
+            ? [
+                // No pod CIDRs to allocate and no CSR signing keys here; everything else a node needs.
+                "--controllers=*,-nodeipam,-csrsigning",
+                `--service-account-private-key-file=${saKey}`,
+                `--root-ca-file=${caFile}`,
+              ]
+            : ["--controllers=garbagecollector,namespace"]),
           "--leader-elect=false",
           "--bind-address=127.0.0.1",
           // No serving at all: nothing scrapes it, and serving would need authn/authz delegation.
@@ -428,7 +452,7 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
         return /Caches are synced for garbage collector/.test(text);
       });
     };
-    if (options.controllerManager) await startControllerManager();
+    if (options.controllerManager || forRealNode) await startControllerManager();
 
     const restartApiserver = async ({ crash = false }: { crash?: boolean } = {}) => {
       await stopComponent(apiserver, crash ? { signal: "SIGKILL" } : { graceMs: APISERVER_STOP_GRACE_MS });
@@ -436,7 +460,8 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
     };
 
     const restartControllerManager = async () => {
-      if (!options.controllerManager) throw new Error("started without controllerManager: true");
+      if (!options.controllerManager && !forRealNode)
+        throw new Error("started without controllerManager: true");
       await stopComponent(controllerManager);
       await startControllerManager();
     };
@@ -446,6 +471,7 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
       server,
       token: adminToken,
       caFile,
+      port: apiserverPort,
       logDir,
       kubectlPath,
       stop: stopAll,

@@ -53,8 +53,40 @@ ensure_envtest_assets() {
   fi
 }
 
+# True when running everything, or when a chosen file may start the real test node.
+needs_real_node() {
+  local arg
+  [ $# -eq 0 ] && return 0
+  for arg; do
+    case "$arg" in -*) continue ;; esac
+    [ -f "$arg" ] || return 0
+    grep -qE 'realNodeAvailability|chooseNode' "$arg" && return 0
+  done
+  return 1
+}
+
+# The real test node's kubelet and scheduler (test/infra/real-node/node-assets.sh, ~12-20 min once),
+# built only where the node can run: as root, with the Docker engine that holds the images. Where
+# the build fails the suites fall back to the local harness and say why; the tests still run.
+ensure_node_assets() {
+  local started=$SECONDS
+  bash test/infra/real-node/node-assets.sh --check >/dev/null 2>&1 && return 0
+  [ "$(id -u)" = 0 ] || return 0
+  if ! command -v dockerd >/dev/null || ! bash test/infra/images/docker-engine.sh status >/dev/null 2>&1; then
+    echo "run-tests: no Docker engine answers, so the real test node is not built; its suites use the local harness" >&2
+    return 0
+  fi
+  echo "run-tests: building the real test node (kubelet + kube-scheduler 1.20.2) before any test starts" >&2
+  if bash test/infra/real-node/node-assets.sh >/dev/null; then
+    echo "run-tests: real test node binaries ready after $((SECONDS - started)) s" >&2
+  else
+    echo "run-tests: building the real test node failed (see above); its suites fall back to the local harness" >&2
+  fi
+}
+
 if [ "${TRICKLE_RELAY_NETNS:-}" != "1" ]; then
   if needs_envtest "$@"; then ensure_envtest_assets; fi
+  if needs_real_node "$@"; then ensure_node_assets; fi
   if [ "$(id -u)" = 0 ]; then exec bash test/infra/in-loopback-namespace.sh bash test/infra/run-tests.sh "$@"; fi
   echo "run-tests: not root, so no private network namespace; WebRTC tests will be skipped" >&2
 fi

@@ -30,6 +30,8 @@ import {
 } from "../session/relay-harness.js";
 
 const assets = await resolveEnvtestAssets();
+// This suite always runs the relay pods on the harness; real-node-e2e.test.ts runs a real kubelet.
+console.log("# node: local harness (test/operator/e2e.test.ts)");
 const skip = assets.skipReason || needsLoopbackNamespace;
 const repoRoot = process.cwd();
 const namespace = "default";

@@ -1,0 +1,131 @@
+// Sessions through one real ComfyStream server (test/peers/real-comfystream.ts) one after the other,
+// as a relay pod meets it (issue 15, part 4): ComfyStream serves one peer at a time, so the second
+// session only works if the first one's end really freed the server; and a prompts update sent
+// mid-stream is acknowledged by the real server (update_prompts on its control channel) while video
+// keeps coming back. Skipped, with the reason, where the real server cannot run.
+import assert from "node:assert/strict";
+import { after, describe, test } from "node:test";
+import { RelaySession } from "../../relay-pod/src/session/relay-session.js";
+import { buildSessionConfig } from "../../relay-pod/src/session/config.js";
+import {
+  REAL_WORKFLOWS,
+  realComfyStreamUnavailable,
+  startRealComfyStream,
+  type RealComfyStream,
+} from "../peers/real-comfystream.js";
+import {
+  collectOutput,
+  ICE_ADDRESSES,
+  makeInputSegments,
+  publishPaced,
+  relaySessionThrough,
+  startTrickle,
+  waitFor,
+} from "./relay-harness.js";
+
+const unavailable = realComfyStreamUnavailable();
+const cleanups: Array<() => Promise<unknown> | unknown> = [];
+after(async () => {
+  for (const cleanup of cleanups.reverse()) await Promise.resolve(cleanup()).catch(() => undefined);
+});
+
+describe("one real ComfyStream server, sessions one after the other", { skip: unavailable ?? false }, () => {
+  let server: RealComfyStream;
+
+  test(
+    "the first session: a prompts update mid-stream is acknowledged and video keeps coming back",
+    { timeout: 240_000 },
+    async () => {
+      server = await startRealComfyStream();
+      cleanups.push(() => server.stop());
+      const seconds = 12;
+      const { segments } = await makeInputSegments({ seconds, size: "512x512" });
+      const trickle = await startTrickle(["in", "in-out"]);
+      cleanups.push(() => trickle.server.close());
+      const output = collectOutput(`${trickle.base}in-out`);
+      cleanups.push(() => output.close());
+      const session = new RelaySession(
+        buildSessionConfig({
+          id: "first",
+          inputUrl: `${trickle.base}in`,
+          comfystreamUrl: server.url,
+          prompts: [REAL_WORKFLOWS.passthrough],
+          iceAddresses: ICE_ADDRESSES,
+        }),
+        { reconnectBackoffMs: [300, 3000], drainTimeoutMs: 3000 },
+      );
+      cleanups.push(() => session.stop());
+      await session.start();
+      await waitFor(() => session.status().webrtcState === "connected", 120_000, "WebRTC connected");
+      const publishing = publishPaced(`${trickle.base}in`, segments);
+      await waitFor(() => session.status().frames.returned > 30, 30_000, "frames back before the update");
+      // The same workflow with a changed input: what a `kubectl patch rls … spec.prompts` sends.
+      const edited = structuredClone(REAL_WORKFLOWS.passthrough) as Record<
+        string,
+        { inputs: Record<string, unknown> }
+      >;
+      edited["1"]!.inputs.edited = true;
+      const reply = await session.updatePrompts([edited]);
+      assert.equal(reply.ok, true, `update_prompts: ${JSON.stringify(reply)}\n${server.logTail()}`);
+      await waitFor(
+        () => session.status().promptsGeneration === 2,
+        20_000,
+        "prompts generation 2 acknowledged",
+      );
+      const returnedAtUpdate = session.status().frames.returned;
+      await publishing;
+      await session.whenEnded();
+      const final = session.status();
+      assert.equal(final.state, "completed", `${JSON.stringify(final.frames)}\n${server.logTail()}`);
+      assert.ok(
+        final.frames.returned > returnedAtUpdate + 30,
+        `frames after the update: ${JSON.stringify(final.frames)}`,
+      );
+      assert.ok(output.segments.length > 0, "output segments");
+    },
+  );
+
+  /** 8 s through the server that served the first session; what came back. */
+  async function anotherSession(): Promise<{ ok: boolean; detail: string }> {
+    const run = await relaySessionThrough(server.url, {
+      seconds: 8,
+      size: "512x512",
+      session: { prompts: [REAL_WORKFLOWS.passthrough] },
+      connectTimeoutMs: 120_000,
+      cleanups,
+    });
+    const ok = run.final.state === "completed" && run.final.frames.returned >= 60 && run.output.length > 0;
+    return {
+      ok,
+      detail: `state ${run.final.state}, frames ${JSON.stringify(run.final.frames)}\n${server.logTail()}`,
+    };
+  }
+
+  // Found here: the relay's peer is gone, but aiortc in ComfyStream notices only when ICE consent
+  // expires (~30 s), and until then it keeps the old peer: the new one connects, yet no frame comes
+  // back (measured: 0 of 240 returned, 2 sent, the rest held back by the relay's window as
+  // peer-limited). A relay pod re-created right after a crash meets exactly this.
+  test(
+    "a second session right after the first ended returns video",
+    {
+      timeout: 240_000,
+      todo: "real ComfyStream frees its peer only at ICE consent expiry (~30 s); see the comment",
+    },
+    async () => {
+      assert.ok(server, "the first test started the server");
+      const { ok, detail } = await anotherSession();
+      assert.ok(ok, detail);
+    },
+  );
+
+  test(
+    "a session after the old peer's ICE consent expired (35 s) returns video",
+    { timeout: 240_000 },
+    async () => {
+      assert.ok(server, "the first test started the server");
+      await new Promise((resolve) => setTimeout(resolve, 35_000));
+      const { ok, detail } = await anotherSession();
+      assert.ok(ok, detail);
+    },
+  );
+});
