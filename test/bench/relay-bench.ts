@@ -61,6 +61,8 @@ async function main(): Promise<void> {
       "max-sessions": { type: "string", default: "12" },
       "startup-runs": { type: "string", default: "5" },
       "startup-only": { type: "boolean", default: false },
+      starvation: { type: "boolean", default: false },
+      "hog-nice": { type: "string", default: "10" },
       "sessions-only": { type: "string" },
       "relay-cli": { type: "string" },
       out: { type: "string" },
@@ -84,6 +86,10 @@ async function main(): Promise<void> {
         "--startup-only: just the start-up runs, printed as JSON; --sessions-only N: just N concurrent\n" +
         "512x512 sessions, printed as JSON; --relay-cli PATH: measure another build's relay (its\n" +
         "dist/relay-pod/src/cli.js), for side-by-side runs.\n" +
+        "--starvation [--seconds 30] [--hog-nice 10]: one 512x512 transcode session while a `nice`d busy\n" +
+        "loop runs on every core; frames in, out (counted on the output channel), dropped by policy,\n" +
+        "not returned by the peer, and unexplained losses (should be 0). Default output\n" +
+        "bench-results/relay-starvation.json.\n" +
         "\n" +
         "npm run bench:relay -- --real-comfystream [--before GIT-REF] [--after GIT-REF]\n" +
         "                       [--workflows passthrough,slowBlur] [--peer-window N] [--seconds N (default 30)]\n" +
@@ -124,6 +130,30 @@ async function main(): Promise<void> {
       Number(values.seconds ?? 15),
     );
     process.stdout.write(`${JSON.stringify(result)}\n`);
+    return;
+  }
+  if (values.starvation) {
+    const { measureStarvation } = await import("./starvation-bench.js");
+    const figures = await measureStarvation(
+      { seconds: Number(values.seconds ?? 30), hogNice: Number(values["hog-nice"]) },
+      { startInfra, startRelay },
+    );
+    const report = {
+      benchmark: "relay starvation",
+      command: `npm run bench:relay -- --starvation --seconds ${figures.seconds} --hog-nice ${figures.hogNice}`,
+      date: new Date().toISOString(),
+      machine: machineInfo(),
+      ...figures,
+    };
+    const markdown =
+      `# Relay under CPU starvation\n\n${report.command}, ${report.date}\n\n` +
+      `${figures.hogs} busy loops at nice ${figures.hogNice} for the whole ${figures.seconds} s input (512x512 transcode, ` +
+      `B-frame input).\n\n| published | out (counted) | dropped by policy | not returned by peer | unexplained |\n` +
+      `|---|---|---|---|---|\n| ${figures.inputFramesPublished} | ${figures.outputFramesCounted} | ` +
+      `${figures.status.dropped} | ${figures.notReturnedByPeer} | ${figures.unexplainedLosses} |\n\n` +
+      `Status: ${JSON.stringify(figures.status)}; forward hop ${JSON.stringify(figures.forwardHopMs)} ms.\n`;
+    writeResults(values.out ?? "bench-results/relay-starvation.json", report, markdown);
+    process.stdout.write(markdown);
     return;
   }
   if (values["startup-only"]) {
