@@ -49,14 +49,19 @@ export function realComfyStreamUnavailable(): string | undefined {
 
 export interface RealComfyStream {
   url: string;
+  port: number;
   /** The last lines of its log, for failure messages. */
   logTail(): string;
   stop(): Promise<void>;
+  /** SIGKILL to the whole process group: a crash, nothing closed gracefully. */
+  kill(): Promise<void>;
 }
 
-/** Starts a fresh server on a free loopback port and waits for `GET /health` (9–14 s here). */
-export async function startRealComfyStream(options: { timeoutMs?: number } = {}): Promise<RealComfyStream> {
-  const [port] = await freePorts(1);
+/** Starts a fresh server on a free loopback port (or `port`) and waits for `GET /health` (9–14 s here). */
+export async function startRealComfyStream(
+  options: { timeoutMs?: number; port?: number } = {},
+): Promise<RealComfyStream> {
+  const port = options.port ?? (await freePorts(1))[0]!;
   const child = spawn("bash", [path.join(REAL_COMFYSTREAM_DIR, "run.sh"), String(port)], {
     stdio: ["ignore", "pipe", "pipe"],
     detached: true, // run.sh execs python, which starts workers: stop the whole group
@@ -72,7 +77,13 @@ export async function startRealComfyStream(options: { timeoutMs?: number } = {})
   child.stdout!.on("data", keep);
   child.stderr!.on("data", keep);
   const url = `http://127.0.0.1:${port}`;
-  const server: RealComfyStream = { url, logTail: () => tail.join("\n"), stop: () => stopGroup(child) };
+  const server: RealComfyStream = {
+    url,
+    port,
+    logTail: () => tail.join("\n"),
+    stop: () => stopGroup(child),
+    kill: () => stopGroup(child, "SIGKILL"),
+  };
   const deadline = Date.now() + (options.timeoutMs ?? 90_000);
   while (Date.now() < deadline) {
     if (child.exitCode !== null)
@@ -91,11 +102,11 @@ export async function startRealComfyStream(options: { timeoutMs?: number } = {})
   );
 }
 
-async function stopGroup(child: ChildProcess): Promise<void> {
+async function stopGroup(child: ChildProcess, signal: NodeJS.Signals = "SIGTERM"): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
   try {
-    process.kill(-child.pid!, "SIGTERM");
+    process.kill(-child.pid!, signal);
   } catch {
     return;
   }

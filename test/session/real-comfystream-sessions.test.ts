@@ -129,3 +129,69 @@ describe("one real ComfyStream server, sessions one after the other", { skip: un
     },
   );
 });
+
+describe("the real ComfyStream server killed mid-stream", { skip: unavailable ?? false }, () => {
+  test(
+    "the session notices, reconnects to the restarted server with a new offer, and video comes back again",
+    { timeout: 300_000 },
+    async (t) => {
+      let server = await startRealComfyStream();
+      cleanups.push(() => server.stop());
+      const { segments } = await makeInputSegments({ seconds: 90, size: "512x512" });
+      const trickle = await startTrickle(["in", "in-out"]);
+      cleanups.push(() => trickle.server.close());
+      const output = collectOutput(`${trickle.base}in-out`);
+      cleanups.push(() => output.close());
+      const session = new RelaySession(
+        buildSessionConfig({
+          id: "killed",
+          inputUrl: `${trickle.base}in`,
+          comfystreamUrl: server.url,
+          prompts: [REAL_WORKFLOWS.passthrough],
+          iceAddresses: ICE_ADDRESSES,
+        }),
+        // Enough failed connects to outlast the restart (~10 s to healthy, then warm-up in /offer).
+        { reconnectBackoffMs: [300, 3000], reconnectBudget: 30, drainTimeoutMs: 3000 },
+      );
+      cleanups.push(() => session.stop());
+      await session.start();
+      await waitFor(() => session.status().webrtcState === "connected", 120_000, "WebRTC connected");
+      const stopPublishing = new AbortController();
+      const publishing = publishPaced(`${trickle.base}in`, segments, { signal: stopPublishing.signal });
+      cleanups.push(() => stopPublishing.abort());
+      await waitFor(() => session.status().frames.returned > 30, 30_000, "frames back before the kill");
+
+      const killedAt = performance.now();
+      await server.kill();
+      await waitFor(
+        () => session.status().webrtcState !== "connected",
+        60_000,
+        "the session noticing the dead peer",
+      );
+      const detectedMs = performance.now() - killedAt;
+      server = await startRealComfyStream({ port: server.port });
+      await waitFor(
+        () => session.status().reconnects >= 1 && session.status().webrtcState === "connected",
+        120_000,
+        `a reconnect to the restarted server: ${JSON.stringify(session.status().lastError)}`,
+      );
+      const returnedAtReconnect = session.status().frames.returned;
+      const segmentsAtReconnect = output.segments.length;
+      await waitFor(
+        () => session.status().frames.returned > returnedAtReconnect + 30,
+        60_000,
+        `video back after the reconnect: ${JSON.stringify(session.status().frames)}\n${server.logTail()}`,
+      );
+      await waitFor(() => output.segments.length > segmentsAtReconnect, 30_000, "output segments again");
+      t.diagnostic(
+        `dead peer noticed after ${Math.round(detectedMs)} ms; reconnects ${session.status().reconnects}; ` +
+          `last error ${JSON.stringify(session.status().lastError)}`,
+      );
+      // Ending the input ends the session the way a finished stream does.
+      stopPublishing.abort();
+      await publishing.catch(() => undefined);
+      await session.whenEnded();
+      assert.equal(session.status().state, "completed", JSON.stringify(session.status().lastError));
+    },
+  );
+});
