@@ -11,9 +11,12 @@ import type { KubeConfig, V1Pod } from "@kubernetes/client-node";
 import Fastify, { type FastifyInstance } from "fastify";
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import {
+  LABEL_POOL,
+  RELAY_POOL_PLURAL,
   RELAY_SESSION_GROUP,
   RELAY_SESSION_PLURAL,
   RELAY_SESSION_VERSION,
+  type RelayPool,
   type RelaySession,
 } from "../../crds/src/index.js";
 import { silentLogger, type Logger } from "../../relay-pod/src/index.js";
@@ -31,6 +34,9 @@ import { RelaySessionReconciler, podOwnerUid, sweepOrphanPods } from "./relayses
 import { EventRecorder } from "./relaysession/events.js";
 import type { RelayPodDefaults } from "./relaysession/desired-pod.js";
 import { RELAY_POD_SELECTOR, sessionKeyOfPod } from "./relaysession/labels.js";
+import { poolPodShapes } from "./relaysession/pool-shapes.js";
+import type { PoolAccess } from "./relaysession/pooled-session.js";
+import { PoolMetrics, RelayPoolReconciler, sortPoolPods, type SessionArrival } from "./relaypool/index.js";
 import { readGatewayToken } from "./gateway/auth.js";
 import { buildGatewayServer } from "./gateway/gateway.js";
 
@@ -82,7 +88,15 @@ export class Operator extends EventEmitter {
   private sessions: InformerGroup<RelaySession> | undefined;
   private pods: InformerGroup<V1Pod> | undefined;
   private podsByOwner: OwnerIndex<V1Pod> | undefined;
+  private pools: InformerGroup<RelayPool> | undefined;
   private readonly queue: WorkQueue;
+  /** RelayPool keys; one pool is reconciled (and allocated from) by one worker at a time. */
+  private readonly poolQueue: WorkQueue;
+  private readonly poolMetrics: PoolMetrics;
+  /** Session uid → when and in which order the watch saw it (first come, first served). */
+  private readonly arrivals = new Map<string, SessionArrival>();
+  private arrivalSeq = 0;
+  private poolWorkersDone: Promise<void> | undefined;
   private elector: LeaderElector | undefined;
   private healthServer: FastifyInstance | undefined;
   private metricsServer: FastifyInstance | undefined;
@@ -130,6 +144,8 @@ export class Operator extends EventEmitter {
       },
     });
     this.queue = new WorkQueue({ name: "relaysessions", metrics: this.registry, logger: this.log });
+    this.poolQueue = new WorkQueue({ name: "relaypools", metrics: this.registry, logger: this.log });
+    this.poolMetrics = new PoolMetrics(this.registry);
   }
 
   /** Starts servers and informers, then leads (or waits to lead). Resolves once running. */
@@ -137,7 +153,7 @@ export class Operator extends EventEmitter {
     await this.startHealthServer();
     if (this.options.metricsPort > 0) await this.startMetricsServer();
     this.createInformers();
-    await Promise.all([this.sessions!.start(), this.pods!.start()]);
+    await Promise.all([this.sessions!.start(), this.pods!.start(), this.pools!.start()]);
     this.log.info(
       { namespaces: this.options.namespaces.length ? this.options.namespaces : "all" },
       "caches synced",
@@ -196,10 +212,11 @@ export class Operator extends EventEmitter {
   async stop(): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
-    await this.queue.shutdown();
+    await Promise.all([this.queue.shutdown(), this.poolQueue.shutdown()]);
     await this.workersDone?.catch(() => undefined);
+    await this.poolWorkersDone?.catch(() => undefined);
     await this.elector?.release().catch(() => undefined);
-    await Promise.all([this.sessions?.stop(), this.pods?.stop()]);
+    await Promise.all([this.sessions?.stop(), this.pods?.stop(), this.pools?.stop()]);
     await Promise.all(
       [this.gatewayServer, this.metricsServer, this.healthServer].map((server) =>
         server?.close().catch(() => undefined),
@@ -210,7 +227,7 @@ export class Operator extends EventEmitter {
   }
 
   private synced(): boolean {
-    return this.sessions?.synced === true && this.pods?.synced === true;
+    return this.sessions?.synced === true && this.pods?.synced === true && this.pools?.synced === true;
   }
 
   private allSessions(): RelaySession[] {
@@ -235,10 +252,33 @@ export class Operator extends EventEmitter {
         ? `${crPath}/namespaces/${namespace}/${RELAY_SESSION_PLURAL}`
         : `${crPath}/${RELAY_SESSION_PLURAL}`,
     }));
-    const enqueueSession = (session: RelaySession) =>
+    const enqueueSession = (session: RelaySession) => {
       this.enqueue(session.metadata?.namespace, session.metadata?.name);
+      // A pooled session's changes (new, finished, gone) are its pool's business too.
+      const pool = session.spec?.poolRef?.name;
+      if (pool && session.metadata?.namespace) this.poolQueue.add(`${session.metadata.namespace}/${pool}`);
+    };
     for (const event of ["add", "update", "delete", "resync"] as const)
       this.sessions.on(event, enqueueSession);
+    this.sessions.on("add", (session: RelaySession) => {
+      const uid = session.metadata?.uid;
+      if (!uid || this.arrivals.has(uid)) return;
+      this.arrivals.set(uid, { seq: this.arrivalSeq++, firstSeenMs: Date.now() });
+    });
+    this.sessions.on("delete", (session: RelaySession) => this.arrivals.delete(session.metadata?.uid ?? ""));
+
+    this.pools = createNamespacedInformers<RelayPool>(this.options.namespaces, (namespace) => ({
+      ...common,
+      name: `relaypools/${namespace ?? "*"}`,
+      path: namespace
+        ? `${crPath}/namespaces/${namespace}/${RELAY_POOL_PLURAL}`
+        : `${crPath}/${RELAY_POOL_PLURAL}`,
+    }));
+    for (const event of ["add", "update", "delete", "resync"] as const)
+      this.pools.on(event, (pool: RelayPool) => {
+        if (pool.metadata?.namespace && pool.metadata.name)
+          this.poolQueue.add(`${pool.metadata.namespace}/${pool.metadata.name}`);
+      });
 
     this.pods = createNamespacedInformers<V1Pod>(this.options.namespaces, (namespace) => ({
       ...common,
@@ -250,6 +290,8 @@ export class Operator extends EventEmitter {
     const enqueueOwner = (pod: V1Pod) => {
       const key = sessionKeyOfPod(pod);
       if (key) this.queue.add(key);
+      const pool = pod.metadata?.labels?.[LABEL_POOL];
+      if (pool && pod.metadata?.namespace) this.poolQueue.add(`${pod.metadata.namespace}/${pool}`);
     };
     for (const event of ["add", "update", "delete"] as const) this.pods.on(event, enqueueOwner);
     this.podsByOwner = new OwnerIndex(this.pods, podOwnerUid);
@@ -269,6 +311,7 @@ export class Operator extends EventEmitter {
       this.kubeConfig,
       this.options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS,
     );
+    const events = new EventRecorder({ kubeConfig, logger: this.log });
     const reconciler = new RelaySessionReconciler({
       kubeConfig,
       sessions: this.sessions!,
@@ -276,11 +319,13 @@ export class Operator extends EventEmitter {
         list: (namespace) => this.pods!.list(namespace),
         byOwner: (uid) => this.podsByOwner!.byOwner(uid),
       },
-      events: new EventRecorder({ kubeConfig, logger: this.log }),
+      events,
       relayImage: this.options.relayImage,
       relayDefaults: this.options.relayDefaults,
       logger: this.log,
+      pools: this.poolAccess(),
     });
+    this.startPoolWorkers(kubeConfig, events);
     void sweepOrphanPods({
       kubeConfig,
       pods: this.pods!.list(),
@@ -304,6 +349,56 @@ export class Operator extends EventEmitter {
         end();
       }
     });
+  }
+
+  /** What the session controller may ask of pools: the pool cache, idle pods, an allocation round. */
+  private poolAccess(): PoolAccess {
+    return {
+      get: (namespace, name) => this.pools!.get(namespace, name),
+      idleReadyPods: (namespace, name) =>
+        sortPoolPods(this.pods!.list(namespace), name, poolPodShapes(this.shapeOptions())).idleReady.length,
+      requestAllocation: (namespace, name) => this.poolQueue.add(`${namespace}/${name}`),
+    };
+  }
+
+  private shapeOptions() {
+    return {
+      kubeConfig: this.kubeConfig,
+      relayImage: this.options.relayImage,
+      ...(this.options.relayDefaults ? { relayDefaults: this.options.relayDefaults } : {}),
+    };
+  }
+
+  private startPoolWorkers(kubeConfig: KubeConfig, events: EventRecorder): void {
+    const reconciler = new RelayPoolReconciler({
+      kubeConfig,
+      pools: { get: (namespace, name) => this.pools!.get(namespace, name) },
+      pods: { list: (namespace) => this.pods!.list(namespace) },
+      sessions: {
+        list: (namespace) => this.sessions!.list(namespace),
+        get: (namespace, name) => this.sessions!.get(namespace, name),
+      },
+      shapes: poolPodShapes({ ...this.shapeOptions(), kubeConfig }),
+      arrival: (uid) => this.arrivals.get(uid),
+      events,
+      metrics: this.poolMetrics,
+      logger: this.log,
+    });
+    for (const pool of this.pools!.list())
+      if (pool.metadata?.namespace && pool.metadata.name)
+        this.poolQueue.add(`${pool.metadata.namespace}/${pool.metadata.name}`);
+    this.poolWorkersDone = this.poolQueue.run(
+      Math.max(1, Math.ceil(this.options.concurrency / 2)),
+      async (key) => {
+        try {
+          return await reconciler.reconcile(key);
+        } catch (err) {
+          if (isRequestTimeout(err)) dropPooledConnections(kubeConfig);
+          this.log.warn({ pool: key, err }, "pool reconcile failed; retrying with backoff");
+          throw err;
+        }
+      },
+    );
   }
 
   private async startHealthServer(): Promise<void> {

@@ -5,10 +5,15 @@
 
 import type { V1Pod } from "@kubernetes/client-node";
 import {
+  ANNOTATION_ALLOCATED_AT,
+  ANNOTATION_ALLOCATION_WAITED_SECONDS,
+  LABEL_POOL,
+  POOL_EXHAUSTED_REASON,
   READY_CONDITION,
   type RelaySession,
   type RelaySessionCondition,
   type RelaySessionPhase,
+  type RelaySessionStatus,
 } from "../../../crds/src/index.js";
 import { RELAY_CONTAINER } from "./labels.js";
 
@@ -39,6 +44,7 @@ export interface OperatorStatus {
   startTime?: string;
   completionTime?: string;
   restarts: number;
+  allocation?: NonNullable<RelaySessionStatus["allocation"]>;
 }
 
 /** What the reconciler decided this round, when it is more than "watch the current pod". */
@@ -49,6 +55,8 @@ export type Outcome =
   | { kind: "Replacing" }
   /** The apiserver refused to create the pod for a reason that may pass (quota, missing PriorityClass). */
   | { kind: "CreateFailed"; message: string }
+  /** A pooled session (spec.poolRef) waits for an idle warm pod of its pool. */
+  | { kind: "WaitingForPool"; reason: string; message: string }
   /** Final failure: the budget is spent, or the failure cannot be retried. */
   | { kind: "Failed"; failure: Failure; budgetExhausted: boolean; restartBudget: number }
   | { kind: "Succeeded"; at: Date };
@@ -377,6 +385,15 @@ function assessOutcome(session: RelaySession, pod: V1Pod | undefined, outcome: O
         degraded: notDegraded,
       };
     }
+    case "WaitingForPool": {
+      return {
+        phase: "Pending",
+        ready: condition(READY_CONDITION, "False", outcome.reason, outcome.message),
+        scheduled,
+        progressing: condition(PROGRESSING_CONDITION, "True", outcome.reason, outcome.message),
+        degraded: notDegraded,
+      };
+    }
     case "Failed": {
       const reason = outcome.budgetExhausted ? "RestartBudgetExhausted" : outcome.failure.reason;
       const message = outcome.budgetExhausted
@@ -455,6 +472,8 @@ export function computeStatus(input: StatusInput): ComputedStatus {
     : undefined;
   const startTime = previous.startTime ?? (podStarted ? formatTime(podStarted) : undefined);
   if (startTime) status.startTime = startTime;
+  const allocation = (pod && allocationOfPod(pod)) || previous.allocation;
+  if (allocation) status.allocation = allocation;
   if (outcome?.kind === "Failed")
     status.completionTime = previous.completionTime ?? formatTime(outcome.failure.at);
   if (outcome?.kind === "Succeeded")
@@ -464,6 +483,23 @@ export function computeStatus(input: StatusInput): ComputedStatus {
   if (assessment.recheckAfterMs !== undefined) result.recheckAfterMs = assessment.recheckAfterMs;
   return result;
 }
+
+/** status.allocation for a warm pool pod claimed for the session (from what the claim wrote on it). */
+export function allocationOfPod(pod: V1Pod): OperatorStatus["allocation"] | undefined {
+  const pool = pod.metadata?.labels?.[LABEL_POOL];
+  const allocatedAt = pod.metadata?.annotations?.[ANNOTATION_ALLOCATED_AT];
+  if (!pool || !allocatedAt) return undefined;
+  const allocation: NonNullable<OperatorStatus["allocation"]> = {
+    pool,
+    podName: pod.metadata?.name ?? "",
+    allocationTime: allocatedAt,
+  };
+  const waited = Number(pod.metadata?.annotations?.[ANNOTATION_ALLOCATION_WAITED_SECONDS]);
+  if (Number.isFinite(waited) && waited >= 0) allocation.waitedSeconds = waited;
+  return allocation;
+}
+
+export { POOL_EXHAUSTED_REASON };
 
 /** The operator-owned fields of a stored status, in OperatorStatus shape, to compare with a computed one. */
 export function operatorOwnedStatus(session: RelaySession): Partial<OperatorStatus> {

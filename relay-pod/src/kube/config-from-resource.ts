@@ -20,6 +20,11 @@ export class SessionSpecError extends Error {}
 export interface PodSessionSettings {
   iceAddresses?: string[];
   insecureTls?: boolean;
+  /**
+   * ComfyStream of a pool pod (`run --pool-pod --comfystream URL`): a pooled session's spec names a
+   * RelayPool (spec.poolRef) instead of a ComfyStream, and the pod already knows its own.
+   */
+  comfystreamUrl?: string;
   queueCapacities?: Partial<QueueCapacities>;
 }
 
@@ -78,7 +83,10 @@ export function sessionConfigFromResource(
     outputUrl,
     ...(spec.trickle.controlUrl ? { controlUrl: spec.trickle.controlUrl } : {}),
     ...(spec.trickle.eventsUrl ? { eventsUrl: spec.trickle.eventsUrl } : {}),
-    comfystreamUrl: comfystreamUrlFromSpec(spec),
+    comfystreamUrl:
+      spec.comfystream === undefined && settings.comfystreamUrl
+        ? settings.comfystreamUrl
+        : comfystreamUrlFromSpec(spec),
     prompts: promptsFromSpec(spec.prompts),
     ...(spec.width !== undefined ? { width: spec.width } : {}),
     ...(spec.height !== undefined ? { height: spec.height } : {}),
@@ -95,7 +103,7 @@ export function sessionConfigFromResource(
     ...(settings.insecureTls !== undefined ? { insecureTls: settings.insecureTls } : {}),
     ...(settings.queueCapacities ? { queueCapacities: settings.queueCapacities } : {}),
   });
-  const offerTimeoutSeconds = spec.comfystream.offerTimeoutSeconds ?? DEFAULT_OFFER_TIMEOUT_SECONDS;
+  const offerTimeoutSeconds = spec.comfystream?.offerTimeoutSeconds ?? DEFAULT_OFFER_TIMEOUT_SECONDS;
   return { config, offerTimeoutMs: offerTimeoutSeconds * 1000, notes };
 }
 
@@ -107,8 +115,8 @@ export function comfystreamUrlFromSpec(spec: Pick<RelaySessionSpec, "comfystream
   if (hasUrl === hasSidecar) {
     throw new SessionSpecError("spec.comfystream: exactly one of url and sidecar must be set");
   }
-  if (hasUrl) return comfystream.url!;
-  return `http://127.0.0.1:${comfystream.sidecar!.port ?? DEFAULT_SIDECAR_PORT}`;
+  if (hasUrl) return comfystream!.url!;
+  return `http://127.0.0.1:${comfystream!.sidecar!.port ?? DEFAULT_SIDECAR_PORT}`;
 }
 
 /**
