@@ -47,6 +47,9 @@ export interface Allocation {
   waitedSeconds: number;
 }
 
+/** Claims in flight at once: enough to hide the round trip, few enough not to swamp the apiserver. */
+const CLAIM_PARALLELISM = 16;
+
 /** How long a claim is trusted over a cache that does not show it yet. */
 const CLAIM_MEMORY_MS = 60_000;
 
@@ -98,8 +101,10 @@ export class Allocator {
   }
 
   /**
-   * Claims idle pods (in order) for sessions (in order) until either runs out. A claim refused
-   * because the pod changed (409) or vanished (404) moves on to the next pod for the same session.
+   * Claims idle pods (in order) for sessions (in order) until either runs out. The claims of one
+   * round go out together (at most CLAIM_PARALLELISM at a time): session i gets idle pod i. A claim
+   * refused because the pod changed (409) or vanished (404) puts its session into the next round,
+   * on the pods nobody has tried yet, still oldest session first.
    */
   async allocate(
     waiting: readonly RelaySession[],
@@ -108,22 +113,24 @@ export class Allocator {
     onConflict: () => void,
   ): Promise<Allocation[]> {
     const done: Allocation[] = [];
+    let sessions = [...waiting];
     let next = 0;
-    for (const session of waiting) {
-      while (next < idle.length) {
-        const pod = idle[next++]!;
-        const claimed = await this.tryClaim(session, pod);
-        if (claimed) {
-          done.push(claimed);
-          break;
-        }
+    while (sessions.length > 0 && next < idle.length) {
+      const pairs = sessions.slice(0, idle.length - next).map((session) => ({ session, pod: idle[next++]! }));
+      const results = await mapLimited(pairs, CLAIM_PARALLELISM, ({ session, pod }) =>
+        this.tryClaim(session, pod),
+      );
+      const lost: RelaySession[] = [];
+      results.forEach((result, i) => {
+        if (result) return void done.push(result);
         onConflict();
         log.debug(
-          { pod: pod.metadata?.name, session: session.metadata.name },
-          "claim lost; trying the next pod",
+          { pod: pairs[i]!.pod.metadata?.name, session: pairs[i]!.session.metadata.name },
+          "claim lost",
         );
-      }
-      if (next >= idle.length) break;
+        lost.push(pairs[i]!.session);
+      });
+      sessions = [...lost, ...sessions.slice(pairs.length)];
     }
     return done;
   }
@@ -176,4 +183,22 @@ export class Allocator {
 
 function isFinishedPod(pod: V1Pod): boolean {
   return pod.status?.phase === "Succeeded" || pod.status?.phase === "Failed";
+}
+
+/** `fn` over `items` with at most `limit` calls in flight; results in the order of `items`. */
+async function mapLimited<T, R>(
+  items: readonly T[],
+  limit: number,
+  fn: (item: T) => Promise<R>,
+): Promise<R[]> {
+  const results = new Array<R>(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const index = next++;
+      results[index] = await fn(items[index]!);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return results;
 }

@@ -280,6 +280,9 @@ export class PodLifecycle {
       }
     }
     this.pools?.requestAllocation(namespace, poolName);
+    // An idle pod is there: the pool controller's claim follows (a pod event brings us back); the
+    // session is not waiting on an exhausted pool, so no PoolExhausted status is written.
+    if (pool && (this.pools?.idleReadyPods(namespace, poolName) ?? 0) > 0) return { requeueAfterMs: 2000 };
     const outcome = waitingOutcome(session, pool);
     if (
       (await this.status.write(session, computeStatus({ session, now, outcome }).status, log)) ===

@@ -166,12 +166,13 @@ Two forms:
       The session is described by the options.
   trickle-relay run --session NAMESPACE/NAME
       The session is described by the spec of a RelaySession (how the operator runs its pods).
-  trickle-relay run --pool-pod --pool-comfystream URL [--warmup-seconds N]
-      A warm RelayPool pod: warms up, then waits until the operator claims it for a session,
-      which then runs as with --session.
       Its spec.prompts edits reach ComfyStream live; status.relay is written at most once a second
       and on state changes. Only pod-side options combine with it: --ice-address, --queue-*,
-      --insecure, --status-interval.
+      --insecure, --status-interval, --pool-comfystream (for a session that names a RelayPool).
+  trickle-relay run --pool-pod --pool-comfystream URL [--warmup-seconds N]
+      A warm RelayPool pod (how the operator runs pool pods): warms up, answers /readyz on
+      --ready-port once warm, waits until the operator claims the pod for a session, then runs
+      that session as --session does.
 
 Exit codes: 0 the input ended (or the session was stopped: SIGTERM/SIGINT, RelaySession deleted),
 1 the session failed, 2 bad options or (with --session) the RelaySession is missing, unreadable
