@@ -13,12 +13,22 @@
  *    pods, none lost;
  * 3. `kubectl scale rlp` up and down: scale-down removes idle pods and never an allocated one;
  *    the autoscaler buffer keeps idle pods on top of the allocated ones;
- * 4. `kubectl wait --for=condition=Ready rls/X` returns for a pooled session once media flows.
+ * 4. a warm pod crashing while idle is replaced; one crashing while allocated restarts its session
+ *    (restart budget) on a new warm pod;
+ * 5. `onExhausted: cold` starts a per-session pod from the pool's template;
+ * 6. the example manifest is valid, and comfystream + poolRef together are refused;
+ * 7. `kubectl wait --for=condition=Ready rls/X` returns for a pooled session once media flows.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { CustomObjectsApi, KubeConfig, PatchStrategy, setHeaderOptions } from "@kubernetes/client-node";
+import {
+  CustomObjectsApi,
+  KubeConfig,
+  PatchStrategy,
+  setHeaderOptions,
+  type V1Pod,
+} from "@kubernetes/client-node";
 import { resolveEnvtestAssets, startControlPlane, type ControlPlane } from "../../infra/apiserver.js";
 import { repoRoot, startOperator, waitFor, type OperatorProcess } from "../operator-harness.js";
 import {
@@ -224,6 +234,75 @@ describe("RelayPool (real apiserver, operator binary, stand-in kubelet)", { skip
       const s = (await kubectl.pool(ns, "gpu")).status;
       return s?.allocatedReplicas === 7 && s.readyReplicas === 1 && s.desiredReplicas === 8;
     });
+  });
+
+  test("crashes: an idle pod is replaced; an allocated one restarts its session on a new warm pod", async () => {
+    const ns = "pool-crash";
+    const kubelet = await setUp(ns);
+    await operator(ns);
+    await kubectl.ok(["apply", "-f", "-"], poolYaml(ns, "gpu", { replicas: 2 }));
+    await waitPoolReady(ns, "gpu", 2);
+    const idle = (await kubectl.pods(ns, "gpu")).map((p) => p.metadata!);
+    await kubelet.exit(idle[0]!.name!, 1);
+    await waitFor("the crashed idle pod replaced", 30_000, async () => {
+      const pods = await kubectl.pods(ns, "gpu");
+      const live = pods.filter((p) => p.status?.phase === "Running" && !p.metadata?.deletionTimestamp);
+      return live.length === 2 && !pods.some((p) => p.metadata?.uid === idle[0]!.uid);
+    });
+    await waitPoolReady(ns, "gpu", 2);
+
+    await kubectl.ok(["apply", "-f", "-"], pooledSessionsYaml(ns, "gpu", ["c"]));
+    const first = await waitFor(
+      "allocated",
+      30_000,
+      async () => claimsOf(await kubectl.pods(ns, "gpu")).get("c")?.[0],
+    );
+    await kubelet.exit(first, 1);
+    const second = await waitFor("restarted on another warm pod", 60_000, async () => {
+      const held = claimsOf(await kubectl.pods(ns, "gpu")).get("c");
+      return held?.length === 1 && held[0] !== first ? held[0] : undefined;
+    });
+    const pod = (await kubectl.pods(ns, "gpu")).find((p) => p.metadata?.name === second)!;
+    assert.equal(pod.metadata?.labels?.["trickle-relay.io/attempt"], "1", "the new pod serves attempt 1");
+    const session = (await kubectl.sessions(ns)).find((s) => s.metadata.name === "c")!;
+    assert.equal(session.status?.restarts, 1, "one restart counted against the budget");
+  });
+
+  test("onExhausted: cold starts a per-session pod from the pool's template", async () => {
+    const ns = "pool-cold";
+    await setUp(ns);
+    await operator(ns);
+    await kubectl.ok(["apply", "-f", "-"], poolYaml(ns, "gpu", { replicas: 0 }));
+    await kubectl.ok(["apply", "-f", "-"], pooledSessionsYaml(ns, "gpu", ["cold"], "cold"));
+    const pod = await waitFor("a cold pod", 30_000, async () => {
+      const out = await kubectl.ok(["get", "pods", "-n", ns, "-o", "json"]);
+      return (JSON.parse(out) as { items: V1Pod[] }).items.find((p) => p.metadata?.name === "cold-relay-0");
+    });
+    const args = pod.spec!.containers[0]!.args!;
+    assert.deepEqual(args.slice(0, 3), ["run", "--session", `${ns}/cold`]);
+    assert.deepEqual(args.slice(3), ["--pool-comfystream", "http://127.0.0.1:9"], "the pool's ComfyStream");
+    assert.equal(pod.metadata?.labels?.["trickle-relay.io/pool"], undefined, "not a pool pod");
+  });
+
+  test("crds/examples/pool-gpu.yaml is accepted by the apiserver", async () => {
+    await kubectl.ok(["create", "namespace", "pool-example"]);
+    const out = await kubectl.ok([
+      "apply",
+      "--dry-run=server",
+      "-n",
+      "pool-example",
+      "-f",
+      join(repoRoot, "crds/examples/pool-gpu.yaml"),
+    ]);
+    assert.match(out, /relaypool.trickle-relay.io\/gpu created \(server dry run\)/);
+    assert.match(out, /relaysession.trickle-relay.io\/pooled created \(server dry run\)/);
+    const bad = await cp.kubectl(["apply", "--dry-run=server", "-n", "pool-example", "-f", "-"], {
+      input: pooledSessionsYaml("pool-example", "gpu", ["both"]).replace(
+        "  poolRef:",
+        '  comfystream: {url: "http://127.0.0.1:9"}\n  poolRef:',
+      ),
+    });
+    assert.notEqual(bad.code, 0, "comfystream and poolRef together are refused");
   });
 
   test("kubectl wait --for=condition=Ready works for a pooled session", async () => {
