@@ -152,7 +152,8 @@ export class RelaySessionReconciler {
     now: Date,
     log: Logger,
   ): Promise<ReconcileResult | void> {
-    await this.rbac.ensure(cached);
+    // A warm pool pod runs as its pool's ServiceAccount: only a session that may go cold needs its own.
+    if (!cached.spec.poolRef || cached.spec.poolRef.onExhausted === "cold") await this.rbac.ensure(cached);
     if (isTerminalPhase(cached.status?.phase)) return this.reconcileFinished(cached, now, log);
     const poolRef = cached.spec.poolRef;
     const pool = poolRef && this.pools?.get(cached.metadata.namespace ?? "default", poolRef.name);
