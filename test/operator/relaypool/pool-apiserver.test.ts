@@ -9,8 +9,9 @@
  * 1. 50 sessions at once against a 10-pod pool: exactly 10 allocated, no pod twice, 40 Pending with
  *    PoolExhausted; as allocated sessions end, the pool refills and the next sessions in creation
  *    order get the new pods;
- * 2. the operator SIGKILLed mid-allocation and restarted: no pod claimed twice, no session with two
- *    pods, none lost;
+ * 2. the operator SIGKILLed mid-allocation and restarted, and two replicas under leader election
+ *    with the leader SIGKILLed mid-allocation: no pod claimed twice, no session with two pods, none
+ *    lost, first come first served kept;
  * 3. `kubectl scale rlp` up and down: scale-down removes idle pods and never an allocated one;
  *    the autoscaler buffer keeps idle pods on top of the allocated ones;
  * 4. a warm pod crashing while idle is replaced; one crashing while allocated restarts its session
@@ -188,6 +189,57 @@ describe("RelayPool (real apiserver, operator binary, stand-in kubelet)", { skip
     assert.equal(sessions.length, 30, "no session lost");
     // How far the first operator got depends on timing; the claims it made must have survived.
     t.diagnostic(`claims when the first operator was killed: ${atKill} of 20`);
+  });
+
+  test("two replicas with leader election: the leader is SIGKILLed mid-allocation, the standby finishes it", async (t) => {
+    const ns = "pool-election";
+    await setUp(ns);
+    const args = [
+      "--leader-elect",
+      ...["--leader-election-namespace", ns, "--leader-election-id", "pool-lease"],
+      ...["--lease-duration", "4", "--renew-deadline", "3", "--retry-period", "1"],
+      ...["--namespace", ns],
+    ];
+    const replica = async (id: string) => {
+      const op = await startOperator({
+        name: id,
+        kubeconfigPath: cp.kubeconfigPath,
+        args,
+        env: { POD_NAME: id },
+      });
+      operators.push(op);
+      await op.waitReady(60_000);
+      return op;
+    };
+    const [a, b] = await Promise.all([replica("replica-a"), replica("replica-b")]);
+    const leader = await waitFor("a leader", 30_000, async () => {
+      for (const op of [a, b]) if ((await op.metric("trickle_relay_operator_leader")) === 1) return op;
+      return undefined;
+    });
+    const standby = leader === a ? b : a;
+    await kubectl.ok(["apply", "-f", "-"], poolYaml(ns, "gpu", { replicas: 15 }));
+    await waitPoolReady(ns, "gpu", 15);
+    await kubectl.ok(["apply", "-f", "-"], pooledSessionsYaml(ns, "gpu", names("e", 20)));
+    await waitFor("first claim", 30_000, async () => claimsOf(await kubectl.pods(ns, "gpu")).size > 0, 20);
+    await leader.kill("SIGKILL");
+    t.diagnostic(`claims when the leader was killed: ${claimsOf(await kubectl.pods(ns, "gpu")).size} of 15`);
+
+    await waitFor(
+      "the standby leads",
+      30_000,
+      async () => (await standby.metric("trickle_relay_operator_leader")) === 1,
+    );
+    const claims = await waitFor("15 allocated by the new leader", 60_000, async () => {
+      const current = claimsOf(await kubectl.pods(ns, "gpu"));
+      return current.size === 15 ? current : undefined;
+    });
+    for (const [session, held] of claims) assert.equal(held.length, 1, `${session} holds one pod: ${held}`);
+    assert.equal(new Set([...claims.values()].flat()).size, 15, "no pod claimed twice");
+    assert.deepEqual([...claims.keys()].sort(), names("e", 20).slice(0, 15), "first come, first served");
+    await waitFor("the other 5 wait", 30_000, async () => {
+      const all = await kubectl.sessions(ns);
+      return all.filter((s) => readyReason(s) === "PoolExhausted").length === 5;
+    });
   });
 
   test("kubectl scale up and down spares allocated pods; the buffer autoscaler keeps idle pods", async () => {
