@@ -13,10 +13,12 @@
 import type { V1Pod } from "@kubernetes/client-node";
 import {
   ANNOTATION_ALLOCATED_AT,
+  ANNOTATION_ALLOCATION_WAITED_SECONDS,
   LABEL_POOL,
   POOL_EXHAUSTED_REASON,
   type RelayPool,
   type RelaySession,
+  type RelaySessionStatus,
 } from "../../../crds/src/index.js";
 
 /** What the session controller may ask of the pools (the pool informer and the pool controller). */
@@ -72,4 +74,19 @@ export function waitingOutcome(session: RelaySession, pool: RelayPool | undefine
     reason: POOL_EXHAUSTED_REASON,
     message: `waiting for an idle warm pod of RelayPool ${poolName} (first come, first served)`,
   };
+}
+
+/** status.allocation for a warm pool pod claimed for the session (from what the claim wrote on it). */
+export function allocationOfPod(pod: V1Pod): RelaySessionStatus["allocation"] | undefined {
+  const pool = pod.metadata?.labels?.[LABEL_POOL];
+  const allocatedAt = pod.metadata?.annotations?.[ANNOTATION_ALLOCATED_AT];
+  if (!pool || !allocatedAt) return undefined;
+  const allocation: NonNullable<RelaySessionStatus["allocation"]> = {
+    pool,
+    podName: pod.metadata?.name ?? "",
+    allocationTime: allocatedAt,
+  };
+  const waited = Number(pod.metadata?.annotations?.[ANNOTATION_ALLOCATION_WAITED_SECONDS]);
+  if (Number.isFinite(waited) && waited >= 0) allocation.waitedSeconds = waited;
+  return allocation;
 }

@@ -5,9 +5,6 @@
 
 import type { V1Pod } from "@kubernetes/client-node";
 import {
-  ANNOTATION_ALLOCATED_AT,
-  ANNOTATION_ALLOCATION_WAITED_SECONDS,
-  LABEL_POOL,
   POOL_EXHAUSTED_REASON,
   READY_CONDITION,
   type RelaySession,
@@ -16,6 +13,7 @@ import {
   type RelaySessionStatus,
 } from "../../../crds/src/index.js";
 import { RELAY_CONTAINER } from "./labels.js";
+import { allocationOfPod } from "./pooled-session.js";
 
 /** A relay report older than this (relay writes ≥ 1/s while running) marks the session Degraded. */
 export const DEFAULT_REPORT_STALE_AFTER_MS = 30_000;
@@ -482,21 +480,6 @@ export function computeStatus(input: StatusInput): ComputedStatus {
   const result: ComputedStatus = { status };
   if (assessment.recheckAfterMs !== undefined) result.recheckAfterMs = assessment.recheckAfterMs;
   return result;
-}
-
-/** status.allocation for a warm pool pod claimed for the session (from what the claim wrote on it). */
-export function allocationOfPod(pod: V1Pod): OperatorStatus["allocation"] | undefined {
-  const pool = pod.metadata?.labels?.[LABEL_POOL];
-  const allocatedAt = pod.metadata?.annotations?.[ANNOTATION_ALLOCATED_AT];
-  if (!pool || !allocatedAt) return undefined;
-  const allocation: NonNullable<OperatorStatus["allocation"]> = {
-    pool,
-    podName: pod.metadata?.name ?? "",
-    allocationTime: allocatedAt,
-  };
-  const waited = Number(pod.metadata?.annotations?.[ANNOTATION_ALLOCATION_WAITED_SECONDS]);
-  if (Number.isFinite(waited) && waited >= 0) allocation.waitedSeconds = waited;
-  return allocation;
 }
 
 export { POOL_EXHAUSTED_REASON };

@@ -85,6 +85,26 @@ describe("RelayPool (real apiserver, operator binary, stand-in kubelet)", { skip
     return op;
   }
 
+  /** Pooled sessions created one after another, 30 ms apart (as from a gateway), in the background. */
+  async function createOneByOne(ns: string, sessionNames: string[]): Promise<void> {
+    const custom = kc.makeApiClient(CustomObjectsApi);
+    for (const name of sessionNames) {
+      await custom.createNamespacedCustomObject({
+        group: "trickle-relay.io",
+        version: "v1alpha1",
+        namespace: ns,
+        plural: "relaysessions",
+        body: {
+          apiVersion: "trickle-relay.io/v1alpha1",
+          kind: "RelaySession",
+          metadata: { name },
+          spec: { trickle: { inputUrl: `http://127.0.0.1:9/live/${name}` }, poolRef: { name: "gpu" } },
+        },
+      });
+      await new Promise((resolve) => setTimeout(resolve, 30));
+    }
+  }
+
   async function waitPoolReady(namespace: string, pool: string, ready: number): Promise<void> {
     await waitFor(`${pool}: ${ready} ready`, 60_000, async () => {
       const status = (await kubectl.pool(namespace, pool)).status;
@@ -166,12 +186,16 @@ describe("RelayPool (real apiserver, operator binary, stand-in kubelet)", { skip
     const first = await operator(ns, "first");
     await kubectl.ok(["apply", "-f", "-"], poolYaml(ns, "gpu", { replicas: 20 }));
     await waitPoolReady(ns, "gpu", 20);
+    // Sessions arrive one after another (as from a gateway), so that the kill lands while the
+    // operator is still handing out pods: some claimed, some not yet, one possibly in flight.
     const sessionNames = names("k", 30);
-    await kubectl.ok(["apply", "-f", "-"], pooledSessionsYaml(ns, "gpu", sessionNames));
-    // Kill as soon as the first claims land, while the rest of the round is in flight.
-    await waitFor("first claim", 30_000, async () => claimsOf(await kubectl.pods(ns, "gpu")).size > 0, 20);
+    const creating = createOneByOne(ns, sessionNames);
+    await waitFor("3 claims", 30_000, async () => claimsOf(await kubectl.pods(ns, "gpu")).size >= 3, 20);
     await first.kill("SIGKILL");
     const atKill = claimsOf(await kubectl.pods(ns, "gpu")).size;
+    t.diagnostic(`claims when the first operator was killed: ${atKill} of 20`);
+    assert.ok(atKill < 20, `killed mid-allocation (${atKill} of 20 claimed)`);
+    await creating;
 
     await operator(ns, "second");
     const claims = await waitFor("20 allocated after the restart", 60_000, async () => {
@@ -180,6 +204,7 @@ describe("RelayPool (real apiserver, operator binary, stand-in kubelet)", { skip
     });
     for (const [session, held] of claims) assert.equal(held.length, 1, `${session} holds one pod: ${held}`);
     assert.equal(new Set([...claims.values()].flat()).size, 20, "no pod claimed twice");
+    assert.deepEqual([...claims.keys()].sort(), sessionNames.slice(0, 20), "first come, first served");
     const sessions = await waitFor("every session allocated or waiting", 30_000, async () => {
       const all = await kubectl.sessions(ns);
       const waiting = all.filter((s) => readyReason(s) === "PoolExhausted").length;
@@ -187,8 +212,6 @@ describe("RelayPool (real apiserver, operator binary, stand-in kubelet)", { skip
       return waiting === 10 && allocated === 20 ? all : undefined;
     });
     assert.equal(sessions.length, 30, "no session lost");
-    // How far the first operator got depends on timing; the claims it made must have survived.
-    t.diagnostic(`claims when the first operator was killed: ${atKill} of 20`);
   });
 
   test("two replicas with leader election: the leader is SIGKILLed mid-allocation, the standby finishes it", async (t) => {
@@ -219,10 +242,13 @@ describe("RelayPool (real apiserver, operator binary, stand-in kubelet)", { skip
     const standby = leader === a ? b : a;
     await kubectl.ok(["apply", "-f", "-"], poolYaml(ns, "gpu", { replicas: 15 }));
     await waitPoolReady(ns, "gpu", 15);
-    await kubectl.ok(["apply", "-f", "-"], pooledSessionsYaml(ns, "gpu", names("e", 20)));
-    await waitFor("first claim", 30_000, async () => claimsOf(await kubectl.pods(ns, "gpu")).size > 0, 20);
+    const creating = createOneByOne(ns, names("e", 20));
+    await waitFor("3 claims", 30_000, async () => claimsOf(await kubectl.pods(ns, "gpu")).size >= 3, 20);
     await leader.kill("SIGKILL");
-    t.diagnostic(`claims when the leader was killed: ${claimsOf(await kubectl.pods(ns, "gpu")).size} of 15`);
+    const atKill = claimsOf(await kubectl.pods(ns, "gpu")).size;
+    t.diagnostic(`claims when the leader was killed: ${atKill} of 15`);
+    assert.ok(atKill < 15, `killed mid-allocation (${atKill} of 15 claimed)`);
+    await creating;
 
     await waitFor(
       "the standby leads",
