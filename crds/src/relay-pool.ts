@@ -128,7 +128,7 @@ export const relayPoolSpecSchema = object(
     autoscale,
     recycle: boolean({
       description:
-        "false: a pod whose session ended is deleted and the pool refills (ComfyStream keeps state per peer). true: the pod returns to idle after a clean end instead.",
+        "false: a pod whose session ended is deleted and the pool refills (ComfyStream keeps state per peer). true is meant to return the pod to idle after a clean end and a health check; it is not implemented yet, so pods are replaced either way.",
       default: false,
     }),
   },

@@ -168,6 +168,18 @@ describe("RelayPool (real apiserver, operator binary, stand-in kubelet)", { skip
     for (const s of ended) assert.equal(s.status?.phase, "Succeeded", `${s.metadata.name} Succeeded`);
     pods = await kubectl.pods(ns, "gpu");
     assert.equal(new Set([...claimsOf(pods).values()].flat()).size, 10, "still no pod twice");
+    // Kubernetes Events a user reads with kubectl: allocation on the session, exhaustion and refill on the pool.
+    await waitFor("Events", 30_000, async () => {
+      const events = await kubectl.ok(["get", "events", "-n", ns, "-o", "json"]);
+      const seen = (
+        JSON.parse(events) as { items: Array<{ reason: string; involvedObject: { kind: string } }> }
+      ).items;
+      const has = (kind: string, reason: string) =>
+        seen.some((e) => e.involvedObject.kind === kind && e.reason === reason);
+      return (
+        has("RelaySession", "Allocated") && has("RelayPool", "PoolExhausted") && has("RelayPool", "Refill")
+      );
+    });
     const metrics = await op.metrics();
     assert.match(
       metrics,
