@@ -208,7 +208,12 @@ export function desiredRelayPod(session: RelaySession, options: DesiredPodOption
       `${namespace}/${name}`,
       // A cold pod of a pooled session: its spec names the pool, whose template gave the ComfyStream.
       ...(session.spec.poolRef && session.spec.comfystream
-        ? ["--pool-comfystream", comfystreamUrlOfSpec(session.spec.comfystream)]
+        ? [
+            "--pool-comfystream",
+            comfystreamUrlOfSpec(session.spec.comfystream),
+            "--pool-offer-timeout",
+            String(session.spec.comfystream.offerTimeoutSeconds ?? 300),
+          ]
         : []),
     ],
     env: [

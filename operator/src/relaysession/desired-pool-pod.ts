@@ -111,6 +111,8 @@ export function desiredPoolPod(pool: RelayPool, index: number, options: PoolPodO
       "--pool-pod",
       "--pool-comfystream",
       comfystreamUrlOfSpec(template.comfystream),
+      "--pool-offer-timeout",
+      String(template.comfystream.offerTimeoutSeconds ?? 300),
       "--warmup-seconds",
       String(warmup.durationSeconds ?? 3),
       "--width",

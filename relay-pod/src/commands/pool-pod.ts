@@ -16,6 +16,8 @@ import { POOL_POD_STATES, type PoolPodState } from "../../../crds/src/index.js";
 
 export interface PoolPodOptions {
   comfystreamUrl: string;
+  /** The pool's offer timeout (spec.template.comfystream.offerTimeoutSeconds). */
+  offerTimeoutSeconds?: number;
   warmupSeconds: number;
   /** Longest wait for ComfyStream to answer at all (image pulls are done; its start is not). */
   warmupTimeoutMs: number;
@@ -70,6 +72,7 @@ export async function runPoolPod(options: PoolPodOptions): Promise<number> {
       logger: options.logger,
       settings: {
         comfystreamUrl: options.comfystreamUrl,
+        ...(options.offerTimeoutSeconds ? { offerTimeoutSeconds: options.offerTimeoutSeconds } : {}),
         iceAddresses: options.session.iceAddresses ?? [],
         insecureTls: options.session.insecureTls ?? false,
         ...(options.session.queueCapacities ? { queueCapacities: options.session.queueCapacities } : {}),

@@ -146,6 +146,11 @@ export function registerRun(program: Command): void {
       parseHttpUrl,
     )
     .option(
+      "--pool-offer-timeout <seconds>",
+      "how long the pool's ComfyStream may take to answer an offer (with --pool-comfystream; default 300)",
+      parsePositiveInteger,
+    )
+    .option(
       "--warmup-seconds <seconds>",
       "--pool-pod: length of the synthetic warm-up stream through ComfyStream (0: only wait until it answers)",
       parseNonNegativeInteger,
@@ -188,6 +193,7 @@ or its spec unusable.`,
       const { runPoolPod } = await import("./pool-pod.js");
       process.exitCode = await runPoolPod({
         comfystreamUrl: opts.poolComfystream as string,
+        ...(opts.poolOfferTimeout ? { offerTimeoutSeconds: opts.poolOfferTimeout as number } : {}),
         warmupSeconds: opts.warmupSeconds as number,
         warmupTimeoutMs: 900_000,
         readyPort: opts.readyPort as number,
@@ -259,6 +265,7 @@ async function runResourceForm(
       iceAddresses: podOptions.iceAddresses ?? [],
       insecureTls: podOptions.insecureTls ?? false,
       ...(opts.poolComfystream ? { comfystreamUrl: opts.poolComfystream as string } : {}),
+      ...(opts.poolOfferTimeout ? { offerTimeoutSeconds: opts.poolOfferTimeout as number } : {}),
       ...(podOptions.queueCapacities ? { queueCapacities: podOptions.queueCapacities } : {}),
     },
     logStatus: (status) => logger.info({ status: summary(status) }, "status"),

@@ -25,6 +25,8 @@ export interface PodSessionSettings {
    * RelayPool (spec.poolRef) instead of a ComfyStream, and the pod already knows its own.
    */
   comfystreamUrl?: string;
+  /** The pool's spec.template.comfystream.offerTimeoutSeconds, with comfystreamUrl. */
+  offerTimeoutSeconds?: number;
   queueCapacities?: Partial<QueueCapacities>;
 }
 
@@ -103,7 +105,8 @@ export function sessionConfigFromResource(
     ...(settings.insecureTls !== undefined ? { insecureTls: settings.insecureTls } : {}),
     ...(settings.queueCapacities ? { queueCapacities: settings.queueCapacities } : {}),
   });
-  const offerTimeoutSeconds = spec.comfystream?.offerTimeoutSeconds ?? DEFAULT_OFFER_TIMEOUT_SECONDS;
+  const offerTimeoutSeconds =
+    spec.comfystream?.offerTimeoutSeconds ?? settings.offerTimeoutSeconds ?? DEFAULT_OFFER_TIMEOUT_SECONDS;
   return { config, offerTimeoutMs: offerTimeoutSeconds * 1000, notes };
 }
 

@@ -370,7 +370,11 @@ describe("RelayPool (real apiserver, operator binary, stand-in kubelet)", { skip
     });
     const args = pod.spec!.containers[0]!.args!;
     assert.deepEqual(args.slice(0, 3), ["run", "--session", `${ns}/cold`]);
-    assert.deepEqual(args.slice(3), ["--pool-comfystream", "http://127.0.0.1:9"], "the pool's ComfyStream");
+    assert.deepEqual(
+      args.slice(3),
+      ["--pool-comfystream", "http://127.0.0.1:9", "--pool-offer-timeout", "300"],
+      "the pool's ComfyStream and its offer timeout",
+    );
     assert.equal(pod.metadata?.labels?.["trickle-relay.io/pool"], undefined, "not a pool pod");
   });
 
