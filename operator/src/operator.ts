@@ -7,7 +7,7 @@
  */
 import { EventEmitter } from "node:events";
 import { hostname } from "node:os";
-import type { KubeConfig, V1Pod } from "@kubernetes/client-node";
+import { ApiException, CustomObjectsApi, type KubeConfig, type V1Pod } from "@kubernetes/client-node";
 import Fastify, { type FastifyInstance } from "fastify";
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import {
@@ -152,8 +152,9 @@ export class Operator extends EventEmitter {
   async start(): Promise<void> {
     await this.startHealthServer();
     if (this.options.metricsPort > 0) await this.startMetricsServer();
-    this.createInformers();
-    await Promise.all([this.sessions!.start(), this.pods!.start(), this.pools!.start()]);
+    const poolsServed = await this.relayPoolsServed();
+    this.createInformers(poolsServed);
+    await Promise.all([this.sessions!.start(), this.pods!.start(), this.pools?.start()]);
     this.log.info(
       { namespaces: this.options.namespaces.length ? this.options.namespaces : "all" },
       "caches synced",
@@ -227,14 +228,47 @@ export class Operator extends EventEmitter {
   }
 
   private synced(): boolean {
-    return this.sessions?.synced === true && this.pods?.synced === true && this.pools?.synced === true;
+    return this.sessions?.synced === true && this.pods?.synced === true && this.pools?.synced !== false;
   }
 
   private allSessions(): RelaySession[] {
     return this.sessions?.list() ?? [];
   }
 
-  private createInformers(): void {
+  /**
+   * Whether the apiserver serves RelayPools. A cluster that still has only the RelaySession CRD (the
+   * operator upgraded before `kubectl apply -f crds/`) must keep running sessions: its pool informer
+   * would never sync, and /readyz would never pass. The same for RBAC from an older chart (403).
+   * Any other answer counts as served.
+   */
+  private async relayPoolsServed(): Promise<boolean> {
+    const api = this.kubeConfig.makeApiClient(CustomObjectsApi);
+    const common = {
+      group: RELAY_SESSION_GROUP,
+      version: RELAY_SESSION_VERSION,
+      plural: RELAY_POOL_PLURAL,
+      limit: 1,
+    };
+    const namespace = this.options.namespaces[0];
+    try {
+      await (namespace
+        ? api.listNamespacedCustomObject({ ...common, namespace })
+        : api.listClusterCustomObject(common));
+    } catch (err) {
+      if (err instanceof ApiException && (err.code === 404 || err.code === 403)) {
+        this.log.warn(
+          { status: err.code },
+          err.code === 404
+            ? "the RelayPool API is not served (CRD not installed): warm pools are off; apply crds/ and restart the operator"
+            : "not allowed to list RelayPools (RBAC from an older chart?): warm pools are off; upgrade the chart and restart the operator",
+        );
+        return false;
+      }
+    }
+    return true;
+  }
+
+  private createInformers(poolsServed: boolean): void {
     const crPath = `/apis/${RELAY_SESSION_GROUP}/${RELAY_SESSION_VERSION}`;
     const common = {
       kubeConfig: this.kubeConfig,
@@ -267,18 +301,21 @@ export class Operator extends EventEmitter {
     });
     this.sessions.on("delete", (session: RelaySession) => this.arrivals.delete(session.metadata?.uid ?? ""));
 
-    this.pools = createNamespacedInformers<RelayPool>(this.options.namespaces, (namespace) => ({
-      ...common,
-      name: `relaypools/${namespace ?? "*"}`,
-      path: namespace
-        ? `${crPath}/namespaces/${namespace}/${RELAY_POOL_PLURAL}`
-        : `${crPath}/${RELAY_POOL_PLURAL}`,
-    }));
-    for (const event of ["add", "update", "delete", "resync"] as const)
-      this.pools.on(event, (pool: RelayPool) => {
-        if (pool.metadata?.namespace && pool.metadata.name)
-          this.poolQueue.add(`${pool.metadata.namespace}/${pool.metadata.name}`);
-      });
+    // Without the RelayPool API: no pool informer; pooled sessions wait (PoolNotFound).
+    if (poolsServed) {
+      this.pools = createNamespacedInformers<RelayPool>(this.options.namespaces, (namespace) => ({
+        ...common,
+        name: `relaypools/${namespace ?? "*"}`,
+        path: namespace
+          ? `${crPath}/namespaces/${namespace}/${RELAY_POOL_PLURAL}`
+          : `${crPath}/${RELAY_POOL_PLURAL}`,
+      }));
+      for (const event of ["add", "update", "delete", "resync"] as const)
+        this.pools.on(event, (pool: RelayPool) => {
+          if (pool.metadata?.namespace && pool.metadata.name)
+            this.poolQueue.add(`${pool.metadata.namespace}/${pool.metadata.name}`);
+        });
+    }
 
     this.pods = createNamespacedInformers<V1Pod>(this.options.namespaces, (namespace) => ({
       ...common,
@@ -354,7 +391,7 @@ export class Operator extends EventEmitter {
   /** What the session controller may ask of pools: the pool cache, idle pods, an allocation round. */
   private poolAccess(): PoolAccess {
     return {
-      get: (namespace, name) => this.pools!.get(namespace, name),
+      get: (namespace, name) => this.pools?.get(namespace, name),
       idleReadyPods: (namespace, name) =>
         sortPoolPods(this.pods!.list(namespace), name, poolPodShapes(this.shapeOptions())).idleReady.length,
       requestAllocation: (namespace, name) => this.poolQueue.add(`${namespace}/${name}`),
@@ -372,7 +409,7 @@ export class Operator extends EventEmitter {
   private startPoolWorkers(kubeConfig: KubeConfig, events: EventRecorder): void {
     const reconciler = new RelayPoolReconciler({
       kubeConfig,
-      pools: { get: (namespace, name) => this.pools!.get(namespace, name) },
+      pools: { get: (namespace, name) => this.pools?.get(namespace, name) },
       pods: { list: (namespace) => this.pods!.list(namespace) },
       sessions: {
         list: (namespace) => this.sessions!.list(namespace),
@@ -384,7 +421,7 @@ export class Operator extends EventEmitter {
       metrics: this.poolMetrics,
       logger: this.log,
     });
-    for (const pool of this.pools!.list())
+    for (const pool of this.pools?.list() ?? [])
       if (pool.metadata?.namespace && pool.metadata.name)
         this.poolQueue.add(`${pool.metadata.namespace}/${pool.metadata.name}`);
     this.poolWorkersDone = this.poolQueue.run(

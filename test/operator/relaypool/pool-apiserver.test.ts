@@ -430,4 +430,33 @@ describe("RelayPool (real apiserver, operator binary, stand-in kubelet)", { skip
     assert.equal(result.code, 0, result.stderr);
     assert.match(result.stdout, /condition met/);
   });
+  // Last: it removes the RelayPool CRD from the shared control plane.
+  test("without the RelayPool CRD (operator upgraded first) sessions still run; pooled ones wait", async () => {
+    for (const op of operators) await op.stop();
+    await kubectl.ok(["delete", "crd", "relaypools.trickle-relay.io"]);
+    const ns = "no-pool-crd";
+    await kubectl.ok(["create", "namespace", ns]);
+    const op = await operator(ns);
+    assert.ok(op.logged(/RelayPool API is not served/).length > 0, "the operator says why pools are off");
+    await kubectl.ok(
+      ["apply", "-f", "-"],
+      [
+        "apiVersion: trickle-relay.io/v1alpha1",
+        "kind: RelaySession",
+        `metadata: {name: plain, namespace: ${ns}}`,
+        "spec:",
+        '  trickle: {inputUrl: "http://127.0.0.1:9/live/plain"}',
+        '  comfystream: {url: "http://127.0.0.1:9"}',
+      ].join("\n"),
+    );
+    await kubectl.ok(["apply", "-f", "-"], pooledSessionsYaml(ns, "gpu", ["pooled"]));
+    await waitFor("the plain session's pod", 30_000, async () => {
+      const result = await cp.kubectl(["get", "pod", "plain-relay-0", "-n", ns]);
+      return result.code === 0;
+    });
+    await waitFor("the pooled session waits for its pool", 30_000, async () => {
+      const pooled = (await kubectl.sessions(ns)).find((s) => s.metadata.name === "pooled");
+      return pooled && readyReason(pooled) === "PoolNotFound";
+    });
+  });
 });
