@@ -18,6 +18,7 @@
  *    (restart budget) on a new warm pod;
  * 5. `onExhausted: cold` starts a per-session pod from the pool's template;
  * 6. the example manifest is valid, and comfystream + poolRef together are refused;
+ *    deleting a pool removes its idle pods (garbage collector) and spares the allocated one;
  * 7. `kubectl wait --for=condition=Ready rls/X` returns for a pooled session once media flows.
  */
 import assert from "node:assert/strict";
@@ -55,7 +56,8 @@ describe("RelayPool (real apiserver, operator binary, stand-in kubelet)", { skip
   const kubelets: FakePoolKubelet[] = [];
 
   before(async () => {
-    cp = await startControlPlane({ crdPaths: [join(repoRoot, "crds")] });
+    // With the controller manager: its garbage collector is what removes a deleted pool's idle pods.
+    cp = await startControlPlane({ controllerManager: true, crdPaths: [join(repoRoot, "crds")] });
     kc = new KubeConfig();
     kc.loadFromFile(cp.kubeconfigPath);
     kubectl = new PoolKubectl(cp);
@@ -430,6 +432,28 @@ describe("RelayPool (real apiserver, operator binary, stand-in kubelet)", { skip
     assert.equal(result.code, 0, result.stderr);
     assert.match(result.stdout, /condition met/);
   });
+  test("deleting a pool removes its idle pods and leaves the allocated one with its session", async () => {
+    const ns = "pool-delete";
+    await setUp(ns);
+    await operator(ns);
+    await kubectl.ok(["apply", "-f", "-"], poolYaml(ns, "gpu", { replicas: 3 }));
+    await waitPoolReady(ns, "gpu", 3);
+    await kubectl.ok(["apply", "-f", "-"], pooledSessionsYaml(ns, "gpu", ["keep"]));
+    const held = await waitFor(
+      "allocated",
+      30_000,
+      async () => claimsOf(await kubectl.pods(ns, "gpu")).get("keep")?.[0],
+    );
+    await kubectl.ok(["delete", "rlp", "gpu", "-n", ns]);
+    const left = await waitFor("the idle pods garbage-collected", 60_000, async () => {
+      const pods = (await kubectl.pods(ns, "gpu")).filter((p) => !p.metadata?.deletionTimestamp);
+      return pods.length === 1 ? pods : undefined;
+    });
+    assert.equal(left[0]!.metadata?.name, held, "the session's pod stays");
+    const session = (await kubectl.sessions(ns)).find((s) => s.metadata.name === "keep");
+    assert.equal(session?.status?.allocation?.podName, held, "the session keeps its pod");
+  });
+
   // Last: it removes the RelayPool CRD from the shared control plane.
   test("without the RelayPool CRD (operator upgraded first) sessions still run; pooled ones wait", async () => {
     for (const op of operators) await op.stop();
