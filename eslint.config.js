@@ -19,7 +19,7 @@ export const RELAY_POD_LAYERS = [
 ];
 
 /** operator/src's folders, top to bottom, the same way. */
-export const OPERATOR_LAYERS = [["gateway", "relaysession"], ["kube"]];
+export const OPERATOR_LAYERS = [["gateway", "relaysession", "relaypool"], ["kube"]];
 
 /** Policies letting each folder of a package import only the folders below it. */
 function downwardOnly(packageType, layers) {

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates the chart's derived files (no npm needed, only bash, awk and helm):
 #   1. charts/trickle-relay/templates/crds/relaysessions.yaml  from crds/trickle-relay.io_relaysessions.yaml
+#      charts/trickle-relay/templates/crds/relaypools.yaml     from crds/trickle-relay.io_relaypools.yaml
 #   2. charts/gitops/kustomize/base/trickle-relay.yaml         `helm template` of the chart (defaults,
 #      release "trickle-relay", namespace "trickle-relay-system")
 #   3. charts/gitops/argocd/argocd-cm.yaml                     the argocd-cm snippet, embedding the Lua
@@ -36,11 +37,10 @@ find_helm() {
   echo "$cache/helm/helm"
 }
 
-raw_crd=crds/trickle-relay.io_relaysessions.yaml
-crd_template=charts/trickle-relay/templates/crds/relaysessions.yaml
+crd_plurals="relaysessions relaypools"
 base=charts/gitops/kustomize/base/trickle-relay.yaml
 
-# The CRD as a template: metadata rebuilt with the chart's labels and annotations, `spec` verbatim.
+# The CRD of $raw_crd as a template: metadata rebuilt with the chart's labels and annotations, `spec` verbatim.
 render_crd_template() {
   if grep -q '{{' "$raw_crd"; then echo "render: $raw_crd contains '{{', which helm would evaluate" >&2; exit 1; fi
   local name
@@ -128,7 +128,10 @@ emit() { # emit FILE GENERATOR
   fi
 }
 
-emit "$crd_template" render_crd_template
+for plural in $crd_plurals; do
+  raw_crd=crds/trickle-relay.io_$plural.yaml
+  emit "charts/trickle-relay/templates/crds/$plural.yaml" render_crd_template
+done
 emit "$base" render_base
 emit charts/gitops/argocd/argocd-cm.yaml render_argocd_cm
 exit $status

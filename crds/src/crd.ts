@@ -15,10 +15,21 @@ import {
   RELAY_SESSION_VERSION,
 } from "./names.js";
 import { relaySessionSpecSchema, relaySessionStatusSchema } from "./relay-session.js";
+import {
+  RELAY_POOL_CRD_NAME,
+  RELAY_POOL_KIND,
+  RELAY_POOL_LIST_KIND,
+  RELAY_POOL_PLURAL,
+  RELAY_POOL_SHORT_NAME,
+  RELAY_POOL_SINGULAR,
+  relayPoolSpecSchema,
+  relayPoolStatusSchema,
+} from "./relay-pool.js";
 import type { OpenApiSchema } from "./schema-builder.js";
 
 /** Where the generated CRD lives, relative to the repository root (`kubectl apply -f crds/`). */
 export const CRD_YAML_PATH = "crds/trickle-relay.io_relaysessions.yaml";
+export const POOL_CRD_YAML_PATH = "crds/trickle-relay.io_relaypools.yaml";
 
 export interface PrinterColumn {
   name: string;
@@ -119,4 +130,103 @@ const YAML_HEADER =
 /** The CRD as YAML, exactly as committed (line width unlimited so prettier leaves it alone). */
 export function renderRelaySessionCrdYaml(): string {
   return YAML_HEADER + stringify(buildRelaySessionCrd(), { lineWidth: 0, minContentWidth: 0 });
+}
+
+export const RELAY_POOL_PRINTER_COLUMNS: readonly PrinterColumn[] = [
+  {
+    name: "Ready",
+    type: "integer",
+    jsonPath: ".status.readyReplicas",
+    description: "Warm, idle pods ready to be allocated.",
+  },
+  {
+    name: "Allocated",
+    type: "integer",
+    jsonPath: ".status.allocatedReplicas",
+    description: "Pods serving a session.",
+  },
+  {
+    name: "Desired",
+    type: "integer",
+    jsonPath: ".status.desiredReplicas",
+    description: "Pods the pool should have (spec.replicas or the autoscaler's figure).",
+  },
+  {
+    name: "Warming",
+    type: "integer",
+    jsonPath: ".status.warmingReplicas",
+    description: "Pods starting or warming up.",
+    priority: 1,
+  },
+  { name: "Age", type: "date", jsonPath: ".metadata.creationTimestamp", description: "Time since creation." },
+];
+
+export const relayPoolRootSchema: OpenApiSchema = {
+  type: "object",
+  description:
+    "RelayPool keeps relay pods warm (relay idle, ComfyStream loaded and warmed up) so that a RelaySession with spec.poolRef starts streaming at once.",
+  required: ["spec"],
+  properties: {
+    apiVersion: {
+      type: "string",
+      description: "Versioned schema of this object: trickle-relay.io/v1alpha1.",
+    },
+    kind: { type: "string", description: "Kind of this object: RelayPool." },
+    metadata: { type: "object" },
+    spec: relayPoolSpecSchema.schema,
+    status: relayPoolStatusSchema.schema,
+  },
+};
+
+export function buildRelayPoolCrd() {
+  return {
+    apiVersion: "apiextensions.k8s.io/v1",
+    kind: "CustomResourceDefinition",
+    metadata: {
+      name: RELAY_POOL_CRD_NAME,
+      labels: { "app.kubernetes.io/name": "trickle-relay", "app.kubernetes.io/component": "crd" },
+    },
+    spec: {
+      group: RELAY_SESSION_GROUP,
+      names: {
+        kind: RELAY_POOL_KIND,
+        listKind: RELAY_POOL_LIST_KIND,
+        plural: RELAY_POOL_PLURAL,
+        singular: RELAY_POOL_SINGULAR,
+        shortNames: [RELAY_POOL_SHORT_NAME],
+        categories: [RELAY_SESSION_CATEGORY],
+      },
+      scope: "Namespaced",
+      versions: [
+        {
+          name: RELAY_SESSION_VERSION,
+          served: true,
+          storage: true,
+          subresources: {
+            status: {},
+            // `kubectl scale rlp/NAME --replicas=N` and HorizontalPodAutoscalers.
+            scale: {
+              specReplicasPath: ".spec.replicas",
+              statusReplicasPath: ".status.replicas",
+              labelSelectorPath: ".status.selector",
+            },
+          },
+          additionalPrinterColumns: RELAY_POOL_PRINTER_COLUMNS,
+          schema: { openAPIV3Schema: relayPoolRootSchema },
+        },
+      ],
+    },
+  };
+}
+
+export function renderRelayPoolCrdYaml(): string {
+  return YAML_HEADER + stringify(buildRelayPoolCrd(), { lineWidth: 0, minContentWidth: 0 });
+}
+
+/** Every generated CRD file (path relative to the repository root) and its content. */
+export function generatedCrdFiles(): Array<{ path: string; render: () => string }> {
+  return [
+    { path: CRD_YAML_PATH, render: renderRelaySessionCrdYaml },
+    { path: POOL_CRD_YAML_PATH, render: renderRelayPoolCrdYaml },
+  ];
 }

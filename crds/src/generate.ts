@@ -1,12 +1,12 @@
-// Writes the RelaySession CRD YAML from the TypeScript declarations.
+// Writes the CRD YAML files (RelaySession, RelayPool) from the TypeScript declarations.
 //
-//   npm run gen:crds              (re)write crds/trickle-relay.io_relaysessions.yaml
-//   npm run gen:crds -- --check   exit 1 if the committed file differs from what would be written
+//   npm run gen:crds              (re)write crds/trickle-relay.io_relaysessions.yaml and _relaypools.yaml
+//   npm run gen:crds -- --check   exit 1 if a committed file differs from what would be written
 
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { CRD_YAML_PATH, renderRelaySessionCrdYaml } from "./crd.js";
+import { generatedCrdFiles, renderRelaySessionCrdYaml } from "./crd.js";
 
 /** The repository root: the nearest folder above this module holding the project's package.json. */
 export function findRepositoryRoot(start = dirname(fileURLToPath(import.meta.url))): string {
@@ -27,9 +27,9 @@ export interface CrdFileState {
 }
 
 /** Compares the CRD file at `target` with what the TypeScript declarations produce now. */
-export function checkGeneratedCrd(target: string): CrdFileState {
+export function checkGeneratedCrd(target: string, render = renderRelaySessionCrdYaml): CrdFileState {
   const current = existsSync(target) ? readFileSync(target, "utf8") : undefined;
-  if (current === renderRelaySessionCrdYaml()) return { upToDate: true, message: `${target} is up to date` };
+  if (current === render()) return { upToDate: true, message: `${target} is up to date` };
   return {
     upToDate: false,
     message:
@@ -44,19 +44,21 @@ function main(args: string[]): number {
     console.error(`gen:crds: unknown argument ${unknown.join(" ")} (usage: gen:crds [--check])`);
     return 2;
   }
-  const target = join(findRepositoryRoot(), CRD_YAML_PATH);
-  const state = checkGeneratedCrd(target);
-  if (args.includes("--check")) {
-    (state.upToDate ? console.log : console.error)(`gen:crds: ${state.message}`);
-    return state.upToDate ? 0 : 1;
+  let stale = 0;
+  for (const file of generatedCrdFiles()) {
+    const target = join(findRepositoryRoot(), file.path);
+    const state = checkGeneratedCrd(target, file.render);
+    if (args.includes("--check")) {
+      (state.upToDate ? console.log : console.error)(`gen:crds: ${state.message}`);
+      if (!state.upToDate) stale += 1;
+    } else if (state.upToDate) {
+      console.log(`gen:crds: ${file.path} unchanged`);
+    } else {
+      writeFileSync(target, file.render());
+      console.log(`gen:crds: wrote ${file.path}`);
+    }
   }
-  if (state.upToDate) {
-    console.log(`gen:crds: ${CRD_YAML_PATH} unchanged`);
-  } else {
-    writeFileSync(target, renderRelaySessionCrdYaml());
-    console.log(`gen:crds: wrote ${CRD_YAML_PATH}`);
-  }
-  return 0;
+  return stale > 0 ? 1 : 0;
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) process.exitCode = main(process.argv.slice(2));

@@ -2,11 +2,17 @@
 
 export * from "./names.js";
 export * from "./relay-session.js";
+export * from "./relay-pool.js";
 export {
   buildRelaySessionCrd,
+  buildRelayPoolCrd,
   renderRelaySessionCrdYaml,
+  renderRelayPoolCrdYaml,
+  generatedCrdFiles,
   CRD_YAML_PATH,
+  POOL_CRD_YAML_PATH,
   RELAY_SESSION_PRINTER_COLUMNS,
+  RELAY_POOL_PRINTER_COLUMNS,
 } from "./crd.js";
 export type { PrinterColumn } from "./crd.js";
 export { defaultOutputUrl } from "./output-url.js";

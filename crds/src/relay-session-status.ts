@@ -16,7 +16,7 @@ export const RELAY_SESSION_PHASES = [
 ] as const;
 
 /** The metav1.Condition shape, with the apiserver-side validation Kubernetes itself uses. */
-const condition = object(
+export const conditionSchema = object(
   {
     type: string({
       description: "Condition type in CamelCase, e.g. Ready.",
@@ -199,7 +199,7 @@ export const relaySessionStatusSchema = object(
       description:
         "Lifecycle phase: Pending (no pod yet), Starting (pod starting), Connecting (WebRTC/trickle connecting), Running, Degraded (running with problems), Succeeded or Failed (final).",
     }),
-    conditions: array(condition, {
+    conditions: array(conditionSchema, {
       description: "Current observations, Ready first; one entry per type.",
       listMapKeys: ["type"],
     }),
@@ -215,6 +215,25 @@ export const relaySessionStatusSchema = object(
       format: "date-time",
     }),
     restarts: integer({ description: "How many times the operator re-created the session pod.", minimum: 0 }),
+    allocation: object(
+      {
+        pool: string({ description: "The RelayPool the pod came from." }),
+        podName: string({ description: "The warm pod handed to this session." }),
+        allocationTime: string({
+          description: "When the operator claimed the pod for this session.",
+          format: "date-time",
+        }),
+        waitedSeconds: number({
+          description:
+            "From the session's first sight by the operator to the claim: how long allocation took (includes waiting for an exhausted pool).",
+          minimum: 0,
+        }),
+      },
+      {
+        description:
+          "The warm pod of spec.poolRef this session was given; unset until allocated or without a pool.",
+      },
+    ),
     relay: relayReport,
   },
   { description: "Observed state; the operator writes everything but relay, the relay pod writes relay." },

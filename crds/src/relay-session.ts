@@ -147,7 +147,7 @@ const comfystreamSidecar = object(
   },
 );
 
-const comfystream = object(
+export const comfystreamSchema = object(
   {
     url: httpUrl(
       "Base URL of an existing ComfyStream server; the relay POSTs its WebRTC offer to <url>/offer. Exactly one of url and sidecar.",
@@ -163,13 +163,12 @@ const comfystream = object(
   },
   {
     description:
-      "The ComfyStream server that processes the frames: exactly one of url (an existing server) or sidecar (started in the session pod).",
-    required: true,
+      "The ComfyStream server that processes the frames: exactly one of url (an existing server) or sidecar (started in the session pod). Required unless poolRef names a RelayPool, whose template then gives it.",
     exactlyOneOf: ["url", "sidecar"],
   },
 );
 
-const video = object(
+export const videoSchema = object(
   {
     mode: stringEnum(["Transcode", "Passthrough", "Auto"], {
       description:
@@ -243,7 +242,7 @@ const toleration = object(
   { description: "A core/v1 toleration, e.g. for the taint on GPU nodes." },
 );
 
-const pod = object(
+export const podSchema = object(
   {
     image: string({
       description: "Relay container image; unset uses the operator's configured relay image.",
@@ -334,10 +333,34 @@ const prompts = array(
   },
 );
 
+/** What a pooled session (spec.poolRef) does when its pool has no idle warm pod. */
+export const POOL_EXHAUSTED_POLICIES = ["wait", "cold"] as const;
+
+const poolRef = object(
+  {
+    name: string({
+      description: "Name of a RelayPool in the session's namespace.",
+      required: true,
+      pattern: "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+      maxLength: 50,
+    }),
+    onExhausted: stringEnum(POOL_EXHAUSTED_POLICIES, {
+      description:
+        "When the pool has no idle Ready pod: wait (phase Pending, condition reason PoolExhausted, allocated first come first served as pods become Ready) or cold (start a per-session pod from the pool's template, as without a pool).",
+      default: "wait",
+    }),
+  },
+  {
+    description:
+      "Take a warm pod of a RelayPool instead of starting a new one: the relay and ComfyStream in it are already running and warmed up. Exactly one of comfystream and poolRef; with poolRef the pool's template gives ComfyStream, the pod and the video settings.",
+  },
+);
+
 export const relaySessionSpecSchema = object(
   {
     trickle: trickleChannels,
-    comfystream,
+    comfystream: comfystreamSchema,
+    poolRef,
     prompts,
     width: integer({
       description: `Width in pixels of the frames sent to ComfyStream (input is scaled to cover and centre-cropped). ${FRAME_SIZE.minimum}–${FRAME_SIZE.maximum}, a multiple of ${FRAME_SIZE.multipleOf}.`,
@@ -351,15 +374,16 @@ export const relaySessionSpecSchema = object(
       description: `Highest frame rate sent to ComfyStream, in frames per second (${FRAME_RATE.minimum}–${FRAME_RATE.maximum}); faster input is decimated.`,
       ...FRAME_RATE,
     }),
-    video,
+    video: videoSchema,
     audio,
-    pod,
+    pod: podSchema,
     lifetime,
   },
   {
     description:
       "Desired session: where the video comes from and goes to, how it is processed, and where it runs.",
     required: true,
+    exactlyOneOf: ["comfystream", "poolRef"],
   },
 );
 
@@ -375,7 +399,8 @@ export type RelaySessionSpec = StoredOf<typeof relaySessionSpecSchema>;
 export type RelaySessionSpecInput = WrittenOf<typeof relaySessionSpecSchema>;
 
 export type TrickleChannels = RelaySessionSpec["trickle"];
-export type ComfyStreamSpec = RelaySessionSpec["comfystream"];
+export type ComfyStreamSpec = NonNullable<RelaySessionSpec["comfystream"]>;
+export type PoolRef = NonNullable<RelaySessionSpec["poolRef"]>;
 export type ComfyStreamSidecarSpec = NonNullable<ComfyStreamSpec["sidecar"]>;
 export type VideoSpec = RelaySessionSpec["video"];
 export type PodSpec = NonNullable<RelaySessionSpec["pod"]>;

@@ -186,6 +186,14 @@ export function quantity<const O extends FieldOptions<string | number>>(options:
   });
 }
 
+/** A count or a percentage (`2`, `"25%"`), as Deployment's maxSurge: an int-or-string. */
+export function intOrPercent<const O extends FieldOptions<string | number>>(options: O) {
+  return node<string | number, string | number, O>(options, {
+    "x-kubernetes-int-or-string": true,
+    pattern: "^[0-9]+%?$",
+  });
+}
+
 export interface ObjectOptions extends FieldOptions<Record<string, never>> {
   /** Exactly one of these properties must be set (a `oneOf` of `required` lists: structural-legal). */
   exactlyOneOf?: readonly string[];

@@ -140,10 +140,17 @@ function checkPrompts(spec: RelaySessionSpecInput, problems: string[]): void {
 export function validateRelaySessionSpec(spec: RelaySessionSpecInput): string[] {
   const problems: string[] = [];
 
+  if ((spec.comfystream === undefined) === (spec.poolRef === undefined)) {
+    problems.push(
+      spec.poolRef
+        ? "spec: set either comfystream or poolRef (the pool's template gives ComfyStream), not both"
+        : "spec: set comfystream (url or sidecar) or poolRef (a RelayPool of warm pods)",
+    );
+  }
   const comfystream = spec.comfystream ?? {};
   const hasUrl = comfystream.url !== undefined;
   const hasSidecar = comfystream.sidecar !== undefined;
-  if (hasUrl === hasSidecar) {
+  if (spec.comfystream !== undefined && hasUrl === hasSidecar) {
     problems.push(
       hasUrl
         ? "spec.comfystream: set either url (an existing server) or sidecar (run it in the session pod), not both"

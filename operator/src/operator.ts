@@ -7,13 +7,16 @@
  */
 import { EventEmitter } from "node:events";
 import { hostname } from "node:os";
-import type { KubeConfig, V1Pod } from "@kubernetes/client-node";
+import { ApiException, CustomObjectsApi, type KubeConfig, type V1Pod } from "@kubernetes/client-node";
 import Fastify, { type FastifyInstance } from "fastify";
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import {
+  LABEL_POOL,
+  RELAY_POOL_PLURAL,
   RELAY_SESSION_GROUP,
   RELAY_SESSION_PLURAL,
   RELAY_SESSION_VERSION,
+  type RelayPool,
   type RelaySession,
 } from "../../crds/src/index.js";
 import { silentLogger, type Logger } from "../../relay-pod/src/index.js";
@@ -31,6 +34,9 @@ import { RelaySessionReconciler, podOwnerUid, sweepOrphanPods } from "./relayses
 import { EventRecorder } from "./relaysession/events.js";
 import type { RelayPodDefaults } from "./relaysession/desired-pod.js";
 import { RELAY_POD_SELECTOR, sessionKeyOfPod } from "./relaysession/labels.js";
+import { poolPodShapes } from "./relaysession/pool-shapes.js";
+import type { PoolAccess } from "./relaysession/pooled-session.js";
+import { PoolMetrics, RelayPoolReconciler, sortPoolPods, type SessionArrival } from "./relaypool/index.js";
 import { readGatewayToken } from "./gateway/auth.js";
 import { buildGatewayServer } from "./gateway/gateway.js";
 
@@ -82,7 +88,15 @@ export class Operator extends EventEmitter {
   private sessions: InformerGroup<RelaySession> | undefined;
   private pods: InformerGroup<V1Pod> | undefined;
   private podsByOwner: OwnerIndex<V1Pod> | undefined;
+  private pools: InformerGroup<RelayPool> | undefined;
   private readonly queue: WorkQueue;
+  /** RelayPool keys; one pool is reconciled (and allocated from) by one worker at a time. */
+  private readonly poolQueue: WorkQueue;
+  private readonly poolMetrics: PoolMetrics;
+  /** Session uid → when and in which order the watch saw it (first come, first served). */
+  private readonly arrivals = new Map<string, SessionArrival>();
+  private arrivalSeq = 0;
+  private poolWorkersDone: Promise<void> | undefined;
   private elector: LeaderElector | undefined;
   private healthServer: FastifyInstance | undefined;
   private metricsServer: FastifyInstance | undefined;
@@ -130,14 +144,17 @@ export class Operator extends EventEmitter {
       },
     });
     this.queue = new WorkQueue({ name: "relaysessions", metrics: this.registry, logger: this.log });
+    this.poolQueue = new WorkQueue({ name: "relaypools", metrics: this.registry, logger: this.log });
+    this.poolMetrics = new PoolMetrics(this.registry);
   }
 
   /** Starts servers and informers, then leads (or waits to lead). Resolves once running. */
   async start(): Promise<void> {
     await this.startHealthServer();
     if (this.options.metricsPort > 0) await this.startMetricsServer();
-    this.createInformers();
-    await Promise.all([this.sessions!.start(), this.pods!.start()]);
+    const poolsServed = await this.relayPoolsServed();
+    this.createInformers(poolsServed);
+    await Promise.all([this.sessions!.start(), this.pods!.start(), this.pools?.start()]);
     this.log.info(
       { namespaces: this.options.namespaces.length ? this.options.namespaces : "all" },
       "caches synced",
@@ -196,10 +213,11 @@ export class Operator extends EventEmitter {
   async stop(): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
-    await this.queue.shutdown();
+    await Promise.all([this.queue.shutdown(), this.poolQueue.shutdown()]);
     await this.workersDone?.catch(() => undefined);
+    await this.poolWorkersDone?.catch(() => undefined);
     await this.elector?.release().catch(() => undefined);
-    await Promise.all([this.sessions?.stop(), this.pods?.stop()]);
+    await Promise.all([this.sessions?.stop(), this.pods?.stop(), this.pools?.stop()]);
     await Promise.all(
       [this.gatewayServer, this.metricsServer, this.healthServer].map((server) =>
         server?.close().catch(() => undefined),
@@ -210,14 +228,47 @@ export class Operator extends EventEmitter {
   }
 
   private synced(): boolean {
-    return this.sessions?.synced === true && this.pods?.synced === true;
+    return this.sessions?.synced === true && this.pods?.synced === true && this.pools?.synced !== false;
   }
 
   private allSessions(): RelaySession[] {
     return this.sessions?.list() ?? [];
   }
 
-  private createInformers(): void {
+  /**
+   * Whether the apiserver serves RelayPools. A cluster that still has only the RelaySession CRD (the
+   * operator upgraded before `kubectl apply -f crds/`) must keep running sessions: its pool informer
+   * would never sync, and /readyz would never pass. The same for RBAC from an older chart (403).
+   * Any other answer counts as served.
+   */
+  private async relayPoolsServed(): Promise<boolean> {
+    const api = this.kubeConfig.makeApiClient(CustomObjectsApi);
+    const common = {
+      group: RELAY_SESSION_GROUP,
+      version: RELAY_SESSION_VERSION,
+      plural: RELAY_POOL_PLURAL,
+      limit: 1,
+    };
+    const namespace = this.options.namespaces[0];
+    try {
+      await (namespace
+        ? api.listNamespacedCustomObject({ ...common, namespace })
+        : api.listClusterCustomObject(common));
+    } catch (err) {
+      if (err instanceof ApiException && (err.code === 404 || err.code === 403)) {
+        this.log.warn(
+          { status: err.code },
+          err.code === 404
+            ? "the RelayPool API is not served (CRD not installed): warm pools are off; apply crds/ and restart the operator"
+            : "not allowed to list RelayPools (RBAC from an older chart?): warm pools are off; upgrade the chart and restart the operator",
+        );
+        return false;
+      }
+    }
+    return true;
+  }
+
+  private createInformers(poolsServed: boolean): void {
     const crPath = `/apis/${RELAY_SESSION_GROUP}/${RELAY_SESSION_VERSION}`;
     const common = {
       kubeConfig: this.kubeConfig,
@@ -235,10 +286,36 @@ export class Operator extends EventEmitter {
         ? `${crPath}/namespaces/${namespace}/${RELAY_SESSION_PLURAL}`
         : `${crPath}/${RELAY_SESSION_PLURAL}`,
     }));
-    const enqueueSession = (session: RelaySession) =>
+    const enqueueSession = (session: RelaySession) => {
       this.enqueue(session.metadata?.namespace, session.metadata?.name);
+      // A pooled session's changes (new, finished, gone) are its pool's business too.
+      const pool = session.spec?.poolRef?.name;
+      if (pool && session.metadata?.namespace) this.poolQueue.add(`${session.metadata.namespace}/${pool}`);
+    };
     for (const event of ["add", "update", "delete", "resync"] as const)
       this.sessions.on(event, enqueueSession);
+    this.sessions.on("add", (session: RelaySession) => {
+      const uid = session.metadata?.uid;
+      if (!uid || this.arrivals.has(uid)) return;
+      this.arrivals.set(uid, { seq: this.arrivalSeq++, firstSeenMs: Date.now() });
+    });
+    this.sessions.on("delete", (session: RelaySession) => this.arrivals.delete(session.metadata?.uid ?? ""));
+
+    // Without the RelayPool API: no pool informer; pooled sessions wait (PoolNotFound).
+    if (poolsServed) {
+      this.pools = createNamespacedInformers<RelayPool>(this.options.namespaces, (namespace) => ({
+        ...common,
+        name: `relaypools/${namespace ?? "*"}`,
+        path: namespace
+          ? `${crPath}/namespaces/${namespace}/${RELAY_POOL_PLURAL}`
+          : `${crPath}/${RELAY_POOL_PLURAL}`,
+      }));
+      for (const event of ["add", "update", "delete", "resync"] as const)
+        this.pools.on(event, (pool: RelayPool) => {
+          if (pool.metadata?.namespace && pool.metadata.name)
+            this.poolQueue.add(`${pool.metadata.namespace}/${pool.metadata.name}`);
+        });
+    }
 
     this.pods = createNamespacedInformers<V1Pod>(this.options.namespaces, (namespace) => ({
       ...common,
@@ -250,6 +327,8 @@ export class Operator extends EventEmitter {
     const enqueueOwner = (pod: V1Pod) => {
       const key = sessionKeyOfPod(pod);
       if (key) this.queue.add(key);
+      const pool = pod.metadata?.labels?.[LABEL_POOL];
+      if (pool && pod.metadata?.namespace) this.poolQueue.add(`${pod.metadata.namespace}/${pool}`);
     };
     for (const event of ["add", "update", "delete"] as const) this.pods.on(event, enqueueOwner);
     this.podsByOwner = new OwnerIndex(this.pods, podOwnerUid);
@@ -269,6 +348,7 @@ export class Operator extends EventEmitter {
       this.kubeConfig,
       this.options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS,
     );
+    const events = new EventRecorder({ kubeConfig, logger: this.log });
     const reconciler = new RelaySessionReconciler({
       kubeConfig,
       sessions: this.sessions!,
@@ -276,11 +356,13 @@ export class Operator extends EventEmitter {
         list: (namespace) => this.pods!.list(namespace),
         byOwner: (uid) => this.podsByOwner!.byOwner(uid),
       },
-      events: new EventRecorder({ kubeConfig, logger: this.log }),
+      events,
       relayImage: this.options.relayImage,
       relayDefaults: this.options.relayDefaults,
       logger: this.log,
+      pools: this.poolAccess(),
     });
+    this.startPoolWorkers(kubeConfig, events);
     void sweepOrphanPods({
       kubeConfig,
       pods: this.pods!.list(),
@@ -304,6 +386,56 @@ export class Operator extends EventEmitter {
         end();
       }
     });
+  }
+
+  /** What the session controller may ask of pools: the pool cache, idle pods, an allocation round. */
+  private poolAccess(): PoolAccess {
+    return {
+      get: (namespace, name) => this.pools?.get(namespace, name),
+      idleReadyPods: (namespace, name) =>
+        sortPoolPods(this.pods!.list(namespace), name, poolPodShapes(this.shapeOptions())).idleReady.length,
+      requestAllocation: (namespace, name) => this.poolQueue.add(`${namespace}/${name}`),
+    };
+  }
+
+  private shapeOptions() {
+    return {
+      kubeConfig: this.kubeConfig,
+      relayImage: this.options.relayImage,
+      ...(this.options.relayDefaults ? { relayDefaults: this.options.relayDefaults } : {}),
+    };
+  }
+
+  private startPoolWorkers(kubeConfig: KubeConfig, events: EventRecorder): void {
+    const reconciler = new RelayPoolReconciler({
+      kubeConfig,
+      pools: { get: (namespace, name) => this.pools?.get(namespace, name) },
+      pods: { list: (namespace) => this.pods!.list(namespace) },
+      sessions: {
+        list: (namespace) => this.sessions!.list(namespace),
+        get: (namespace, name) => this.sessions!.get(namespace, name),
+      },
+      shapes: poolPodShapes({ ...this.shapeOptions(), kubeConfig }),
+      arrival: (uid) => this.arrivals.get(uid),
+      events,
+      metrics: this.poolMetrics,
+      logger: this.log,
+    });
+    for (const pool of this.pools?.list() ?? [])
+      if (pool.metadata?.namespace && pool.metadata.name)
+        this.poolQueue.add(`${pool.metadata.namespace}/${pool.metadata.name}`);
+    this.poolWorkersDone = this.poolQueue.run(
+      Math.max(1, Math.ceil(this.options.concurrency / 2)),
+      async (key) => {
+        try {
+          return await reconciler.reconcile(key);
+        } catch (err) {
+          if (isRequestTimeout(err)) dropPooledConnections(kubeConfig);
+          this.log.warn({ pool: key, err }, "pool reconcile failed; retrying with backoff");
+          throw err;
+        }
+      },
+    );
   }
 
   private async startHealthServer(): Promise<void> {

@@ -64,10 +64,11 @@ describe("helm template with default values", async () => {
   const objects = await render({}, { release: "tr", namespace: "ops" });
   const fullname = "tr-trickle-relay";
 
-  test("renders exactly the CRD, ServiceAccount, cluster-wide RBAC, metrics Service and Deployment", () => {
+  test("renders exactly the CRDs, ServiceAccount, cluster-wide RBAC, metrics Service and Deployment", () => {
     assert.deepEqual(kinds(objects), [
       "ClusterRole//tr-trickle-relay",
       "ClusterRoleBinding//tr-trickle-relay",
+      "CustomResourceDefinition//relaypools.trickle-relay.io",
       "CustomResourceDefinition//relaysessions.trickle-relay.io",
       "Deployment/ops/tr-trickle-relay",
       "Service/ops/tr-trickle-relay-metrics",
@@ -175,8 +176,7 @@ describe("helm template with default values", async () => {
 
   test("the CRD is the raw crds/ YAML, kept on uninstall and in Argo CD sync wave -1", () => {
     const raw = parseYaml(readFileSync(rawCrdPath, "utf8")) as K8sObject;
-    const crd = one(objects, "CustomResourceDefinition");
-    assert.equal(crd.metadata.name, raw.metadata.name);
+    const crd = one(objects, "CustomResourceDefinition", raw.metadata.name);
     assert.deepEqual(
       crd.spec,
       raw.spec,
@@ -296,9 +296,29 @@ describe("helm template with non-default values", () => {
     const crd = one(
       await render({ crds: { keep: false, annotations: { team: "media" } } }),
       "CustomResourceDefinition",
+      "relaysessions.trickle-relay.io",
     );
     assert.equal(crd.metadata.annotations["helm.sh/resource-policy"], undefined);
     assert.equal(crd.metadata.annotations.team, "media");
+  });
+
+  test("pools: each entry becomes a RelayPool in the release namespace (or its own)", async () => {
+    const template = { comfystream: { sidecar: { image: "livepeer/comfystream:0.1.8" } } };
+    const objects = await render(
+      {
+        pools: [
+          { name: "gpu", replicas: 4, template },
+          { name: "burst", namespace: "media", autoscale: { bufferSize: "25%", maxReplicas: 20 }, template },
+        ],
+      },
+      { release: "tr", namespace: "ops" },
+    );
+    const gpu = one(objects, "RelayPool", "gpu", "ops");
+    assert.equal(gpu.apiVersion, "trickle-relay.io/v1alpha1");
+    assert.deepEqual(gpu.spec, { replicas: 4, template });
+    const burst = one(objects, "RelayPool", "burst", "media");
+    assert.deepEqual(burst.spec.autoscale, { bufferSize: "25%", maxReplicas: 20 });
+    assert.equal(find(await render({}), "RelayPool").length, 0, "no pools by default");
   });
 
   test("relay defaults reach the operator: --relay-image and RELAY_DEFAULT_* JSON env", async () => {

@@ -24,7 +24,14 @@ export function operatorRules(): Rule[] {
       verbs: ["get", "patch", "update"],
     },
     { apiGroups: ["trickle-relay.io"], resources: ["relaysessions/finalizers"], verbs: ["update"] },
-    { apiGroups: [""], resources: ["pods"], verbs: ["get", "list", "watch", "create", "delete"] },
+    { apiGroups: ["trickle-relay.io"], resources: ["relaypools"], verbs: ["get", "list", "watch"] },
+    { apiGroups: ["trickle-relay.io"], resources: ["relaypools/status"], verbs: ["get", "patch", "update"] },
+    // update: the resourceVersion-guarded claim of a warm pool pod; patch: its state label.
+    {
+      apiGroups: [""],
+      resources: ["pods"],
+      verbs: ["get", "list", "watch", "create", "delete", "update", "patch"],
+    },
     { apiGroups: [""], resources: ["serviceaccounts"], verbs: ["get", "list", "watch", "create", "delete"] },
     {
       apiGroups: ["rbac.authorization.k8s.io"],
@@ -80,6 +87,11 @@ export const operatorActions: Access[] = [
   { verb: "watch", resource: "pods" },
   { verb: "create", resource: "pods" },
   { verb: "delete", resource: "pods" },
+  { verb: "update", resource: "pods" },
+  { verb: "patch", resource: "pods" },
+  { verb: "list", resource: "relaypools.trickle-relay.io" },
+  { verb: "watch", resource: "relaypools.trickle-relay.io" },
+  { verb: "patch", resource: "relaypools.trickle-relay.io", subresource: "status" },
   { verb: "create", resource: "serviceaccounts" },
   { verb: "delete", resource: "serviceaccounts" },
   { verb: "get", resource: "roles.rbac.authorization.k8s.io" },
@@ -99,8 +111,7 @@ export const forbiddenActions: Access[] = [
   { verb: "create", resource: "relaysessions.trickle-relay.io" }, // only with the REST gateway
   { verb: "update", resource: "relaysessions.trickle-relay.io" }, // never writes spec/metadata
   { verb: "patch", resource: "relaysessions.trickle-relay.io" },
-  { verb: "update", resource: "pods" },
-  { verb: "patch", resource: "pods" },
+  { verb: "update", resource: "relaypools.trickle-relay.io" }, // kubectl scale is the user's
   { verb: "create", resource: "pods", subresource: "exec" },
   { verb: "update", resource: "roles.rbac.authorization.k8s.io" },
   { verb: "escalate", resource: "roles.rbac.authorization.k8s.io" },

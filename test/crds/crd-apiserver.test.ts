@@ -132,7 +132,7 @@ describe("RelaySession CRD on a real kube-apiserver", { skip: assets.skipReason 
     assert.equal(basic.spec.width, 512);
     assert.equal(basic.spec.height, 512);
     assert.equal(basic.spec.frameRate, 30);
-    assert.equal(basic.spec.comfystream.offerTimeoutSeconds, 300);
+    assert.equal(basic.spec.comfystream?.offerTimeoutSeconds, 300);
     assert.deepEqual(basic.spec.video, {
       mode: "Transcode",
       encoder: "auto",

@@ -156,13 +156,13 @@ test("applySchemaDefaults fills nested defaults like the apiserver and leaves th
   assert.equal(spec.width, 512);
   assert.equal(spec.video.mode, "Transcode");
   assert.equal(spec.lifetime.maxRestarts, 3);
-  assert.equal(spec.comfystream.offerTimeoutSeconds, 300);
+  assert.equal(spec.comfystream?.offerTimeoutSeconds, 300);
   assert.equal(spec.pod, undefined, "optional objects without a default stay absent");
   const sidecar = applySchemaDefaults(
     { ...validSpec, comfystream: { sidecar: { image: "x" } } },
     relaySessionSpecSchema.schema,
   ) as RelaySessionSpec;
-  assert.equal(sidecar.comfystream.sidecar?.port, 8889);
+  assert.equal(sidecar.comfystream?.sidecar?.port, 8889);
 });
 
 test("the TypeScript types follow the schema (checked at compile time)", () => {

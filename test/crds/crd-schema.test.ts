@@ -77,11 +77,11 @@ test("gen:crds --check reports a stale file with the command that fixes it", () 
   assert.match(state.message, /stale.*npm run gen:crds/);
 });
 
-test("crds/ directly holds only the CRD, so `kubectl apply -f crds/` installs just the API", () => {
+test("crds/ directly holds only the CRDs, so `kubectl apply -f crds/` installs just the API", () => {
   const applyable = readdirSync(join(root, "crds")).filter(
     (name) => /\.(ya?ml|json)$/.test(name) && statSync(join(root, "crds", name)).isFile(),
   );
-  assert.deepEqual(applyable, ["trickle-relay.io_relaysessions.yaml"]);
+  assert.deepEqual(applyable, ["trickle-relay.io_relaypools.yaml", "trickle-relay.io_relaysessions.yaml"]);
   assert.equal(crd.kind, "CustomResourceDefinition");
   assert.equal(crd.apiVersion, "apiextensions.k8s.io/v1");
 });
@@ -188,7 +188,9 @@ test("URLs are http(s) with a host; inputUrl is required", () => {
   }
   assert.ok(at("spec.comfystream.url").pattern);
   assert.deepEqual(at("spec.trickle").required, ["inputUrl"]);
-  assert.deepEqual(specSchema.required, ["trickle", "comfystream"]);
+  assert.deepEqual(specSchema.required, ["trickle"]);
+  // ComfyStream comes from the session or from the RelayPool it names, never both.
+  assert.deepEqual(specSchema.oneOf, [{ required: ["comfystream"] }, { required: ["poolRef"] }]);
 });
 
 test("comfystream: exactly one of url and sidecar, as a structural oneOf", () => {
@@ -300,11 +302,11 @@ for (const name of ["basic.yaml", "sidecar-gpu.yaml"]) {
 
 test("basic.yaml uses an existing ComfyStream URL and gets the documented defaults", () => {
   const spec = applySchemaDefaults(loadExample("basic.yaml").spec, specSchema) as RelaySessionSpec;
-  assert.ok(spec.comfystream.url && !spec.comfystream.sidecar);
+  assert.ok(spec.comfystream?.url && !spec.comfystream.sidecar);
   assert.equal(spec.width, 512);
   assert.equal(spec.height, 512);
   assert.equal(spec.frameRate, 30);
-  assert.equal(spec.comfystream.offerTimeoutSeconds, 300);
+  assert.equal(spec.comfystream?.offerTimeoutSeconds, 300);
   assert.deepEqual(spec.video, {
     mode: "Transcode",
     encoder: "auto",
@@ -318,7 +320,7 @@ test("basic.yaml uses an existing ComfyStream URL and gets the documented defaul
 
 test("sidecar-gpu.yaml runs ComfyStream as a sidecar holding an NVIDIA GPU", () => {
   const spec = loadExample("sidecar-gpu.yaml").spec as RelaySessionSpec;
-  assert.ok(spec.comfystream.sidecar && !spec.comfystream.url);
+  assert.ok(spec.comfystream?.sidecar && !spec.comfystream.url);
   assert.equal(spec.comfystream.sidecar.resources?.limits?.["nvidia.com/gpu"], 1);
   assert.equal(spec.pod?.runtimeClassName, "nvidia");
 });

@@ -222,3 +222,23 @@ describe("parseSessionRef", () => {
     }
   });
 });
+
+describe("a pooled session (spec.poolRef) in a warm pool pod", () => {
+  test("takes the pod's ComfyStream and offer timeout; without them it is refused", () => {
+    const pooled = resource();
+    delete (pooled.spec as Partial<RelaySessionSpec>).comfystream;
+    pooled.spec.poolRef = { name: "gpu", onExhausted: "wait" };
+    const built = sessionConfigFromResource(pooled, {
+      comfystreamUrl: "http://127.0.0.1:8889",
+      offerTimeoutSeconds: 900,
+    });
+    assert.equal(built.config.comfystreamUrl, "http://127.0.0.1:8889");
+    assert.equal(built.offerTimeoutMs, 900_000);
+    assert.throws(() => sessionConfigFromResource(pooled), SessionSpecError);
+  });
+
+  test("a session's own comfystream wins over the pod's", () => {
+    const built = sessionConfigFromResource(resource(), { comfystreamUrl: "http://127.0.0.1:8889" });
+    assert.equal(built.config.comfystreamUrl, "http://comfy:8889");
+  });
+});

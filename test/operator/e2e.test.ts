@@ -163,7 +163,7 @@ describe("operator end to end (real apiserver, local kubelet, real relay and Web
   test("kubectl apply of crds/examples/basic.yaml → a relay pod with the expected spec", async () => {
     const yaml = await localExample("basic.yaml", (doc) => {
       doc.spec.trickle.inputUrl = `${trickleBase}demo-stream`;
-      doc.spec.comfystream.url = peer.url;
+      doc.spec.comfystream!.url = peer.url;
     });
     const applied = await cp.kubectl(["apply", "-n", namespace, "-f", "-"], { input: yaml });
     assert.equal(applied.code, 0, applied.stderr);
@@ -259,7 +259,7 @@ describe("operator end to end (real apiserver, local kubelet, real relay and Web
       doc.metadata.name = "fragile";
       doc.spec.trickle.inputUrl = `${trickleBase}demo-stream`;
       doc.spec.trickle.outputUrl = `${trickleBase}fragile-out`;
-      doc.spec.comfystream.url = peer.url;
+      doc.spec.comfystream!.url = peer.url;
       doc.spec.lifetime = { maxRestarts: 1 };
     });
     assert.equal((await cp.kubectl(["apply", "-n", namespace, "-f", "-"], { input: yaml })).code, 0);

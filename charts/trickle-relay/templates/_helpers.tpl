@@ -100,9 +100,17 @@ get/patch, so the operator must hold those itself to create and bind it.
 - apiGroups: ["trickle-relay.io"]
   resources: ["relaysessions/finalizers"]
   verbs: ["update"]
+- apiGroups: ["trickle-relay.io"]
+  resources: ["relaypools"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["trickle-relay.io"]
+  resources: ["relaypools/status"]
+  verbs: ["get", "patch", "update"]
+# update: claiming a warm pool pod for a session (resourceVersion-guarded); patch: the pool pods'
+# own relay marks its state (the operator must hold what it grants pool pods' Roles).
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch", "create", "delete"]
+  verbs: ["get", "list", "watch", "create", "delete", "update", "patch"]
 - apiGroups: [""]
   resources: ["serviceaccounts"]
   verbs: ["get", "list", "watch", "create", "delete"]

@@ -42,7 +42,7 @@ export function isGatewaySession(session: RelaySession): boolean {
 
 /** The URL the relay posts its offer to: the given server, or the sidecar on the pod's loopback. */
 export function comfystreamUrlOf(session: RelaySession): string | null {
-  const { url, sidecar } = session.spec.comfystream;
+  const { url, sidecar } = session.spec.comfystream ?? {};
   if (url !== undefined) return url;
   if (sidecar !== undefined) return `http://127.0.0.1:${sidecar.port ?? 8889}`;
   return null;

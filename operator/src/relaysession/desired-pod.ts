@@ -72,7 +72,7 @@ export const DEFAULT_GPU_RESOURCE_NAME = "nvidia.com/gpu";
 
 /** The only writable path of the relay container (ffmpeg and werift temp files). */
 export const RELAY_TMP_PATH = "/tmp";
-const TMP_VOLUME = "tmp";
+export const TMP_VOLUME = "tmp";
 
 /**
  * Hash of everything in the spec that shapes the pod, i.e. all of it but `prompts` (the relay applies
@@ -97,7 +97,7 @@ export function sessionOwnerReference(session: RelaySession): V1OwnerReference {
   };
 }
 
-function commonLabels(session: RelaySession): Record<string, string> {
+export function commonLabels(session: RelaySession): Record<string, string> {
   return {
     [LABEL_NAME]: APP_NAME,
     [LABEL_COMPONENT]: RELAY_COMPONENT,
@@ -108,7 +108,7 @@ function commonLabels(session: RelaySession): Record<string, string> {
 }
 
 /** Schema quantities are int-or-string; core/v1 wants strings. */
-function toResourceRequirements(
+export function toResourceRequirements(
   resources: ResourceRequirements | undefined,
 ): V1ResourceRequirements | undefined {
   if (!resources) return undefined;
@@ -122,13 +122,13 @@ function toResourceRequirements(
   return result;
 }
 
-const fieldEnv = (name: string, fieldPath: string): V1EnvVar => ({
+export const fieldEnv = (name: string, fieldPath: string): V1EnvVar => ({
   name,
   valueFrom: { fieldRef: { apiVersion: "v1", fieldPath } },
 });
 
 /** The "restricted" Pod Security Standard for the relay: non-root, no privileges, read-only root. */
-function relaySecurityContext(): V1SecurityContext {
+export function relaySecurityContext(): V1SecurityContext {
   return {
     // The user comes from the image (Dockerfile.relay: USER 10001, numeric so the kubelet can verify it).
     runAsNonRoot: true,
@@ -151,7 +151,7 @@ function sidecarSecurityContext(): V1SecurityContext {
   };
 }
 
-function comfystreamContainer(sidecar: ComfyStreamSidecarSpec, gpuResourceName: string): V1Container {
+export function comfystreamContainer(sidecar: ComfyStreamSidecarSpec, gpuResourceName: string): V1Container {
   const container: V1Container = {
     name: COMFYSTREAM_CONTAINER,
     image: sidecar.image,
@@ -170,7 +170,7 @@ function comfystreamContainer(sidecar: ComfyStreamSidecarSpec, gpuResourceName: 
 }
 
 /** Whether container resources name a GPU: `gpuResourceName` or any `…/gpu`, in limits or requests. */
-function requestsGpu(resources: V1ResourceRequirements | undefined, gpuResourceName: string): boolean {
+export function requestsGpu(resources: V1ResourceRequirements | undefined, gpuResourceName: string): boolean {
   const namesGpu = (map: Record<string, string> | undefined) =>
     Object.keys(map ?? {}).some((key) => key === gpuResourceName || key.endsWith("/gpu"));
   return namesGpu(resources?.limits) || namesGpu(resources?.requests);
@@ -187,6 +187,11 @@ export const RELAY_GPU_ENV: readonly V1EnvVar[] = [
   { name: "NVIDIA_DRIVER_CAPABILITIES", value: "compute,video,utility" },
 ];
 
+/** The URL the relay posts its offer to: the given server, or the sidecar on the pod's loopback. */
+export function comfystreamUrlOfSpec(comfystream: NonNullable<RelaySession["spec"]["comfystream"]>): string {
+  return comfystream.url ?? `http://127.0.0.1:${comfystream.sidecar?.port ?? 8889}`;
+}
+
 /** The relay pod of `session` for `options.attempt`, exactly as the operator creates it. */
 export function desiredRelayPod(session: RelaySession, options: DesiredPodOptions): V1Pod {
   const namespace = session.metadata.namespace ?? "default";
@@ -197,7 +202,20 @@ export function desiredRelayPod(session: RelaySession, options: DesiredPodOption
     name: RELAY_CONTAINER,
     image: placement.image ?? options.relayImage,
     command: ["trickle-relay"],
-    args: ["run", "--session", `${namespace}/${name}`],
+    args: [
+      "run",
+      "--session",
+      `${namespace}/${name}`,
+      // A cold pod of a pooled session: its spec names the pool, whose template gave the ComfyStream.
+      ...(session.spec.poolRef && session.spec.comfystream
+        ? [
+            "--pool-comfystream",
+            comfystreamUrlOfSpec(session.spec.comfystream),
+            "--pool-offer-timeout",
+            String(session.spec.comfystream.offerTimeoutSeconds ?? 300),
+          ]
+        : []),
+    ],
     env: [
       fieldEnv("RELAY_SESSION_NAMESPACE", "metadata.namespace"),
       // Downward API via the session label, unless the name had to be shortened to fit a label.
@@ -219,13 +237,9 @@ export function desiredRelayPod(session: RelaySession, options: DesiredPodOption
   }
 
   const containers = [relay];
-  if (session.spec.comfystream.sidecar)
-    containers.push(
-      comfystreamContainer(
-        session.spec.comfystream.sidecar,
-        defaults.gpuResourceName ?? DEFAULT_GPU_RESOURCE_NAME,
-      ),
-    );
+  const sidecar = session.spec.comfystream?.sidecar;
+  if (sidecar)
+    containers.push(comfystreamContainer(sidecar, defaults.gpuResourceName ?? DEFAULT_GPU_RESOURCE_NAME));
 
   const pod: V1Pod = {
     apiVersion: "v1",

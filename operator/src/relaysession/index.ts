@@ -20,3 +20,14 @@ export type {
   SessionCache,
   SweepOrphanPodsOptions,
 } from "./reconciler.js";
+export { poolPodShapes } from "./pool-shapes.js";
+export type { PoolShapeOptions } from "./pool-shapes.js";
+export type { PoolAccess } from "./pooled-session.js";
+export {
+  desiredPoolPod,
+  desiredPoolRbac,
+  claimedPoolPod,
+  poolPodName,
+  POOL_READY_PORT,
+  POOL_READY_PATH,
+} from "./desired-pool-pod.js";

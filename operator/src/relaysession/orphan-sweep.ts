@@ -68,7 +68,10 @@ export async function sweepOrphanPods(options: SweepOrphanPodsOptions): Promise<
   for (const pod of options.pods) {
     if (pod.metadata?.labels?.[LABEL_MANAGED_BY] !== OPERATOR_NAME) continue;
     const uid = podOwnerUid(pod);
-    const sessionName = pod.metadata?.ownerReferences?.find((ref) => ref.controller)?.name;
+    // Idle warm pods belong to their RelayPool (its garbage collection and controller), not a session.
+    const sessionName = pod.metadata?.ownerReferences?.find(
+      (ref) => ref.controller && ref.kind === "RelaySession",
+    )?.name;
     const namespace = pod.metadata?.namespace;
     if (!uid || !sessionName || !namespace || pod.metadata?.deletionTimestamp) continue;
     const key = `${namespace}/${uid}`;

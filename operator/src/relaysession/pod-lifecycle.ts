@@ -27,6 +27,7 @@ import {
   type Outcome,
 } from "./status.js";
 import type { StatusWriter } from "./status-writer.js";
+import { isPoolPod, podStartFor, waitingOutcome, type PoolAccess } from "./pooled-session.js";
 
 export interface PodLifecycleDeps {
   core: CoreV1Api;
@@ -36,6 +37,8 @@ export interface PodLifecycleDeps {
   relayImage: string;
   relayDefaults: RelayPodDefaults | undefined;
   reportStaleAfterMs: number | undefined;
+  /** Warm pools, for sessions with spec.poolRef; without it such sessions wait (PoolNotFound). */
+  pools?: PoolAccess;
 }
 
 /** The uid of the session that owns `pod`: the uid label, else the controller owner reference. */
@@ -59,6 +62,7 @@ export class PodLifecycle {
   private readonly relayImage: string;
   private readonly relayDefaults: RelayPodDefaults | undefined;
   private readonly reportStaleAfterMs: number | undefined;
+  private readonly pools: PoolAccess | undefined;
 
   constructor(deps: PodLifecycleDeps) {
     this.core = deps.core;
@@ -68,6 +72,7 @@ export class PodLifecycle {
     this.relayImage = deps.relayImage;
     this.relayDefaults = deps.relayDefaults;
     this.reportStaleAfterMs = deps.reportStaleAfterMs;
+    this.pools = deps.pools;
   }
 
   /** One step of a session that has not finished (RBAC is in place): see the file comment. */
@@ -82,8 +87,17 @@ export class PodLifecycle {
       attempt === (cached.status?.restarts ?? 0)
         ? cached
         : { ...cached, status: { ...cached.status, restarts: attempt } };
-    const podName = relayPodName(session.metadata.name ?? "", attempt);
     await this.deleteSupersededPods(owned, attempt, log);
+    // A pooled session's pod of this attempt is the warm pod claimed for it, if there is one.
+    const claimed = session.spec.poolRef
+      ? owned.find((candidate) => isPoolPod(candidate) && attemptOf(candidate) === attempt)
+      : undefined;
+    if (claimed) await this.deleteColdPodsBeside(claimed, owned, log);
+    const podName =
+      claimed?.metadata?.name ??
+      (session.spec.poolRef && session.status?.allocation?.podName === session.status?.podName
+        ? (session.status?.podName ?? relayPodName(session.metadata.name ?? "", attempt))
+        : relayPodName(session.metadata.name ?? "", attempt));
 
     let pod = owned.find((candidate) => candidate.metadata?.name === podName);
     if (!pod && session.status?.podName === podName) pod = await this.readPod(namespace, podName);
@@ -121,7 +135,8 @@ export class PodLifecycle {
     if (verdict.kind === "Failed")
       return this.handleFailure(session, pod, verdict.failure, verdict.retryable, now, log);
 
-    if (pod.metadata?.annotations?.[ANNOTATION_POD_SPEC_HASH] !== desiredHash) {
+    // A warm pod was shaped by its pool's template, not by this session's spec.
+    if (!isPoolPod(pod) && pod.metadata?.annotations?.[ANNOTATION_POD_SPEC_HASH] !== desiredHash) {
       return this.replacePod(session, pod, now, log);
     }
 
@@ -130,7 +145,7 @@ export class PodLifecycle {
     const phase = computed.status.phase;
     if (phase !== "Running" && phase !== "Degraded") {
       const timeoutMs = session.spec.lifetime.startupTimeoutSeconds * 1000;
-      const created = toDate(pod.metadata?.creationTimestamp) ?? now;
+      const created = toDate(podStartFor(pod)) ?? now;
       const remainingMs = created.getTime() + timeoutMs - now.getTime();
       if (remainingMs <= 0) {
         await this.deletePod(pod);
@@ -181,6 +196,10 @@ export class PodLifecycle {
       }
     }
 
+    if (session.spec.poolRef) {
+      const waiting = await this.waitForPool(session, now, log);
+      if (waiting) return waiting;
+    }
     const desired = desiredRelayPod(session, {
       relayImage: this.relayImage,
       attempt,
@@ -234,6 +253,60 @@ export class PodLifecycle {
       log,
     );
     return { requeueAfterMs: session.spec.lifetime.startupTimeoutSeconds * 1000 };
+  }
+
+  /**
+   * A pooled session without a pod of this attempt: it waits for the pool controller's claim, unless
+   * it asked for a cold pod when the pool is exhausted (undefined: go on and create that pod).
+   */
+  private async waitForPool(
+    session: RelaySession,
+    now: Date,
+    log: Logger,
+  ): Promise<ReconcileResult | undefined> {
+    const namespace = session.metadata.namespace ?? "default";
+    const poolName = session.spec.poolRef!.name;
+    const pool = this.pools?.get(namespace, poolName);
+    if (pool && session.spec.poolRef!.onExhausted === "cold") {
+      if ((this.pools?.idleReadyPods(namespace, poolName) ?? 0) === 0) {
+        log.info({ pool: poolName }, "pool exhausted; starting a cold pod as the session asks");
+        this.emit(
+          session,
+          "Normal",
+          "PoolExhaustedCold",
+          `RelayPool ${poolName} has no idle pod; starting a cold pod`,
+        );
+        return undefined;
+      }
+    }
+    this.pools?.requestAllocation(namespace, poolName);
+    // An idle pod is there: the pool controller's claim follows (a pod event brings us back); the
+    // session is not waiting on an exhausted pool, so no PoolExhausted status is written.
+    if (pool && (this.pools?.idleReadyPods(namespace, poolName) ?? 0) > 0) return { requeueAfterMs: 2000 };
+    const outcome = waitingOutcome(session, pool);
+    if (
+      (await this.status.write(session, computeStatus({ session, now, outcome }).status, log)) ===
+        "written" &&
+      session.status?.conditions?.[0]?.reason !== outcome.reason
+    ) {
+      this.emit(session, "Normal", outcome.reason, outcome.message);
+    }
+    // The claim is a pod event that brings the session back; the requeue only guards a lost event.
+    return { requeueAfterMs: 30_000 };
+  }
+
+  /** A claimed warm pod won a race with a cold pod of the same attempt: the cold one goes. */
+  private async deleteColdPodsBeside(claimed: V1Pod, owned: V1Pod[], log: Logger): Promise<void> {
+    for (const pod of owned) {
+      if (pod === claimed || isPoolPod(pod) || isPodFinished(pod) || pod.metadata?.deletionTimestamp)
+        continue;
+      if (attemptOf(pod) !== attemptOf(claimed)) continue;
+      log.info(
+        { pod: pod.metadata?.name, warm: claimed.metadata?.name },
+        "deleting cold pod: a warm pod was claimed",
+      );
+      await this.deletePod(pod);
+    }
   }
 
   /** The attempt ended badly: count a restart within the budget, else the session has Failed. */

@@ -30,6 +30,7 @@ import type { RelayPodDefaults } from "./desired-pod.js";
 import type { EventSink, EventType } from "./events.js";
 import { sweepOrphanPods } from "./orphan-sweep.js";
 import { PodLifecycle, ttlRequeue } from "./pod-lifecycle.js";
+import { withPoolTemplate, type PoolAccess } from "./pooled-session.js";
 import { SessionRbac } from "./session-rbac.js";
 import { StatusWriter } from "./status-writer.js";
 import {
@@ -62,6 +63,8 @@ export interface RelaySessionReconcilerDeps {
   reportStaleAfterMs?: number;
   /** Per-session RBAC is re-asserted at most this often per session. Default 10 min. */
   rbacRecheckMs?: number;
+  /** Warm pools for sessions with spec.poolRef (the pool informer and controller). */
+  pools?: PoolAccess;
 }
 
 export function splitKey(key: string): [namespace: string, name: string] {
@@ -80,6 +83,7 @@ export class RelaySessionReconciler {
   private readonly rbac: SessionRbac;
   private readonly status: StatusWriter;
   private readonly lifecycle: PodLifecycle;
+  private readonly pools: PoolAccess | undefined;
 
   constructor(deps: RelaySessionReconcilerDeps) {
     this.sessions = deps.sessions;
@@ -91,7 +95,9 @@ export class RelaySessionReconciler {
     this.logger = deps.logger ?? silentLogger;
     this.rbac = new SessionRbac(deps.kubeConfig, deps.rbacRecheckMs);
     this.status = new StatusWriter(this.customObjects, deps.events);
+    this.pools = deps.pools;
     this.lifecycle = new PodLifecycle({
+      pools: deps.pools,
       core: deps.kubeConfig.makeApiClient(CoreV1Api),
       pods: deps.pods,
       status: this.status,
@@ -146,9 +152,12 @@ export class RelaySessionReconciler {
     now: Date,
     log: Logger,
   ): Promise<ReconcileResult | void> {
-    await this.rbac.ensure(cached);
+    // A warm pool pod runs as its pool's ServiceAccount: only a session that may go cold needs its own.
+    if (!cached.spec.poolRef || cached.spec.poolRef.onExhausted === "cold") await this.rbac.ensure(cached);
     if (isTerminalPhase(cached.status?.phase)) return this.reconcileFinished(cached, now, log);
-    return this.lifecycle.reconcile(cached, now, log);
+    const poolRef = cached.spec.poolRef;
+    const pool = poolRef && this.pools?.get(cached.metadata.namespace ?? "default", poolRef.name);
+    return this.lifecycle.reconcile(pool ? withPoolTemplate(cached, pool) : cached, now, log);
   }
 
   /** Succeeded or Failed: keep the status current, stop leftovers, delete the session after its TTL. */

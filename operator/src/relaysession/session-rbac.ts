@@ -7,7 +7,7 @@
 import { CoreV1Api, RbacAuthorizationV1Api, type KubeConfig } from "@kubernetes/client-node";
 import { OPERATOR_FIELD_MANAGER, type RelaySession } from "../../../crds/src/index.js";
 import { apiCode } from "./api-errors.js";
-import { desiredRelayRbac } from "./desired-pod.js";
+import { desiredRelayRbac, type RelayRbac } from "./desired-pod.js";
 
 const DEFAULT_RBAC_RECHECK_MS = 10 * 60_000;
 
@@ -27,11 +27,16 @@ export class SessionRbac {
 
   /** ServiceAccount, Role, RoleBinding `NAME-relay`; AlreadyExists is fine. */
   async ensure(session: RelaySession): Promise<void> {
-    const uid = session.metadata.uid ?? "";
+    await this.ensureObjects(session.metadata.uid ?? "", session.metadata.namespace ?? "default", () =>
+      desiredRelayRbac(session),
+    );
+  }
+
+  /** The same for any owner (a RelayPool's pods share one set): `uid` keys the rate limit. */
+  async ensureObjects(uid: string, namespace: string, desired: () => RelayRbac): Promise<void> {
     const ensuredAt = this.ensuredAt.get(uid);
     if (ensuredAt !== undefined && Date.now() - ensuredAt < this.recheckMs) return;
-    const namespace = session.metadata.namespace ?? "default";
-    const { serviceAccount, role, roleBinding } = desiredRelayRbac(session);
+    const { serviceAccount, role, roleBinding } = desired();
     const fieldManager = OPERATOR_FIELD_MANAGER;
     const ignoreExists = async (create: () => Promise<unknown>) => {
       try {

@@ -29,6 +29,7 @@ const OPERATOR_STATUS_FIELDS = [
   "startTime",
   "completionTime",
   "restarts",
+  "allocation",
 ] as const satisfies ReadonlyArray<keyof OperatorStatus>;
 
 export type WriteResult = "written" | "unchanged";

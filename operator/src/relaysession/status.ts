@@ -5,12 +5,15 @@
 
 import type { V1Pod } from "@kubernetes/client-node";
 import {
+  POOL_EXHAUSTED_REASON,
   READY_CONDITION,
   type RelaySession,
   type RelaySessionCondition,
   type RelaySessionPhase,
+  type RelaySessionStatus,
 } from "../../../crds/src/index.js";
 import { RELAY_CONTAINER } from "./labels.js";
+import { allocationOfPod } from "./pooled-session.js";
 
 /** A relay report older than this (relay writes ≥ 1/s while running) marks the session Degraded. */
 export const DEFAULT_REPORT_STALE_AFTER_MS = 30_000;
@@ -39,6 +42,7 @@ export interface OperatorStatus {
   startTime?: string;
   completionTime?: string;
   restarts: number;
+  allocation?: NonNullable<RelaySessionStatus["allocation"]>;
 }
 
 /** What the reconciler decided this round, when it is more than "watch the current pod". */
@@ -49,6 +53,8 @@ export type Outcome =
   | { kind: "Replacing" }
   /** The apiserver refused to create the pod for a reason that may pass (quota, missing PriorityClass). */
   | { kind: "CreateFailed"; message: string }
+  /** A pooled session (spec.poolRef) waits for an idle warm pod of its pool. */
+  | { kind: "WaitingForPool"; reason: string; message: string }
   /** Final failure: the budget is spent, or the failure cannot be retried. */
   | { kind: "Failed"; failure: Failure; budgetExhausted: boolean; restartBudget: number }
   | { kind: "Succeeded"; at: Date };
@@ -377,6 +383,15 @@ function assessOutcome(session: RelaySession, pod: V1Pod | undefined, outcome: O
         degraded: notDegraded,
       };
     }
+    case "WaitingForPool": {
+      return {
+        phase: "Pending",
+        ready: condition(READY_CONDITION, "False", outcome.reason, outcome.message),
+        scheduled,
+        progressing: condition(PROGRESSING_CONDITION, "True", outcome.reason, outcome.message),
+        degraded: notDegraded,
+      };
+    }
     case "Failed": {
       const reason = outcome.budgetExhausted ? "RestartBudgetExhausted" : outcome.failure.reason;
       const message = outcome.budgetExhausted
@@ -455,6 +470,8 @@ export function computeStatus(input: StatusInput): ComputedStatus {
     : undefined;
   const startTime = previous.startTime ?? (podStarted ? formatTime(podStarted) : undefined);
   if (startTime) status.startTime = startTime;
+  const allocation = (pod && allocationOfPod(pod)) || previous.allocation;
+  if (allocation) status.allocation = allocation;
   if (outcome?.kind === "Failed")
     status.completionTime = previous.completionTime ?? formatTime(outcome.failure.at);
   if (outcome?.kind === "Succeeded")
@@ -464,6 +481,8 @@ export function computeStatus(input: StatusInput): ComputedStatus {
   if (assessment.recheckAfterMs !== undefined) result.recheckAfterMs = assessment.recheckAfterMs;
   return result;
 }
+
+export { POOL_EXHAUSTED_REASON };
 
 /** The operator-owned fields of a stored status, in OperatorStatus shape, to compare with a computed one. */
 export function operatorOwnedStatus(session: RelaySession): Partial<OperatorStatus> {

@@ -26,6 +26,13 @@ import {
   parsePositiveNumber,
 } from "../common/cli-options.js";
 
+function parseNonNegativeInteger(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0)
+    throw new InvalidArgumentError(`expected a whole number ≥ 0, got "${value}"`);
+  return n;
+}
+
 /** Options shared by `run` and `demo`: what shapes one relay session. */
 export function addSessionOptions(command: Command): Command {
   return command
@@ -136,7 +143,29 @@ export function registerRun(program: Command): void {
     .option("--output <url>", "trickle output channel URL (default: input URL + -out)", parseHttpUrl)
     .option("--control <url>", "trickle control channel URL (prompt updates)", parseHttpUrl)
     .option("--events <url>", "trickle events channel URL (status every 10 s)", parseHttpUrl)
-    .option("--id <id>", "session id used in logs and metrics (default: random)");
+    .option("--id <id>", "session id used in logs and metrics (default: random)")
+    .option(
+      "--pool-pod",
+      "be a warm RelayPool pod: warm up, answer the readiness probe, wait for the operator to claim this " +
+        "pod ($POD_NAMESPACE/$POD_NAME) for a session, then run it",
+    )
+    .option(
+      "--pool-comfystream <url>",
+      "the pool's ComfyStream, for a RelaySession whose spec names a pool (spec.poolRef) instead",
+      parseHttpUrl,
+    )
+    .option(
+      "--pool-offer-timeout <seconds>",
+      "how long the pool's ComfyStream may take to answer an offer (with --pool-comfystream; default 300)",
+      parsePositiveInteger,
+    )
+    .option(
+      "--warmup-seconds <seconds>",
+      "--pool-pod: length of the synthetic warm-up stream through ComfyStream (0: only wait until it answers)",
+      parseNonNegativeInteger,
+      3,
+    )
+    .option("--ready-port <port>", "--pool-pod: port of /readyz and /metrics", parsePositiveInteger, 8892);
   addSessionOptions(command);
   command.addOption(
     new Option("--status-interval <seconds>", "log a status line this often")
@@ -153,7 +182,11 @@ Two forms:
       The session is described by the spec of a RelaySession (how the operator runs its pods).
       Its spec.prompts edits reach ComfyStream live; status.relay is written at most once a second
       and on state changes. Only pod-side options combine with it: --ice-address, --queue-*,
-      --insecure, --status-interval.
+      --insecure, --status-interval, --pool-comfystream (for a session that names a RelayPool).
+  trickle-relay run --pool-pod --pool-comfystream URL [--warmup-seconds N]
+      A warm RelayPool pod (how the operator runs pool pods): warms up, answers /readyz on
+      --ready-port once warm, waits until the operator claims the pod for a session, then runs
+      that session as --session does.
 
 Exit codes: 0 the input ended (or the session was stopped: SIGTERM/SIGINT, RelaySession deleted),
 1 the session failed, 2 bad options or (with --session) the RelaySession is missing, unreadable
@@ -163,6 +196,22 @@ or its spec unusable.`,
   command.exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : EXIT_CODES.configError));
   command.action(async (opts) => {
     const logger = createLogger("trickle-relay");
+    if (opts.poolPod) {
+      if (opts.poolComfystream === undefined)
+        command.error("error: --pool-pod needs --pool-comfystream URL", { exitCode: EXIT_CODES.configError });
+      const { runPoolPod } = await import("./pool-pod.js");
+      process.exitCode = await runPoolPod({
+        comfystreamUrl: opts.poolComfystream as string,
+        ...(opts.poolOfferTimeout ? { offerTimeoutSeconds: opts.poolOfferTimeout as number } : {}),
+        warmupSeconds: opts.warmupSeconds as number,
+        warmupTimeoutMs: 900_000,
+        readyPort: opts.readyPort as number,
+        session: sessionInputFromOptions(opts),
+        logger,
+      });
+      setTimeout(() => process.exit(), 3000).unref();
+      return;
+    }
     if (opts.session !== undefined) {
       process.exitCode = await runResourceForm(command, opts, logger);
       // A leftover keep-alive socket or timer must not keep a finished pod running.
@@ -224,6 +273,8 @@ async function runResourceForm(
     settings: {
       iceAddresses: podOptions.iceAddresses ?? [],
       insecureTls: podOptions.insecureTls ?? false,
+      ...(opts.poolComfystream ? { comfystreamUrl: opts.poolComfystream as string } : {}),
+      ...(opts.poolOfferTimeout ? { offerTimeoutSeconds: opts.poolOfferTimeout as number } : {}),
       ...(podOptions.queueCapacities ? { queueCapacities: podOptions.queueCapacities } : {}),
     },
     logStatus: (status) => logger.info({ status: summary(status) }, "status"),

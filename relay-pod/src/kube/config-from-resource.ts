@@ -20,6 +20,13 @@ export class SessionSpecError extends Error {}
 export interface PodSessionSettings {
   iceAddresses?: string[];
   insecureTls?: boolean;
+  /**
+   * ComfyStream of a pool pod (`run --pool-pod --comfystream URL`): a pooled session's spec names a
+   * RelayPool (spec.poolRef) instead of a ComfyStream, and the pod already knows its own.
+   */
+  comfystreamUrl?: string;
+  /** The pool's spec.template.comfystream.offerTimeoutSeconds, with comfystreamUrl. */
+  offerTimeoutSeconds?: number;
   queueCapacities?: Partial<QueueCapacities>;
 }
 
@@ -78,7 +85,10 @@ export function sessionConfigFromResource(
     outputUrl,
     ...(spec.trickle.controlUrl ? { controlUrl: spec.trickle.controlUrl } : {}),
     ...(spec.trickle.eventsUrl ? { eventsUrl: spec.trickle.eventsUrl } : {}),
-    comfystreamUrl: comfystreamUrlFromSpec(spec),
+    comfystreamUrl:
+      spec.comfystream === undefined && settings.comfystreamUrl
+        ? settings.comfystreamUrl
+        : comfystreamUrlFromSpec(spec),
     prompts: promptsFromSpec(spec.prompts),
     ...(spec.width !== undefined ? { width: spec.width } : {}),
     ...(spec.height !== undefined ? { height: spec.height } : {}),
@@ -96,7 +106,8 @@ export function sessionConfigFromResource(
     ...(settings.insecureTls !== undefined ? { insecureTls: settings.insecureTls } : {}),
     ...(settings.queueCapacities ? { queueCapacities: settings.queueCapacities } : {}),
   });
-  const offerTimeoutSeconds = spec.comfystream.offerTimeoutSeconds ?? DEFAULT_OFFER_TIMEOUT_SECONDS;
+  const offerTimeoutSeconds =
+    spec.comfystream?.offerTimeoutSeconds ?? settings.offerTimeoutSeconds ?? DEFAULT_OFFER_TIMEOUT_SECONDS;
   return { config, offerTimeoutMs: offerTimeoutSeconds * 1000, notes };
 }
 
@@ -108,8 +119,8 @@ export function comfystreamUrlFromSpec(spec: Pick<RelaySessionSpec, "comfystream
   if (hasUrl === hasSidecar) {
     throw new SessionSpecError("spec.comfystream: exactly one of url and sidecar must be set");
   }
-  if (hasUrl) return comfystream.url!;
-  return `http://127.0.0.1:${comfystream.sidecar!.port ?? DEFAULT_SIDECAR_PORT}`;
+  if (hasUrl) return comfystream!.url!;
+  return `http://127.0.0.1:${comfystream!.sidecar!.port ?? DEFAULT_SIDECAR_PORT}`;
 }
 
 /**

@@ -251,7 +251,7 @@ describe("REST gateway on a real kube-apiserver", { skip: assets.skipReason }, (
       controlUrl: request.control_url,
       eventsUrl: request.events_url,
     });
-    assert.equal(created.spec.comfystream.url, request.comfystream_url);
+    assert.equal(created.spec.comfystream?.url, request.comfystream_url);
     assert.deepEqual(created.spec.prompts, [workflow]);
     assert.equal(created.spec.width, 640);
     assert.equal(created.spec.height, 384);

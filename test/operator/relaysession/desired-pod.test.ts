@@ -182,7 +182,7 @@ describe("podSpecHash", () => {
     ["width", (spec) => void (spec.width = 512), true],
     ["frame rate", (spec) => void (spec.frameRate = 30), true],
     ["input URL", (spec) => void (spec.trickle.inputUrl = "https://other.example.com/live/x"), true],
-    ["sidecar image", (spec) => void (spec.comfystream.sidecar!.image = "livepeer/comfystream:0.2.0"), true],
+    ["sidecar image", (spec) => void (spec.comfystream!.sidecar!.image = "livepeer/comfystream:0.2.0"), true],
     ["node selector", (spec) => void (spec.pod!.nodeSelector = {}), true],
     ["restart budget", (spec) => void (spec.lifetime.maxRestarts = 5), true],
   ];

@@ -58,7 +58,7 @@ describe("relay pod defaults", () => {
     assert.equal(comfystream.resources?.limits?.["amd.com/gpu"], undefined);
 
     const withoutGpu = structuredClone(session);
-    delete withoutGpu.spec.comfystream.sidecar!.resources;
+    delete withoutGpu.spec.comfystream!.sidecar!.resources;
     const defaulted = desiredRelayPod(withoutGpu, { relayImage: RELAY_IMAGE, attempt: 0, defaults });
     const sidecar = defaulted.spec!.containers.find((c) => c.name === "comfystream")!;
     assert.deepEqual(sidecar.resources?.limits, { "amd.com/gpu": "1" });

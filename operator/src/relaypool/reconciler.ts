@@ -1,0 +1,383 @@
+/**
+ * The RelayPool reconciler, keyed "namespace/name": level-based, one pool at a time (the workqueue
+ * never runs one key twice at once, which is what makes first-come-first-served allocation a plain
+ * loop). Each round, from the caches:
+ *
+ *   1. clean up: idle pods that ended (crashed while idle) and claimed pods whose session is over
+ *      are deleted (the pool then refills);
+ *   2. allocate: idle Ready pods go to waiting sessions, oldest first (allocator.ts);
+ *   3. scale: create missing pods (lowest free index) or delete surplus idle ones, warming before
+ *      ready and highest index first; an allocated pod is never removed for scaling;
+ *   4. status: counts, selector, conditions; Events on allocation, exhaustion, refill.
+ *
+ * Pod shapes and the claim's labels are the session controller's (relaysession/desired-pool-pod.ts),
+ * handed in by operator.ts, so both controllers agree on what a relay pod is.
+ */
+import { randomUUID } from "node:crypto";
+import {
+  CoreV1Api,
+  CustomObjectsApi,
+  PatchStrategy,
+  setHeaderOptions,
+  type KubeConfig,
+  type V1Pod,
+} from "@kubernetes/client-node";
+import type { Logger } from "pino";
+import {
+  LABEL_POOL,
+  LABEL_POOL_STATE,
+  RELAY_POOL_PLURAL,
+  RELAY_SESSION_GROUP,
+  RELAY_SESSION_VERSION,
+  desiredPoolReplicas,
+  type RelayPool,
+  type RelayPoolStatus,
+  type RelaySession,
+} from "../../../crds/src/index.js";
+import { silentLogger } from "../../../relay-pod/src/index.js";
+import { canonicalJson } from "../kube/canonical-json.js";
+import { Allocator, type ClaimStamp, type SessionArrival } from "./allocator.js";
+import { apiCode } from "./api.js";
+import type { PoolMetrics } from "./metrics.js";
+import { isPodReady, liveCount, sortPoolPods, type PoolPods } from "./pool-pods.js";
+import { poolConditions } from "./pool-status.js";
+
+const mergePatch = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
+
+/** How the pool's pods look and are claimed: relaysession/desired-pool-pod.ts, wired by operator.ts. */
+export interface PoolPodShapes {
+  pod(pool: RelayPool, index: number): V1Pod;
+  indexOf(poolName: string, podName: string | undefined): number;
+  /** ServiceAccount, Role, RoleBinding of the pool's pods (create if missing). */
+  ensureRbac(pool: RelayPool): Promise<void>;
+  claim(pod: V1Pod, session: RelaySession, stamp: ClaimStamp): V1Pod;
+  sessionUid(pod: V1Pod): string | undefined;
+  attempt(pod: V1Pod): number;
+}
+
+export interface PoolEventSink {
+  record(
+    object: {
+      apiVersion?: string;
+      kind?: string;
+      metadata: { name?: string; namespace?: string; uid?: string };
+    },
+    type: "Normal" | "Warning",
+    reason: string,
+    message: string,
+  ): void;
+}
+
+export interface RelayPoolReconcilerDeps {
+  kubeConfig: KubeConfig;
+  pools: { get(namespace: string, name: string): RelayPool | undefined };
+  /** Every relay pod (pool pods and session pods) in a namespace, from the pod informer. */
+  pods: { list(namespace: string): V1Pod[] };
+  sessions: {
+    list(namespace: string): RelaySession[];
+    get(namespace: string, name: string): RelaySession | undefined;
+  };
+  shapes: PoolPodShapes;
+  arrival(uid: string): SessionArrival | undefined;
+  events?: PoolEventSink;
+  metrics?: PoolMetrics;
+  now?: () => Date;
+  logger?: Logger;
+}
+
+export interface PoolReconcileResult {
+  requeueAfterMs?: number;
+}
+
+export class RelayPoolReconciler {
+  private readonly deps: RelayPoolReconcilerDeps;
+  private readonly core: CoreV1Api;
+  private readonly customObjects: CustomObjectsApi;
+  private readonly allocator: Allocator;
+  private readonly now: () => Date;
+  private readonly logger: Logger;
+  /** Pods whose first Ready was measured (warm-up histogram), by uid. */
+  private readonly warmedUp = new Set<string>();
+
+  constructor(deps: RelayPoolReconcilerDeps) {
+    this.deps = deps;
+    this.core = deps.kubeConfig.makeApiClient(CoreV1Api);
+    this.customObjects = deps.kubeConfig.makeApiClient(CustomObjectsApi);
+    this.now = deps.now ?? (() => new Date());
+    this.logger = deps.logger ?? silentLogger;
+    this.allocator = new Allocator({
+      core: this.core,
+      claim: (pod, session, stamp) => deps.shapes.claim(pod, session, stamp),
+      sessionUid: (pod) => deps.shapes.sessionUid(pod),
+      attempt: (pod) => deps.shapes.attempt(pod),
+      arrival: (uid) => deps.arrival(uid),
+      now: this.now,
+    });
+  }
+
+  async reconcile(key: string): Promise<PoolReconcileResult | void> {
+    const slash = key.indexOf("/");
+    const namespace = key.slice(0, slash);
+    const name = key.slice(slash + 1);
+    const pool = this.deps.pools.get(namespace, name);
+    if (!pool || pool.metadata.deletionTimestamp) {
+      // Idle pods go with the pool (owner references); claimed pods belong to their sessions now.
+      this.deps.metrics?.forget(namespace, name);
+      return;
+    }
+    const log = this.logger.child({ pool: key, reconcileID: randomUUID() });
+    await this.deps.shapes.ensureRbac(pool);
+
+    const allPods = this.deps.pods.list(namespace);
+    const sorted = sortPoolPods(allPods, name, this.deps.shapes);
+    this.observeWarmups(pool, sorted);
+    await this.cleanUp(pool, sorted, log);
+
+    // Allocation before scaling: a pod handed out now is not an idle pod to scale away.
+    const sessions = this.deps.sessions.list(namespace);
+    const waiting = this.allocator.waitingSessions(pool, sessions, allPods);
+    const allocations = await this.allocator.allocate(waiting, sorted.idleReady, log, () =>
+      this.deps.metrics?.claimConflicts.inc({ namespace, pool: name }),
+    );
+    for (const { session, pod, waitedSeconds } of allocations) {
+      log.info(
+        { session: session.metadata.name, pod: pod.metadata?.name, waitedSeconds },
+        "allocated warm pod",
+      );
+      this.deps.metrics?.allocationSeconds.observe({ namespace, pool: name }, waitedSeconds);
+      this.deps.events?.record(
+        session,
+        "Normal",
+        "Allocated",
+        `warm pod ${pod.metadata?.name} of RelayPool ${name} after ${waitedSeconds.toFixed(3)} s`,
+      );
+    }
+    const claimedNames = new Set(allocations.map((a) => a.pod.metadata?.name));
+    const idleReady = sorted.idleReady.filter((pod) => !claimedNames.has(pod.metadata?.name));
+    const allocated = sorted.allocated.length + allocations.length;
+    const stillWaiting = waiting.length - allocations.length;
+
+    const desired = desiredPoolReplicas(pool.spec, allocated);
+    const live = liveCount(sorted);
+    let created = 0;
+    let removed: V1Pod[] = [];
+    if (live < desired) created = await this.scaleUp(pool, allPods, desired - live, stillWaiting, log);
+    else if (live > desired)
+      removed = await this.scaleDown(pool, [...sorted.warming, ...idleReady], live - desired, log);
+    const kept = (pods: V1Pod[]) => pods.filter((pod) => !removed.includes(pod));
+    await this.markReady(kept(idleReady));
+
+    const counts = {
+      ready: kept(idleReady).length,
+      allocated,
+      warming: kept(sorted.warming).length + created,
+      desired,
+      waiting: stillWaiting,
+    };
+    this.deps.metrics?.set(namespace, name, counts);
+    await this.writeStatus(pool, counts, live + created - removed.length, log);
+    // Waiting sessions are served by pod events (Ready, deleted); the requeue only covers a lost one.
+    return stillWaiting > 0 ? { requeueAfterMs: 5000 } : undefined;
+  }
+
+  /** Idle pods that ended are replaced; claimed pods whose session is over leave (refill follows). */
+  private async cleanUp(pool: RelayPool, sorted: PoolPods, log: Logger): Promise<void> {
+    for (const pod of sorted.idleFinished) {
+      log.info({ pod: pod.metadata?.name, phase: pod.status?.phase }, "idle warm pod ended; replacing it");
+      this.deps.events?.record(
+        pool,
+        "Warning",
+        "WarmPodEnded",
+        `idle pod ${pod.metadata?.name} ended (${pod.status?.phase}); replacing it`,
+      );
+      await this.deletePod(pod);
+    }
+    const namespace = pool.metadata.namespace ?? "default";
+    for (const pod of [...sorted.allocated, ...sorted.allocatedFinished]) {
+      const sessionName = pod.metadata?.ownerReferences?.find((ref) => ref.kind === "RelaySession")?.name;
+      const session = sessionName ? this.deps.sessions.get(namespace, sessionName) : undefined;
+      const over =
+        !session ||
+        session.metadata.uid !== this.deps.shapes.sessionUid(pod) ||
+        session.status?.phase === "Succeeded" ||
+        session.status?.phase === "Failed" ||
+        // A finished pod of an earlier attempt: the session restarted on another pod.
+        (sorted.allocatedFinished.includes(pod) &&
+          this.deps.shapes.attempt(pod) < (session.status?.restarts ?? 0));
+      if (!over) continue;
+      log.info({ pod: pod.metadata?.name, session: sessionName }, "session over; deleting its warm pod");
+      await this.deletePod(pod);
+    }
+  }
+
+  private async scaleUp(
+    pool: RelayPool,
+    allPods: readonly V1Pod[],
+    missing: number,
+    waiting: number,
+    log: Logger,
+  ): Promise<number> {
+    const name = pool.metadata.name ?? "";
+    // Names of every pod of the pool (terminating and finished too): their names are still taken.
+    const taken = new Set(
+      allPods
+        .filter((pod) => pod.metadata?.labels?.[LABEL_POOL] === name)
+        .map((pod) => this.deps.shapes.indexOf(name, pod.metadata?.name)),
+    );
+    let created = 0;
+    for (let index = 0; created < missing; index++) {
+      if (taken.has(index)) continue;
+      const body = this.deps.shapes.pod(pool, index);
+      try {
+        await this.core.createNamespacedPod({ namespace: pool.metadata.namespace ?? "default", body });
+        created++;
+      } catch (error) {
+        // 409: the cache is behind our own create; the name is taken, try the next.
+        if (apiCode(error) !== 409) throw error;
+      }
+    }
+    if (created === 0) return 0;
+    log.info({ created, waiting }, "created warm pods");
+    this.deps.events?.record(
+      pool,
+      "Normal",
+      waiting > 0 ? "Refill" : "Scaled",
+      `created ${created} warm pod${created === 1 ? "" : "s"}${waiting > 0 ? ` (${waiting} sessions waiting)` : ""}`,
+    );
+    return created;
+  }
+
+  /** Removes `surplus` pods from `candidates` (idle only), warming first, highest index first. */
+  private async scaleDown(
+    pool: RelayPool,
+    candidates: V1Pod[],
+    surplus: number,
+    log: Logger,
+  ): Promise<V1Pod[]> {
+    const name = pool.metadata.name ?? "";
+    const warming = candidates.filter((pod) => !isPodReady(pod));
+    const ready = candidates.filter((pod) => isPodReady(pod));
+    const byIndexDesc = (a: V1Pod, b: V1Pod) =>
+      this.deps.shapes.indexOf(name, b.metadata?.name) - this.deps.shapes.indexOf(name, a.metadata?.name);
+    const victims = [...warming.sort(byIndexDesc), ...ready.sort(byIndexDesc)].slice(0, surplus);
+    for (const pod of victims) await this.deletePod(pod, true);
+    if (victims.length > 0) {
+      log.info({ deleted: victims.map((pod) => pod.metadata?.name) }, "scaled down idle warm pods");
+      this.deps.events?.record(pool, "Normal", "ScaledDown", `deleted ${victims.length} idle warm pod(s)`);
+    }
+    return victims;
+  }
+
+  /** The state label follows readiness (the relay in the pod only answers its readiness probe). */
+  private async markReady(idleReady: readonly V1Pod[]): Promise<void> {
+    for (const pod of idleReady) {
+      if (pod.metadata?.labels?.[LABEL_POOL_STATE] === "ready") continue;
+      try {
+        await this.core.patchNamespacedPod(
+          {
+            namespace: pod.metadata?.namespace ?? "default",
+            name: pod.metadata?.name ?? "",
+            // Guarded: a claim between our read and this patch wins; the label then says allocated.
+            body: {
+              metadata: {
+                resourceVersion: pod.metadata?.resourceVersion,
+                labels: { [LABEL_POOL_STATE]: "ready" },
+              },
+            },
+          },
+          mergePatch,
+        );
+      } catch (error) {
+        if (apiCode(error) !== 409 && apiCode(error) !== 404) throw error;
+      }
+    }
+  }
+
+  /**
+   * Deletes by uid (a pod that took the name meanwhile is spared); `unclaimed`: also by
+   * resourceVersion, so that a pod claimed since it was read is not scaled away.
+   */
+  private async deletePod(pod: V1Pod, unclaimed = false): Promise<void> {
+    try {
+      await this.core.deleteNamespacedPod({
+        namespace: pod.metadata?.namespace ?? "default",
+        name: pod.metadata?.name ?? "",
+        body: {
+          preconditions: {
+            uid: pod.metadata?.uid,
+            ...(unclaimed ? { resourceVersion: pod.metadata?.resourceVersion } : {}),
+          },
+        },
+      });
+    } catch (error) {
+      if (apiCode(error) !== 404 && apiCode(error) !== 409) throw error;
+    }
+  }
+
+  private observeWarmups(pool: RelayPool, sorted: PoolPods): void {
+    for (const pod of sorted.idleReady) {
+      const uid = pod.metadata?.uid ?? "";
+      if (this.warmedUp.has(uid)) continue;
+      this.warmedUp.add(uid);
+      if (this.warmedUp.size > 100_000) this.warmedUp.delete(this.warmedUp.values().next().value!);
+      const created = Date.parse(String(pod.metadata?.creationTimestamp ?? ""));
+      const ready = pod.status?.conditions?.find((c) => c.type === "Ready")?.lastTransitionTime;
+      const readyAt = ready ? Date.parse(String(ready)) : NaN;
+      if (Number.isFinite(created) && Number.isFinite(readyAt) && readyAt >= created) {
+        this.deps.metrics?.warmupSeconds.observe(
+          { namespace: pool.metadata.namespace ?? "default", pool: pool.metadata.name ?? "" },
+          (readyAt - created) / 1000,
+        );
+      }
+    }
+  }
+
+  private async writeStatus(
+    pool: RelayPool,
+    counts: { ready: number; allocated: number; warming: number; desired: number; waiting: number },
+    replicas: number,
+    log: Logger,
+  ): Promise<void> {
+    const namespace = pool.metadata.namespace ?? "default";
+    const name = pool.metadata.name ?? "";
+    const previous = pool.status ?? {};
+    const status: RelayPoolStatus = {
+      replicas,
+      desiredReplicas: counts.desired,
+      readyReplicas: counts.ready,
+      allocatedReplicas: counts.allocated,
+      warmingReplicas: counts.warming,
+      waitingSessions: counts.waiting,
+      selector: `${LABEL_POOL}=${name}`,
+      conditions: poolConditions(previous.conditions, counts, this.now(), pool.metadata.generation),
+    };
+    if (pool.metadata.generation !== undefined) status.observedGeneration = pool.metadata.generation;
+    if (canonicalJson(previous) === canonicalJson(status)) return;
+    const wasExhausted = (previous.waitingSessions ?? 0) > 0;
+    if (!wasExhausted && counts.waiting > 0) {
+      this.deps.metrics?.exhausted.inc({ namespace, pool: name });
+      this.deps.events?.record(
+        pool,
+        "Warning",
+        "PoolExhausted",
+        `${counts.waiting} session(s) waiting for an idle warm pod`,
+      );
+    }
+    try {
+      await this.customObjects.patchNamespacedCustomObjectStatus(
+        {
+          group: RELAY_SESSION_GROUP,
+          version: RELAY_SESSION_VERSION,
+          namespace,
+          plural: RELAY_POOL_PLURAL,
+          name,
+          body: { status },
+        },
+        mergePatch,
+      );
+    } catch (error) {
+      if (apiCode(error) !== 404) throw error;
+    }
+    log.debug({ status }, "pool status written");
+  }
+}

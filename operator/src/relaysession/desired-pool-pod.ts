@@ -1,0 +1,264 @@
+// The objects a RelayPool should have: its warm pods and the RBAC they share. Here, beside the
+// session's pod, because a warm pod is a relay pod (same image, containers, security, placement and
+// GPU rules); only its arguments, labels, owner and readiness differ. operator.ts hands these
+// builders to the pool controller (operator/src/relaypool), which decides how many to keep.
+
+import type { V1Container, V1OwnerReference, V1Pod, V1Toleration } from "@kubernetes/client-node";
+import {
+  ANNOTATION_ALLOCATED_AT,
+  ANNOTATION_ALLOCATED_SESSION,
+  ANNOTATION_ALLOCATION_WAITED_SECONDS,
+  LABEL_POOL,
+  LABEL_POOL_STATE,
+  RELAY_POOL_KIND,
+  RELAY_SESSION_API_VERSION,
+  RELAY_SESSION_GROUP,
+  RELAY_SESSION_PLURAL,
+  type RelayPool,
+  type RelaySession,
+} from "../../../crds/src/index.js";
+import {
+  DEFAULT_GPU_RESOURCE_NAME,
+  RELAY_GPU_ENV,
+  RELAY_TMP_PATH,
+  TMP_VOLUME,
+  comfystreamContainer,
+  comfystreamUrlOfSpec,
+  fieldEnv,
+  relaySecurityContext,
+  requestsGpu,
+  sessionOwnerReference,
+  toResourceRequirements,
+  type RelayPodDefaults,
+  type RelayRbac,
+} from "./desired-pod.js";
+import {
+  APP_NAME,
+  LABEL_ATTEMPT,
+  LABEL_COMPONENT,
+  LABEL_MANAGED_BY,
+  LABEL_NAME,
+  LABEL_SESSION,
+  LABEL_SESSION_UID,
+  OPERATOR_NAME,
+  RELAY_COMPONENT,
+  RELAY_CONTAINER,
+  sessionLabelValue,
+} from "./labels.js";
+
+/** Where a warm relay answers its readiness probe (`run --pool-pod`): 200 once warmed up and idle. */
+export const POOL_READY_PORT = 8892;
+export const POOL_READY_PATH = "/readyz";
+
+/** `POOL-warm-N`: deterministic, so a repeated create after a stale cache is a harmless 409. */
+export function poolPodName(poolName: string, index: number): string {
+  return `${poolName}-warm-${index}`;
+}
+
+/** The index of a pool pod from its name, or -1. */
+export function poolPodIndex(poolName: string, podName: string | undefined): number {
+  const prefix = `${poolName}-warm-`;
+  if (!podName?.startsWith(prefix)) return -1;
+  const index = Number(podName.slice(prefix.length));
+  return Number.isInteger(index) && index >= 0 ? index : -1;
+}
+
+/** `POOL-pool-relay`: the ServiceAccount, Role and RoleBinding the pool's pods share. */
+export function poolRbacName(poolName: string): string {
+  return `${poolName}-pool-relay`;
+}
+
+export function poolOwnerReference(pool: RelayPool): V1OwnerReference {
+  return {
+    apiVersion: RELAY_SESSION_API_VERSION,
+    kind: RELAY_POOL_KIND,
+    name: pool.metadata.name ?? "",
+    uid: pool.metadata.uid ?? "",
+    controller: true,
+    blockOwnerDeletion: true,
+  };
+}
+
+export function poolPodLabels(pool: RelayPool): Record<string, string> {
+  return {
+    [LABEL_NAME]: APP_NAME,
+    [LABEL_COMPONENT]: RELAY_COMPONENT,
+    [LABEL_MANAGED_BY]: OPERATOR_NAME,
+    [LABEL_POOL]: pool.metadata.name ?? "",
+  };
+}
+
+export interface PoolPodOptions {
+  relayImage: string;
+  defaults?: RelayPodDefaults;
+}
+
+/** Warm pod number `index` of `pool`: the relay idles (`run --pool-pod`) until a session claims it. */
+export function desiredPoolPod(pool: RelayPool, index: number, options: PoolPodOptions): V1Pod {
+  const namespace = pool.metadata.namespace ?? "default";
+  const poolName = pool.metadata.name ?? "";
+  const template = pool.spec.template;
+  const placement = template.pod ?? {};
+  const warmup = template.warmup ?? { durationSeconds: 3 };
+  const defaults = options.defaults ?? {};
+
+  const relay: V1Container = {
+    name: RELAY_CONTAINER,
+    image: placement.image ?? options.relayImage,
+    command: ["trickle-relay"],
+    args: [
+      "run",
+      "--pool-pod",
+      "--pool-comfystream",
+      comfystreamUrlOfSpec(template.comfystream),
+      "--pool-offer-timeout",
+      String(template.comfystream.offerTimeoutSeconds ?? 300),
+      "--warmup-seconds",
+      String(warmup.durationSeconds ?? 3),
+      "--width",
+      String(template.width ?? 512),
+      "--height",
+      String(template.height ?? 512),
+      "--frame-rate",
+      String(template.frameRate ?? 30),
+    ],
+    env: [
+      fieldEnv("POD_NAME", "metadata.name"),
+      fieldEnv("POD_NAMESPACE", "metadata.namespace"),
+      ...(warmup.prompts?.length
+        ? [{ name: "TRICKLE_RELAY_WARMUP_PROMPTS", value: JSON.stringify(warmup.prompts) }]
+        : []),
+    ],
+    ports: [{ name: "pool-ready", containerPort: POOL_READY_PORT, protocol: "TCP" }],
+    // Ready only once ComfyStream answered and the warm-up ran: the operator hands out Ready pods only.
+    readinessProbe: {
+      httpGet: { path: POOL_READY_PATH, port: POOL_READY_PORT },
+      periodSeconds: 1,
+      failureThreshold: 1,
+    },
+    securityContext: relaySecurityContext(),
+    volumeMounts: [{ name: TMP_VOLUME, mountPath: RELAY_TMP_PATH }],
+  };
+  if (placement.imagePullPolicy) relay.imagePullPolicy = placement.imagePullPolicy;
+  const relayResources = toResourceRequirements(placement.resources) ?? structuredClone(defaults.resources);
+  if (relayResources) relay.resources = relayResources;
+  if (requestsGpu(relayResources, defaults.gpuResourceName ?? DEFAULT_GPU_RESOURCE_NAME)) {
+    relay.env!.push(...RELAY_GPU_ENV.map((env) => ({ ...env })));
+  }
+  const containers = [relay];
+  const sidecar = template.comfystream.sidecar;
+  if (sidecar)
+    containers.push(comfystreamContainer(sidecar, defaults.gpuResourceName ?? DEFAULT_GPU_RESOURCE_NAME));
+
+  const pod: V1Pod = {
+    apiVersion: "v1",
+    kind: "Pod",
+    metadata: {
+      name: poolPodName(poolName, index),
+      namespace,
+      labels: { ...poolPodLabels(pool), [LABEL_POOL_STATE]: "warming" },
+      ownerReferences: [poolOwnerReference(pool)],
+    },
+    spec: {
+      restartPolicy: "Never",
+      serviceAccountName: poolRbacName(poolName),
+      automountServiceAccountToken: true,
+      enableServiceLinks: false,
+      securityContext: { seccompProfile: { type: "RuntimeDefault" } },
+      containers,
+      volumes: [{ name: TMP_VOLUME, emptyDir: {} }],
+    },
+  };
+  const spec = pod.spec!;
+  const nodeSelector = placement.nodeSelector ?? defaults.nodeSelector;
+  if (nodeSelector) spec.nodeSelector = { ...nodeSelector };
+  const tolerations = placement.tolerations ?? defaults.tolerations;
+  if (tolerations) spec.tolerations = tolerations.map((t) => ({ ...t }) as V1Toleration);
+  if (placement.affinity) spec.affinity = structuredClone(placement.affinity);
+  const runtimeClassName = placement.runtimeClassName ?? defaults.runtimeClassName;
+  if (runtimeClassName) spec.runtimeClassName = runtimeClassName;
+  if (placement.priorityClassName) spec.priorityClassName = placement.priorityClassName;
+  if (placement.imagePullSecrets)
+    spec.imagePullSecrets = placement.imagePullSecrets.map((s) => ({ name: s.name }));
+  return pod;
+}
+
+/**
+ * The pool pods' ServiceAccount, Role and RoleBinding. A warm pod does not know which session it
+ * will serve, so it may read the namespace's RelaySessions and patch their status (the relay writes
+ * only status.relay of the session its pod was given) and read pods (its own, to see the claim).
+ */
+export function desiredPoolRbac(pool: RelayPool): RelayRbac {
+  const namespace = pool.metadata.namespace ?? "default";
+  const name = poolRbacName(pool.metadata.name ?? "");
+  const metadata = () => ({
+    name,
+    namespace,
+    labels: poolPodLabels(pool),
+    ownerReferences: [poolOwnerReference(pool)],
+  });
+  return {
+    serviceAccount: { apiVersion: "v1", kind: "ServiceAccount", metadata: metadata() },
+    role: {
+      apiVersion: "rbac.authorization.k8s.io/v1",
+      kind: "Role",
+      metadata: metadata(),
+      rules: [
+        {
+          apiGroups: [RELAY_SESSION_GROUP],
+          resources: [RELAY_SESSION_PLURAL],
+          verbs: ["get", "list", "watch"],
+        },
+        {
+          apiGroups: [RELAY_SESSION_GROUP],
+          resources: [`${RELAY_SESSION_PLURAL}/status`],
+          verbs: ["get", "patch"],
+        },
+        { apiGroups: [""], resources: ["pods"], verbs: ["get", "list", "watch"] },
+      ],
+    },
+    roleBinding: {
+      apiVersion: "rbac.authorization.k8s.io/v1",
+      kind: "RoleBinding",
+      metadata: metadata(),
+      roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "Role", name },
+      subjects: [{ kind: "ServiceAccount", name, namespace }],
+    },
+  };
+}
+
+export interface ClaimStamp {
+  at: Date;
+  /** From the operator's first sight of the session to this claim. */
+  waitedSeconds: number;
+  /** The session's current attempt (status.restarts). */
+  attempt: number;
+}
+
+/**
+ * `pod` (an idle warm pod, as cached) claimed for `session`: the session's labels (the pod is then
+ * the session's pod of this attempt, found by the session controller's owner index), the state
+ * `allocated`, the claim annotations the relay in the pod waits for, and the session as the only
+ * controller owner, so that deleting the pool leaves the session's pod alone and deleting the session
+ * removes it. The caller writes it with the cached resourceVersion (update, not patch): two claims of
+ * one pod cannot both succeed.
+ */
+export function claimedPoolPod(pod: V1Pod, session: RelaySession, stamp: ClaimStamp): V1Pod {
+  const claimed = structuredClone(pod);
+  const metadata = claimed.metadata!;
+  metadata.labels = {
+    ...metadata.labels,
+    [LABEL_SESSION]: sessionLabelValue(session.metadata.name ?? ""),
+    [LABEL_SESSION_UID]: session.metadata.uid ?? "",
+    [LABEL_ATTEMPT]: String(stamp.attempt),
+    [LABEL_POOL_STATE]: "allocated",
+  };
+  metadata.annotations = {
+    ...metadata.annotations,
+    [ANNOTATION_ALLOCATED_SESSION]: `${session.metadata.namespace}/${session.metadata.name}`,
+    [ANNOTATION_ALLOCATED_AT]: stamp.at.toISOString(),
+    [ANNOTATION_ALLOCATION_WAITED_SECONDS]: String(Math.round(stamp.waitedSeconds * 1000) / 1000),
+  };
+  metadata.ownerReferences = [sessionOwnerReference(session)];
+  return claimed;
+}

@@ -1,0 +1,183 @@
+// `trickle-relay run --pool-pod`: the relay of a warm RelayPool pod. It warms up first (waits for
+// its ComfyStream to answer, then sends a short synthetic stream through it with the pool's
+// workflows, so that models are loaded and compiled before a real frame arrives), only then answers
+// its readiness probe, idles until the operator claims the pod for a session, and then runs that
+// session at once, exactly as `run --session` does. Its state (warming, ready, allocated, draining)
+// is on /metrics; the operator mirrors it in the pod label trickle-relay.io/pool-state.
+
+import { createServer, type Server } from "node:http";
+import { Gauge, Registry } from "prom-client";
+import type { Logger } from "../common/log.js";
+import { ProgressLine } from "../common/progress-line.js";
+import { onShutdownSignal } from "../common/cli-options.js";
+import { EXIT_CODES } from "../session/exit-codes.js";
+import type { SessionConfigInput } from "../session/config.js";
+import { POOL_POD_STATES, type PoolPodState } from "../../../crds/src/index.js";
+
+export interface PoolPodOptions {
+  comfystreamUrl: string;
+  /** The pool's offer timeout (spec.template.comfystream.offerTimeoutSeconds). */
+  offerTimeoutSeconds?: number;
+  warmupSeconds: number;
+  /** Longest wait for ComfyStream to answer at all (image pulls are done; its start is not). */
+  warmupTimeoutMs: number;
+  readyPort: number;
+  /** The stream settings of the warm-up (size, rate, encoder) and the pod-side session settings. */
+  session: Omit<SessionConfigInput, "id" | "inputUrl" | "comfystreamUrl">;
+  logger: Logger;
+}
+
+const WARMUP_ATTEMPTS = 3;
+
+export async function runPoolPod(options: PoolPodOptions): Promise<number> {
+  const log = options.logger.child({ component: "pool-pod" });
+  const namespace = process.env.POD_NAMESPACE;
+  const name = process.env.POD_NAME;
+  if (!namespace || !name) {
+    process.stderr.write("trickle-relay: --pool-pod needs POD_NAMESPACE and POD_NAME (downward API)\n");
+    return EXIT_CODES.configError;
+  }
+  const status = new PoolPodStatus();
+  const server = await serveReadiness(options.readyPort, status);
+  const idle = new AbortController();
+  let stopSession: (() => Promise<void>) | undefined;
+  onShutdownSignal(async (signal) => {
+    log.info({ signal, state: status.state }, "stopping");
+    status.set("draining");
+    idle.abort();
+    await stopSession?.();
+  });
+
+  try {
+    const started = performance.now();
+    if (!(await warmUp(options, log, idle.signal))) {
+      if (idle.signal.aborted) return EXIT_CODES.ended;
+      process.stderr.write(
+        "trickle-relay: the warm-up through ComfyStream failed; the pool replaces this pod\n",
+      );
+      return EXIT_CODES.failed;
+    }
+    status.warmupSeconds.set((performance.now() - started) / 1000);
+    status.set("ready");
+    log.info({ warmupSeconds: (performance.now() - started) / 1000 }, "warm and idle: ready for a session");
+
+    const { loadKubeConfig } = await import("../kube/session-resource.js");
+    const { waitForClaim } = await import("../kube/pool-claim.js");
+    const claimed = await waitForClaim(loadKubeConfig(), { namespace, name }, idle.signal, log);
+    if (!claimed) return EXIT_CODES.ended;
+    status.set("allocated");
+    log.info({ session: `${claimed.namespace}/${claimed.name}` }, "claimed: starting the session");
+    const { runSessionFromResource } = await import("../kube/resource-session.js");
+    return await runSessionFromResource(claimed, {
+      logger: options.logger,
+      settings: {
+        comfystreamUrl: options.comfystreamUrl,
+        ...(options.offerTimeoutSeconds ? { offerTimeoutSeconds: options.offerTimeoutSeconds } : {}),
+        iceAddresses: options.session.iceAddresses ?? [],
+        insecureTls: options.session.insecureTls ?? false,
+        ...(options.session.queueCapacities ? { queueCapacities: options.session.queueCapacities } : {}),
+      },
+      onShutdown: (stop) => (stopSession = stop),
+    });
+  } finally {
+    server.close();
+  }
+}
+
+/** The pod's state for its readiness probe and /metrics. */
+class PoolPodStatus {
+  readonly registry = new Registry();
+  state: PoolPodState = "warming";
+  private readonly stateGauge = new Gauge({
+    name: "trickle_relay_pool_pod_state",
+    help: "1 for the warm pool pod's current state (warming, ready, allocated, draining)",
+    labelNames: ["state"],
+    registers: [this.registry],
+  });
+  readonly warmupSeconds = new Gauge({
+    name: "trickle_relay_pool_pod_warmup_seconds",
+    help: "How long this pod's warm-up took (ComfyStream up, synthetic stream through it)",
+    registers: [this.registry],
+  });
+
+  constructor() {
+    this.set("warming");
+  }
+
+  set(state: PoolPodState): void {
+    this.state = state;
+    for (const each of POOL_POD_STATES) this.stateGauge.set({ state: each }, each === state ? 1 : 0);
+  }
+}
+
+/** /readyz: 200 only while warm and idle (the operator hands out Ready pods only); /metrics. */
+async function serveReadiness(port: number, status: PoolPodStatus): Promise<Server> {
+  const server = createServer((request, response) => {
+    if (request.url === "/readyz") {
+      const ready = status.state === "ready";
+      response.writeHead(ready ? 200 : 503, { "content-type": "text/plain" }).end(status.state);
+    } else if (request.url === "/metrics") {
+      void status.registry.metrics().then((text) => {
+        response.writeHead(200, { "content-type": status.registry.contentType }).end(text);
+      });
+    } else {
+      response.writeHead(404).end();
+    }
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, resolve);
+  });
+  return server;
+}
+
+/**
+ * ComfyStream answers (any HTTP reply), then, unless warmupSeconds is 0, a synthetic stream of that
+ * length goes through it with the pool's workflows (the demo's pipeline: trickle server, test pattern,
+ * one relay session) and must come back. False when it never worked or a stop came first.
+ */
+async function warmUp(options: PoolPodOptions, log: Logger, signal: AbortSignal): Promise<boolean> {
+  const deadline = Date.now() + options.warmupTimeoutMs;
+  for (;;) {
+    if (signal.aborted) return false;
+    try {
+      await fetch(options.comfystreamUrl, { signal: AbortSignal.timeout(5000) });
+      break;
+    } catch {
+      if (Date.now() > deadline) {
+        log.error({ comfystream: options.comfystreamUrl }, "ComfyStream never answered");
+        return false;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+    }
+  }
+  if (options.warmupSeconds === 0) return true;
+  const { runDemo } = await import("../demo/demo.js");
+  for (let attempt = 1; attempt <= WARMUP_ATTEMPTS && !signal.aborted; attempt++) {
+    const code = await runDemo(
+      {
+        duration: options.warmupSeconds,
+        out: "/tmp/trickle-relay-warmup",
+        comfystream: options.comfystreamUrl,
+        filter: "null",
+        session: { ...options.session, prompts: warmupPrompts(options.session.prompts) },
+      },
+      log,
+      new ProgressLine(process.stderr),
+    );
+    if (code === 0) return true;
+    log.warn({ attempt, code }, "warm-up stream failed; trying again");
+  }
+  return false;
+}
+
+/** The pool's warm-up workflows (TRICKLE_RELAY_WARMUP_PROMPTS, JSON), else the session default. */
+function warmupPrompts(fallback: unknown): unknown {
+  const json = process.env.TRICKLE_RELAY_WARMUP_PROMPTS;
+  if (!json) return fallback;
+  try {
+    return JSON.parse(json);
+  } catch {
+    return fallback;
+  }
+}

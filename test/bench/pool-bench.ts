@@ -1,0 +1,229 @@
+// Pool allocation benchmark on a real kube-apiserver + etcd, with the real operator binary:
+//
+//   npm run bench:pool [-- --pool 100 --sessions 100 --rss-pods 1000 --out bench-results/pool.json]
+//
+// 1. A RelayPool of --pool pods; a stand-in kubelet (FakePoolKubelet: no containers run) reports
+//    every pod Running and Ready, as a warm pod's readiness probe would once its warm-up is done.
+// 2. --sessions pooled RelaySessions are created concurrently (all creates in flight at once).
+//    Allocation latency of each = the claim's timestamp on the pod (trickle-relay.io/allocated-at,
+//    written by the operator, same machine and clock) minus the moment just before its create call,
+//    and minus the moment its create call returned; p50/p95/max of both.
+// 3. Operator RSS with --rss-pods pool pods (the pool scaled up; pods need not be Ready).
+//
+// Apply → first output frame warm vs cold is not measured here (it needs relay pods running real
+// pipelines: see the README's "Warm pools" and the report of issue 14).
+import { readFileSync } from "node:fs";
+import { loadavg } from "node:os";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { CustomObjectsApi, KubeConfig, type V1Pod } from "@kubernetes/client-node";
+import { ANNOTATION_ALLOCATED_AT } from "../../crds/src/index.js";
+import { startControlPlane } from "../infra/apiserver.js";
+import { repoRoot, startOperator, waitFor } from "../operator/operator-harness.js";
+import { FakePoolKubelet, PoolKubectl, poolYaml } from "../operator/relaypool/pool-harness.js";
+import { machineInfo, round, writeResults } from "./results.js";
+
+const HELP = `bench:pool — allocation latency from a warm RelayPool on a real kube-apiserver
+
+  --pool N        pods in the pool (default 100)
+  --sessions N    pooled RelaySessions created concurrently (default 100; ≤ --pool)
+  --rss-pods N    pool size for the operator RSS figure (default 1000; 0 skips it)
+  --out FILE      results JSON (default bench-results/pool.json; .md beside it)
+`;
+
+function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
+}
+
+function rssMb(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  const kb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? NaN);
+  return round(kb / 1024);
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      pool: { type: "string", default: "100" },
+      sessions: { type: "string", default: "100" },
+      "rss-pods": { type: "string", default: "1000" },
+      out: { type: "string", default: "bench-results/pool.json" },
+      help: { type: "boolean", default: false },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(HELP);
+    return;
+  }
+  const poolSize = Number(values.pool);
+  const sessionCount = Math.min(Number(values.sessions), poolSize);
+  const rssPods = Number(values["rss-pods"]);
+  const startedAt = new Date();
+  const loadAtStart = loadavg()[0]!;
+  const cp = await startControlPlane({ crdPaths: [join(repoRoot, "crds")] });
+  const kc = new KubeConfig();
+  kc.loadFromFile(cp.kubeconfigPath);
+  const kubectl = new PoolKubectl(cp);
+  const ns = "bench-pool";
+  const kubelet = new FakePoolKubelet(kc, ns, 0);
+  const op = await startOperator({
+    kubeconfigPath: cp.kubeconfigPath,
+    args: ["--no-leader-elect", "--namespace", ns],
+  });
+  try {
+    await op.waitReady(60_000);
+    await kubectl.ok(["create", "namespace", ns]);
+    kubelet.start();
+    const rssIdle = rssMb(op.child.pid!);
+    await kubectl.ok(["apply", "-f", "-"], poolYaml(ns, "gpu", { replicas: poolSize }));
+    const poolUp = performance.now();
+    await waitFor(
+      "pool ready",
+      300_000,
+      async () => (await kubectl.pool(ns, "gpu")).status?.readyReplicas === poolSize,
+      250,
+    );
+    const poolReadySeconds = (performance.now() - poolUp) / 1000;
+
+    // Nothing changes pod states during the allocations: the stand-in kubelet's polling would only load the apiserver.
+    kubelet.stop();
+    const custom = kc.makeApiClient(CustomObjectsApi);
+    const sent = new Map<string, number>();
+    const returned = new Map<string, number>();
+    await Promise.all(
+      Array.from({ length: sessionCount }, async (_, i) => {
+        const name = `b-${String(i).padStart(3, "0")}`;
+        sent.set(name, Date.now());
+        await custom.createNamespacedCustomObject({
+          group: "trickle-relay.io",
+          version: "v1alpha1",
+          namespace: ns,
+          plural: "relaysessions",
+          body: {
+            apiVersion: "trickle-relay.io/v1alpha1",
+            kind: "RelaySession",
+            metadata: { name },
+            spec: { trickle: { inputUrl: `http://127.0.0.1:9/live/${name}` }, poolRef: { name: "gpu" } },
+          },
+        });
+        returned.set(name, Date.now());
+      }),
+    );
+    const claims = await waitFor(
+      "all allocated",
+      120_000,
+      async () => {
+        const pods: V1Pod[] = await kubectl.pods(ns, "gpu");
+        const claimed = pods.filter((p) => p.metadata?.annotations?.[ANNOTATION_ALLOCATED_AT]);
+        return claimed.length === sessionCount ? claimed : undefined;
+      },
+      250,
+    );
+    const fromSent: number[] = [];
+    const operatorSide: number[] = [];
+    const fromReturned: number[] = [];
+    const podsPerSession = new Map<string, number>();
+    for (const pod of claims) {
+      const session = pod.metadata!.labels!["trickle-relay.io/session"]!;
+      podsPerSession.set(session, (podsPerSession.get(session) ?? 0) + 1);
+      const at = Date.parse(pod.metadata!.annotations![ANNOTATION_ALLOCATED_AT]!);
+      fromSent.push(at - sent.get(session)!);
+      fromReturned.push(at - returned.get(session)!);
+      operatorSide.push(
+        Number(pod.metadata!.annotations!["trickle-relay.io/allocation-waited-seconds"]) * 1000,
+      );
+    }
+    fromSent.sort((a, b) => a - b);
+    fromReturned.sort((a, b) => a - b);
+    operatorSide.sort((a, b) => a - b);
+    const duplicates = [...podsPerSession.values()].filter((n) => n > 1).length;
+    const rssAfterAllocation = rssMb(op.child.pid!);
+
+    let rssBig: { pods: number; seconds: number; rssMb: number } | undefined;
+    if (rssPods > 0) {
+      // The stand-in kubelet is stopped: the new pods stay warming, which is all RSS needs.
+      await kubectl.ok(["scale", "rlp/gpu", "-n", ns, `--replicas=${rssPods}`]);
+      const t0 = performance.now();
+      await waitFor(
+        `${rssPods} pool pods`,
+        900_000,
+        async () => (await kubectl.pool(ns, "gpu")).status?.replicas === rssPods,
+        1000,
+      );
+      await new Promise((resolve) => setTimeout(resolve, 5000));
+      rssBig = {
+        pods: rssPods,
+        seconds: round((performance.now() - t0) / 1000),
+        rssMb: rssMb(op.child.pid!),
+      };
+    }
+
+    const report = {
+      date: startedAt.toISOString(),
+      command: `npm run bench:pool -- ${process.argv.slice(2).join(" ")}`.trim(),
+      machine: machineInfo(),
+      /** 1-minute load average at the start and the end: other work on the machine skews the figures. */
+      loadAverage: { start: round(loadAtStart, 2), end: round(loadavg()[0]!, 2) },
+      pool: poolSize,
+      sessions: sessionCount,
+      poolReadySeconds: round(poolReadySeconds, 2),
+      allocationMs: {
+        fromBeforeCreate: {
+          p50: percentile(fromSent, 50),
+          p95: percentile(fromSent, 95),
+          max: fromSent.at(-1),
+        },
+        fromCreateReturned: {
+          p50: percentile(fromReturned, 50),
+          p95: percentile(fromReturned, 95),
+          max: fromReturned.at(-1),
+        },
+      },
+      operatorSideMs: {
+        p50: round(percentile(operatorSide, 50)),
+        p95: round(percentile(operatorSide, 95)),
+        max: round(operatorSide.at(-1) ?? NaN),
+      },
+      sessionsWithTwoPods: duplicates,
+      operatorRssMb: {
+        idle: rssIdle,
+        afterAllocation: rssAfterAllocation,
+        ...(rssBig ? { withPoolPods: rssBig } : {}),
+      },
+    };
+    const a = report.allocationMs;
+    const md = [
+      `# Pool benchmark (${report.date})`,
+      "",
+      `Machine: ${report.machine.cpu}, ${report.machine.cores} cores, ${report.machine.memoryGiB} GiB, Node ${report.machine.node}; ` +
+        "kube-apiserver 1.20 and etcd on the same machine; the operator binary with --no-leader-elect; " +
+        "pods played by a stand-in kubelet (Running + Ready, no containers). " +
+        `1-minute load average ${report.loadAverage.start} at the start, ${report.loadAverage.end} at the end. ` +
+        `Command: \`${report.command}\`.`,
+      "",
+      "| figure | value |",
+      "|---|---|",
+      `| pool of ${poolSize}: apply → all Ready (stand-in kubelet) | ${report.poolReadySeconds} s |`,
+      `| allocation p50 / p95 / max, ${sessionCount} concurrent creates, from just before the create call | ${a.fromBeforeCreate.p50} / ${a.fromBeforeCreate.p95} / ${a.fromBeforeCreate.max} ms |`,
+      `| same, from the create call's response | ${a.fromCreateReturned.p50} / ${a.fromCreateReturned.p95} / ${a.fromCreateReturned.max} ms |`,
+      `| same, from the operator's first sight of the session (its watch event) to the claim | ${report.operatorSideMs.p50} / ${report.operatorSideMs.p95} / ${report.operatorSideMs.max} ms |`,
+      `| sessions given two pods | ${duplicates} |`,
+      `| operator RSS idle / after the allocations | ${rssIdle} / ${rssAfterAllocation} MB |`,
+      ...(rssBig
+        ? [
+            `| operator RSS with ${rssBig.pods} pool pods (scaled up in ${rssBig.seconds} s) | ${rssBig.rssMb} MB |`,
+          ]
+        : []),
+      "",
+    ].join("\n");
+    writeResults(values.out!, report, md);
+    process.stdout.write(md);
+  } finally {
+    kubelet.stop();
+    await op.stop();
+    await cp.stop();
+  }
+}
+
+await main();
