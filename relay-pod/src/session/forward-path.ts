@@ -9,6 +9,7 @@ import { randomInt } from "node:crypto";
 import { H264Packetizer } from "werift";
 import type { resolveFfmpeg } from "../media/ffmpeg.js";
 import { TsDemuxer, type VideoAccessUnit } from "../media/ts-demux.js";
+import { STREAM_TYPE_HEVC } from "../media/ts-packet.js";
 import { TrickleSubscriber, type SubscribedSegment } from "../trickle/subscriber.js";
 import { timestampJitter, type FrameMatcher } from "./frame-matcher.js";
 import { Transcoder } from "./forward-transcoder.js";
@@ -18,6 +19,7 @@ import { PeerPace } from "./peer-pace.js";
 import { PeerWindow } from "./peer-window.js";
 import type { SentFrame } from "./return-path.js";
 import { RTP_WRAP, setRtpSequenceNumber, setRtpTimestamp } from "./rtp-header.js";
+import type { KeyframeCodec } from "./latest-keyframes.js";
 import type { SessionHost } from "./session-host.js";
 import type { SessionStatus } from "./types.js";
 
@@ -233,6 +235,7 @@ export class ForwardPath {
         frames++;
         if (au.pts !== undefined) latestPts = au.pts;
         host.stats.noteInputFrame(au.pts);
+        if (au.keyframe) host.stats.keyframes.note("input", au.data, codecOfStreamType(au.streamType));
         if (this.packetizer && !drop && !host.isEnded()) this.forwardAccessUnit(au);
       },
     });
@@ -401,4 +404,8 @@ export class ForwardPath {
     this.matcher.recordSent({ rtpTimestamp: rtpTs, pts: frame.pts, sentAt: now });
     stats.noteFrameSent(frame.pts, now);
   }
+}
+
+function codecOfStreamType(streamType: number): KeyframeCodec {
+  return streamType === STREAM_TYPE_HEVC ? "hevc" : "h264";
 }

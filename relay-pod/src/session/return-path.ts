@@ -251,7 +251,10 @@ export class ReturnPath {
       cut,
     );
     await this.openSegment!.writer.write(bytes);
-    if (frame.keyframe) this.noteOutputIdr(frame.pts);
+    if (frame.keyframe) {
+      this.noteOutputIdr(frame.pts);
+      this.host.stats.keyframes.note("output", frame.annexB, "h264");
+    }
     const { stats } = this.host;
     stats.counters.framesOut++;
     stats.returnHop.add(performance.now() - frame.returnedAt);
