@@ -37,7 +37,11 @@ export async function sendChange(
 ): Promise<{ ok: boolean; status: number; error?: string; body: unknown }> {
   const headers: Record<string, string> = { ...authHeaders() };
   if (body !== undefined) headers["Content-Type"] = "application/json";
-  const res = await fetch(url, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  const res = await fetch(url, {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
   let parsed: unknown = null;
   try {
     parsed = await res.json();

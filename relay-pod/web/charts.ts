@@ -50,7 +50,12 @@ const GRAPHS: GraphSpec[] = [
     unit: "",
     series: [
       { label: "decoded frames", color: "#1f5fbf", value: (s) => s.queueFill.decodedFrames },
-      { label: "processed frames", color: "#8a4b00", value: (s) => s.queueFill.processedFrames, dash: [6, 4] },
+      {
+        label: "processed frames",
+        color: "#8a4b00",
+        value: (s) => s.queueFill.processedFrames,
+        dash: [6, 4],
+      },
       { label: "output segments", color: "#6b2fa0", value: (s) => s.queueFill.outputSegments, dash: [2, 3] },
     ],
   },
@@ -92,7 +97,8 @@ export class SessionGraphs {
               stroke: s.color,
               width: 2,
               ...(s.dash ? { dash: s.dash } : {}),
-              value: (_u: uPlot, v: number | null) => (v === null ? "–" : `${v.toFixed(spec.unit === "" ? 2 : 1)}`),
+              value: (_u: uPlot, v: number | null) =>
+                v === null ? "–" : `${v.toFixed(spec.unit === "" ? 2 : 1)}`,
             })),
           ],
           axes: [{}, { size: 50 }],
@@ -144,6 +150,10 @@ export class SessionGraphs {
     const { top, height } = u.bbox;
     ctx.save();
     ctx.font = `${Math.round(10 * devicePixelRatio)}px sans-serif`;
+    // Markers close together (a state change and a WebRTC change in the same second) get their
+    // labels on separate lines.
+    let lastX = -Infinity;
+    let line = 0;
     for (const marker of this.markers) {
       const x = Math.round(u.valToPos(marker.t, "x", true));
       if (x < u.bbox.left || x > u.bbox.left + u.bbox.width) continue;
@@ -153,7 +163,9 @@ export class SessionGraphs {
       ctx.moveTo(x, top);
       ctx.lineTo(x, top + height);
       ctx.stroke();
-      ctx.fillText(marker.label, x + 3, top + 12 * devicePixelRatio);
+      line = x - lastX < 80 * devicePixelRatio ? line + 1 : 0;
+      lastX = x;
+      ctx.fillText(marker.label, x + 3, top + (12 + 12 * line) * devicePixelRatio);
     }
     ctx.restore();
   }

@@ -11,5 +11,7 @@ export function el<K extends keyof HTMLElementTagNameMap>(
 }
 
 export function fmt(value: number | null | undefined, digits = 1, unit = ""): string {
-  return value === null || value === undefined || Number.isNaN(value) ? "–" : `${value.toFixed(digits)}${unit}`;
+  return value === null || value === undefined || Number.isNaN(value)
+    ? "–"
+    : `${value.toFixed(digits)}${unit}`;
 }

@@ -39,8 +39,8 @@ export function showOverview(main: HTMLElement, apiBase: string, signal: AbortSi
         el(
           "tr",
           {},
-          ...["Output", "Session", "Namespace", "Phase", "WebRTC", "fps in / out", "Latency p50 / p95"].map((h) =>
-            el("th", { scope: "col" }, h),
+          ...["Output", "Session", "Namespace", "Phase", "WebRTC", "fps in / out", "Latency p50 / p95"].map(
+            (h) => el("th", { scope: "col" }, h),
           ),
         ),
       ),
@@ -57,7 +57,10 @@ export function showOverview(main: HTMLElement, apiBase: string, signal: AbortSi
   };
   const setOptions = (select: HTMLSelectElement, values: string[]) => {
     const current = select.value;
-    select.replaceChildren(el("option", { value: "" }, "all"), ...values.map((v) => el("option", { value: v }, v)));
+    select.replaceChildren(
+      el("option", { value: "" }, "all"),
+      ...values.map((v) => el("option", { value: v }, v)),
+    );
     select.value = values.includes(current) ? current : "";
   };
   namespaceFilter.addEventListener("change", render);
@@ -100,4 +103,3 @@ function row(item: OverviewItem, apiBase: string): HTMLTableRowElement {
     el("td", {}, `${fmt(item.latency_ms.p50, 0, " ms")} / ${fmt(item.latency_ms.p95, 0, " ms")}`),
   );
 }
-

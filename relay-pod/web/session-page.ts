@@ -121,12 +121,21 @@ export function showSession(main: HTMLElement, apiBase: string, id: string, sign
       ["Reconnects", String(view.reconnects)],
       ["ffmpeg restarts", String(view.ffmpeg_restarts)],
       ["Prompts generation", String(view.prompts_generation)],
-      ["Last error", view.last_error ? `${view.last_error.reason}: ${view.last_error.message} (${view.last_error.at})` : "none"],
+      [
+        "Last error",
+        view.last_error
+          ? `${view.last_error.reason}: ${view.last_error.message} (${view.last_error.at})`
+          : "none",
+      ],
     ];
     facts.replaceChildren(...rows.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
     conditions.replaceChildren(
       ...(view.conditions ?? []).map((c) =>
-        el("li", {}, `${c.type}=${c.status}${c.reason ? ` (${c.reason})` : ""}${c.message ? `: ${c.message}` : ""}`),
+        el(
+          "li",
+          {},
+          `${c.type}=${c.status}${c.reason ? ` (${c.reason})` : ""}${c.message ? `: ${c.message}` : ""}`,
+        ),
       ),
     );
   };

@@ -39,11 +39,15 @@ export interface Thumbnail {
 
 /**
  * One side's decoder: a long-lived `ffmpeg -f h264 -i pipe:0 … -f image2pipe` that turns each
- * keyframe written to it into one JPEG. One keyframe in flight at a time; a newer one waits.
+ * keyframe written to it into one JPEG. ffmpeg hands a picture on only once the next one has begun
+ * (measured with ffmpeg 5.1: an access unit delimiter after it, or two, or -fps_mode passthrough
+ * do not change that), so a thumbnail shows the keyframe before the newest: one keyframe interval
+ * behind, ~1 s with the usual 1 s GOPs.
  */
 export class KeyframeDecoder {
   private process: ChildProcessByStdio<Writable, Readable, null> | undefined;
-  private inFlight: number | undefined;
+  /** Sequence numbers of the keyframes written and not yet turned into a JPEG, oldest first. */
+  private readonly written: number[] = [];
   private latest: Thumbnail | undefined;
   private failed = false;
 
@@ -57,17 +61,20 @@ export class KeyframeDecoder {
     return this.latest;
   }
 
-  /** Decodes this keyframe unless one is being decoded now (then it is skipped: the next will do). */
+  /** Decodes this keyframe (the caller offers at most one a second). */
   offer(keyframe: LatestKeyframe): void {
-    if (this.failed || this.inFlight !== undefined) return;
+    if (this.failed) return;
+    // More than a couple waiting means ffmpeg is stuck (or far behind): start afresh.
+    if (this.written.length > MAX_WAITING_KEYFRAMES) this.close();
     const child = this.ensureProcess();
-    this.inFlight = keyframe.sequence;
+    this.written.push(keyframe.sequence);
     child.stdin.write(Buffer.concat([keyframe.annexB, END_OF_ACCESS_UNIT[this.codec]]));
   }
 
   close(): void {
     const child = this.process;
     this.process = undefined;
+    this.written.length = 0;
     if (!child) return;
     child.stdin.destroy();
     child.kill("SIGKILL");
@@ -78,7 +85,7 @@ export class KeyframeDecoder {
     const args = [
       ...["-hide_banner", "-loglevel", "error", "-nostdin", "-threads", "1"],
       // Decode as soon as a whole access unit is there: no probing ahead, no reordering delay.
-      ...["-fflags", "nobuffer", "-flags", "low_delay", "-probesize", "32", "-analyzeduration", "0"],
+      ...["-flags", "low_delay", "-probesize", "32", "-analyzeduration", "0"],
       ...["-f", this.codec, "-i", "pipe:0"],
       ...["-vf", `scale=${THUMBNAIL_WIDTH}:-2`, "-c:v", "mjpeg", "-q:v", "6", "-f", "image2pipe", "pipe:1"],
     ];
@@ -94,8 +101,7 @@ export class KeyframeDecoder {
       while ((end = buffered.indexOf(JPEG_END_OF_IMAGE)) >= 0) {
         const jpeg = buffered.subarray(0, end + 2);
         buffered = buffered.subarray(end + 2);
-        this.latest = { jpeg: Buffer.from(jpeg), sequence: this.inFlight ?? 0, at: Date.now() };
-        this.inFlight = undefined;
+        this.latest = { jpeg: Buffer.from(jpeg), sequence: this.written.shift() ?? 0, at: Date.now() };
       }
     });
     child.on("error", (err) => {
@@ -105,7 +111,7 @@ export class KeyframeDecoder {
     child.on("exit", (code, signal) => {
       if (this.process !== child) return;
       this.process = undefined;
-      this.inFlight = undefined;
+      this.written.length = 0;
       // A keyframe it could not decode ends it; the next keyframe starts a fresh one.
       this.log.debug({ code, signal, codec: this.codec }, "thumbnail decoder exited");
     });
@@ -114,6 +120,7 @@ export class KeyframeDecoder {
 }
 
 const JPEG_END_OF_IMAGE = Buffer.from([0xff, 0xd9]);
+const MAX_WAITING_KEYFRAMES = 3;
 
 /** Where the newest keyframes of a session come from. */
 export type KeyframeSource = (side: KeyframeSide) => LatestKeyframe | undefined;

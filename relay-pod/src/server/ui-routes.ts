@@ -37,7 +37,10 @@ const TICK_MS = 1000;
 const THUMBNAIL_IDLE_MS = 15_000;
 
 /** dist/web, beside dist/relay-pod (this file is dist/relay-pod/src/server/ui-routes.js). */
-export const DEFAULT_UI_ASSETS_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../../web");
+export const DEFAULT_UI_ASSETS_DIR = path.resolve(
+  path.dirname(fileURLToPath(import.meta.url)),
+  "../../../web",
+);
 
 export interface UiRoutesOptions {
   sessions: SessionManager;
@@ -127,12 +130,17 @@ export function installUiRoutes(app: ApiServer, options: UiRoutesOptions): void 
   } else {
     log.warn({ assetsDir }, "the session pages are not built (npm run build bundles them); /ui/ says so");
     app.get(UI_PATH, async (_request, reply) =>
-      sendError(reply, 503, `the session pages are not built: no ${assetsDir}/index.html (run npm run build)`),
+      sendError(
+        reply,
+        503,
+        `the session pages are not built: no ${assetsDir}/index.html (run npm run build)`,
+      ),
     );
   }
   app.get("/ui", async (_request, reply) => reply.redirect(UI_PATH));
 
-  const authorized = (request: FastifyRequest) => !tokenRequired || isAuthorized(request.headers.authorization);
+  const authorized = (request: FastifyRequest) =>
+    !tokenRequired || isAuthorized(request.headers.authorization);
 
   app.get("/ui/api/access", async (request) => ({
     token_required: tokenRequired,
@@ -160,7 +168,8 @@ export function installUiRoutes(app: ApiServer, options: UiRoutesOptions): void 
       if (side !== "input" && side !== "output")
         return sendError(reply, 404, `no thumbnail side ${JSON.stringify(side)}: input or output`);
       const thumbnail = watched.get(id)?.thumbnails?.get(side);
-      if (!thumbnail) return sendError(reply, 404, `no ${side} thumbnail of session ${JSON.stringify(id)} yet`);
+      if (!thumbnail)
+        return sendError(reply, 404, `no ${side} thumbnail of session ${JSON.stringify(id)} yet`);
       return reply.type("image/jpeg").header("Cache-Control", "no-store").send(thumbnail.jpeg);
     },
   );
@@ -190,7 +199,8 @@ function streamEvents(
     Connection: "keep-alive",
     "X-Accel-Buffering": "no",
   });
-  const send = (event: string, data: unknown) => res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+  const send = (event: string, data: unknown) =>
+    res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
   entry.viewers++;
   entry.lastViewedAt = Date.now();
   let promptsSent = JSON.stringify(session.currentPrompts?.() ?? null);
