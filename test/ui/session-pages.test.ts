@@ -42,6 +42,8 @@ describe("session pages in a real browser", { skip, timeout: 180_000 }, () => {
     const row = page.locator(`tr[data-session="${scenario.sessionId}"]`);
     await row.waitFor({ timeout: 10_000 });
     assert.match(await row.innerText(), /running|connecting/);
+    // Listed sessions get thumbnails too (the overview polls every 2 s).
+    await row.locator("img").waitFor({ timeout: 15_000 });
     await page.selectOption("#filter-phase", { label: "stopped" }).catch(() => undefined);
     await page.waitForTimeout(100);
     await page.selectOption("#filter-phase", "");

@@ -35,6 +35,8 @@ export const UI_PATH = "/ui/";
 const TICK_MS = 1000;
 /** Thumbnail decoders of a session nobody watches any more end after this long. */
 const THUMBNAIL_IDLE_MS = 15_000;
+/** A session listed in the overview this recently counts as watched (the overview polls every 2 s). */
+const LISTED_WATCH_MS = 5_000;
 
 /** dist/web, beside dist/relay-pod (this file is dist/relay-pod/src/server/ui-routes.js). */
 export const DEFAULT_UI_ASSETS_DIR = path.resolve(
@@ -61,6 +63,8 @@ interface Watched {
   thumbnails?: SessionThumbnails;
   viewers: number;
   lastViewedAt: number;
+  /** When the overview last listed it (Date.now()). */
+  listedAt: number;
   /** Each open event stream; called with undefined once the session is gone. */
   listeners: Set<(tick: Tick | undefined) => void>;
 }
@@ -87,22 +91,31 @@ export function installUiRoutes(app: ApiServer, options: UiRoutesOptions): void 
   const entryFor = (id: string): Watched => {
     let entry = watched.get(id);
     if (!entry) {
-      entry = { history: new SessionHistory(), viewers: 0, lastViewedAt: Date.now(), listeners: new Set() };
+      entry = {
+        history: new SessionHistory(),
+        viewers: 0,
+        lastViewedAt: Date.now(),
+        listedAt: 0,
+        listeners: new Set(),
+      };
       watched.set(id, entry);
     }
     return entry;
   };
 
   // One timer for all sessions: history for every session (cheap: the status is computed anyway),
-  // thumbnails only for sessions someone watches.
+  // thumbnails only for sessions someone watches (their page is open, or the overview lists them).
   const timer = setInterval(() => {
     const now = Date.now();
     for (const session of sessions.list()) {
       const entry = entryFor(session.id);
       const tick = entry.history.record(session.status(), now);
-      if (entry.viewers > 0) entry.lastViewedAt = now;
-      if (entry.viewers > 0) void findFfmpeg();
-      if (entry.viewers > 0 && ffmpegPath && session.latestKeyframe) {
+      const watchedNow = entry.viewers > 0 || now - entry.listedAt < LISTED_WATCH_MS;
+      if (watchedNow) {
+        entry.lastViewedAt = now;
+        void findFfmpeg();
+      }
+      if (watchedNow && ffmpegPath && session.latestKeyframe) {
         const source = session.latestKeyframe.bind(session);
         entry.thumbnails ??= new SessionThumbnails(ffmpegPath, source, log.child({ session: session.id }));
         entry.thumbnails.refresh();
@@ -152,6 +165,7 @@ export function installUiRoutes(app: ApiServer, options: UiRoutesOptions): void 
     return {
       sessions: sessions.list().map((session) => {
         const status = session.status();
+        entryFor(session.id).listedAt = Date.now();
         return {
           ...overviewOf(status),
           thumbnail: watched.get(session.id)?.thumbnails?.get("output")?.sequence ?? null,
