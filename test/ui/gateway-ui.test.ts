@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { existsSync, mkdirSync } from "node:fs";
 import path, { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
 import { CustomObjectsApi, KubeConfig, PatchStrategy, setHeaderOptions } from "@kubernetes/client-node";
 import { chromium } from "playwright-core";
 import {
@@ -37,6 +38,7 @@ describe("session pages on the operator's gateway", { skip: assets.skipReason, t
   let gateway: GatewayServer;
   let baseUrl: string;
   let objects: CustomObjectsApi;
+  let adminKubeConfig: KubeConfig;
 
   /** What the relay pod writes, through the /status subresource. */
   const patchStatus = (status: RelaySessionStatus) =>
@@ -77,6 +79,7 @@ describe("session pages on the operator's gateway", { skip: assets.skipReason, t
     const admin = new KubeConfig();
     admin.loadFromFile(cp.kubeconfigPath);
     objects = admin.makeApiClient(CustomObjectsApi);
+    adminKubeConfig = admin;
     assert.equal((await cp.kubectl(["create", "namespace", namespace])).code, 0);
     gateway = buildGatewayServer({ kubeConfig: admin, namespace, token });
     baseUrl = (await gateway.listen({ host: "127.0.0.1", port: 0 })).replace(/\/$/, "");
@@ -142,6 +145,19 @@ describe("session pages on the operator's gateway", { skip: assets.skipReason, t
     await patchStatus(relayReport(12.5));
     await readUntil(/event: tick\ndata: .*"fpsOut":12\.5/);
     controller.abort();
+  });
+
+  it("does not keep the gateway from closing while a page is open", async () => {
+    const other = buildGatewayServer({ kubeConfig: adminKubeConfig, namespace, token });
+    const url = (await other.listen({ host: "127.0.0.1", port: 0 })).replace(/\/$/, "");
+    const res = await fetch(`${url}/ui/api/sessions/cam-1/events`);
+    const reader = res.body!.getReader();
+    await reader.read(); // the snapshot: the stream is open
+    const started = performance.now();
+    const closed = await Promise.race([other.close().then(() => true), sleep(5000).then(() => false)]);
+    assert.ok(closed, "close() returned while a page's event stream was open");
+    assert.ok(performance.now() - started < 3000, "closed without waiting for the open page");
+    while (!(await reader.read()).done); // and the page's stream ended
   });
 
   it(

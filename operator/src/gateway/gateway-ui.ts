@@ -57,9 +57,10 @@ type AnyFastify = any;
 export function installGatewayUi(app: AnyFastify, options: GatewayUiOptions): void {
   const { customObjects, resource, isAuthorized, logger } = options;
   const assetsDir = options.assetsDir ?? DEFAULT_ASSETS_DIR;
-  const streams = new Set<NodeJS.Timeout>();
-  app.addHook("onClose", async () => {
-    for (const timer of streams) clearInterval(timer);
+  // Open event streams, ended before the server closes: close() would otherwise wait for them.
+  const streams = new Set<() => void>();
+  app.addHook("preClose", async () => {
+    for (const stop of [...streams]) stop();
   });
 
   if (existsSync(path.join(assetsDir, "index.html"))) {
@@ -157,12 +158,12 @@ export function installGatewayUi(app: AnyFastify, options: GatewayUiOptions): vo
           })
           .finally(() => (busy = false));
       }, TICK_MS);
-      streams.add(timer);
       const stop = () => {
         clearInterval(timer);
-        streams.delete(timer);
+        streams.delete(stop);
         res.end();
       };
+      streams.add(stop);
       request.raw.on("close", stop);
     },
   );
