@@ -16,7 +16,7 @@ import { promisify } from "node:util";
 import { stringify as toYaml } from "yaml";
 import { RELAY_SESSION_PHASES } from "../../crds/src/index.js";
 import { resolveEnvtestAssets, startControlPlane, type ControlPlane } from "../infra/apiserver.js";
-import { chartDir, find, one, render, type K8sObject } from "../charts/helm.js";
+import { chartDir, find, helm, one, render, type K8sObject } from "../charts/helm.js";
 import { repoRoot, startOperator, type OperatorProcess } from "../operator/operator-harness.js";
 import { waitFor } from "../infra/wait-for.js";
 import { startUiScenario, type UiScenario } from "./ui-harness.js";
@@ -67,6 +67,18 @@ describe("Grafana dashboard and PrometheusRule in the chart", { timeout: 300_000
     const configMap = one(objects, "ConfigMap", "tr-trickle-relay-dashboard");
     dashboard = JSON.parse((configMap as Any).data["trickle-relay.json"]);
     rule = one(objects, "PrometheusRule", "tr-trickle-relay");
+  });
+
+  it("pass helm lint with both on", async () => {
+    const lint = await helm([
+      "lint",
+      chartDir,
+      "--set",
+      "monitoring.grafanaDashboard.enabled=true",
+      "--set",
+      "monitoring.prometheusRule.enabled=true",
+    ]);
+    assert.equal(lint.code, 0, lint.stdout + lint.stderr);
   });
 
   it("are off by default and labelled for Grafana's sidecar when on", async () => {

@@ -122,6 +122,16 @@ describe("session pages in a real browser", { skip, timeout: 180_000 }, () => {
     await page.click("#apply-prompts");
     await page.locator("#prompts-result").getByText("applied").waitFor({ timeout: 10_000 });
     assert.equal(scenario.peer.stats().promptUpdates, updatesBefore + 1);
+    // Every control has a name a screen reader says (a <label for>, or aria-label), and the
+    // controls are reachable with the keyboard (none is taken out of the tab order).
+    const unnamed = await page.evaluate(`[...document.querySelectorAll("input, select, textarea, button")]
+      .filter((c) => !(c.labels && c.labels.length) && !c.getAttribute("aria-label") && !c.textContent.trim())
+      .map((c) => c.outerHTML)`);
+    assert.deepEqual(unnamed, []);
+    assert.equal(await page.locator("[tabindex='-1']:not(main)").count(), 0);
+    await page.focus("#prompts");
+    await page.keyboard.press("Tab");
+    assert.equal(await page.evaluate("document.activeElement.id"), "apply-prompts");
     await page.waitForTimeout(1500); // a tick or two more on the graphs for the screenshot
     await page.screenshot({ path: path.join(OUTPUT_DIR, "session.png"), fullPage: true });
     const phone = await browser.newPage({ viewport: { width: 390, height: 844 } });
