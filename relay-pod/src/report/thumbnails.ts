@@ -42,7 +42,10 @@ export interface Thumbnail {
  * keyframe written to it into one JPEG. ffmpeg hands a picture on only once the next one has begun
  * (measured with ffmpeg 5.1: an access unit delimiter after it, or two, or -fps_mode passthrough
  * do not change that), so a thumbnail shows the keyframe before the newest: one keyframe interval
- * behind, ~1 s with the usual 1 s GOPs.
+ * behind, ~1 s with the usual 1 s GOPs. A stream whose parameter sets allow reordering (B-frames)
+ * is held longer by the decoder, up to its reorder depth in keyframes; the relay's own streams have
+ * none (the transcoder's baseline output, which is the input thumbnail when transcoding, and
+ * ComfyStream's output), so only a passthrough session's input with B-frames lags that much.
  */
 export class KeyframeDecoder {
   private process: ChildProcessByStdio<Writable, Readable, null> | undefined;

@@ -235,7 +235,9 @@ export class ForwardPath {
         frames++;
         if (au.pts !== undefined) latestPts = au.pts;
         host.stats.noteInputFrame(au.pts);
-        if (au.keyframe) host.stats.keyframes.note("input", au.data, codecOfStreamType(au.streamType));
+        // Passthrough sends the input as is; transcoding, the transcoder notes its own keyframes.
+        if (au.keyframe && !transcoder)
+          host.stats.keyframes.note("input", au.data, codecOfStreamType(au.streamType));
         if (this.packetizer && !drop && !host.isEnded()) this.forwardAccessUnit(au);
       },
     });
