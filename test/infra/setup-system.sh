@@ -5,12 +5,13 @@
 #   setup-system.sh                 everything the test suite needs, and the real ComfyStream test
 #                                   peer when it is beside the checkout (../shared/peers/comfystream)
 #   setup-system.sh --only ffmpeg   just ffmpeg (what the demo needs)
+#   setup-system.sh --only chromium just Debian's chromium (the session pages' browser tests)
 #
 # When another apt/dpkg process holds the package lock it waits for it (up to
 # TRICKLE_RELAY_APT_LOCK_TIMEOUT seconds, default 900) instead of failing.
 set -euo pipefail
 
-usage() {  sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
+usage() {  sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 only=""
@@ -32,13 +33,17 @@ declare -A checks=(
   [iproute2]="command -v ip"
   [util-linux]="command -v unshare"
   [lua5.1]="command -v lua5.1"
+  [chromium]="command -v chromium"
+  [prometheus]="command -v promtool"
 )
 groups_ffmpeg=(ffmpeg)
-groups_all=(ffmpeg python3-aiortc python3-av python3-aiohttp python3-numpy iproute2 util-linux lua5.1)
+groups_chromium=(chromium)
+groups_all=(ffmpeg python3-aiortc python3-av python3-aiohttp python3-numpy iproute2 util-linux lua5.1 chromium prometheus)
 
 if [ "$only" = "ffmpeg" ]; then wanted=("${groups_ffmpeg[@]}");
+elif [ "$only" = "chromium" ]; then wanted=("${groups_chromium[@]}");
 elif [ -z "$only" ]; then wanted=("${groups_all[@]}");
-else echo "setup-system: unknown group '$only' (known: ffmpeg)" >&2; exit 2; fi
+else echo "setup-system: unknown group '$only' (known: ffmpeg, chromium)" >&2; exit 2; fi
 
 # The real ComfyStream server as a test peer: its own run.sh installs its Debian packages (~50, about
 # 3 min the first time) and unpacks its sources. Optional: where it is absent or cannot be set up, its

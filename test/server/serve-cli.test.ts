@@ -98,10 +98,11 @@ describe("serve: hardening flags", () => {
       "--start-rate <n>",
       "--start-burst <n>",
       "--drain-timeout <seconds>",
+      "--no-ui",
     ]) {
       assert.ok(serve.output().includes(flag), `--help mentions ${flag}`);
     }
-    assert.match(serve.output(), /GET \/health and the trickle mount/);
+    assert.match(serve.output(), /GET \/health, the trickle mount/);
   });
 
   it("--tls-cert without --tls-key (and the reverse) is refused", async () => {

@@ -2,8 +2,9 @@
  * The optional REST gateway: the standalone service's API (relay-pod/src/server/api.ts, the older
  * Python "Trickle Relay Service" routes and field names) served by creating, reading, patching and
  * deleting RelaySessions in one namespace, so callers of that service can use a cluster unchanged.
- * The operator does the work; the gateway only translates. Every route except GET /health needs
- * `Authorization: Bearer <token>`. See README.md in this folder for the mapping and differences.
+ * The operator does the work; the gateway only translates. Every route except GET /health and the
+ * read-only session pages under /ui/ (gateway-ui.ts) needs `Authorization: Bearer <token>`. See
+ * README.md in this folder for the mapping and differences.
  */
 import { randomUUID } from "node:crypto";
 import type http from "node:http";
@@ -40,6 +41,7 @@ import {
   parseStartRequest,
 } from "../../../relay-pod/src/index.js";
 import { bearerTokenChecker } from "./auth.js";
+import { installGatewayUi, isGatewayUiRead } from "./gateway-ui.js";
 import {
   CREATED_BY_LABEL,
   GATEWAY_CREATED_BY,
@@ -74,6 +76,8 @@ export interface GatewayOptions {
   token: string;
   logger?: Logger;
   defaults?: GatewaySessionDefaults;
+  /** The session pages under /ui/ (gateway-ui.ts): on unless false. */
+  ui?: boolean;
 }
 
 export type GatewayServer = FastifyInstance<http.Server, http.IncomingMessage, http.ServerResponse, Logger>;
@@ -116,6 +120,7 @@ export function buildGatewayServer(options: GatewayOptions): GatewayServer {
   app.addHook("onRequest", async (request, reply) => {
     if ((request.method === "GET" || request.method === "HEAD") && request.url.split("?")[0] === "/health")
       return;
+    if (options.ui !== false && isGatewayUiRead(request.method, request.url)) return;
     if (isAuthorized(request.headers.authorization)) return;
     void reply.header("WWW-Authenticate", `Bearer realm="${GATEWAY_AUTH_REALM}"`);
     return sendError(
@@ -146,6 +151,8 @@ export function buildGatewayServer(options: GatewayOptions): GatewayServer {
         ? { status: 503, message: `the Kubernetes API server is unreachable: ${err.message}` }
         : describeError(err),
   );
+
+  if (options.ui !== false) installGatewayUi(app, { customObjects, resource, isAuthorized, logger });
 
   /** The session with standalone id `id`, or undefined after a 404 reply has been sent. */
   async function readSession(id: string, reply: FastifyReply): Promise<RelaySession | undefined> {

@@ -27,7 +27,7 @@ export function registerServe(program: Command): void {
     .description(
       "Run the standalone relay service: the REST API of the older Python Trickle Relay Service " +
         "(POST /session/start, DELETE /session/{id}, GET /session/{id}/status, GET /sessions, GET /health), " +
-        "plus POST /session/{id}/prompts and /metrics. On SIGTERM/SIGINT it refuses new sessions, " +
+        "plus POST /session/{id}/prompts, /metrics and the session pages under /ui/. On SIGTERM/SIGINT it refuses new sessions, " +
         "stops the running ones (each ends its output stream), waits up to --drain-timeout and exits 0; " +
         "a second signal exits at once.",
     )
@@ -51,8 +51,14 @@ export function registerServe(program: Command): void {
     .option("--tls-key <file>", "the PEM private key of --tls-cert")
     .option(
       "--api-token-file <file>",
-      "require 'Authorization: Bearer <token>' on every route but GET /health and the trickle mount; " +
-        "the token is the file's content without surrounding whitespace, 16+ characters",
+      "require 'Authorization: Bearer <token>' on every route but GET /health, the trickle mount and the " +
+        "read-only session pages (GET /ui/...); the token is the file's content without surrounding " +
+        "whitespace, 16+ characters",
+    )
+    .option(
+      "--no-ui",
+      "do not serve the session pages under /ui/ (live thumbnails, graphs, prompts editor; readable " +
+        "without the token, stream URLs hidden; edits and stops need it)",
     )
     .option(
       "--start-rate <n>",
@@ -122,6 +128,7 @@ export function registerServe(program: Command): void {
         ...(tls ? { tls } : {}),
         ...(apiToken !== undefined ? { apiToken } : {}),
         ...(startRateLimit ? { startRateLimit } : {}),
+        ui: opts.ui as boolean,
       });
       const address = await app.listen({ host: opts.host as string, port: opts.port as number });
       logger.info(
@@ -129,7 +136,10 @@ export function registerServe(program: Command): void {
           address,
           trickle: trickleServer ? `${address}${TRICKLE_MOUNT_PATH}` : undefined,
           tls: tls !== undefined,
-          auth: apiToken !== undefined ? "bearer token (GET /health and the trickle mount open)" : "none",
+          auth:
+            apiToken !== undefined
+              ? "bearer token (GET /health, the trickle mount and GET /ui/ open)"
+              : "none",
           startRateLimit: startRateLimit ?? "none",
         },
         "relay service listening",

@@ -11,6 +11,7 @@
  *   GET    /sessions               all sessions, ended ones included until their retention passes
  *   GET    /health                 {"status":"healthy"}
  *   GET    /metrics                Prometheus text
+ *   GET    /ui/...                 the session pages, read-only without the token (ui-routes.ts)
  *   *      /ai/trickle/...         the in-process trickle server, when one is given
  *
  * Hardening, each optional: HTTPS (`tls`); a bearer token on every route but GET /health and the
@@ -50,6 +51,7 @@ import {
 import { bearerTokenChecker } from "./bearer-auth.js";
 import { TokenBucketLimiter, type StartRateLimit } from "./rate-limit.js";
 import { TRICKLE_MOUNT_PATH } from "./trickle-mount.js";
+import { installUiRoutes, isUiRead } from "./ui-routes.js";
 
 export { TRICKLE_MOUNT_PATH };
 
@@ -77,6 +79,8 @@ export interface ApiServerOptions {
   apiToken?: string;
   /** Limit POST /session/start per client IP (429 with Retry-After); unlimited when absent. */
   startRateLimit?: StartRateLimit;
+  /** The session pages under /ui/ (ui-routes.ts); on unless false. */
+  ui?: boolean | { assetsDir?: string };
 }
 
 /** The realm named in WWW-Authenticate. */
@@ -114,10 +118,11 @@ export function buildApiServer(options: ApiServerOptions): ApiServer {
 
   installJsonBodyParser(app);
 
+  const isAuthorized = apiToken !== undefined ? bearerTokenChecker(apiToken) : () => true;
   if (apiToken !== undefined) {
-    const isAuthorized = bearerTokenChecker(apiToken);
     app.addHook("onRequest", async (request, reply) => {
       if (isHealthCheck(request.method, request.url)) return;
+      if (options.ui !== false && isUiRead(request.method, request.url)) return;
       if (isAuthorized(request.headers.authorization)) return;
       void reply.header("WWW-Authenticate", `Bearer realm="${API_AUTH_REALM}"`);
       return sendError(
@@ -145,6 +150,16 @@ export function buildApiServer(options: ApiServerOptions): ApiServer {
   });
 
   installErrorReplies(app);
+
+  if (options.ui !== false) {
+    installUiRoutes(app, {
+      sessions,
+      isAuthorized,
+      tokenRequired: apiToken !== undefined,
+      logger,
+      ...(typeof options.ui === "object" ? options.ui : {}),
+    });
+  }
 
   app.get("/health", async (_request, reply) =>
     sessions.shuttingDown ? reply.code(503).send({ status: "shutting down" }) : { status: "healthy" },

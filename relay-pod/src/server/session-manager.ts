@@ -7,6 +7,7 @@ import { randomUUID } from "node:crypto";
 import type { EventEmitter } from "node:events";
 import { silentLogger, type Logger } from "../common/log.js";
 import { buildSessionConfig } from "../session/config.js";
+import type { KeyframeSide, LatestKeyframe } from "../session/latest-keyframes.js";
 import type { StartSessionRequest } from "./validation.js";
 import {
   DEFAULT_QUEUE_CAPACITIES,
@@ -25,6 +26,10 @@ export interface ManagedSession extends EventEmitter {
   stop(): Promise<void>;
   status(): SessionStatus;
   updatePrompts(prompts: unknown): Promise<{ ok: boolean; reply?: unknown; error?: string }>;
+  /** The newest prompts, for the session page (sessions that cannot tell leave it out). */
+  currentPrompts?(): unknown[];
+  /** The newest input/output keyframe, for the session page's thumbnails. */
+  latestKeyframe?(side: KeyframeSide): LatestKeyframe | undefined;
   // Emits "end" when it has completed, failed or been stopped.
 }
 

@@ -11,6 +11,7 @@ import type { resolveFfmpeg } from "../media/ffmpeg.js";
 import { TsAudioDemuxer } from "../media/ts-audio.js";
 import { TsClock } from "../media/ts-clock.js";
 import { TsDemuxer, type VideoAccessUnit } from "../media/ts-demux.js";
+import { STREAM_TYPE_HEVC } from "../media/ts-packet.js";
 import { TrickleSubscriber, type SubscribedSegment } from "../trickle/subscriber.js";
 import { timestampJitter, type FrameMatcher } from "./frame-matcher.js";
 import { Transcoder } from "./forward-transcoder.js";
@@ -21,6 +22,7 @@ import { PeerPace } from "./peer-pace.js";
 import { PeerWindow } from "./peer-window.js";
 import type { SentFrame } from "./return-path.js";
 import { RTP_WRAP, setRtpSequenceNumber, setRtpTimestamp } from "./rtp-header.js";
+import type { KeyframeCodec } from "./latest-keyframes.js";
 import type { SessionHost } from "./session-host.js";
 import type { SessionStatus } from "./types.js";
 
@@ -248,6 +250,9 @@ export class ForwardPath {
         frames++;
         if (au.pts !== undefined) latestPts = au.pts;
         host.stats.noteInputFrame(au.pts);
+        // Passthrough sends the input as is; transcoding, the transcoder notes its own keyframes.
+        if (au.keyframe && !transcoder)
+          host.stats.keyframes.note("input", au.data, codecOfStreamType(au.streamType));
         if (this.packetizer && !drop && !host.isEnded()) this.forwardAccessUnit(au);
       },
     });
@@ -426,4 +431,8 @@ export class ForwardPath {
     this.matcher.recordSent({ rtpTimestamp: rtpTs, pts: frame.pts, sentAt: now });
     stats.noteFrameSent(frame.pts, now);
   }
+}
+
+function codecOfStreamType(streamType: number): KeyframeCodec {
+  return streamType === STREAM_TYPE_HEVC ? "hevc" : "h264";
 }

@@ -200,6 +200,8 @@ export class Transcoder {
   /** An access unit out of ffmpeg: its PTS is the input's (see forwardTranscodeArgs). */
   private frameOut(au: VideoAccessUnit): void {
     if (au.pts === undefined) return;
+    // What ComfyStream is sent (scaled, baseline: no reordering delay), for the page's thumbnail.
+    if (au.keyframe) this.host.stats.keyframes.note("input", au.data, "h264");
     const packets = this.packetizer.packetize(au.data, au.pts % RTP_WRAP).map((p) => p.serialize());
     if (packets.length > 0) this.onFrame({ pts: au.pts, keyframe: au.keyframe, packets });
   }

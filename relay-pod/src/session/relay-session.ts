@@ -9,6 +9,7 @@ import { ForwardPath } from "./forward-path.js";
 import { PeerLink } from "./peer-link.js";
 import { normalisePrompts, promptsFromControlMessage } from "./prompts.js";
 import { ReturnPath, type SentFrame } from "./return-path.js";
+import type { KeyframeSide, LatestKeyframe } from "./latest-keyframes.js";
 import type { SessionHost } from "./session-host.js";
 import { buildSessionStatus, SessionStats } from "./session-stats.js";
 import { buildStatusEvent } from "./status-events.js";
@@ -152,6 +153,16 @@ export class RelaySession extends EventEmitter {
 
   async updatePrompts(input: unknown): Promise<{ ok: boolean; reply?: unknown; error?: string }> {
     return this.link.updatePrompts(input);
+  }
+
+  /** The prompts ComfyStream runs or is about to get (the newest accepted by updatePrompts). */
+  currentPrompts(): unknown[] {
+    return this.link.currentPrompts;
+  }
+
+  /** The newest keyframe on one side of the session, for thumbnails (undefined before the first). */
+  latestKeyframe(side: KeyframeSide): LatestKeyframe | undefined {
+    return this.stats.keyframes.get(side);
   }
 
   status(): SessionStatus {

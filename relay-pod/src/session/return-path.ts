@@ -266,7 +266,10 @@ export class ReturnPath {
     await this.openSegment!.writer.write(bytes);
     // The input's audio up to this frame's PTS, right after it: interleaved by PTS, in sync.
     if (this.muxer.hasAudio) await this.writeAudio(this.audio.takeDue(frame.pts));
-    if (frame.keyframe) this.noteOutputIdr(frame.pts);
+    if (frame.keyframe) {
+      this.noteOutputIdr(frame.pts);
+      this.host.stats.keyframes.note("output", frame.annexB, "h264");
+    }
     const { stats } = this.host;
     stats.counters.framesOut++;
     stats.returnHop.add(performance.now() - frame.returnedAt);

@@ -4,6 +4,7 @@
  * SessionStatus (which the API, the operator's CR status and the events channel all show) is
  * built in one place. stats.ts holds the generic meters this uses.
  */
+import { LatestKeyframes } from "./latest-keyframes.js";
 import { PercentileWindow, RateMeter } from "./stats.js";
 import type { RelaySessionConfig, SessionState, SessionStatus, WebRtcConnectionState } from "./types.js";
 
@@ -27,6 +28,8 @@ export class SessionStats {
   readonly latency = new PercentileWindow();
   readonly forwardHop = new PercentileWindow();
   readonly returnHop = new PercentileWindow();
+  /** The newest input and output keyframes, for thumbnails. */
+  readonly keyframes = new LatestKeyframes();
   /** When each input frame (by PTS) was complete in the input, for the forward-hop latency. */
   private readonly inputFrameArrival = new Map<number, number>();
 

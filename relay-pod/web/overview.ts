@@ -1,0 +1,105 @@
+/** The overview: every session with its phase, fps, latency and output thumbnail; filters. */
+import { el, fmt } from "./dom.js";
+
+interface OverviewItem {
+  id: string;
+  namespace: string | null;
+  phase: string;
+  webrtc_state: string;
+  fps: { input: number; output: number };
+  latency_ms: { p50: number | null; p95: number | null };
+  thumbnail: number | null;
+}
+
+const REFRESH_MS = 2000;
+
+export function showOverview(main: HTMLElement, apiBase: string, signal: AbortSignal): void {
+  const namespaceFilter = el("select", { id: "filter-namespace" }, el("option", { value: "" }, "all"));
+  const phaseFilter = el("select", { id: "filter-phase" }, el("option", { value: "" }, "all"));
+  const body = el("tbody");
+  const status = el("p", { role: "status", "aria-live": "polite", class: "muted" }, "loading…");
+  main.replaceChildren(
+    el("h2", {}, "Sessions"),
+    el(
+      "div",
+      { class: "filters" },
+      el("label", { for: "filter-namespace" }, "Namespace"),
+      namespaceFilter,
+      el("label", { for: "filter-phase" }, "Phase"),
+      phaseFilter,
+    ),
+    status,
+    el(
+      "table",
+      { id: "sessions" },
+      el("caption", { class: "visually-hidden" }, "Sessions"),
+      el(
+        "thead",
+        {},
+        el(
+          "tr",
+          {},
+          ...["Output", "Session", "Namespace", "Phase", "WebRTC", "fps in / out", "Latency p50 / p95"].map(
+            (h) => el("th", { scope: "col" }, h),
+          ),
+        ),
+      ),
+      body,
+    ),
+  );
+  let items: OverviewItem[] = [];
+  const render = () => {
+    const ns = namespaceFilter.value;
+    const phase = phaseFilter.value;
+    const shown = items.filter((i) => (!ns || (i.namespace ?? "") === ns) && (!phase || i.phase === phase));
+    body.replaceChildren(...shown.map((item) => row(item, apiBase)));
+    status.textContent = `${shown.length} of ${items.length} sessions`;
+  };
+  const setOptions = (select: HTMLSelectElement, values: string[]) => {
+    const current = select.value;
+    select.replaceChildren(
+      el("option", { value: "" }, "all"),
+      ...values.map((v) => el("option", { value: v }, v)),
+    );
+    select.value = values.includes(current) ? current : "";
+  };
+  namespaceFilter.addEventListener("change", render);
+  phaseFilter.addEventListener("change", render);
+  const refresh = async () => {
+    try {
+      const res = await fetch(`${apiBase}/sessions`, { signal });
+      items = ((await res.json()) as { sessions: OverviewItem[] }).sessions;
+      setOptions(namespaceFilter, [...new Set(items.map((i) => i.namespace ?? ""))].filter(Boolean).sort());
+      setOptions(phaseFilter, [...new Set(items.map((i) => i.phase))].sort());
+      render();
+    } catch (err) {
+      if (!signal.aborted) status.textContent = `could not load the sessions: ${(err as Error).message}`;
+    }
+  };
+  void refresh();
+  const timer = setInterval(() => void refresh(), REFRESH_MS);
+  signal.addEventListener("abort", () => clearInterval(timer));
+}
+
+function row(item: OverviewItem, apiBase: string): HTMLTableRowElement {
+  const href = `#/session/${encodeURIComponent(item.id)}`;
+  const thumb =
+    item.thumbnail !== null
+      ? el("img", {
+          src: `${apiBase}/sessions/${encodeURIComponent(item.id)}/thumbnails/output?v=${item.thumbnail}`,
+          alt: `output of ${item.id}`,
+          width: "96",
+        })
+      : el("span", { class: "muted" }, "none yet");
+  return el(
+    "tr",
+    { "data-session": item.id },
+    el("td", {}, thumb),
+    el("th", { scope: "row" }, el("a", { href }, item.id)),
+    el("td", {}, item.namespace ?? "–"),
+    el("td", {}, el("span", { class: `phase phase-${item.phase.toLowerCase()}` }, item.phase)),
+    el("td", {}, item.webrtc_state),
+    el("td", {}, `${fmt(item.fps.input)} / ${fmt(item.fps.output)}`),
+    el("td", {}, `${fmt(item.latency_ms.p50, 0, " ms")} / ${fmt(item.latency_ms.p95, 0, " ms")}`),
+  );
+}
