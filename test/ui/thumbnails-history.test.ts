@@ -67,7 +67,7 @@ describe("thumbnails from keyframes", () => {
           if (sequence >= 2) {
             await waitFor(
               () => (thumbnails.get("input")?.sequence ?? 0) >= sequence - 1,
-              10_000,
+              30_000, // bounded, generous: ffmpeg starts slowly on a loaded machine
               `thumbnail of keyframe ${sequence - 1}`,
             );
           }
