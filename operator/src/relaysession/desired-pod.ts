@@ -8,6 +8,7 @@ import type {
   V1EnvVar,
   V1OwnerReference,
   V1Pod,
+  V1PolicyRule,
   V1ResourceRequirements,
   V1Role,
   V1RoleBinding,
@@ -288,36 +289,44 @@ export interface RelayRbac {
  * RelaySession and patch only its status. Owned by the session, so they go with it.
  */
 export function desiredRelayRbac(session: RelaySession): RelayRbac {
-  const namespace = session.metadata.namespace ?? "default";
   const sessionName = session.metadata.name ?? "";
-  const name = relayRbacName(sessionName);
-  const metadata = () => ({
-    name,
-    namespace,
-    labels: commonLabels(session),
-    ownerReferences: [sessionOwnerReference(session)],
-  });
+  return relayRbacObjects(
+    {
+      name: relayRbacName(sessionName),
+      namespace: session.metadata.namespace ?? "default",
+      labels: commonLabels(session),
+      owner: sessionOwnerReference(session),
+    },
+    [
+      {
+        apiGroups: [RELAY_SESSION_GROUP],
+        resources: [RELAY_SESSION_PLURAL],
+        resourceNames: [sessionName],
+        verbs: ["get", "list", "watch"],
+      },
+      {
+        apiGroups: [RELAY_SESSION_GROUP],
+        resources: [`${RELAY_SESSION_PLURAL}/status`],
+        resourceNames: [sessionName],
+        verbs: ["get", "patch"],
+      },
+    ],
+  );
+}
+
+/**
+ * A relay's ServiceAccount, a Role with `rules` and the RoleBinding between them, all named `name`,
+ * labelled and owned alike (per-session pods and warm pool pods differ only in rules and owner).
+ */
+export function relayRbacObjects(
+  identity: { name: string; namespace: string; labels: Record<string, string>; owner: V1OwnerReference },
+  rules: V1PolicyRule[],
+): RelayRbac {
+  const { name, namespace } = identity;
+  const metadata = () => ({ name, namespace, labels: identity.labels, ownerReferences: [identity.owner] });
   return {
     serviceAccount: { apiVersion: "v1", kind: "ServiceAccount", metadata: metadata() },
-    role: {
-      apiVersion: "rbac.authorization.k8s.io/v1",
-      kind: "Role",
-      metadata: metadata(),
-      rules: [
-        {
-          apiGroups: [RELAY_SESSION_GROUP],
-          resources: [RELAY_SESSION_PLURAL],
-          resourceNames: [sessionName],
-          verbs: ["get", "list", "watch"],
-        },
-        {
-          apiGroups: [RELAY_SESSION_GROUP],
-          resources: [`${RELAY_SESSION_PLURAL}/status`],
-          resourceNames: [sessionName],
-          verbs: ["get", "patch"],
-        },
-      ],
-    },
+    role: { apiVersion: "rbac.authorization.k8s.io/v1", kind: "Role", metadata: metadata(), rules },
     roleBinding: {
       apiVersion: "rbac.authorization.k8s.io/v1",
       kind: "RoleBinding",

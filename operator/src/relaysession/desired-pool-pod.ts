@@ -25,6 +25,7 @@ import {
   comfystreamContainer,
   comfystreamUrlOfSpec,
   fieldEnv,
+  relayRbacObjects,
   relaySecurityContext,
   requestsGpu,
   sessionOwnerReference,
@@ -189,42 +190,27 @@ export function desiredPoolPod(pool: RelayPool, index: number, options: PoolPodO
  * only status.relay of the session its pod was given) and read pods (its own, to see the claim).
  */
 export function desiredPoolRbac(pool: RelayPool): RelayRbac {
-  const namespace = pool.metadata.namespace ?? "default";
-  const name = poolRbacName(pool.metadata.name ?? "");
-  const metadata = () => ({
-    name,
-    namespace,
-    labels: poolPodLabels(pool),
-    ownerReferences: [poolOwnerReference(pool)],
-  });
-  return {
-    serviceAccount: { apiVersion: "v1", kind: "ServiceAccount", metadata: metadata() },
-    role: {
-      apiVersion: "rbac.authorization.k8s.io/v1",
-      kind: "Role",
-      metadata: metadata(),
-      rules: [
-        {
-          apiGroups: [RELAY_SESSION_GROUP],
-          resources: [RELAY_SESSION_PLURAL],
-          verbs: ["get", "list", "watch"],
-        },
-        {
-          apiGroups: [RELAY_SESSION_GROUP],
-          resources: [`${RELAY_SESSION_PLURAL}/status`],
-          verbs: ["get", "patch"],
-        },
-        { apiGroups: [""], resources: ["pods"], verbs: ["get", "list", "watch"] },
-      ],
+  return relayRbacObjects(
+    {
+      name: poolRbacName(pool.metadata.name ?? ""),
+      namespace: pool.metadata.namespace ?? "default",
+      labels: poolPodLabels(pool),
+      owner: poolOwnerReference(pool),
     },
-    roleBinding: {
-      apiVersion: "rbac.authorization.k8s.io/v1",
-      kind: "RoleBinding",
-      metadata: metadata(),
-      roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "Role", name },
-      subjects: [{ kind: "ServiceAccount", name, namespace }],
-    },
-  };
+    [
+      {
+        apiGroups: [RELAY_SESSION_GROUP],
+        resources: [RELAY_SESSION_PLURAL],
+        verbs: ["get", "list", "watch"],
+      },
+      {
+        apiGroups: [RELAY_SESSION_GROUP],
+        resources: [`${RELAY_SESSION_PLURAL}/status`],
+        verbs: ["get", "patch"],
+      },
+      { apiGroups: [""], resources: ["pods"], verbs: ["get", "list", "watch"] },
+    ],
+  );
 }
 
 export interface ClaimStamp {
