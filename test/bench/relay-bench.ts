@@ -68,6 +68,7 @@ async function main(): Promise<void> {
       out: { type: "string" },
       infra: { type: "string" },
       "real-comfystream": { type: "boolean", default: false },
+      peer: { type: "string", default: "standin" },
       before: { type: "string" },
       after: { type: "string" },
       workflows: { type: "string", default: "passthrough,slowBlur" },
@@ -91,7 +92,7 @@ async function main(): Promise<void> {
         "not returned by the peer, and unexplained losses (should be 0). Default output\n" +
         "bench-results/relay-starvation.json.\n" +
         "\n" +
-        "npm run bench:relay -- --real-comfystream [--before GIT-REF] [--after GIT-REF]\n" +
+        "npm run bench:relay -- --peer real (or --real-comfystream) [--before GIT-REF] [--after GIT-REF]\n" +
         "                       [--workflows passthrough,slowBlur] [--peer-window N] [--seconds N (default 30)]\n" +
         "                       [--repeat N] [--out FILE]\n" +
         "One relay session per workflow through the real ComfyStream server (../shared/peers/comfystream,\n" +
@@ -109,7 +110,10 @@ async function main(): Promise<void> {
   if (process.env.TRICKLE_RELAY_NETNS !== "1") {
     throw new Error("run this inside the loopback-only namespace: npm run bench:relay (as root)");
   }
-  if (values["real-comfystream"]) {
+  if (values.peer !== "standin" && values.peer !== "real") {
+    throw new Error(`--peer must be standin (default) or real, got ${values.peer}`);
+  }
+  if (values["real-comfystream"] || values.peer === "real") {
     // Loaded only here: the stand-in benchmark needs none of the real server's helpers.
     const { runRealComfyStreamBench } = await import("./real-comfystream-bench.js");
     return runRealComfyStreamBench({
