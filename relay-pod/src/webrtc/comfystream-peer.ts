@@ -10,7 +10,12 @@ import {
 } from "werift";
 import { silentLogger, type Logger } from "../common/log.js";
 import { sendDtlsCloseNotify } from "./dtls-close.js";
-import { CONTROL_CHANNEL_LABEL, CONTROL_REPLY_TYPES, promptsAsList } from "./control-messages.js";
+import {
+  CONTROL_CHANNEL_LABEL,
+  CONTROL_REPLY_TYPES,
+  parseControlMessage,
+  promptsAsList,
+} from "./control-messages.js";
 import { postOffer } from "./comfystream-offer.js";
 import { iceAddressesFromEnv, iceConfig } from "./ice-config.js";
 
@@ -429,19 +434,18 @@ export class ComfyStreamPeer extends EventEmitter {
   private onControlMessage(data: string | Buffer): void {
     this.lastInboundAt = Date.now();
     this.stats.controlMessagesReceived++;
-    let message: Record<string, unknown>;
-    try {
-      const parsed: unknown = JSON.parse(typeof data === "string" ? data : data.toString("utf8"));
-      if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed))
-        throw new Error("not an object");
-      message = parsed as Record<string, unknown>;
-    } catch {
+    const parsed = parseControlMessage(data);
+    if (!parsed.ok) {
       this.logger.warn(
-        { data: String(data).slice(0, 200) },
+        {
+          data: (typeof data === "string" ? data : data.subarray(0, 200).toString("utf8")).slice(0, 200),
+          reason: parsed.reason,
+        },
         "ignoring control message that is not a JSON object",
       );
       return;
     }
+    const message = parsed.message;
     const type = typeof message.type === "string" ? message.type : undefined;
     const waiting = type ? this.pendingRequests.get(type) : undefined;
     const entry = waiting?.shift();
