@@ -7,6 +7,7 @@ import { FrameMatcher } from "./frame-matcher.js";
 import { ForwardPath } from "./forward-path.js";
 import { PeerLink } from "./peer-link.js";
 import { normalisePrompts, promptsFromControlMessage } from "./prompts.js";
+import { DEFAULT_INPUT_STALL_POLICY, InputStallWatch, type InputStallPolicy } from "./input-stall.js";
 import { ReturnPath, type SentFrame } from "./return-path.js";
 import type { SessionHost } from "./session-host.js";
 import { buildSessionStatus, SessionStats } from "./session-stats.js";
@@ -61,6 +62,7 @@ export class RelaySession extends EventEmitter {
   private ended: Promise<void>;
   private resolveEnded!: () => void;
   private stopping = false;
+  private readonly inputStall: InputStallWatch;
 
   constructor(
     readonly config: RelaySessionConfig,
@@ -101,6 +103,32 @@ export class RelaySession extends EventEmitter {
       prompts,
     );
     this.forward = new ForwardPath(host, this.matcher, this.link);
+    this.inputStall = this.watchInputStall(config.inputStall ?? DEFAULT_INPUT_STALL_POLICY);
+  }
+
+  private watchInputStall(policy: InputStallPolicy): InputStallWatch {
+    const waiting =
+      policy.endAfterSec > 0 ? `the session ends after ${policy.endAfterSec} s of silence` : "waiting";
+    return new InputStallWatch(policy, {
+      activity: () => this.stats.counters.segmentsIn + this.stats.counters.framesIn,
+      stalled: (idleSec) => {
+        this.setError(
+          "InputStalled",
+          `input stalled: no new input segment for ${Math.round(idleSec)} s (${waiting})`,
+        );
+        this.setState("degraded");
+      },
+      resumed: (idleSec) => {
+        this.log.info({ idleSec }, "input resumed");
+        if (this.link.state === "connected") this.setState("running");
+      },
+      end: (idleSec) => {
+        void this.fail(
+          "InputStalled",
+          new Error(`input stalled: no new input segment for ${Math.round(idleSec)} s`),
+        );
+      },
+    });
   }
 
   /** Starts every stage; resolves once the pipeline is set up, not when ComfyStream is connected. */
@@ -121,6 +149,7 @@ export class RelaySession extends EventEmitter {
       throw err;
     }
     this.forward.startInput();
+    this.inputStall.start();
     if (this.config.controlUrl) void this.readControl(this.config.controlUrl);
     if (this.config.eventsUrl) this.startEvents(this.config.eventsUrl);
     this.forward.startPaceSampling();
@@ -162,6 +191,7 @@ export class RelaySession extends EventEmitter {
         peerWindow: this.forward.peerWindowStatus(now),
         outputKeyframes: this.returnPath.outputKeyframesStatus(),
         codecs: this.forward.codecStatus(),
+        input: this.inputStall.snapshot(),
       },
       now,
     );
@@ -243,6 +273,7 @@ export class RelaySession extends EventEmitter {
     if (this.stopping) return this.ended;
     this.stopping = true;
     this.link.cancelReconnect();
+    this.inputStall.stop();
     if (this.eventsTimer) clearInterval(this.eventsTimer);
     this.forward.stopInput();
     this.controlReader?.close();

@@ -4,6 +4,8 @@
  * SessionStatus (which the API, the operator's CR status and the events channel all show) is
  * built in one place. stats.ts holds the generic meters this uses.
  */
+import type { InputStallStatus } from "./input-stall.js";
+import { OutageMeter } from "./outages.js";
 import { PercentileWindow, RateMeter } from "./stats.js";
 import type { RelaySessionConfig, SessionState, SessionStatus, WebRtcConnectionState } from "./types.js";
 
@@ -26,6 +28,8 @@ export class SessionStats {
   readonly latency = new PercentileWindow();
   readonly forwardHop = new PercentileWindow();
   readonly returnHop = new PercentileWindow();
+  /** Gaps in the returned stream (performance.now() clock). */
+  readonly outages = new OutageMeter();
   /** When each input frame (by PTS) was complete in the input, for the forward-hop latency. */
   private readonly inputFrameArrival = new Map<number, number>();
 
@@ -71,6 +75,7 @@ export interface StatusParts {
   peerWindow: SessionStatus["peerWindow"];
   outputKeyframes: SessionStatus["outputKeyframes"];
   codecs: Pick<SessionStatus, "encoder" | "decoder" | "codecReason">;
+  input?: InputStallStatus;
 }
 
 /** The status snapshot; `now` is the same instant for the rates and the peer window's in-flight count. */
@@ -120,6 +125,7 @@ export function buildSessionStatus(stats: SessionStats, parts: StatusParts, now:
       return: { p50: returnHop.percentile(50), p95: returnHop.percentile(95) },
     },
     reconnects: counters.reconnects,
+    peerOutages: stats.outages.snapshot(now),
     ffmpegRestarts: counters.ffmpegRestarts,
     promptsGeneration: parts.promptsGeneration,
   };
@@ -129,5 +135,6 @@ export function buildSessionStatus(stats: SessionStats, parts: StatusParts, now:
   if (parts.endedAt) status.endedAt = parts.endedAt.toISOString();
   if (parts.lastPromptUpdate) status.lastPromptUpdate = parts.lastPromptUpdate;
   if (parts.lastError) status.lastError = parts.lastError;
+  if (parts.input) status.input = parts.input;
   return status;
 }
