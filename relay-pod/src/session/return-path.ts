@@ -6,6 +6,7 @@
  * segments' lifecycle.
  */
 import { TricklePublisher, type SegmentWriter } from "../trickle/publisher.js";
+import { TricklePostStalledError } from "../trickle/errors.js";
 import type { resolveFfmpeg } from "../media/ffmpeg.js";
 import { KeyframeRepair, type ReturnedFrame } from "../media/keyframe-repair.js";
 import { IdrSegmenter } from "../media/segmenter.js";
@@ -225,7 +226,15 @@ export class ReturnPath {
     try {
       while (this.processedQueue.length > 0) {
         const frame = this.processedQueue.shift()!;
-        await this.writeOutputFrame(frame);
+        try {
+          await this.writeOutputFrame(frame);
+        } catch (err) {
+          if (!(err instanceof TricklePostStalledError)) throw err;
+          // A stuck POST is cut; the output goes on in a new segment (a new POST) from the next IDR.
+          this.openSegment = undefined;
+          this.outputSegmentsDropped++;
+          this.host.setError("OutputStalled", err.message);
+        }
       }
     } catch (err) {
       if (!this.host.isEnded()) await this.host.fail("OutputFailed", err);
