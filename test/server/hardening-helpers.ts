@@ -1,15 +1,23 @@
 /**
- * What the hardening tests share: a self-signed certificate made by openssl at test time, and an
- * HTTP(S) request helper that can trust that certificate and pick its source address (fetch can do
- * neither).
+ * What the hardening tests (and the REST fuzz test) share: a self-signed certificate made by openssl
+ * at test time, an HTTP(S) request helper that can trust that certificate and pick its source address
+ * (fetch can do neither), and the real API server in front of fake sessions.
  */
+import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
+import { EventEmitter } from "node:events";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import http from "node:http";
 import https from "node:https";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
+
+import { buildApiServer, type ApiServerOptions } from "../../relay-pod/src/server/api.js";
+import { SessionManager, type ManagedSession } from "../../relay-pod/src/server/session-manager.js";
+import { createRelayMetrics } from "../../relay-pod/src/report/metrics.js";
+import type { RelaySessionConfig, SessionState, SessionStatus } from "../../relay-pod/src/session/types.js";
+import { SAMPLE_AUDIO_STATUS } from "../fixtures/session-status.js";
 
 const run = promisify(execFile);
 
@@ -101,4 +109,110 @@ export function request(url: string, options: RequestOptions = {}): Promise<Answ
     });
     req.end(options.body);
   });
+}
+
+export const START = {
+  input_stream_url: "http://127.0.0.1:9/ai/trickle/stream1",
+  comfystream_url: "http://127.0.0.1:8889",
+  prompts: [{ "1": { class_type: "LoadTensor", inputs: {} } }],
+};
+export const JSON_HEADERS = { "content-type": "application/json" };
+
+/** A session that starts at once and stops when told, after `stopDelayMs`. */
+export class FakeSession extends EventEmitter implements ManagedSession {
+  readonly id: string;
+  state: SessionState = "starting";
+  stopDelayMs = 0;
+  constructor(readonly config: RelaySessionConfig) {
+    super();
+    this.id = config.id;
+  }
+  async start(): Promise<void> {
+    this.state = "running";
+  }
+  async stop(): Promise<void> {
+    await new Promise((resolve) => setTimeout(resolve, this.stopDelayMs));
+    this.state = "stopped";
+    this.emit("end");
+  }
+  async updatePrompts(): Promise<{ ok: boolean }> {
+    return { ok: true };
+  }
+  status(): SessionStatus {
+    const c = this.config;
+    const queue = { size: 0, capacity: 1, dropped: 0 };
+    return {
+      id: c.id,
+      state: this.state,
+      webrtcState: "new",
+      createdAt: "2025-01-02T03:04:05.000Z",
+      inputUrl: c.inputUrl,
+      outputUrl: c.outputUrl,
+      comfystreamUrl: c.comfystreamUrl,
+      width: c.width,
+      height: c.height,
+      frameRate: c.frameRate,
+      mode: c.mode,
+      encoder: "x264",
+      decoder: "software",
+      codecReason: "x264: a fake session (no probe)",
+      queues: { decodedFrames: queue, processedFrames: queue, outputSegments: queue },
+      fps: { input: 0, output: 0 },
+      frames: { in: 0, sent: 0, returned: 0, out: 0, dropped: 0, peerLimited: 0 },
+      peerWindow: { capacity: 2, inFlight: 0, transcoderGop: "normal" },
+      segments: { in: 0, out: 0, dropped: 0, corrupt: 0 },
+      outputKeyframes: { source: "peer", reEncodedFrames: 0, idrIntervalSec: { last: 0, max: 0 } },
+      latencyMs: { p50: 0, p95: 0, samples: 0 },
+      hopLatencyMs: { forward: { p50: 0, p95: 0 }, return: { p50: 0, p95: 0 } },
+      reconnects: 0,
+      ffmpegRestarts: 0,
+      inputClockJumps: 0,
+      audio: SAMPLE_AUDIO_STATUS,
+      promptsGeneration: 0,
+    };
+  }
+}
+
+export interface Service {
+  url: string;
+  manager: SessionManager;
+  created: FakeSession[];
+  close(): Promise<void>;
+}
+
+export async function startService(options: Partial<ApiServerOptions> = {}): Promise<Service> {
+  const created: FakeSession[] = [];
+  const manager = new SessionManager({
+    createSession: (config) => {
+      const session = new FakeSession(config);
+      created.push(session);
+      return session;
+    },
+    maxSessions: 100,
+  });
+  const app = buildApiServer({
+    sessions: manager,
+    metricsRegistry: createRelayMetrics(() => [], { defaultMetrics: false }),
+    ...options,
+  });
+  const url = await app.listen({ port: 0, host: "127.0.0.1" });
+  return {
+    url,
+    manager,
+    created,
+    async close() {
+      await app.close();
+      await manager.close();
+    },
+  };
+}
+
+export function assertErrorBody(
+  answer: { status: number; json: Record<string, unknown> },
+  status: number,
+  mentions: RegExp,
+) {
+  assert.equal(answer.status, status, JSON.stringify(answer.json));
+  assert.equal(answer.json.success, false);
+  assert.match(String(answer.json.error), mentions);
 }

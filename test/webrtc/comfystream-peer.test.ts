@@ -404,4 +404,36 @@ describe("ComfyStreamPeer ↔ TS stand-in", { skip, timeout: 120_000 }, () => {
     assert.ok(outcome.afterMs <= 4000, `took ${outcome.afterMs} ms`);
     source.stop();
   });
+  test("frames stop while ICE and RTCP stay up (pipeline paused): disconnected within the media timeout, reason says so", async (t) => {
+    const server = await standin({ mode: "passthrough" });
+    const peer = peerFor(server.url, { mediaTimeoutMs: 2000 });
+    await peer.connect();
+    let received = 0;
+    peer.on("rtp", () => received++);
+    const source = await startRtpSource({ seconds: 10, onPacket: (packet) => peer.sendRtp(packet) });
+    cleanups.push(() => source.stop());
+    await waitFor(() => received > 50, 5000, "returned RTP");
+
+    const lost = new Promise<number>((resolve) => {
+      peer.on("state", (state: WebRtcState) => {
+        if (state === "disconnected") resolve(Date.now());
+      });
+    });
+    // ComfyStream's own pause: the workflow stops, the peer connection and its RTCP go on.
+    await peer.request({ type: "pause_prompts" });
+    const pausedAt = Date.now();
+    const receivedAtPause = received;
+    const lostAt = await Promise.race([
+      lost,
+      new Promise<never>((_, reject) =>
+        setTimeout(() => reject(new Error("no loss noticed within 6 s")), 6000),
+      ),
+    ]);
+    t.diagnostic(`disconnected ${lostAt - pausedAt} ms after the pause: ${peer.lossReason}`);
+    assert.match(peer.lossReason ?? "", /^frames stopped: .*ICE and RTCP still up/);
+    assert.ok(received - receivedAtPause < 10, "the peer really stopped returning frames");
+    assert.equal((await standinStats(server.url)).activePeers, 1, "ICE and DTLS still up on the peer's side");
+    source.stop();
+    await peer.close();
+  });
 });

@@ -65,6 +65,7 @@ describe("H264Depacketizer", () => {
       lostPackets: 0,
       droppedAccessUnits: 0,
       latePackets: 0,
+      oversizeAccessUnits: 0,
     });
   });
 

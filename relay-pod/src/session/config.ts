@@ -1,5 +1,6 @@
 import { defaultOutputUrl } from "../../../crds/src/index.js";
 import { iceAddressesFromEnv } from "../webrtc/ice-config.js";
+import { DEFAULT_INPUT_STALL_POLICY, type InputStallPolicy } from "./input-stall.js";
 import {
   DEFAULT_QUEUE_CAPACITIES,
   type AudioMode,
@@ -55,6 +56,7 @@ export interface SessionConfigInput {
   queueCapacities?: Partial<QueueCapacities>;
   iceAddresses?: string[];
   insecureTls?: boolean;
+  inputStall?: Partial<InputStallPolicy>;
 }
 
 /**
@@ -81,6 +83,7 @@ export function buildSessionConfig(input: SessionConfigInput): RelaySessionConfi
     queueCapacities: { ...DEFAULT_QUEUE_CAPACITIES, ...input.queueCapacities },
     iceAddresses: input.iceAddresses?.length ? input.iceAddresses : iceAddressesFromEnv(),
     insecureTls: input.insecureTls ?? false,
+    inputStall: { ...DEFAULT_INPUT_STALL_POLICY, ...input.inputStall },
   };
   if (input.controlUrl) config.controlUrl = input.controlUrl;
   if (input.eventsUrl) config.eventsUrl = input.eventsUrl;

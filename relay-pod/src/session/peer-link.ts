@@ -150,11 +150,16 @@ export class PeerLink {
       pliIntervalMs: Math.max(500, Math.round(config.segmentDurationSec * 1000)),
       logger: log,
     });
-    peer.on("rtp", (packet) => hooks.onRtp(packet));
+    peer.on("rtp", (packet) => {
+      host.stats.outages.frameReturned(performance.now());
+      hooks.onRtp(packet);
+    });
     peer.on("state", (state: WebRtcConnectionState) => {
       if (this.peer !== peer) return;
       this.setWebRtcState(state);
-      if (state === "failed" || state === "disconnected" || state === "closed") this.onPeerLost(state);
+      if (state === "failed" || state === "disconnected" || state === "closed") {
+        this.onPeerLost(state, peer.lossReason);
+      }
     });
     this.peer = peer;
     try {
@@ -188,9 +193,11 @@ export class PeerLink {
     }
   }
 
-  private onPeerLost(state: WebRtcConnectionState): void {
+  private onPeerLost(state: WebRtcConnectionState, lossReason: string | undefined): void {
     if (this.host.isEnded() || this.host.isStopping()) return;
-    this.host.setError("ComfyStreamDisconnected", `WebRTC connection ${state}`);
+    const message = `WebRTC connection ${state}${lossReason ? `: ${lossReason}` : ""}`;
+    this.host.stats.outages.lost(performance.now(), message);
+    this.host.setError("ComfyStreamDisconnected", message);
     this.hooks.onLost();
     this.scheduleReconnect();
   }

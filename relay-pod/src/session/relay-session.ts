@@ -8,6 +8,7 @@ import { FrameMatcher } from "./frame-matcher.js";
 import { ForwardPath } from "./forward-path.js";
 import { PeerLink } from "./peer-link.js";
 import { normalisePrompts, promptsFromControlMessage } from "./prompts.js";
+import { DEFAULT_INPUT_STALL_POLICY, InputStallWatch, type InputStallPolicy } from "./input-stall.js";
 import { ReturnPath, type SentFrame } from "./return-path.js";
 import type { KeyframeSide, LatestKeyframe } from "./latest-keyframes.js";
 import type { SessionHost } from "./session-host.js";
@@ -65,6 +66,7 @@ export class RelaySession extends EventEmitter {
   private ended: Promise<void>;
   private resolveEnded!: () => void;
   private stopping = false;
+  private readonly inputStall: InputStallWatch;
 
   constructor(
     readonly config: RelaySessionConfig,
@@ -110,6 +112,32 @@ export class RelaySession extends EventEmitter {
       prompts,
     );
     this.forward = new ForwardPath(host, this.matcher, this.link, this.audio);
+    this.inputStall = this.watchInputStall(config.inputStall ?? DEFAULT_INPUT_STALL_POLICY);
+  }
+
+  private watchInputStall(policy: InputStallPolicy): InputStallWatch {
+    const waiting =
+      policy.endAfterSec > 0 ? `the session ends after ${policy.endAfterSec} s of silence` : "waiting";
+    return new InputStallWatch(policy, {
+      activity: () => this.stats.counters.segmentsIn + this.stats.counters.framesIn,
+      stalled: (idleSec) => {
+        this.setError(
+          "InputStalled",
+          `input stalled: no new input segment for ${Math.round(idleSec)} s (${waiting})`,
+        );
+        this.setState("degraded");
+      },
+      resumed: (idleSec) => {
+        this.log.info({ idleSec }, "input resumed");
+        if (this.link.state === "connected") this.setState("running");
+      },
+      end: (idleSec) => {
+        void this.fail(
+          "InputStalled",
+          new Error(`input stalled: no new input segment for ${Math.round(idleSec)} s`),
+        );
+      },
+    });
   }
 
   /** Starts every stage; resolves once the pipeline is set up, not when ComfyStream is connected. */
@@ -135,6 +163,7 @@ export class RelaySession extends EventEmitter {
       throw err;
     }
     this.forward.startInput();
+    this.inputStall.start();
     if (this.config.controlUrl) void this.readControl(this.config.controlUrl);
     if (this.config.eventsUrl) this.startEvents(this.config.eventsUrl);
     this.forward.startPaceSampling();
@@ -187,6 +216,7 @@ export class RelaySession extends EventEmitter {
         outputKeyframes: this.returnPath.outputKeyframesStatus(),
         codecs: this.forward.codecStatus(),
         audio: this.audio.status(),
+        input: this.inputStall.snapshot(),
       },
       now,
     );
@@ -268,6 +298,7 @@ export class RelaySession extends EventEmitter {
     if (this.stopping) return this.ended;
     this.stopping = true;
     this.link.cancelReconnect();
+    this.inputStall.stop();
     if (this.eventsTimer) clearInterval(this.eventsTimer);
     this.forward.stopInput();
     this.controlReader?.close();

@@ -6,6 +6,7 @@
  * segments' lifecycle.
  */
 import { TricklePublisher, type SegmentWriter } from "../trickle/publisher.js";
+import { TricklePostStalledError } from "../trickle/errors.js";
 import type { resolveFfmpeg } from "../media/ffmpeg.js";
 import { KeyframeRepair, type ReturnedFrame } from "../media/keyframe-repair.js";
 import { IdrSegmenter } from "../media/segmenter.js";
@@ -17,6 +18,9 @@ import type { AudioPath } from "./audio-path.js";
 import type { FrameMatcher } from "./frame-matcher.js";
 import type { SessionHost } from "./session-host.js";
 import type { SessionStatus } from "./types.js";
+
+/** Output segments that may fail in a row (each retried as a new POST) before the session fails. */
+const MAX_CONSECUTIVE_SEGMENT_FAILURES = 5;
 
 /** What the forward path remembers of a sent frame, to hand back with the returned one. */
 export type SentFrame = { annexB: Buffer; keyframe: boolean };
@@ -50,6 +54,8 @@ export class ReturnPath {
   private readonly segmenter: IdrSegmenter;
   private readonly muxer = new TsMuxer();
   private publisher: TricklePublisher | undefined;
+  /** Output segments failed in a row (reset by one acknowledged); past the limit the session fails. */
+  private consecutiveSegmentFailures = 0;
 
   private readonly processedQueue: Array<ProcessedFrame> = [];
   private processedDropped = 0;
@@ -237,7 +243,19 @@ export class ReturnPath {
     try {
       while (this.processedQueue.length > 0) {
         const frame = this.processedQueue.shift()!;
-        await this.writeOutputFrame(frame);
+        try {
+          await this.writeOutputFrame(frame);
+        } catch (err) {
+          // End of stream (the server closed the channel) or a publisher that keeps failing is fatal;
+          // one failed segment (a stuck POST cut, a connection lost to a restarting server) is not:
+          // the output goes on in a new segment, on a new POST, from the next IDR.
+          const failures = ++this.consecutiveSegmentFailures;
+          if (this.publisher?.closed || failures > MAX_CONSECUTIVE_SEGMENT_FAILURES) throw err;
+          this.openSegment = undefined;
+          this.outputSegmentsDropped++;
+          const stalled = err instanceof TricklePostStalledError;
+          this.host.setError(stalled ? "OutputStalled" : "OutputSegmentFailed", (err as Error).message);
+        }
       }
     } catch (err) {
       if (!this.host.isEnded()) await this.host.fail("OutputFailed", err);
@@ -292,7 +310,10 @@ export class ReturnPath {
     this.pendingSegmentEnds++;
     segment.writer
       .end()
-      .then(() => this.host.stats.counters.segmentsOut++)
+      .then(() => {
+        this.host.stats.counters.segmentsOut++;
+        this.consecutiveSegmentFailures = 0;
+      })
       .catch((err: unknown) => {
         this.outputSegmentsDropped++;
         this.host.log.warn({ err: (err as Error).message, seq: segment.writer.seq }, "output segment failed");

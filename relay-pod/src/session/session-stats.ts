@@ -5,6 +5,8 @@
  * built in one place. stats.ts holds the generic meters this uses.
  */
 import { LatestKeyframes } from "./latest-keyframes.js";
+import type { InputStallStatus } from "./input-stall.js";
+import { OutageMeter } from "./outages.js";
 import { PercentileWindow, RateMeter } from "./stats.js";
 import type { RelaySessionConfig, SessionState, SessionStatus, WebRtcConnectionState } from "./types.js";
 
@@ -30,6 +32,8 @@ export class SessionStats {
   readonly returnHop = new PercentileWindow();
   /** The newest input and output keyframes, for thumbnails. */
   readonly keyframes = new LatestKeyframes();
+  /** Gaps in the returned stream (performance.now() clock). */
+  readonly outages = new OutageMeter();
   /** When each input frame (by PTS) was complete in the input, for the forward-hop latency. */
   private readonly inputFrameArrival = new Map<number, number>();
 
@@ -76,6 +80,7 @@ export interface StatusParts {
   outputKeyframes: SessionStatus["outputKeyframes"];
   codecs: Pick<SessionStatus, "encoder" | "decoder" | "codecReason">;
   audio: SessionStatus["audio"];
+  input?: InputStallStatus;
 }
 
 /** The status snapshot; `now` is the same instant for the rates and the peer window's in-flight count. */
@@ -127,6 +132,7 @@ export function buildSessionStatus(stats: SessionStats, parts: StatusParts, now:
       return: { p50: returnHop.percentile(50), p95: returnHop.percentile(95) },
     },
     reconnects: counters.reconnects,
+    peerOutages: stats.outages.snapshot(now),
     ffmpegRestarts: counters.ffmpegRestarts,
     promptsGeneration: parts.promptsGeneration,
   };
@@ -136,5 +142,6 @@ export function buildSessionStatus(stats: SessionStats, parts: StatusParts, now:
   if (parts.endedAt) status.endedAt = parts.endedAt.toISOString();
   if (parts.lastPromptUpdate) status.lastPromptUpdate = parts.lastPromptUpdate;
   if (parts.lastError) status.lastError = parts.lastError;
+  if (parts.input) status.input = parts.input;
   return status;
 }

@@ -5,6 +5,8 @@
  */
 import type { AUDIO_MODES } from "../../../crds/src/index.js";
 import type { EncoderPreference, VideoDecoder, VideoEncoder } from "../media/encoder-probe.js";
+import type { InputStallPolicy, InputStallStatus } from "./input-stall.js";
+import type { PeerOutagesStatus } from "./outages.js";
 
 export type { EncoderPreference } from "../media/encoder-probe.js";
 
@@ -61,13 +63,15 @@ export interface RelaySessionConfig {
   /** Addresses WebRTC gathers host candidates on (loopback in tests, the pod IP in clusters). */
   iceAddresses: string[];
   insecureTls: boolean;
+  /** When a silent input is reported and when it ends the session (input-stall.ts); default 10 s / 300 s. */
+  inputStall?: InputStallPolicy;
 }
 
 export type SessionState =
   | "starting" // subscribing to the input, starting the transcoder
   | "connecting" // WebRTC offer/answer with ComfyStream in progress
   | "running" // frames flowing both ways
-  | "degraded" // running, but ComfyStream is reconnecting or frames are being dropped
+  | "degraded" // running, but ComfyStream is reconnecting, frames are being dropped, or the input stalled
   | "completed" // input ended; output closed
   | "stopped" // stopped on request
   | "failed"; // gave up; lastError says why
@@ -172,6 +176,10 @@ export interface SessionStatus {
     return: { p50: number | null; p95: number | null };
   };
   reconnects: number;
+  /** Gaps in what ComfyStream returned (peer killed, silent, frames stopped), and how fast each was noticed. */
+  peerOutages?: PeerOutagesStatus;
+  /** Whether the trickle input has gone quiet without ending, and the policy for it. */
+  input?: InputStallStatus;
   ffmpegRestarts: number;
   /** Generation of the prompts ComfyStream last acknowledged (1 = the initial prompts). */
   promptsGeneration: number;

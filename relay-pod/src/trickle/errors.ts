@@ -67,3 +67,22 @@ export class TrickleClosedError extends Error {
     super(`trickle client closed: ${url}`);
   }
 }
+
+/**
+ * A segment's POST made no progress for too long: the server stopped reading the body, or never
+ * answered after it ended. The request is cut (its socket freed); the next segment gets a new POST.
+ */
+export class TricklePostStalledError extends Error {
+  override readonly name = "TricklePostStalledError";
+  constructor(
+    readonly url: string,
+    readonly stalledMs: number,
+    readonly phase: "body" | "answer",
+  ) {
+    super(
+      phase === "body"
+        ? `trickle POST ${url} stuck: the server read nothing for ${stalledMs} ms`
+        : `trickle POST ${url} stuck: no answer ${stalledMs} ms after the body ended`,
+    );
+  }
+}

@@ -130,11 +130,15 @@ export function headerValue(headers: http.IncomingHttpHeaders, name: string): st
   return value;
 }
 
-/** A decimal header value as an integer, or undefined when absent or not an integer. */
+/**
+ * A decimal header value as an integer, or undefined when absent, not an integer, or beyond
+ * Number.MAX_SAFE_INTEGER (where seq + 1 === seq and gap counts would be nonsense).
+ */
 export function integerHeader(headers: http.IncomingHttpHeaders, name: string): number | undefined {
   const value = headerValue(headers, name)?.trim();
-  if (value === undefined || !/^-?\d+$/.test(value)) return undefined;
-  return Number.parseInt(value, 10);
+  if (value === undefined || !/^-?\d{1,16}$/.test(value)) return undefined;
+  const parsed = Number.parseInt(value, 10);
+  return Number.isSafeInteger(parsed) ? parsed : undefined;
 }
 
 /** End of stream is signalled by the presence of `Lp-Trickle-Closed`, whatever its value (spec §6). */

@@ -10,6 +10,7 @@ import {
   PUBLISH_REFUSED_HINT,
   TrickleEndOfStreamError,
   TrickleHttpError,
+  TricklePostStalledError,
   TrickleStreamNotFoundError,
 } from "./errors.js";
 import {
@@ -43,6 +44,8 @@ export interface TricklePublisherStats {
   retries: number;
   /** Segments dropped with abort(). */
   dropped: number;
+  /** POSTs cut because they made no progress for the stall timeout (TricklePostStalledError). */
+  stalled: number;
 }
 
 /** PG: a second POST only if no body byte was consumed by the first (spec §11.5). */
@@ -112,17 +115,31 @@ class PostAttempt {
     this.request.destroy();
   }
 
-  /** Resolves on 'drain' or once the final outcome is known, whichever comes first. */
-  waitDrain(): Promise<void> {
-    if (this.outcome) return Promise.resolve();
+  /** True on 'drain' or once the final outcome is known; false when `timeoutMs` passed first. */
+  waitDrain(timeoutMs: number): Promise<boolean> {
+    if (this.outcome) return Promise.resolve(true);
     return new Promise((resolve) => {
-      const done = () => {
-        this.request.off("drain", done);
-        resolve();
+      const done = (drained: boolean) => {
+        clearTimeout(timer);
+        this.request.off("drain", onDrain);
+        resolve(drained);
       };
-      this.request.once("drain", done);
-      void this.result.then(done);
+      const onDrain = () => done(true);
+      const timer = setTimeout(() => done(false), timeoutMs);
+      this.request.once("drain", onDrain);
+      void this.result.then(() => done(true));
     });
+  }
+
+  /** The final outcome, or undefined when `timeoutMs` passed first. */
+  async resultWithin(timeoutMs: number): Promise<PostOutcome | undefined> {
+    let timer: NodeJS.Timeout | undefined;
+    const outcome = await Promise.race([
+      this.result,
+      new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), timeoutMs))),
+    ]);
+    clearTimeout(timer);
+    return outcome;
   }
 }
 
@@ -132,6 +149,8 @@ export interface PublisherContext {
   readonly agent: http.Agent;
   readonly contentType: string;
   readonly maxQueuedBytes: number;
+  /** No progress (body not read, or no answer after it ended) for this long cuts the POST. */
+  readonly stallTimeoutMs: number;
   readonly logger: Logger;
   readonly stats: TricklePublisherStats;
   terminalError(): Error | undefined;
@@ -338,6 +357,14 @@ export class PublisherSegment implements SegmentWriter {
     return this.attempt;
   }
 
+  private stalled(attempt: PostAttempt, phase: "body" | "answer"): TricklePostStalledError {
+    const error = new TricklePostStalledError(this.url, this.context.stallTimeoutMs, phase);
+    this.context.stats.stalled++;
+    this.context.logger.warn({ seq: this.currentSeq, err: error.message }, "output POST stuck; cut");
+    attempt.destroy();
+    return error;
+  }
+
   private async pump(): Promise<void> {
     try {
       while (this.chunks.length > 0 && !this.failure) {
@@ -347,7 +374,9 @@ export class PublisherSegment implements SegmentWriter {
         this.chunks.shift();
         this.bytesSent += chunk.length;
         this.context.stats.bytes += chunk.length;
-        if (!flushed) await attempt.waitDrain();
+        if (!flushed && !(await attempt.waitDrain(this.context.stallTimeoutMs))) {
+          throw this.stalled(attempt, "body");
+        }
         this.queuedBytes -= chunk.length;
         this.wakeWriters();
         const outcome = attempt.outcome;
@@ -372,7 +401,8 @@ export class PublisherSegment implements SegmentWriter {
       let attempt = this.usableAttempt();
       for (;;) {
         attempt.endBody();
-        const outcome = await attempt.result;
+        const outcome = await attempt.resultWithin(this.context.stallTimeoutMs);
+        if (!outcome) throw this.stalled(attempt, "answer");
         if (this.aborted) throw this.failure ?? new Error(`segment ${this.url} was aborted`);
         const classified = classifyOutcome(outcome, this.url);
         if (!classified.error) {

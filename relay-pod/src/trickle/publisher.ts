@@ -40,18 +40,24 @@ export interface TricklePublisherOptions {
   insecureTls?: boolean;
   /** Bound of the queue between the producer and the POST body; write() waits beyond it. */
   maxQueuedBytes?: number;
+  /**
+   * A segment's POST that makes no progress this long (the server reads none of the body, or does
+   * not answer once it ended) is cut with TricklePostStalledError. Default 10 000 ms.
+   */
+  stallTimeoutMs?: number;
   logger?: Logger;
 }
 
 const DEFAULT_CONTENT_TYPE = "video/MP2T";
 const DEFAULT_MAX_QUEUED_BYTES = 4 * 1024 * 1024;
+const DEFAULT_STALL_TIMEOUT_MS = 10_000;
 
 /**
  * Publishes a trickle channel. The POST for the next segment is always open ahead of time
  * (preconnect, spec §5.6, C1), so a segment's bytes go out as soon as they are produced.
  */
 export class TricklePublisher {
-  readonly stats: TricklePublisherStats = { segments: 0, bytes: 0, retries: 0, dropped: 0 };
+  readonly stats: TricklePublisherStats = { segments: 0, bytes: 0, retries: 0, dropped: 0, stalled: 0 };
 
   private readonly context: PublisherContext;
   private readonly channel: URL;
@@ -82,6 +88,7 @@ export class TricklePublisher {
       agent: this.agent,
       contentType: options.contentType ?? DEFAULT_CONTENT_TYPE,
       maxQueuedBytes,
+      stallTimeoutMs: options.stallTimeoutMs ?? DEFAULT_STALL_TIMEOUT_MS,
       logger: this.logger,
       stats: this.stats,
       terminalError: () => this.terminal,

@@ -10,8 +10,14 @@ import {
 } from "werift";
 import { silentLogger, type Logger } from "../common/log.js";
 import { sendDtlsCloseNotify } from "./dtls-close.js";
-import { CONTROL_CHANNEL_LABEL, CONTROL_REPLY_TYPES, promptsAsList } from "./control-messages.js";
+import {
+  CONTROL_CHANNEL_LABEL,
+  CONTROL_REPLY_TYPES,
+  parseControlMessage,
+  promptsAsList,
+} from "./control-messages.js";
 import { postOffer } from "./comfystream-offer.js";
+import { PeerLiveness } from "./peer-liveness.js";
 import { iceAddressesFromEnv, iceConfig } from "./ice-config.js";
 
 /**
@@ -45,11 +51,12 @@ export interface ComfyStreamPeerOptions {
   /** PLI period so the returned stream has IDRs to cut segments at (aiortc only makes IDRs on PLI). Default 1500. */
   pliIntervalMs?: number;
   /**
-   * While connected, no RTP or RTCP from ComfyStream for this long → state "disconnected" (and back
-   * to "connected" when media resumes). ICE consent only declares a vanished peer failed after
-   * 30 s; this notices in seconds. 0 disables. Default 5000.
+   * Silence, or no returned frame while sending, for this long → "disconnected" with `lossReason`
+   * (peer-liveness.ts). Checked every 250 ms; 0 disables. Default 4000 (seen within ~4.25 s).
    */
   mediaTimeoutMs?: number;
+  /** Grace after connecting for the first returned frame (the workflow's first frames). Default 15 000. */
+  firstFrameTimeoutMs?: number;
   /** Default timeout of control-channel requests. Default 10 000. */
   requestTimeoutMs?: number;
   logger?: Logger;
@@ -110,7 +117,7 @@ export class ComfyStreamPeer extends EventEmitter {
   private readonly sendTrack = new MediaStreamTrack({ kind: "video" });
   private control: RTCDataChannel | undefined;
   private remoteVideoSsrc: number | undefined;
-  private lastInboundAt = 0;
+  private readonly liveness: PeerLiveness;
   private pliTimer: NodeJS.Timeout | undefined;
   private watchdogTimer: NodeJS.Timeout | undefined;
   private readonly pendingRequests = new Map<string, PendingRequest[]>();
@@ -132,14 +139,21 @@ export class ComfyStreamPeer extends EventEmitter {
       gatherTimeoutMs: options.gatherTimeoutMs ?? 10_000,
       connectTimeoutMs: options.connectTimeoutMs ?? 30_000,
       pliIntervalMs: options.pliIntervalMs ?? 1500,
-      mediaTimeoutMs: options.mediaTimeoutMs ?? 5000,
+      mediaTimeoutMs: options.mediaTimeoutMs ?? 4000,
+      firstFrameTimeoutMs: options.firstFrameTimeoutMs ?? 15_000,
       requestTimeoutMs: options.requestTimeoutMs ?? 10_000,
     };
     this.logger = (options.logger ?? silentLogger).child({ component: "comfystream-peer" });
+    this.liveness = new PeerLiveness(this.options.mediaTimeoutMs, this.options.firstFrameTimeoutMs);
   }
 
   get state(): WebRtcState {
     return this.currentState;
+  }
+
+  /** Why the watchdog marked the peer disconnected (undefined while it has not). */
+  get lossReason(): string | undefined {
+    return this.liveness.reason;
   }
 
   /**
@@ -176,6 +190,7 @@ export class ComfyStreamPeer extends EventEmitter {
       return;
     }
     this.sendTrack.writeRtp(rtp);
+    this.liveness.sent(Date.now());
     this.stats.rtpPacketsSent++;
     if (rtp.header.marker) this.stats.framesSent++;
   }
@@ -284,9 +299,9 @@ export class ComfyStreamPeer extends EventEmitter {
     this.transceiver = transceiver;
     transceiver.onTrack.subscribe((track) => {
       track.onReceiveRtp.subscribe((rtp) => this.onReturnedRtp(rtp));
-      track.onReceiveRtcp.subscribe(() => (this.lastInboundAt = Date.now()));
+      track.onReceiveRtcp.subscribe(() => this.liveness.inbound(Date.now()));
     });
-    transceiver.sender.onRtcp.subscribe(() => (this.lastInboundAt = Date.now()));
+    transceiver.sender.onRtcp.subscribe(() => this.liveness.inbound(Date.now()));
     // werift's connectionState ignores the DTLS transport closing (ComfyStream's close_notify when it
     // closes the pc), so watch the transport directly.
     transceiver.dtlsTransport.onStateChange.subscribe((state) => {
@@ -324,7 +339,7 @@ export class ComfyStreamPeer extends EventEmitter {
       options.connectTimeoutMs,
       "ICE/DTLS connection and control channel",
     );
-    this.lastInboundAt = Date.now();
+    this.liveness.connected(Date.now());
     this.startTimers();
     this.setState("connected");
   }
@@ -381,23 +396,23 @@ export class ComfyStreamPeer extends EventEmitter {
     const { pliIntervalMs, mediaTimeoutMs } = this.options;
     if (pliIntervalMs > 0) this.pliTimer = setInterval(() => this.requestKeyframe(), pliIntervalMs);
     if (mediaTimeoutMs > 0) {
-      this.watchdogTimer = setInterval(
-        () => {
-          const silentFor = Date.now() - this.lastInboundAt;
-          if (this.currentState === "connected" && silentFor > mediaTimeoutMs) {
-            this.logger.warn({ silentFor }, "no RTP/RTCP from ComfyStream; marking disconnected");
-            this.setState("disconnected");
-          } else if (this.currentState === "disconnected" && silentFor <= mediaTimeoutMs) {
-            this.setState("connected");
-          }
-        },
-        Math.min(500, mediaTimeoutMs),
-      );
+      this.watchdogTimer = setInterval(() => this.checkLiveness(), Math.min(250, mediaTimeoutMs));
+    }
+  }
+
+  private checkLiveness(): void {
+    if (this.currentState !== "connected" && this.currentState !== "disconnected") return;
+    const verdict = this.liveness.check(Date.now(), this.currentState === "disconnected");
+    if (verdict?.kind === "lost") {
+      this.logger.warn({ reason: verdict.reason }, "ComfyStream looks dead; marking disconnected");
+      this.setState("disconnected");
+    } else if (verdict?.kind === "recovered") {
+      this.setState("connected");
     }
   }
 
   private onReturnedRtp(rtp: RtpPacket): void {
-    this.lastInboundAt = Date.now();
+    this.liveness.returnedFrame(Date.now());
     this.stats.rtpPacketsReceived++;
     if (rtp.header.marker) this.stats.framesReceived++;
     if (this.remoteVideoSsrc !== rtp.header.ssrc) {
@@ -427,21 +442,20 @@ export class ComfyStreamPeer extends EventEmitter {
   }
 
   private onControlMessage(data: string | Buffer): void {
-    this.lastInboundAt = Date.now();
+    this.liveness.inbound(Date.now());
     this.stats.controlMessagesReceived++;
-    let message: Record<string, unknown>;
-    try {
-      const parsed: unknown = JSON.parse(typeof data === "string" ? data : data.toString("utf8"));
-      if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed))
-        throw new Error("not an object");
-      message = parsed as Record<string, unknown>;
-    } catch {
+    const parsed = parseControlMessage(data);
+    if (!parsed.ok) {
       this.logger.warn(
-        { data: String(data).slice(0, 200) },
+        {
+          data: (typeof data === "string" ? data : data.subarray(0, 200).toString("utf8")).slice(0, 200),
+          reason: parsed.reason,
+        },
         "ignoring control message that is not a JSON object",
       );
       return;
     }
+    const message = parsed.message;
     const type = typeof message.type === "string" ? message.type : undefined;
     const waiting = type ? this.pendingRequests.get(type) : undefined;
     const entry = waiting?.shift();

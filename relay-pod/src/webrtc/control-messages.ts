@@ -23,3 +23,29 @@ export function promptsAsList(prompts: unknown): unknown[] {
   if (prompts === undefined || prompts === null) return [];
   return Array.isArray(prompts) ? prompts : [prompts];
 }
+
+/** Longest control-channel message read; a bigger one is ignored unparsed (replies are small). */
+export const MAX_CONTROL_MESSAGE_BYTES = 1024 * 1024;
+
+/**
+ * A control-channel message as a JSON object, or the reason it is ignored (not text JSON, not an
+ * object, too large). Never throws: the peer's bytes are outside input.
+ */
+export function parseControlMessage(
+  data: string | Uint8Array,
+): { ok: true; message: Record<string, unknown> } | { ok: false; reason: string } {
+  const size = typeof data === "string" ? Buffer.byteLength(data, "utf8") : data.length;
+  if (size > MAX_CONTROL_MESSAGE_BYTES) {
+    return { ok: false, reason: `larger than ${MAX_CONTROL_MESSAGE_BYTES} bytes (${size})` };
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(typeof data === "string" ? data : Buffer.from(data).toString("utf8"));
+  } catch {
+    return { ok: false, reason: "not JSON" };
+  }
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
+    return { ok: false, reason: "not a JSON object" };
+  }
+  return { ok: true, message: parsed as Record<string, unknown> };
+}

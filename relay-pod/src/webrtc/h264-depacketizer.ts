@@ -32,6 +32,8 @@ export interface H264DepacketizerStats {
   droppedAccessUnits: number;
   /** Packets older than the newest seen (reordered or duplicated); ignored. */
   latePackets: number;
+  /** Access units dropped because they grew past MAX_ACCESS_UNIT_BYTES (a peer that never ends one). */
+  oversizeAccessUnits: number;
 }
 
 export interface H264DepacketizerOptions {
@@ -44,6 +46,12 @@ export interface H264DepacketizerOptions {
 }
 
 const START_CODE = Buffer.from([0, 0, 0, 1]);
+/**
+ * Largest access unit assembled (the TS demuxer's PES cap too). A peer that keeps one RTP timestamp
+ * without a marker, or an FU-A without its end bit, would otherwise make the pending unit grow
+ * without bound; past the cap its data is released and the unit is dropped when it ends.
+ */
+export const MAX_ACCESS_UNIT_BYTES = 16 * 1024 * 1024;
 const NAL_TYPE_IDR = 5;
 const NAL_TYPE_STAP_A = 24;
 const NAL_TYPE_FU_A = 28;
@@ -53,6 +61,9 @@ interface PendingAccessUnit {
   nalUnits: Buffer[];
   keyframe: boolean;
   damaged: boolean;
+  /** Payload bytes held (NAL units and fragments), checked against MAX_ACCESS_UNIT_BYTES. */
+  bytes: number;
+  oversize: boolean;
   /** Fragments of the FU-A NAL unit being reassembled, if any. */
   fragments: Buffer[] | undefined;
 }
@@ -65,6 +76,7 @@ export class H264Depacketizer {
     lostPackets: 0,
     droppedAccessUnits: 0,
     latePackets: 0,
+    oversizeAccessUnits: 0,
   };
 
   private pending: PendingAccessUnit | undefined;
@@ -103,10 +115,13 @@ export class H264Depacketizer {
         nalUnits: [],
         keyframe: false,
         damaged: gap > 0,
+        bytes: 0,
+        oversize: false,
         fragments: undefined,
       };
     }
     this.addPayload(this.pending, packet.payload);
+    this.enforceCap(this.pending, packet.payload.length);
     if (marker) this.finish(completed);
     return completed;
   }
@@ -118,7 +133,18 @@ export class H264Depacketizer {
     return completed;
   }
 
+  private enforceCap(unit: PendingAccessUnit, added: number): void {
+    if (unit.oversize) return;
+    unit.bytes += added;
+    if (unit.bytes <= MAX_ACCESS_UNIT_BYTES) return;
+    unit.oversize = true;
+    unit.damaged = true;
+    unit.nalUnits = [];
+    unit.fragments = undefined;
+  }
+
   private addPayload(unit: PendingAccessUnit, payload: Buffer): void {
+    if (unit.oversize) return;
     if (payload.length < 1) {
       unit.damaged = true;
       return;
@@ -188,6 +214,7 @@ export class H264Depacketizer {
     this.pending = undefined;
     if (!unit) return;
     if (unit.fragments) unit.damaged = true;
+    if (unit.oversize) this.stats.oversizeAccessUnits++;
     if (unit.damaged || unit.nalUnits.length === 0) {
       this.stats.droppedAccessUnits++;
       return;
