@@ -88,6 +88,12 @@ export class TsDemuxer {
   /** Bytes of an incomplete packet (or an unverified last packet) carried to the next push. */
   private carry: Buffer = Buffer.alloc(0);
   private readonly lastContinuity = new Int8Array(8192).fill(-1);
+  /**
+   * The video PID's last packet: the same bytes again, with no PAT between (a fresh muxer starts with
+   * one), are a duplicate even where they look like a fresh muxer's CC 0 unit start.
+   */
+  private lastVideoPacket = Buffer.alloc(TS_PACKET_SIZE);
+  private patSinceVideoPacket = false;
   private pmtPid = -1;
   private videoPid = -1;
   private streamType = 0;
@@ -271,9 +277,18 @@ export class TsDemuxer {
     const counter = data[offset + 3] & 0x0f;
     const previous = this.lastContinuity[pid];
     this.lastContinuity[pid] = counter;
+    let repeat = false;
+    if (pid === PAT_PID) this.patSinceVideoPacket = true;
+    if (pid === this.videoPid) {
+      const packet = data.subarray(offset, offset + TS_PACKET_SIZE);
+      repeat = counter === previous && !this.patSinceVideoPacket && packet.equals(this.lastVideoPacket);
+      packet.copy(this.lastVideoPacket);
+      this.patSinceVideoPacket = false;
+    }
     if (previous < 0 || counter === ((previous + 1) & 0x0f)) return false;
-    // Each trickle segment comes from a fresh muxer whose PIDs start again at CC 0 with a unit start.
-    const freshMuxer = counter === 0 && unitStart;
+    // Each trickle segment comes from a fresh muxer whose PIDs start again at CC 0 with a unit start;
+    // but the same bytes again are the previous packet repeated (a legal duplicate), not a new start.
+    const freshMuxer = counter === 0 && unitStart && !repeat;
     if (counter === previous) return !freshMuxer;
     if (freshMuxer || packetHasDiscontinuity(data, offset)) return false;
     this.stats.continuityErrors++;
