@@ -20,7 +20,7 @@ import {
   Watch,
 } from "@kubernetes/client-node";
 import { needsLoopbackNamespace } from "../infra/netns.js";
-import { resolveEnvtestAssets, startControlPlane, type ControlPlane } from "../infra/apiserver.js";
+import { freePorts, resolveEnvtestAssets, startControlPlane, type ControlPlane } from "../infra/apiserver.js";
 import { findRepositoryRoot } from "../../crds/src/generate.js";
 import {
   RELAY_POD_FIELD_MANAGER,
@@ -147,10 +147,13 @@ interface RelayPod {
   /** The tail of its output, for failure messages. */
   log(): string;
   fullLog(): string;
+  /** Its /healthz, /readyz and /metrics (pod-endpoints.ts), on a port of its own. */
+  endpoints: string;
 }
 
-function startRelayPod(ref: string, kubeconfig: string): RelayPod {
-  const child = spawn(process.execPath, [cli, "run", "--session", ref], {
+function startRelayPod(ref: string, kubeconfig: string, endpointsPort = 0): RelayPod {
+  const portArgs = endpointsPort > 0 ? ["--ready-port", String(endpointsPort)] : ["--ready-port", "0"];
+  const child = spawn(process.execPath, [cli, "run", "--session", ref, ...portArgs], {
     env: {
       ...process.env,
       KUBECONFIG: kubeconfig,
@@ -166,7 +169,13 @@ function startRelayPod(ref: string, kubeconfig: string): RelayPod {
   cleanups.push(() => {
     if (child.exitCode === null) child.kill("SIGKILL");
   });
-  return { child, exit, log: () => output.split("\n").slice(-40).join("\n"), fullLog: () => output };
+  return {
+    child,
+    exit,
+    log: () => output.split("\n").slice(-40).join("\n"),
+    fullLog: () => output,
+    endpoints: `http://127.0.0.1:${endpointsPort}`,
+  };
 }
 
 async function exitWithin(pod: RelayPod, ms: number): Promise<number | null> {
@@ -293,7 +302,14 @@ describe("relay pod: trickle-relay run --session against a real kube-apiserver",
       const output = collectOutput(`${trickleBase}main-out`);
       cleanups.push(() => output.close());
 
-      const pod = startRelayPod(`${namespace}/main`, kubeconfig);
+      const [endpointsPort] = await freePorts(1);
+      const pod = startRelayPod(`${namespace}/main`, kubeconfig, endpointsPort);
+      // The kubelet's startup and liveness probe: answered from the first moments.
+      await waitFor(
+        async () => (await fetch(`${pod.endpoints}/healthz`).catch(() => undefined))?.status === 200,
+        10_000,
+        "/healthz",
+      );
       // 16 s of input, then the publisher closes the channel: the session completes.
       const publishing = publishPaced(`${trickleBase}main`, inputSegments.slice(0, 16));
 
@@ -306,6 +322,10 @@ describe("relay pod: trickle-relay run --session against a real kube-apiserver",
       );
       const relay = running.status!.relay!;
       assert.equal(relay.webrtc?.iceConnectionState, "connected");
+      // The pod's readiness probe and Prometheus: ready while connected; the session's metrics.
+      assert.equal((await fetch(`${pod.endpoints}/readyz`)).status, 200);
+      const metrics = await (await fetch(`${pod.endpoints}/metrics`)).text();
+      assert.match(metrics, /trickle_relay_frames_in_total\{session="[^"]*main"\} [1-9]/);
       assert.equal(relay.appliedPromptsGeneration, 1);
       assert.equal(relay.queues?.decodedFrames?.capacity, 100);
       // spec.video.encoder defaults to auto; without a GPU here the probe falls back, and says why.

@@ -178,6 +178,13 @@ describe(`operator end to end on a node: ${choice.label}`, { skip: needsLoopback
     );
     const row = (await kubectl(["get", "rls", "basic", "-n", namespace])).stdout.trim().split("\n")[1];
     assert.match(row!, /^basic\s+Running\s+connected\s+\d+/);
+    // The relay container's probes pass (startup and liveness on /healthz, readiness on /readyz,
+    // relay-pod/src/kube/pod-endpoints.ts): on a real kubelet the pod is Ready only once /readyz is 200.
+    const podReady = await kubectl(
+      ["wait", "-n", namespace, "--for=condition=Ready", "pod/basic-relay-0", "--timeout=90s"],
+      { timeoutMs: 100_000 },
+    );
+    assert.equal(podReady.code, 0, `${podReady.stderr}${await failureContext("basic-relay-0")}`);
   });
 
   test(
@@ -321,11 +328,21 @@ describe(`operator end to end on a node: ${choice.label}`, { skip: needsLoopback
         60_000,
         "output fps > 5",
       );
-      const pod = (await getPod("sidecar-relay-0"))!;
-      assert.deepEqual(pod.status?.containerStatuses?.map((c) => [c.name, c.ready]).sort(), [
-        ["comfystream", true],
-        ["relay", true],
-      ]);
+      // Both containers ready: the relay's once its readiness probe (/readyz, every 5 s) saw it connected.
+      const readiness = async () =>
+        JSON.stringify(
+          (await getPod("sidecar-relay-0"))?.status?.containerStatuses?.map((c) => [c.name, c.ready]).sort(),
+        );
+      await waitFor(
+        async () =>
+          (await readiness()) ===
+          JSON.stringify([
+            ["comfystream", true],
+            ["relay", true],
+          ]),
+        30_000,
+        `both containers ready: ${await readiness()}`,
+      );
       assert.equal((await kubectl(["delete", "rls", "sidecar", "-n", namespace])).code, 0);
     },
   );

@@ -225,6 +225,7 @@ export function desiredRelayPod(session: RelaySession, options: DesiredPodOption
         : { name: "RELAY_SESSION_NAME", value: name },
       fieldEnv("POD_NAME", "metadata.name"),
     ],
+    ...relayEndpointsAndProbes(),
     securityContext: relaySecurityContext(),
     volumeMounts: [{ name: TMP_VOLUME, mountPath: RELAY_TMP_PATH }],
   };
@@ -312,6 +313,33 @@ export function desiredRelayRbac(session: RelaySession): RelayRbac {
       },
     ],
   );
+}
+
+/** The port of the relay's /healthz, /readyz and /metrics: `run --ready-port`'s default (relay-pod/src/kube/pod-endpoints.ts). */
+export const RELAY_ENDPOINTS_PORT = 8892;
+
+/**
+ * The per-session relay container's `metrics` port and probes. Startup: /healthz answers from the
+ * process's first moments, allowed 90 s (the relay retries binding for 60 s where pods share the
+ * node's network). Liveness: a minute without an answer means a wedged process. Readiness: /readyz
+ * is 200 while the session runs with ComfyStream connected (the RelaySession's Ready condition
+ * says the same from status.relay; this one is the pod's own).
+ */
+function relayEndpointsAndProbes(): Pick<
+  V1Container,
+  "ports" | "startupProbe" | "livenessProbe" | "readinessProbe"
+> {
+  return {
+    ports: [{ name: "metrics", containerPort: RELAY_ENDPOINTS_PORT, protocol: "TCP" }],
+    startupProbe: { httpGet: { path: "/healthz", port: "metrics" }, periodSeconds: 2, failureThreshold: 45 },
+    livenessProbe: {
+      httpGet: { path: "/healthz", port: "metrics" },
+      periodSeconds: 10,
+      timeoutSeconds: 5,
+      failureThreshold: 6,
+    },
+    readinessProbe: { httpGet: { path: "/readyz", port: "metrics" }, periodSeconds: 5, failureThreshold: 1 },
+  };
 }
 
 /**

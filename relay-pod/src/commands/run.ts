@@ -165,7 +165,12 @@ export function registerRun(program: Command): void {
       parseNonNegativeInteger,
       3,
     )
-    .option("--ready-port <port>", "--pool-pod: port of /readyz and /metrics", parsePositiveInteger, 8892);
+    .option(
+      "--ready-port <port>",
+      "--session and --pool-pod: port of the pod's /healthz, /readyz and /metrics (0: none)",
+      parseNonNegativeInteger,
+      8892,
+    );
   addSessionOptions(command);
   command.addOption(
     new Option("--status-interval <seconds>", "log a status line this often")
@@ -279,6 +284,7 @@ async function runResourceForm(
     },
     logStatus: (status) => logger.info({ status: summary(status) }, "status"),
     statusLogIntervalMs: (opts.statusInterval as number) * 1000,
+    ...((opts.readyPort as number) > 0 ? { endpointsPort: opts.readyPort as number } : {}),
     onShutdown: (stop) =>
       onShutdownSignal(async (signal) => {
         logger.info({ signal }, "stopping");

@@ -23,6 +23,7 @@ import {
   type SessionRef,
 } from "./session-resource.js";
 import { SpecPromptsSync } from "./spec-prompts-sync.js";
+import { servePodEndpoints } from "./pod-endpoints.js";
 import type { SessionStatus } from "../session/types.js";
 import { EXIT_CODES } from "../session/exit-codes.js";
 
@@ -41,6 +42,8 @@ export interface ResourceSessionOptions {
   onShutdown?: (stop: () => Promise<void>) => void;
   /** Kube config to use instead of loading the default one. */
   kubeConfig?: KubeConfig;
+  /** Serve /healthz, /readyz and /metrics on this port (pod-endpoints.ts); none when unset. */
+  endpointsPort?: number;
 }
 
 export async function runSessionFromResource(
@@ -48,9 +51,27 @@ export async function runSessionFromResource(
   options: ResourceSessionOptions,
 ): Promise<number> {
   const log = options.logger.child({ relaySession: formatSessionRef(ref) });
+  const running: { session?: RelaySession } = {};
+  // From the start: the kubelet's startup probe asks while the RelaySession is still being read.
+  const endpoints =
+    options.endpointsPort === undefined
+      ? undefined
+      : servePodEndpoints(options.endpointsPort, () => running.session?.status(), log);
+  try {
+    return await runSession(ref, options, log, running);
+  } finally {
+    endpoints?.close();
+  }
+}
+
+async function runSession(
+  ref: SessionRef,
+  options: ResourceSessionOptions,
+  log: Logger,
+  running: { session?: RelaySession },
+): Promise<number> {
   // Registered first: a SIGTERM while the RelaySession is still being read is a clean stop too.
   let stopRequested = false;
-  const running: { session?: RelaySession } = {};
   options.onShutdown?.(async () => {
     log.info("stopping on request");
     stopRequested = true;

@@ -47,6 +47,11 @@ describe("desiredRelayPod", () => {
     assert.equal(relay.image, RELAY_IMAGE);
     assert.deepEqual(relay.command, ["trickle-relay"]);
     assert.deepEqual(relay.args, ["run", "--session", "default/basic"]);
+    // The relay's /healthz, /readyz and /metrics (run --ready-port's default), and the probes on them.
+    assert.deepEqual(relay.ports, [{ name: "metrics", containerPort: 8892, protocol: "TCP" }]);
+    assert.equal(relay.startupProbe?.httpGet?.path, "/healthz");
+    assert.equal(relay.livenessProbe?.httpGet?.path, "/healthz");
+    assert.equal(relay.readinessProbe?.httpGet?.path, "/readyz");
     const env = Object.fromEntries(
       (relay.env ?? []).map((e) => [e.name, e.valueFrom?.fieldRef?.fieldPath ?? e.value]),
     );
