@@ -34,6 +34,7 @@ import {
 } from "../peers/real-comfystream.js";
 import { makeInputSegments } from "../session/relay-harness.js";
 import { publishLive, videoPesPts } from "./live-input.js";
+import { measurePeerFloor, type PeerFloor } from "./peer-floor.js";
 import { machineInfo, round, writeResults } from "./results.js";
 
 const REPO = path.resolve(import.meta.dirname, "../../..");
@@ -163,9 +164,27 @@ export async function runRealComfyStreamBench(options: {
     const { segments } = await makeInputSegments({ seconds: options.seconds, size: `${SIZE}x${SIZE}` });
     const loadAtStart = loadavg().map((l) => round(l, 2));
     const runs: RunResult[] = [];
+    const floors: Record<string, PeerFloor> = {};
     for (const workflow of options.workflows as WorkflowName[]) {
       const prompts = path.join(tmp, `${workflow}.json`);
       writeFileSync(prompts, JSON.stringify(REAL_WORKFLOWS[workflow]));
+      // The peer alone first, on a fresh server of its own: the floor the relay's figures sit on.
+      process.stderr.write(`${workflow} / the peer's own round trip (no relay) ... `);
+      const floorServer = await startRealComfyStream();
+      try {
+        floors[workflow] = await measurePeerFloor({
+          comfystreamUrl: floorServer.url,
+          prompts: [REAL_WORKFLOWS[workflow]],
+          seconds: options.seconds,
+          iceAddress: ICE,
+        });
+      } finally {
+        await floorServer.stop();
+      }
+      const floor = floors[workflow]!;
+      process.stderr.write(
+        `${floor.returnedFps} fps back, latency p50 ${floor.latencyMs.p50} / p95 ${floor.latencyMs.p95} ms\n`,
+      );
       for (let repetition = 1; repetition <= options.repeat; repetition++) {
         // Alternating the order, so that neither build always runs on the machine the other left.
         const order = repetition % 2 === 1 ? builds : [...builds].reverse();
@@ -204,9 +223,33 @@ export async function runRealComfyStreamBench(options: {
         "that PTS starting in the output channel; returned fps = output frames arriving between 5 s after the input started and its end; " +
         "IDRs by NAL type in the output's access units",
       builds: builds.map(({ label, ref, note }) => ({ label, ref, note })),
+      floorMethod:
+        "the peer's own round trip, same run: a werift client sends H.264 baseline 512x512@30 straight to a fresh server " +
+        "and matches returned frames by RTP timestamp (test/bench/peer-floor.ts); relay-added = relay end-to-end − floor",
+      floors,
       runs,
     };
-    writeResults(options.out, report, toMarkdown(report));
+    const floorLines = Object.entries(floors).map(([workflow, floor]) => {
+      const relayP50s = runs
+        .filter((r) => r.workflow === workflow && r.build === "after")
+        .map((r) => r.latencyMs.p50)
+        .filter((v): v is number => v !== null);
+      const relayP50 = relayP50s.length
+        ? relayP50s.sort((a, b) => a - b)[Math.floor(relayP50s.length / 2)]!
+        : null;
+      const added = relayP50 !== null && floor.latencyMs.p50 !== null ? relayP50 - floor.latencyMs.p50 : null;
+      return (
+        `| ${workflow} | ${floor.returnedFps} | ${floor.latencyMs.p50} / ${floor.latencyMs.p95} / ${floor.latencyMs.max} | ` +
+        `${relayP50 ?? "–"} | ${added === null ? "–" : Math.round(added)} |`
+      );
+    });
+    const floorTable =
+      "\n## The peer's own floor (no relay), same run\n\n" +
+      "| workflow | fps back | latency p50 / p95 / max ms | relay end-to-end p50 ms (after) | relay-added p50 ms |\n" +
+      "|---|---|---|---|---|\n" +
+      floorLines.join("\n") +
+      "\n";
+    writeResults(options.out, report, toMarkdown(report) + floorTable);
   } finally {
     await cleanup.run();
   }
