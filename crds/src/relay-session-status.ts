@@ -3,7 +3,16 @@
 // (the operator and the relay pod, never the user) and shares none of the spec's formats; like the
 // spec, its CRD schema and TypeScript types come from the one declaration (schema-builder.ts).
 
-import { array, integer, number, object, string, stringEnum, type StoredOf } from "./schema-builder.js";
+import {
+  array,
+  boolean,
+  integer,
+  number,
+  object,
+  string,
+  stringEnum,
+  type StoredOf,
+} from "./schema-builder.js";
 
 export const RELAY_SESSION_PHASES = [
   "Pending",
@@ -140,6 +149,21 @@ const relayReport = object(
     inputClockJumps: counter(
       "Times the input's clock jumped (back, or over 5 s ahead) and the relay shifted its timestamps to keep the output continuous.",
     ),
+    peerOutages: object(
+      {
+        count: counter("Gaps in the video coming back from ComfyStream that ended (output resumed)."),
+        totalGapMs: counter("Every gap summed, in milliseconds, the ongoing one included."),
+        lastDetectionMs: integer({
+          description: "Last frame back → loss noticed, for the latest outage, in milliseconds.",
+          minimum: 0,
+        }),
+      },
+      { description: "Outages of the returned video (ComfyStream dead, silent, or its frames stopped)." },
+    ),
+    inputStalled: boolean({
+      description:
+        "True while the trickle input has gone quiet without ending (lastError says for how long).",
+    }),
     audio: object(
       {
         mode: stringEnum(["passthrough", "none"], { description: "The audio mode that runs." }),

@@ -81,6 +81,8 @@ describe("buildRelayReport", () => {
       segmentsOut: 29,
       segmentsDropped: 3,
       inputClockJumps: 0,
+      peerOutages: null,
+      inputStalled: null,
       audio: {
         mode: "passthrough",
         reason: "auto → passthrough: the workflow has no audio node",
@@ -97,6 +99,25 @@ describe("buildRelayReport", () => {
       reconnects: 1,
       lastError: null,
     } satisfies RelayReportPatch);
+  });
+
+  test("peer outages and a stalled input are reported (issue 17), null where the status has none", () => {
+    const report = buildRelayReport(
+      snapshot({
+        peerOutages: {
+          count: 2,
+          ongoing: false,
+          ongoingMs: null,
+          lastGapMs: 5200.4,
+          totalGapMs: 9800.6,
+          lastDetectionMs: 4029.2,
+        },
+        input: { stalled: true, idleSec: 12, policy: { statusAfterSec: 10, endAfterSec: 300 } },
+      }),
+      { now: new Date(), appliedPromptsGeneration: 1 },
+    );
+    assert.deepEqual(report.peerOutages, { count: 2, totalGapMs: 9801, lastDetectionMs: 4029 });
+    assert.equal(report.inputStalled, true);
   });
 
   test("encoder, decoder and their reason: passthrough says none, before the choice they are null", () => {

@@ -59,6 +59,18 @@ export function buildRelayReport(status: SessionStatus, context: RelayReportCont
     segmentsOut: status.segments.out,
     segmentsDropped: status.segments.dropped + status.segments.corrupt,
     inputClockJumps: status.inputClockJumps,
+    // null (a merge patch removes the field) where this relay's status has none.
+    peerOutages: status.peerOutages
+      ? ({
+          count: status.peerOutages.count,
+          totalGapMs: Math.round(status.peerOutages.totalGapMs),
+          lastDetectionMs:
+            status.peerOutages.lastDetectionMs === null
+              ? null
+              : Math.round(status.peerOutages.lastDetectionMs),
+        } as NonNullable<RelayReport["peerOutages"]>)
+      : null,
+    inputStalled: status.input?.stalled ?? null,
     audio: {
       mode: status.audio.mode,
       reason: status.audio.reason.slice(0, 1024),
