@@ -88,11 +88,19 @@ export function podSpecHash(session: Pick<RelaySession, "spec">): string {
 
 /** Controller owner reference: the garbage collector removes the object with its session. */
 export function sessionOwnerReference(session: RelaySession): V1OwnerReference {
+  return controllerReference(RELAY_SESSION_KIND, session.metadata);
+}
+
+/** A controller owner reference to one of our resources (a RelaySession or a RelayPool). */
+export function controllerReference(
+  kind: string,
+  metadata: { name?: string; uid?: string },
+): V1OwnerReference {
   return {
     apiVersion: RELAY_SESSION_API_VERSION,
-    kind: RELAY_SESSION_KIND,
-    name: session.metadata.name ?? "",
-    uid: session.metadata.uid ?? "",
+    kind,
+    name: metadata.name ?? "",
+    uid: metadata.uid ?? "",
     controller: true,
     blockOwnerDeletion: true,
   };

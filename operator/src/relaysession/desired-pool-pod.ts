@@ -11,7 +11,6 @@ import {
   LABEL_POOL,
   LABEL_POOL_STATE,
   RELAY_POOL_KIND,
-  RELAY_SESSION_API_VERSION,
   RELAY_SESSION_GROUP,
   RELAY_SESSION_PLURAL,
   type RelayPool,
@@ -24,6 +23,7 @@ import {
   TMP_VOLUME,
   comfystreamContainer,
   comfystreamUrlOfSpec,
+  controllerReference,
   fieldEnv,
   relayRbacObjects,
   relaySecurityContext,
@@ -70,14 +70,7 @@ export function poolRbacName(poolName: string): string {
 }
 
 export function poolOwnerReference(pool: RelayPool): V1OwnerReference {
-  return {
-    apiVersion: RELAY_SESSION_API_VERSION,
-    kind: RELAY_POOL_KIND,
-    name: pool.metadata.name ?? "",
-    uid: pool.metadata.uid ?? "",
-    controller: true,
-    blockOwnerDeletion: true,
-  };
+  return controllerReference(RELAY_POOL_KIND, pool.metadata);
 }
 
 export function poolPodLabels(pool: RelayPool): Record<string, string> {
