@@ -20,11 +20,9 @@ import {
   FFPROBE,
   ICE_ADDRESSES,
   checkOutputAgainstInput,
-  collectOutput,
   makeInputSegments,
-  publishPaced,
   startTrickle,
-  waitFor,
+  relaySegmentsThrough,
 } from "./relay-harness.js";
 
 const cleanups: Array<() => Promise<unknown> | unknown> = [];
@@ -96,8 +94,6 @@ async function relayWithAudio(options: {
     pts.push(...made.pts);
     startSeconds += part.seconds;
   }
-  const { server, base } = await startTrickle(["in", "in-out"]);
-  cleanups.push(() => server.close());
   let comfystream = options.comfystream;
   if (!comfystream) {
     const standin = await startTsStandin({
@@ -109,32 +105,19 @@ async function relayWithAudio(options: {
     cleanups.push(() => standin.close());
     comfystream = { url: standin.url, prompts: [PASSTHROUGH_WORKFLOW], connectTimeoutMs: 20_000 };
   }
-  const output = collectOutput(`${base}in-out`);
-  cleanups.push(() => output.close());
-  const session = new RelaySession(
-    buildSessionConfig({
+  const { final, output } = await relaySegmentsThrough(
+    segments,
+    {
       id: "audio",
-      inputUrl: `${base}in`,
       comfystreamUrl: comfystream.url,
       prompts: comfystream.prompts,
       width: 256,
       height: 256,
-      iceAddresses: ICE_ADDRESSES,
       ...(options.mode ? { audio: options.mode } : {}),
-    }),
-    { reconnectBackoffMs: [300, 2000], drainTimeoutMs: 3000 },
+    },
+    { connectTimeoutMs: comfystream.connectTimeoutMs, cleanups },
   );
-  cleanups.push(() => session.stop());
-  await session.start();
-  await waitFor(
-    () => session.status().webrtcState === "connected",
-    comfystream.connectTimeoutMs,
-    "WebRTC connected",
-  );
-  await publishPaced(`${base}in`, segments);
-  await session.whenEnded();
-  await output.done;
-  return { final: session.status(), input: Buffer.concat(segments), output: output.segments, inputPts: pts };
+  return { final, input: Buffer.concat(segments), output, inputPts: pts };
 }
 
 type AudioRun = Awaited<ReturnType<typeof relayWithAudio>>;

@@ -8,8 +8,6 @@ import assert from "node:assert/strict";
 import { after, describe, test } from "node:test";
 import { needsLoopbackNamespace } from "../infra/netns.js";
 import { startTsStandin } from "../../relay-pod/src/demo/standin-peer/standin.js";
-import { RelaySession } from "../../relay-pod/src/session/relay-session.js";
-import { buildSessionConfig } from "../../relay-pod/src/session/config.js";
 import { PASSTHROUGH_WORKFLOW } from "../../relay-pod/src/session/default-workflow.js";
 import { TsClock } from "../../relay-pod/src/media/ts-clock.js";
 import type { SessionStatus } from "../../relay-pod/src/session/types.js";
@@ -21,12 +19,9 @@ import {
 import {
   ICE_ADDRESSES,
   checkOutputAgainstInput,
-  collectOutput,
   demuxPts,
   makeInputSegments,
-  publishPaced,
-  startTrickle,
-  waitFor,
+  relaySegmentsThrough,
 } from "./relay-harness.js";
 
 const cleanups: Array<() => Promise<unknown> | unknown> = [];
@@ -102,36 +97,21 @@ async function runThroughChanges(
   const segments = made.flatMap((m) => m.segments);
   const inputFrames = made.reduce((sum, m) => sum + m.pts.length, 0);
 
-  const { server, base } = await startTrickle(["in", "in-out"]);
-  cleanups.push(() => server.close());
-  const output = collectOutput(`${base}in-out`);
-  cleanups.push(() => output.close());
-  const session = new RelaySession(
-    buildSessionConfig({
+  const run = await relaySegmentsThrough(
+    segments,
+    {
       id: "changes",
       mode: options.mode,
-      inputUrl: `${base}in`,
       comfystreamUrl: options.comfystreamUrl,
       prompts: options.prompts,
       width: 256,
       height: 256,
       frameRate: 30,
-      iceAddresses: ICE_ADDRESSES,
-    }),
-    { reconnectBackoffMs: [300, 2000], drainTimeoutMs: 3000 },
+    },
+    { connectTimeoutMs: options.connectTimeoutMs, cleanups },
   );
-  cleanups.push(() => session.stop());
-  await session.start();
-  await waitFor(
-    () => session.status().webrtcState === "connected",
-    options.connectTimeoutMs,
-    "WebRTC connected",
-  );
-  await publishPaced(`${base}in`, segments);
-  await session.whenEnded();
-  await output.done;
-
-  const final = session.status();
+  const { final } = run;
+  const output = { segments: run.output };
   const summary = JSON.stringify({ state: final.state, frames: final.frames, error: final.lastError });
   t.diagnostic(`final ${summary}`);
   assert.equal(final.state, "completed", `the session ran to the input's end: ${summary}`);

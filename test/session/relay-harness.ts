@@ -274,6 +274,37 @@ export async function udpReceiveBufferErrors(): Promise<number | undefined> {
   return index > 0 ? Number(values.split(/\s+/)[index]) : undefined;
 }
 
+/**
+ * `segments` published in real time through one RelaySession (`session`, with this file's loopback
+ * ICE address) to the ComfyStream at its comfystreamUrl, once connected; returns when the session
+ * has ended and the output channel with it.
+ */
+export async function relaySegmentsThrough(
+  segments: Buffer[],
+  session: Omit<SessionConfigInput, "inputUrl" | "iceAddresses">,
+  options: { connectTimeoutMs: number; cleanups: Array<() => Promise<unknown> | unknown> },
+): Promise<{ final: SessionStatus; output: Array<{ seq: number; data: Buffer }> }> {
+  const { server, base } = await startTrickle(["in", "in-out"]);
+  options.cleanups.push(() => server.close());
+  const output = collectOutput(`${base}in-out`);
+  options.cleanups.push(() => output.close());
+  const relay = new RelaySession(
+    buildSessionConfig({ ...session, inputUrl: `${base}in`, iceAddresses: ICE_ADDRESSES }),
+    { reconnectBackoffMs: [300, 2000], drainTimeoutMs: 3000 },
+  );
+  options.cleanups.push(() => relay.stop());
+  await relay.start();
+  await waitFor(
+    () => relay.status().webrtcState === "connected",
+    options.connectTimeoutMs,
+    "WebRTC connected",
+  );
+  await publishPaced(`${base}in`, segments);
+  await relay.whenEnded();
+  await output.done;
+  return { final: relay.status(), output: output.segments };
+}
+
 export interface RelayedRun {
   final: SessionStatus;
   /** The session's status after each second of input. */
