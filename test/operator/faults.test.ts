@@ -428,7 +428,8 @@ describe(
       const first = await launch({
         name: "operator-1",
         kubeconfigPath: cp.kubeconfigPath,
-        args: ["--no-leader-elect", "--namespace", namespace],
+        // Two at a time, so a kill on the first created pod lands with most still to do.
+        args: ["--no-leader-elect", "--namespace", namespace, "--concurrency", "2"],
         metrics: false,
       });
       let second: OperatorProcess | undefined;
@@ -436,14 +437,12 @@ describe(
         () => current,
         async () => {
           await first.waitReady();
+          // Killed on its first "created relay pod" line, watched from before the apply: the
+          // operator reconciles while kubectl is still creating sessions, and polling for the first
+          // pod once found all 30 there by the time the kill landed.
+          const killed = first.killWhenLogged("created relay pod", "SIGKILL");
           await applySessions(namespace, names);
-          await waitFor(
-            "the first relay pod",
-            30_000,
-            async () => (await listPods(namespace)).length > 0,
-            20,
-          );
-          assert.equal(await first.kill("SIGKILL"), "SIGKILL");
+          assert.equal(await killed, "SIGKILL");
           // Requests already sent may still land; let them, then count.
           await sleep(1000);
           const podsAtKill = (await listPods(namespace)).length;

@@ -102,6 +102,11 @@ export interface OperatorProcess {
   waitReady(timeoutMs?: number): Promise<void>;
   /** Sends a signal; resolves once the process exited. */
   kill(signal: NodeJS.Signals): Promise<number | string>;
+  /**
+   * Sends `signal` the moment a log line with this `msg` arrives (checked on every output chunk,
+   * not by polling, so the process has little time to go on); resolves once it exited.
+   */
+  killWhenLogged(msg: string, signal: NodeJS.Signals, timeoutMs?: number): Promise<number | string>;
   /** SIGTERM, SIGKILL after `graceMs`; idempotent. */
   stop(graceMs?: number): Promise<void>;
 }
@@ -189,6 +194,35 @@ export async function startOperator(options: OperatorProcessOptions): Promise<Op
     },
     async kill(signal) {
       if (!exitedYet) child.kill(signal);
+      return exited;
+    },
+    async killWhenLogged(msg, signal, timeoutMs = 30_000) {
+      const seen = (): boolean => operator.logged(msg).length > 0;
+      if (!seen()) {
+        await new Promise<void>((resolve, reject) => {
+          const timer = setTimeout(() => {
+            stopWatching();
+            reject(new Error(`${name} never logged "${msg}" in ${timeoutMs} ms:\n${output.slice(-2000)}`));
+          }, timeoutMs);
+          // Registered after the collecting listeners, so `output` already holds this chunk. The
+          // logger writes to stderr.
+          const check = (): void => {
+            if (!seen()) return;
+            child.kill(signal);
+            clearTimeout(timer);
+            stopWatching();
+            resolve();
+          };
+          const stopWatching = (): void => {
+            child.stdout!.off("data", check);
+            child.stderr!.off("data", check);
+          };
+          child.stdout!.on("data", check);
+          child.stderr!.on("data", check);
+        });
+      } else {
+        child.kill(signal);
+      }
       return exited;
     },
     async stop(graceMs = 5000) {
