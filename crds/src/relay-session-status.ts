@@ -166,7 +166,9 @@ const relayReport = object(
     }),
     audio: object(
       {
-        mode: stringEnum(["passthrough", "none"], { description: "The audio mode that runs." }),
+        mode: stringEnum(["comfystream", "passthrough", "none"], {
+          description: "The audio mode that runs.",
+        }),
         reason: string({
           description: "Why this mode runs, and why input audio is not carried if so.",
           maxLength: 1024,

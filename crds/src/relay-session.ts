@@ -46,6 +46,8 @@ export const FRAME_SIZE = { minimum: 64, maximum: 2048, multipleOf: 8, default: 
 export const FRAME_RATE = { minimum: 1, maximum: 60, default: 30 } as const;
 /** spec.audio.mode (also the relay's --audio and the REST API's `audio`). */
 export const AUDIO_MODES = ["auto", "passthrough", "none", "comfystream"] as const;
+/** spec.audio.codec, the output's audio codec (also the relay's --audio-codec and the REST API's `audio_codec`). */
+export const AUDIO_OUTPUT_CODECS = ["auto", "aac", "opus"] as const;
 /** spec.video.encoder (also the relay's --encoder and the REST API's `encoder`). */
 export const VIDEO_ENCODER_PREFERENCES = ["auto", "nvenc", "x264"] as const;
 
@@ -215,7 +217,12 @@ const audio = object(
   {
     mode: stringEnum(AUDIO_MODES, {
       description:
-        "What happens to the input's audio (AAC or Opus). passthrough: remuxed into the output unchanged, in sync with the processed video by PTS. none: video only. comfystream: audio through the workflow (not implemented in this version: the session fails with that reason). auto: passthrough; status.relay.audio.reason says why.",
+        "What happens to the input's audio (AAC, LATM or Opus). comfystream: decoded, sent to ComfyStream as 48 kHz Opus on an audio m-line, and what comes back goes out, in sync by PTS. passthrough: remuxed into the output unchanged (re-encoded only when codec asks for another), in sync with the processed video by PTS. none: video only. auto: comfystream when the workflow has an audio node (LoadAudioTensor), else passthrough; status.relay.audio.reason says which and why.",
+      default: "auto",
+    }),
+    codec: stringEnum(AUDIO_OUTPUT_CODECS, {
+      description:
+        "The output's audio codec. auto: the input's codec in passthrough, AAC for audio back from ComfyStream (so RTMP/HLS viewers keep working). aac or opus: that codec (passthrough then re-encodes when the input's differs).",
       default: "auto",
     }),
   },

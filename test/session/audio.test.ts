@@ -3,7 +3,6 @@
 // ffmpeg making AAC / Opus / MP2 input, real WebRTC to the werift stand-in, ffprobe reading the
 // output as a viewer's player would. Skipped outside the loopback-only namespace (WebRTC).
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
 import { after, describe, test } from "node:test";
 import { needsLoopbackNamespace } from "../infra/netns.js";
 import {
@@ -11,116 +10,13 @@ import {
   realComfyStreamUnavailable,
   startRealComfyStream,
 } from "../peers/real-comfystream.js";
-import { startTsStandin } from "../../relay-pod/src/demo/standin-peer/standin.js";
-import { RelaySession } from "../../relay-pod/src/session/relay-session.js";
-import { buildSessionConfig } from "../../relay-pod/src/session/config.js";
-import { PASSTHROUGH_WORKFLOW } from "../../relay-pod/src/session/default-workflow.js";
-import type { AudioMode, SessionStatus } from "../../relay-pod/src/session/types.js";
-import {
-  FFPROBE,
-  ICE_ADDRESSES,
-  checkOutputAgainstInput,
-  makeInputSegments,
-  startTrickle,
-  relaySegmentsThrough,
-} from "./relay-harness.js";
+import { checkOutputAgainstInput } from "./relay-harness.js";
+import { probeTs, relayWithAudio, type AudioRun } from "./audio-harness.js";
 
 const cleanups: Array<() => Promise<unknown> | unknown> = [];
 after(async () => {
   for (const cleanup of cleanups.reverse()) await Promise.resolve(cleanup()).catch(() => undefined);
 });
-
-interface ProbedStream {
-  codec_type: string;
-  codec_name: string;
-}
-
-/** Streams and audio packet PTS (90 kHz) of a TS byte stream, as ffprobe reads them. */
-async function probeTs(
-  data: Buffer,
-): Promise<{ streams: ProbedStream[]; audioPts: number[]; videoPts: number[] }> {
-  const probe = (args: string[]) =>
-    new Promise<string>((resolve, reject) => {
-      const child = execFile(
-        FFPROBE,
-        ["-v", "error", "-f", "mpegts", "-i", "pipe:0", ...args, "-of", "json"],
-        {
-          maxBuffer: 64 * 1024 * 1024,
-        },
-      );
-      let text = "";
-      child.stdout!.on("data", (d: Buffer) => (text += d.toString()));
-      child.on("error", reject);
-      child.on("close", (code) => (code === 0 ? resolve(text) : reject(new Error(`ffprobe exited ${code}`))));
-      child.stdin!.on("error", () => undefined);
-      child.stdin!.end(data);
-    });
-  const streams = (JSON.parse(await probe(["-show_streams"])) as { streams: ProbedStream[] }).streams;
-  const packets = (
-    JSON.parse(await probe(["-show_entries", "packet=codec_type,pts"])) as {
-      packets: Array<{ codec_type: string; pts: number }>;
-    }
-  ).packets;
-  return {
-    streams,
-    audioPts: packets.filter((p) => p.codec_type === "audio").map((p) => p.pts),
-    videoPts: packets.filter((p) => p.codec_type === "video").map((p) => p.pts),
-  };
-}
-
-async function relayWithAudio(options: {
-  audio?: "aac" | "opus" | "mp2";
-  mode?: AudioMode;
-  seconds?: number;
-  /** Input parts made one after the other (clock continuous), instead of `audio` and `seconds`. */
-  parts?: Array<{ seconds: number; audio?: "aac" | "opus" }>;
-  /** Default: the werift stand-in in passthrough. */
-  comfystream?: { url: string; prompts: object[]; connectTimeoutMs: number };
-}): Promise<{
-  final: SessionStatus;
-  input: Buffer;
-  output: Array<{ seq: number; data: Buffer }>;
-  inputPts: number[];
-}> {
-  const parts = options.parts ?? [
-    { seconds: options.seconds ?? 6, ...(options.audio ? { audio: options.audio } : {}) },
-  ];
-  const segments: Buffer[] = [];
-  const pts: number[] = [];
-  let startSeconds = 10;
-  for (const part of parts) {
-    const made = await makeInputSegments({ bFrames: 0, startSeconds, ...part });
-    segments.push(...made.segments);
-    pts.push(...made.pts);
-    startSeconds += part.seconds;
-  }
-  let comfystream = options.comfystream;
-  if (!comfystream) {
-    const standin = await startTsStandin({
-      host: "127.0.0.1",
-      port: 0,
-      iceAddresses: ICE_ADDRESSES,
-      mode: "passthrough",
-    });
-    cleanups.push(() => standin.close());
-    comfystream = { url: standin.url, prompts: [PASSTHROUGH_WORKFLOW], connectTimeoutMs: 20_000 };
-  }
-  const { final, output } = await relaySegmentsThrough(
-    segments,
-    {
-      id: "audio",
-      comfystreamUrl: comfystream.url,
-      prompts: comfystream.prompts,
-      width: 256,
-      height: 256,
-      ...(options.mode ? { audio: options.mode } : {}),
-    },
-    { connectTimeoutMs: comfystream.connectTimeoutMs, cleanups },
-  );
-  return { final, input: Buffer.concat(segments), output, inputPts: pts };
-}
-
-type AudioRun = Awaited<ReturnType<typeof relayWithAudio>>;
 
 /** What a viewer checks: the input's audio, unchanged, beside the video it belongs to. */
 async function checkAudioCarried(
@@ -184,7 +80,9 @@ describe("audio passthrough", { skip: needsLoopbackNamespace }, () => {
       `${codec} input: the output carries it unchanged in the video's segments, every audio PTS an input one, in sync`,
       { timeout: 90_000 },
       async (t) => {
-        await checkAudioCarried(t, await relayWithAudio({ audio: codec }), codec, { videoRatio: 0.8 });
+        await checkAudioCarried(t, await relayWithAudio(cleanups, { audio: codec }), codec, {
+          videoRatio: 0.8,
+        });
       },
     );
   }
@@ -193,9 +91,13 @@ describe("audio passthrough", { skip: needsLoopbackNamespace }, () => {
     "audio that appears mid-stream is carried from then on; audio that disappears leaves the video going",
     { timeout: 90_000 },
     async (t) => {
-      const appearing = await relayWithAudio({ parts: [{ seconds: 3 }, { seconds: 3, audio: "aac" }] });
+      const appearing = await relayWithAudio(cleanups, {
+        parts: [{ seconds: 3 }, { seconds: 3, audio: "aac" }],
+      });
       await checkAudioCarried(t, appearing, "aac", { videoRatio: 0.8 });
-      const disappearing = await relayWithAudio({ parts: [{ seconds: 3, audio: "aac" }, { seconds: 3 }] });
+      const disappearing = await relayWithAudio(cleanups, {
+        parts: [{ seconds: 3, audio: "aac" }, { seconds: 3 }],
+      });
       await checkAudioCarried(t, disappearing, "aac", { videoRatio: 0.8 });
     },
   );
@@ -204,7 +106,7 @@ describe("audio passthrough", { skip: needsLoopbackNamespace }, () => {
     "an unsupported codec (MP2): status says why, the output is video only, the session runs on",
     { timeout: 90_000 },
     async () => {
-      const { final, output, inputPts } = await relayWithAudio({ audio: "mp2", seconds: 4 });
+      const { final, output, inputPts } = await relayWithAudio(cleanups, { audio: "mp2", seconds: 4 });
       assert.equal(final.state, "completed");
       assert.match(final.audio.reason, /mp2 .* not supported: video only/);
       assert.equal(final.audio.codecIn, "mp2");
@@ -221,7 +123,7 @@ describe("audio passthrough", { skip: needsLoopbackNamespace }, () => {
   );
 
   test("mode none: video only, as before audio was carried", { timeout: 90_000 }, async () => {
-    const { final, output } = await relayWithAudio({ audio: "aac", mode: "none", seconds: 4 });
+    const { final, output } = await relayWithAudio(cleanups, { audio: "aac", mode: "none", seconds: 4 });
     assert.equal(final.state, "completed");
     assert.equal(final.audio.mode, "none");
     const probe = await probeTs(Buffer.concat(output.map((s) => s.data)));
@@ -231,25 +133,16 @@ describe("audio passthrough", { skip: needsLoopbackNamespace }, () => {
     );
   });
 
-  test("mode comfystream: the session fails at once and says why", { timeout: 30_000 }, async () => {
-    const { server, base } = await startTrickle(["in", "in-out"]);
-    cleanups.push(() => server.close());
-    const session = new RelaySession(
-      buildSessionConfig({
-        id: "audio-comfystream",
-        inputUrl: `${base}in`,
-        comfystreamUrl: "http://127.0.0.1:9",
-        prompts: [PASSTHROUGH_WORKFLOW],
-        audio: "comfystream",
-        iceAddresses: ICE_ADDRESSES,
-      }),
-    );
-    cleanups.push(() => session.stop());
-    await assert.rejects(session.start(), /audio mode comfystream .* not implemented/);
-    const status = session.status();
-    assert.equal(status.state, "failed");
-    assert.equal(status.lastError?.reason, "AudioUnsupported");
-  });
+  test(
+    "mode comfystream asked for with an input codec it cannot decode (MP2): the session fails and says why",
+    { timeout: 60_000 },
+    async () => {
+      const { final } = await relayWithAudio(cleanups, { audio: "mp2", mode: "comfystream", seconds: 3 });
+      assert.equal(final.state, "failed");
+      assert.equal(final.lastError?.reason, "AudioUnsupported");
+      assert.match(final.lastError?.message ?? "", /mp2 .* not supported/);
+    },
+  );
 });
 
 const realUnavailable = needsLoopbackNamespace || realComfyStreamUnavailable();
@@ -260,7 +153,7 @@ describe("audio passthrough through the real ComfyStream server", { skip: realUn
     async (t) => {
       const server = await startRealComfyStream();
       cleanups.push(() => server.stop());
-      const run = await relayWithAudio({
+      const run = await relayWithAudio(cleanups, {
         audio: "aac",
         seconds: 10,
         comfystream: { url: server.url, prompts: [REAL_WORKFLOWS.passthrough], connectTimeoutMs: 120_000 },

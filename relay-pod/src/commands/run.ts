@@ -13,8 +13,14 @@ import {
   type SessionConfigInput,
 } from "../session/config.js";
 import { PASSTHROUGH_WORKFLOW } from "../session/default-workflow.js";
-import type { AudioMode, EncoderPreference, RelayMode, SessionStatus } from "../session/types.js";
-import { AUDIO_MODES, VIDEO_ENCODER_PREFERENCES } from "../../../crds/src/index.js";
+import type {
+  AudioMode,
+  AudioOutputCodecChoice,
+  EncoderPreference,
+  RelayMode,
+  SessionStatus,
+} from "../session/types.js";
+import { AUDIO_MODES, AUDIO_OUTPUT_CODECS, VIDEO_ENCODER_PREFERENCES } from "../../../crds/src/index.js";
 import {
   collect,
   onShutdownSignal,
@@ -59,9 +65,17 @@ export function addSessionOptions(command: Command): Command {
     .addOption(
       new Option(
         "--audio <mode>",
-        "the input's audio (AAC or Opus): auto (= passthrough), passthrough (remuxed into the output unchanged, in sync by PTS), none (video only), comfystream (not implemented yet: the session fails)",
+        "the input's audio (AAC, LATM or Opus): comfystream (sent to ComfyStream as Opus, what comes back goes out), passthrough (remuxed into the output unchanged, in sync by PTS), none (video only), auto (comfystream when the workflow has a LoadAudioTensor node, else passthrough)",
       )
         .choices(AUDIO_MODES)
+        .default("auto"),
+    )
+    .addOption(
+      new Option(
+        "--audio-codec <codec>",
+        "the output's audio codec: auto (the input's in passthrough, AAC for audio back from ComfyStream), aac or opus (passthrough re-encodes when the input's differs)",
+      )
+        .choices(AUDIO_OUTPUT_CODECS)
         .default("auto"),
     )
     .option(
@@ -121,6 +135,7 @@ const SPEC_OPTIONS = [
   "keyframeInterval",
   "encoder",
   "audio",
+  "audioCodec",
   "segmentDuration",
   "id",
 ] as const;
@@ -358,6 +373,7 @@ export function sessionInputFromOptions(
     keyframeIntervalSec: opts.keyframeInterval as number,
     encoder: opts.encoder as EncoderPreference,
     audio: opts.audio as AudioMode,
+    audioCodec: opts.audioCodec as AudioOutputCodecChoice,
     segmentDurationSec: opts.segmentDuration as number,
     peerWindowFrames: opts.peerWindow as number,
     iceAddresses: opts.iceAddress as string[],

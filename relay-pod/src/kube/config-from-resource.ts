@@ -98,6 +98,7 @@ export function sessionConfigFromResource(
     ...(keyframeIntervalSeconds !== undefined ? { keyframeIntervalSec: keyframeIntervalSeconds } : {}),
     encoder,
     audio: spec.audio?.mode ?? "auto",
+    audioCodec: spec.audio?.codec ?? "auto",
     ...(spec.video?.segmentDurationSeconds !== undefined
       ? { segmentDurationSec: spec.video.segmentDurationSeconds }
       : {}),

@@ -5,8 +5,8 @@
  */
 import { PromptShapeError, normalisePrompts, promptsFromControlMessage } from "../session/prompts.js";
 import { PEER_WINDOW_LIMITS, type SessionConfigInput } from "../session/config.js";
-import type { AudioMode, EncoderPreference } from "../session/types.js";
-import { AUDIO_MODES, VIDEO_ENCODER_PREFERENCES } from "../../../crds/src/index.js";
+import type { AudioMode, AudioOutputCodecChoice, EncoderPreference } from "../session/types.js";
+import { AUDIO_MODES, AUDIO_OUTPUT_CODECS, VIDEO_ENCODER_PREFERENCES } from "../../../crds/src/index.js";
 
 /** A validated start request; anything left out comes from the defaults (output: input + "-out"). */
 export type StartSessionRequest = Pick<
@@ -23,6 +23,7 @@ export type StartSessionRequest = Pick<
   | "peerWindowFrames"
   | "encoder"
   | "audio"
+  | "audioCodec"
 > & { id?: string };
 
 /** A request the API refuses with 400; `field` is the offending body field, when there is one. */
@@ -180,11 +181,22 @@ export function parseStartRequest(body: unknown): StartSessionRequest {
   if (audio !== undefined && audio !== null) {
     if (typeof audio !== "string" || !(AUDIO_MODES as readonly string[]).includes(audio)) {
       throw new RequestValidationError(
-        `audio must be "auto" (passthrough), "passthrough" (the input's audio remuxed unchanged), "none" (video only) or "comfystream" (not implemented yet) (got ${describe(audio)})`,
+        `audio must be "auto" (comfystream when the workflow has an audio node, else passthrough), "comfystream" (through the workflow), "passthrough" (the input's audio remuxed unchanged) or "none" (video only) (got ${describe(audio)})`,
         "audio",
       );
     }
     request.audio = audio as AudioMode;
+  }
+
+  const audioCodec = fields.audio_codec;
+  if (audioCodec !== undefined && audioCodec !== null) {
+    if (typeof audioCodec !== "string" || !(AUDIO_OUTPUT_CODECS as readonly string[]).includes(audioCodec)) {
+      throw new RequestValidationError(
+        `audio_codec must be "auto" (the input's in passthrough, AAC from ComfyStream), "aac" or "opus" (got ${describe(audioCodec)})`,
+        "audio_codec",
+      );
+    }
+    request.audioCodec = audioCodec as AudioOutputCodecChoice;
   }
   return request;
 }

@@ -4,6 +4,7 @@ import { DEFAULT_INPUT_STALL_POLICY, type InputStallPolicy } from "./input-stall
 import {
   DEFAULT_QUEUE_CAPACITIES,
   type AudioMode,
+  type AudioOutputCodecChoice,
   type EncoderPreference,
   type QueueCapacities,
   type RelayMode,
@@ -48,6 +49,7 @@ export interface SessionConfigInput {
   frameRate?: number;
   mode?: RelayMode;
   audio?: AudioMode;
+  audioCodec?: AudioOutputCodecChoice;
   bitrateKbps?: number;
   keyframeIntervalSec?: number;
   encoder?: EncoderPreference;
@@ -75,6 +77,7 @@ export function buildSessionConfig(input: SessionConfigInput): RelaySessionConfi
     frameRate: input.frameRate ?? 30,
     mode: input.mode ?? "transcode",
     audio: input.audio ?? "auto",
+    audioCodec: input.audioCodec ?? "auto",
     bitrateKbps: input.bitrateKbps ?? DEFAULT_BITRATE_KBPS,
     keyframeIntervalSec: input.keyframeIntervalSec ?? DEFAULT_KEYFRAME_INTERVAL_SEC,
     encoder: input.encoder ?? "auto",

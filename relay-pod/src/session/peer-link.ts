@@ -18,12 +18,16 @@ export interface PeerLinkOptions {
   reconnectBudget?: number;
   /** Limit for ComfyStream's answer to `/offer`. Default: the peer's. */
   offerTimeoutMs?: number;
+  /** The offer carries an Opus audio m-line (audio mode comfystream). */
+  audioToComfyStream?: boolean;
 }
 
 export interface PeerLinkHooks {
   /** A new connection is being set up: per-stream state (matching, depacketizing, window) starts afresh. */
   onNewStream(): void;
   onRtp(packet: ReturnedRtp): void;
+  /** An Opus packet back from ComfyStream (audio mode comfystream). */
+  onAudio(payload: Buffer, rtpTimestamp: number): void;
   /** The connection was lost: frames queued for it are stale. */
   onLost(): void;
   /** ComfyStream runs these prompts now (offer answered or update accepted). */
@@ -148,8 +152,10 @@ export class PeerLink {
       iceAddresses: config.iceAddresses,
       // A PLI every segment duration, so that a peer that answers them gives every segment an IDR.
       pliIntervalMs: Math.max(500, Math.round(config.segmentDurationSec * 1000)),
+      audio: this.options.audioToComfyStream ?? false,
       logger: log,
     });
+    peer.on("audio", (payload: Buffer, rtpTimestamp: number) => hooks.onAudio(payload, rtpTimestamp));
     peer.on("rtp", (packet) => {
       host.stats.outages.frameReturned(performance.now());
       hooks.onRtp(packet);

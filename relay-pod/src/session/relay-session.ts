@@ -90,22 +90,29 @@ export class RelaySession extends EventEmitter {
       fail: (reason, err) => this.fail(reason, err),
       complete: () => this.finish("completed"),
     };
-    this.audio = new AudioPath(config, (stream, why) => {
-      this.returnPath.setAudioStream(stream);
-      if (why) this.setError("AudioUnsupported", why);
-      else this.log.info({ codec: stream?.codec, pid: stream?.pid }, "input audio: carried to the output");
+    this.audio = new AudioPath(config, {
+      onStreamChange: (stream, why) => {
+        this.returnPath.setAudioStream(stream);
+        if (why) this.setError("AudioUnsupported", why);
+        else this.log.info({ codec: stream?.codec, pid: stream?.pid }, "audio: carried to the output");
+      },
+      onFatal: (reason) => void this.fail("AudioUnsupported", new Error(reason)),
+      sendToPeer: (packet, rtpTimestamp) => this.link.connectedPeer?.sendAudio(packet, rtpTimestamp) ?? false,
+      log: this.log,
     });
     this.returnPath = new ReturnPath(host, this.matcher, this.audio);
     this.link = new PeerLink(
       host,
-      options,
+      { ...options, audioToComfyStream: this.audio.toComfyStream },
       {
         onNewStream: () => {
           this.matcher.reset();
           this.returnPath.resetStream();
           this.forward.resetStream();
+          this.audio.newPeerStream();
         },
         onRtp: (packet) => this.returnPath.onReturnedRtp(packet),
+        onAudio: (payload, rtpTimestamp) => this.audio.onReturned(payload, rtpTimestamp),
         onLost: () => this.forward.clearQueue(),
         onPromptsApplied: (applied) => this.emit("prompts-applied", applied),
       },
@@ -149,14 +156,10 @@ export class RelaySession extends EventEmitter {
     );
     // The offer (ICE gathering, ComfyStream's answer, DTLS) takes longest: it starts first, and
     // finding and starting ffmpeg runs beside it (issue 12: first frame fast).
-    if (this.audio.failure) {
-      const err = new Error(this.audio.failure);
-      await this.fail("AudioUnsupported", err);
-      throw err;
-    }
     this.link.connect();
     try {
       await this.forward.prepare(() => this.resolveFfmpegOnce());
+      this.audio.prepare((await this.resolveFfmpegOnce()).path);
       await this.returnPath.start(() => this.resolveFfmpegOnce());
     } catch (err) {
       await this.fail(err instanceof EncoderUnavailableError ? "EncoderUnavailable" : "StartFailed", err);
@@ -314,6 +317,7 @@ export class RelaySession extends EventEmitter {
     await this.returnPath.closeRepair(finalState === "completed" ? 1000 : 0);
     await this.forward.stop();
     await this.link.close();
+    await this.audio.stop();
 
     await this.returnPath.close();
     if (this.eventsWriter) {

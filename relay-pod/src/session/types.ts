@@ -3,7 +3,7 @@
  * on a session (REST status, Prometheus, the RelaySession status, trickle events) reads this one
  * snapshot shape, so the numbers agree everywhere.
  */
-import type { AUDIO_MODES } from "../../../crds/src/index.js";
+import type { AUDIO_MODES, AUDIO_OUTPUT_CODECS } from "../../../crds/src/index.js";
 import type { EncoderPreference, VideoDecoder, VideoEncoder } from "../media/encoder-probe.js";
 import type { InputStallPolicy, InputStallStatus } from "./input-stall.js";
 import type { PeerOutagesStatus } from "./outages.js";
@@ -13,11 +13,14 @@ export type { EncoderPreference } from "../media/encoder-probe.js";
 export type RelayMode = "transcode" | "passthrough";
 
 /**
- * What happens to the input's audio: "passthrough" remuxes it into the output unchanged, in sync by
- * PTS; "none" drops it; "comfystream" (audio through the workflow) is not implemented yet and fails
- * the session with that reason; "auto" is passthrough (the reason in status says why).
+ * What happens to the input's audio: "comfystream" sends it to ComfyStream as Opus and puts what
+ * comes back into the output; "passthrough" remuxes it into the output unchanged, in sync by PTS;
+ * "none" drops it; "auto" is comfystream when the workflow has an audio node, else passthrough (the
+ * reason in status says why).
  */
 export type AudioMode = (typeof AUDIO_MODES)[number];
+/** The output's audio codec: "auto" is the input's in passthrough, AAC for audio back from ComfyStream. */
+export type AudioOutputCodecChoice = (typeof AUDIO_OUTPUT_CODECS)[number];
 
 export interface QueueCapacities {
   /** Input frames demuxed and waiting to go out over WebRTC (in the transcoder or the pacer). */
@@ -49,6 +52,7 @@ export interface RelaySessionConfig {
   frameRate: number;
   mode: RelayMode;
   audio: AudioMode;
+  audioCodec: AudioOutputCodecChoice;
   /** Target bitrate of the H.264 sent to ComfyStream, kbit/s (transcode mode). */
   bitrateKbps: number;
   /** Keyframe (GOP) interval of the H.264 sent to ComfyStream, seconds (transcode mode). */
@@ -146,7 +150,7 @@ export interface SessionStatus {
    * the video frame it followed (ms of PTS; null before any).
    */
   audio: {
-    mode: "passthrough" | "none";
+    mode: "comfystream" | "passthrough" | "none";
     reason: string;
     codecIn: string | null;
     codecOut: string | null;

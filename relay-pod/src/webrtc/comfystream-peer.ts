@@ -2,8 +2,10 @@ import { EventEmitter } from "node:events";
 import {
   MediaStreamTrack,
   RTCPeerConnection,
+  RtpHeader,
   RtpPacket,
   useH264,
+  useOPUS,
   type RTCDataChannel,
   type RTCIceServer,
   type RTCRtpTransceiver,
@@ -59,6 +61,8 @@ export interface ComfyStreamPeerOptions {
   firstFrameTimeoutMs?: number;
   /** Default timeout of control-channel requests. Default 10 000. */
   requestTimeoutMs?: number;
+  /** Adds a sendrecv Opus audio m-line (audio mode `comfystream`); ComfyStream then sends audio back. Default false. */
+  audio?: boolean;
   logger?: Logger;
 }
 
@@ -93,7 +97,8 @@ interface PendingRequest {
  *
  * Events:
  *  - "state" (state: WebRtcState, previous: WebRtcState)
- *  - "rtp" (packet: RtpPacket) — every RTP packet ComfyStream sends back
+ *  - "rtp" (packet: RtpPacket) — every video RTP packet ComfyStream sends back
+ *  - "audio" (payload: Buffer, rtpTimestamp: number) — every Opus packet it sends back (option `audio`)
  *  - "control" (message: Record<string, unknown>) — control-channel messages that answer no pending request
  */
 export class ComfyStreamPeer extends EventEmitter {
@@ -115,6 +120,9 @@ export class ComfyStreamPeer extends EventEmitter {
   private pc: RTCPeerConnection | undefined;
   private transceiver: RTCRtpTransceiver | undefined;
   private readonly sendTrack = new MediaStreamTrack({ kind: "video" });
+  private readonly audioTrack = new MediaStreamTrack({ kind: "audio" });
+  private audioSequence = Math.floor(Math.random() * 0x10000);
+  private readonly audioSsrc = 1 + Math.floor(Math.random() * (2 ** 31 - 1));
   private control: RTCDataChannel | undefined;
   private remoteVideoSsrc: number | undefined;
   private readonly liveness: PeerLiveness;
@@ -142,6 +150,7 @@ export class ComfyStreamPeer extends EventEmitter {
       mediaTimeoutMs: options.mediaTimeoutMs ?? 4000,
       firstFrameTimeoutMs: options.firstFrameTimeoutMs ?? 15_000,
       requestTimeoutMs: options.requestTimeoutMs ?? 10_000,
+      audio: options.audio ?? false,
     };
     this.logger = (options.logger ?? silentLogger).child({ component: "comfystream-peer" });
     this.liveness = new PeerLiveness(this.options.mediaTimeoutMs, this.options.firstFrameTimeoutMs);
@@ -193,6 +202,22 @@ export class ComfyStreamPeer extends EventEmitter {
     this.liveness.sent(Date.now());
     this.stats.rtpPacketsSent++;
     if (rtp.header.marker) this.stats.framesSent++;
+  }
+
+  /** Audio mode `comfystream`: one 20 ms Opus packet; false (not sent) unless connected. */
+  sendAudio(payload: Buffer, rtpTimestamp: number): boolean {
+    if (!this.options.audio) return false;
+    if (this.currentState !== "connected" && this.currentState !== "disconnected") return false;
+    this.audioSequence = (this.audioSequence + 1) & 0xffff;
+    const header = new RtpHeader({
+      payloadType: 111,
+      sequenceNumber: this.audioSequence,
+      timestamp: rtpTimestamp,
+      ssrc: this.audioSsrc,
+      marker: false,
+    });
+    this.audioTrack.writeRtp(new RtpPacket(header, payload));
+    return true;
   }
 
   /**
@@ -286,7 +311,7 @@ export class ComfyStreamPeer extends EventEmitter {
   private async negotiate(): Promise<void> {
     const { options } = this;
     const pc = new RTCPeerConnection({
-      codecs: { video: [useH264()], audio: [] },
+      codecs: { video: [useH264()], audio: options.audio ? [useOPUS()] : [] },
       // One transport for video and data: with werift's default "max-compat" the transport of the
       // m-line that BUNDLE folds away keeps its UDP socket open after close() (a leak per session).
       bundlePolicy: "max-bundle",
@@ -302,6 +327,13 @@ export class ComfyStreamPeer extends EventEmitter {
       track.onReceiveRtcp.subscribe(() => this.liveness.inbound(Date.now()));
     });
     transceiver.sender.onRtcp.subscribe(() => this.liveness.inbound(Date.now()));
+    if (options.audio) {
+      // ComfyStream adds its own sendrecv audio transceiver when the offer has m=audio (spec §1.2 step 4).
+      const audio = pc.addTransceiver(this.audioTrack, { direction: "sendrecv" });
+      audio.onTrack.subscribe((track) => {
+        track.onReceiveRtp.subscribe((rtp) => this.emit("audio", rtp.payload, rtp.header.timestamp));
+      });
+    }
     // werift's connectionState ignores the DTLS transport closing (ComfyStream's close_notify when it
     // closes the pc), so watch the transport directly.
     transceiver.dtlsTransport.onStateChange.subscribe((state) => {

@@ -21,9 +21,11 @@ import {
   PictureLossIndication,
   RTCPeerConnection,
   RtcpPayloadSpecificFeedback,
+  RtpHeader,
+  RtpPacket,
   useH264,
+  useOPUS,
   type RTCDataChannel,
-  type RtpPacket,
 } from "werift";
 import { resolveFfmpeg } from "../../media/ffmpeg.js";
 import { sendDtlsCloseNotify } from "../../webrtc/dtls-close.js";
@@ -357,10 +359,11 @@ class Standin implements TsStandin {
   private async createPeer(offerSdp: string): Promise<{ sdp: string; type: string }> {
     const id = randomUUID();
     const pc = new RTCPeerConnection({
-      codecs: { video: [useH264()], audio: [] },
+      codecs: { video: [useH264()], audio: [useOPUS()] },
       ...iceConfig(this.iceAddresses),
     });
     const outputTrack = new MediaStreamTrack({ kind: "video" });
+    const outputAudioTrack = new MediaStreamTrack({ kind: "audio" });
     const processor = new MediaProcessor({
       mode: this.mode,
       filter: this.options.filter ?? "negate",
@@ -402,7 +405,15 @@ class Standin implements TsStandin {
       };
       pc.connectionStateChange.subscribe(onPeerState);
       let haveVideo = false;
+      let haveAudio = false;
       pc.onTrack.subscribe((track) => {
+        if (track.kind === "audio" && !haveAudio) {
+          haveAudio = true;
+          // Echoed, stamped as aiortc does: a random origin plus the distance from the first packet.
+          const echo = new AudioEcho((packet) => outputAudioTrack.writeRtp(packet));
+          track.onReceiveRtp.subscribe((packet: RtpPacket) => echo.push(packet));
+          return;
+        }
         if (track.kind !== "video" || haveVideo) return; // only the first track of a kind is used
         haveVideo = true;
         peer.inboundTrackId = track.id ?? track.uuid;
@@ -433,6 +444,12 @@ class Standin implements TsStandin {
             processor.requestKeyframe();
           }
         });
+      }
+      const audio = pc.getTransceivers().find((transceiver) => transceiver.kind === "audio");
+      if (audio) {
+        // ComfyStream answers m=audio with its own sendrecv Opus transceiver (spec §1.2 step 4).
+        audio.sender.replaceTrack(outputAudioTrack);
+        audio.setDirection("sendrecv");
       }
       await pc.setLocalDescription(await pc.createAnswer());
       await waitForGathering(pc);
@@ -466,6 +483,33 @@ class Standin implements TsStandin {
       });
       if (reply) channel.send(JSON.stringify(reply));
     });
+  }
+}
+
+/**
+ * The stand-in's audio: what ComfyStream does with a workflow that has no audio node (spec
+ * comfystream-webrtc §1.4): every packet back, in order, its timestamp a random origin plus the
+ * distance from the first packet received (aiortc's receive-side pts → its sender's timestamps).
+ */
+class AudioEcho {
+  private readonly origin = Math.floor(Math.random() * 2 ** 32);
+  private readonly ssrc = 1 + Math.floor(Math.random() * (2 ** 31 - 1));
+  private first: number | undefined;
+  private sequence = Math.floor(Math.random() * 0x10000);
+
+  constructor(private readonly send: (packet: RtpPacket) => void) {}
+
+  push(packet: RtpPacket): void {
+    this.first ??= packet.header.timestamp;
+    this.sequence = (this.sequence + 1) & 0xffff;
+    const header = new RtpHeader({
+      payloadType: packet.header.payloadType,
+      sequenceNumber: this.sequence,
+      timestamp: (this.origin + ((packet.header.timestamp - this.first) >>> 0)) >>> 0,
+      ssrc: this.ssrc,
+      marker: packet.header.marker,
+    });
+    this.send(new RtpPacket(header, packet.payload));
   }
 }
 
