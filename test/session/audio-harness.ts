@@ -55,6 +55,8 @@ export async function relayWithAudio(
     seconds?: number;
     /** Input parts made one after the other (clock continuous), instead of `audio` and `seconds`. */
     parts?: Array<{ seconds: number; audio?: "aac" | "opus" }>;
+    /** Beeps and flashes at every whole second, for measuring lip-sync on the output. */
+    beepFlash?: boolean;
     /** Default: the werift stand-in in passthrough. */
     comfystream?: { url: string; prompts: object[]; connectTimeoutMs: number };
   },
@@ -71,7 +73,12 @@ export async function relayWithAudio(
   const pts: number[] = [];
   let startSeconds = 10;
   for (const part of parts) {
-    const made = await makeInputSegments({ bFrames: 0, startSeconds, ...part });
+    const made = await makeInputSegments({
+      bFrames: 0,
+      startSeconds,
+      ...part,
+      ...(options.beepFlash ? { beepFlash: true } : {}),
+    });
     segments.push(...made.segments);
     pts.push(...made.pts);
     startSeconds += part.seconds;

@@ -1,5 +1,6 @@
 // Real parts for relay-session tests: a trickle server, real H.264 input made by ffmpeg and cut at
 // keyframes, a paced publisher, an output collector, and both stand-in ComfyStream peers.
+import { BEEP_TONE_SOURCE, FLASH_FILTER } from "../../relay-pod/src/demo/av-sync.js";
 import { execFile } from "node:child_process";
 import { readFile } from "node:fs/promises";
 import { promisify } from "node:util";
@@ -37,6 +38,8 @@ export async function makeInputSegments(options: {
   profile?: "baseline" | "main" | "high";
   /** An audio track (a 440 Hz tone, 48 kHz stereo) in this codec; default none. */
   audio?: "aac" | "opus" | "mp2";
+  /** The tone beeps and the picture flashes white at every whole second (lip-sync: demo/av-sync.ts). */
+  beepFlash?: boolean;
 }): Promise<{ segments: Buffer[]; pts: number[] }> {
   const frameRate = options.frameRate ?? 30;
   const gopSeconds = options.gopSeconds ?? 1;
@@ -52,7 +55,13 @@ export async function makeInputSegments(options: {
       ],
       ...(options.audio
         ? [
-            ...["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", String(options.seconds)],
+            ...[
+              "-f",
+              "lavfi",
+              "-i",
+              options.beepFlash ? BEEP_TONE_SOURCE : "sine=frequency=440:sample_rate=48000",
+            ],
+            ...["-t", String(options.seconds)],
             ...[
               "-ac",
               "2",
@@ -63,6 +72,7 @@ export async function makeInputSegments(options: {
             ],
           ]
         : []),
+      ...(options.beepFlash ? ["-vf", FLASH_FILTER] : []),
       ...[
         "-c:v",
         "libx264",

@@ -119,7 +119,8 @@ export class InputAudioDecoder {
       ffmpegPath: this.ffmpegPath,
       args: [
         ...["-hide_banner", "-loglevel", "error", "-nostdin"],
-        ...["-probesize", "2048", "-analyzeduration", "0", "-fflags", "+nobuffer"],
+        // No "-fflags +nobuffer": it drops the frames read while probing (7 AAC frames, 149 ms early).
+        ...["-probesize", "32", "-analyzeduration", "0"],
         ...["-f", this.codec === "aac" ? "aac" : "loas", "-i", "pipe:0"],
         ...["-vn", "-ac", String(CHANNELS), "-ar", String(OPUS_SAMPLE_RATE)],
         ...["-f", "s16le", "-flush_packets", "1", "pipe:1"],
@@ -156,6 +157,7 @@ export class OpusFrameEncoder {
   private readonly opus = new OpusScript(OPUS_SAMPLE_RATE, CHANNELS, OpusScript.Application.AUDIO);
   private pending: Buffer = Buffer.alloc(0);
   private pendingPts: number | undefined;
+  private silencePacket: Buffer | undefined;
 
   constructor(private readonly onPacket: (packet: Buffer, pts: number) => void) {
     this.opus.encoderCTL(OPUS_SET_COMPLEXITY, OPUS_COMPLEXITY);
@@ -192,6 +194,14 @@ export class OpusFrameEncoder {
 
   close(): void {
     this.opus.delete();
+  }
+
+  /** 20 ms of silence as an Opus packet (made once). */
+  silence(): Buffer {
+    this.silencePacket ??= Buffer.from(
+      this.opus.encode(Buffer.alloc(OPUS_FRAME_SAMPLES * BYTES_PER_SAMPLE), OPUS_FRAME_SAMPLES),
+    );
+    return this.silencePacket;
   }
 
   private emit(frame: Buffer): void {

@@ -227,6 +227,7 @@ export class AudioPath {
             return true;
           },
       output: (pes) => this.keep(pes),
+      fillPauses: toPeer,
       log: this.deps.log,
     });
     const out = transcoder.outputStream;

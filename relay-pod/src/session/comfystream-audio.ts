@@ -9,6 +9,12 @@
  * it received (spec comfystream-webrtc §1.4, aiortc receive-side timing), so the first packet back
  * fixes the offset and every later one maps to the PTS of the packet it came from. A new peer
  * connection learns the offset again.
+ *
+ * Pacing. Input audio arrives a segment at a time; sent in that burst, ComfyStream's queue runs dry
+ * between bursts, and after 1 s without audio it makes a silence frame without a PTS, which kills
+ * aiortc's audio sender for the rest of the connection (seen against the real server: "uint32_add
+ * ... NoneType", no audio back after ~3 s). So packets go out at their own pace (20 ms apart, by
+ * RTP timestamp), and when the input's audio pauses the relay sends Opus silence itself.
  */
 import type { Logger } from "../common/log.js";
 import {
@@ -36,12 +42,24 @@ export interface ComfyStreamAudioOptions {
   send(packet: Buffer, rtpTimestamp: number): boolean;
   /** A PES for the output, at the input PTS it belongs to. */
   output(pes: AudioPes): void;
+  /** Send silence while the input's audio pauses (to ComfyStream: its own silence kills its sender). */
+  fillPauses: boolean;
   log: Logger;
 }
+
+/** Pacer tick; a packet is sent when its RTP time is due on the wall clock. */
+const PACE_TICK_MS = 10;
+/** A queue this far behind its schedule (a stall, a burst after it) is re-anchored to now. */
+const RESYNC_LATE_MS = 500;
+/** No audio due for this long while connected: silence goes out instead (ComfyStream's own dies). */
+const SILENCE_AFTER_MS = 200;
+const FRAME_TICKS_48K = 960;
 
 export interface ComfyStreamAudioStats {
   packetsSent: number;
   packetsNotSent: number;
+  /** Opus silence sent while the input had no audio, to keep ComfyStream's audio sender alive. */
+  silenceSent: number;
   packetsReturned: number;
   decodeErrors: number;
 }
@@ -50,6 +68,7 @@ export class ComfyStreamAudio {
   readonly stats: ComfyStreamAudioStats = {
     packetsSent: 0,
     packetsNotSent: 0,
+    silenceSent: 0,
     packetsReturned: 0,
     decodeErrors: 0,
   };
@@ -63,9 +82,19 @@ export class ComfyStreamAudio {
   /** First RTP timestamp sent on the current connection, and the offset of what comes back. */
   private firstSentOnStream: number | undefined;
   private returnOffset: number | undefined;
+  /** Packets waiting for their time, in RTP timestamp order. */
+  private readonly queue: Array<{ packet: Buffer; rtpTimestamp: number }> = [];
+  /** Wall clock (ms) at which RTP timestamp `paceTimestamp` is due. */
+  private paceWallMs = 0;
+  private paceTimestamp: number | undefined;
+  private lastSentTimestamp: number | undefined;
+  private lastSentWallMs = 0;
+  private readonly pacer: NodeJS.Timeout;
 
   constructor(private readonly options: ComfyStreamAudioOptions) {
-    this.encoder = new OpusFrameEncoder((packet, pts) => this.sendPacket(packet, pts));
+    this.encoder = new OpusFrameEncoder((packet, pts) => this.enqueue(packet, pts));
+    this.pacer = setInterval(() => this.pace(performance.now()), PACE_TICK_MS);
+    this.pacer.unref();
     if (options.outputCodec === "aac") {
       this.aac = new AacFromOpusEncoder(
         options.ffmpegPath,
@@ -119,24 +148,67 @@ export class ComfyStreamAudio {
   }
 
   async stop(): Promise<void> {
+    clearInterval(this.pacer);
     this.encoder.flush();
     this.encoder.close();
     this.stats.decodeErrors = (this.decoder?.decodeErrors ?? 0) + (this.aac?.decodeErrors ?? 0);
     await Promise.all([this.decoder?.stop(), this.aac?.stop()]);
   }
 
-  private sendPacket(packet: Buffer, pts: number): void {
+  private enqueue(packet: Buffer, pts: number): void {
     // A PTS behind the base (the input's clock went back) starts a new base after what was sent.
     if (this.ptsBase === undefined || ptsForwardDistance(this.ptsBase, pts) >= 2 ** 32) {
       this.ptsBase = pts;
     }
     const samples = Math.round((ptsForwardDistance(this.ptsBase, pts) * OPUS_SAMPLE_RATE) / 90_000);
-    const rtpTimestamp = (this.rtpBase + samples) >>> 0;
+    this.queue.push({ packet, rtpTimestamp: (this.rtpBase + samples) >>> 0 });
+  }
+
+  /** Sends what is due; silence when nothing has been for a while (once audio has started). */
+  private pace(nowMs: number): void {
+    const head = this.queue[0];
+    if (head) {
+      const dueAt =
+        this.paceTimestamp === undefined
+          ? undefined
+          : this.paceWallMs + (((head.rtpTimestamp - this.paceTimestamp) | 0) * 1000) / OPUS_SAMPLE_RATE;
+      if (dueAt === undefined || nowMs - dueAt > RESYNC_LATE_MS || dueAt - nowMs > 2 * RESYNC_LATE_MS) {
+        this.paceWallMs = nowMs;
+        this.paceTimestamp = head.rtpTimestamp;
+      }
+      while (this.queue.length > 0) {
+        const next = this.queue[0]!;
+        const due =
+          this.paceWallMs + (((next.rtpTimestamp - this.paceTimestamp!) | 0) * 1000) / OPUS_SAMPLE_RATE;
+        if (due > nowMs) break;
+        this.queue.shift();
+        // Behind what already went (silence filled the gap): RTP time must not run backwards.
+        if (this.lastSentTimestamp !== undefined && ((next.rtpTimestamp - this.lastSentTimestamp) | 0) <= 0)
+          continue;
+        this.send(next.packet, next.rtpTimestamp, nowMs);
+      }
+      return;
+    }
+    if (!this.options.fillPauses) return;
+    if (this.lastSentTimestamp === undefined || nowMs - this.lastSentWallMs < SILENCE_AFTER_MS) return;
+    // The input's audio paused: keep ComfyStream fed, on the same timeline, at the same pace.
+    const frames = Math.floor((nowMs - this.lastSentWallMs) / 20);
+    for (let i = 0; i < frames; i++) {
+      const rtpTimestamp = (this.lastSentTimestamp + FRAME_TICKS_48K) >>> 0;
+      if (this.send(this.encoder.silence(), rtpTimestamp, this.lastSentWallMs + 20)) this.stats.silenceSent++;
+      else break;
+    }
+  }
+
+  private send(packet: Buffer, rtpTimestamp: number, wallMs: number): boolean {
+    this.lastSentTimestamp = rtpTimestamp;
+    this.lastSentWallMs = wallMs;
     if (this.options.send(packet, rtpTimestamp)) {
       this.firstSentOnStream ??= rtpTimestamp;
       this.stats.packetsSent++;
-    } else {
-      this.stats.packetsNotSent++;
+      return true;
     }
+    this.stats.packetsNotSent++;
+    return false;
   }
 }

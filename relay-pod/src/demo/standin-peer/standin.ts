@@ -410,7 +410,14 @@ class Standin implements TsStandin {
         if (track.kind === "audio" && !haveAudio) {
           haveAudio = true;
           // Echoed, stamped as aiortc does: a random origin plus the distance from the first packet.
-          const echo = new AudioEcho((packet) => outputAudioTrack.writeRtp(packet));
+          const echo = new AudioEcho(
+            (packet) => outputAudioTrack.writeRtp(packet),
+            () =>
+              this.logger.warn(
+                { peer: id },
+                "no audio for 1 s: the audio sender died on a silence frame without PTS (as aiortc's does)",
+              ),
+          );
           track.onReceiveRtp.subscribe((packet: RtpPacket) => echo.push(packet));
           return;
         }
@@ -490,16 +497,31 @@ class Standin implements TsStandin {
  * The stand-in's audio: what ComfyStream does with a workflow that has no audio node (spec
  * comfystream-webrtc §1.4): every packet back, in order, its timestamp a random origin plus the
  * distance from the first packet received (aiortc's receive-side pts → its sender's timestamps).
+ * And what the real server does after 1 s without audio: its silence frame has no PTS, aiortc's
+ * audio sender dies on it, and no audio comes back on that connection again.
  */
 class AudioEcho {
   private readonly origin = Math.floor(Math.random() * 2 ** 32);
   private readonly ssrc = 1 + Math.floor(Math.random() * (2 ** 31 - 1));
   private first: number | undefined;
   private sequence = Math.floor(Math.random() * 0x10000);
+  private lastArrivalMs = 0;
+  /** Set once a gap of 1 s killed the sender, as aiortc's does. */
+  senderDead = false;
 
-  constructor(private readonly send: (packet: RtpPacket) => void) {}
+  constructor(
+    private readonly send: (packet: RtpPacket) => void,
+    private readonly onSenderDeath: () => void = () => undefined,
+  ) {}
 
   push(packet: RtpPacket): void {
+    const now = performance.now();
+    if (this.first !== undefined && now - this.lastArrivalMs > 1000 && !this.senderDead) {
+      this.senderDead = true;
+      this.onSenderDeath();
+    }
+    this.lastArrivalMs = now;
+    if (this.senderDead) return;
     this.first ??= packet.header.timestamp;
     this.sequence = (this.sequence + 1) & 0xffff;
     const header = new RtpHeader({
