@@ -306,8 +306,15 @@ describe("trickle server lifecycle", () => {
       timeoutMs: 5000,
     });
     preconnect.req.flushHeaders();
-    await delay(100);
+    // Both requests must have reached the server before it closes (a fixed 100 ms was once too
+    // short on a loaded machine): the reader waits as a subscriber, the POST holds segment 0.
+    for (let waited = 0; waited < 5000; waited += 20) {
+      const { subscribers, segments } = server.stats();
+      if (subscribers === 1 && segments === 1) break;
+      await delay(20);
+    }
     assert.equal(server.stats().subscribers, 1);
+    assert.equal(server.stats().segments, 1);
     await server.close();
     const got = await reader.result;
     assert.equal(got.headers["lp-trickle-closed"], "terminated");

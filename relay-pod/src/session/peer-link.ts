@@ -183,7 +183,8 @@ export class PeerLink {
       // Prompts that changed while the offer was in flight are not in it: send them now.
       if (this.prompts !== offeredPrompts) void this.updatePrompts(this.prompts);
     } catch (err) {
-      if (host.isEnded()) return;
+      // Ending (e.g. the encoder could not start): the aborted offer is not the reason to report.
+      if (host.isEnded() || host.isStopping()) return;
       this.consecutiveConnectFailures++;
       host.setError("ComfyStreamConnectFailed", (err as Error).message);
       this.setWebRtcState("failed");
