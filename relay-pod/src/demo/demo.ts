@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { createWriteStream, mkdirSync, readdirSync, rmSync } from "node:fs";
+import { readFile, readdir } from "node:fs/promises";
 import { availableParallelism, loadavg } from "node:os";
 import { resolve } from "node:path";
 import type { Logger } from "../common/log.js";
@@ -17,6 +18,7 @@ import { onShutdownSignal } from "../common/cli-options.js";
 import type { ProgressLine } from "../common/progress-line.js";
 import { DemoTimeline, FrameStartScanner } from "./measure.js";
 import { summaryLines } from "./summary.js";
+import { BEEP_TONE_SOURCE, FLASH_FILTER, measureAvSync, type AvSyncFigures } from "./av-sync.js";
 import { segmentFileName } from "../trickle/segment-files.js";
 
 /** The synthetic input's keyframe interval; it is cut into input segments at each keyframe. */
@@ -86,7 +88,8 @@ export async function runDemo(opts: DemoOptions, logger: Logger, progress: Progr
   say(`ComfyStream      ${comfystreamUrl}${standin ? `  (stand-in peer, filter "${opts.filter}")` : ""}`);
   say(
     `input            ffmpeg testsrc ${width}x${height} @ ${frameRate} fps for ${duration} s ` +
-      "(x264 zerolatency: no B-frames, a keyframe every 1 s)",
+      "(x264 zerolatency: no B-frames, a keyframe every 1 s) with a 440 Hz tone in AAC; " +
+      "a flash and a beep every second",
   );
   say(`output segments  ${outDir}`);
 
@@ -130,7 +133,7 @@ export async function runDemo(opts: DemoOptions, logger: Logger, progress: Progr
   // once it has keeps the first second of the demo's video.
   await untilConnected(session, PEER_CONNECT_WAIT_MS);
 
-  // Synthetic input: a test pattern with a running clock, encoded as a live encoder would (zerolatency:
+  // Synthetic input: a test pattern with a running clock and a tone, encoded as a live encoder would (zerolatency:
   // no B-frames to reorder, no lookahead held back and flushed in a burst at the end) and cut at
   // keyframes.
   const source = spawn(
@@ -144,8 +147,13 @@ export async function runDemo(opts: DemoOptions, logger: Logger, progress: Progr
       "lavfi",
       "-i",
       `testsrc=size=${width}x${height}:rate=${frameRate}`,
+      // Sound: a tone that beeps, and a white flash in the picture, at every whole second, so
+      // lip-sync can be measured on the output (av-sync.ts).
+      ...["-re", "-f", "lavfi", "-i", BEEP_TONE_SOURCE],
       "-t",
       String(duration),
+      ...["-vf", FLASH_FILTER],
+      ...["-c:a", "aac", "-b:a", "128k", "-ac", "2"],
       "-c:v",
       "libx264",
       "-preset",
@@ -203,6 +211,7 @@ export async function runDemo(opts: DemoOptions, logger: Logger, progress: Progr
   await trickle.close();
 
   const final = session.status();
+  const avSync = await measureOutputAvSync(ffmpeg.path, outDir, logger);
   progress.finish();
   say("");
   say(interrupted ? "demo interrupted" : "demo finished");
@@ -216,11 +225,29 @@ export async function runDemo(opts: DemoOptions, logger: Logger, progress: Progr
     standin: standin !== undefined,
     loadAverage: loadavg()[0]!,
     cpus: availableParallelism(),
+    avSync,
   }))
     say(`  ${line}`);
   const first = resolve(outDir, firstSegmentFile ?? segmentFileName(0));
   say(`  play it:         ffplay ${first}   (or: cat ${outDir}/*.ts | ffplay -)`);
   return final.state === "completed" && outputSegments > 0 ? 0 : 1;
+}
+
+/** Lip-sync of what came out (flash vs beep), or undefined when it cannot be measured. */
+async function measureOutputAvSync(
+  ffmpegPath: string,
+  outDir: string,
+  logger: Logger,
+): Promise<AvSyncFigures | undefined> {
+  try {
+    const files = (await readdir(outDir)).filter((name) => name.endsWith(".ts")).sort();
+    if (files.length === 0) return undefined;
+    const output = Buffer.concat(await Promise.all(files.map((name) => readFile(resolve(outDir, name)))));
+    return await measureAvSync(ffmpegPath, output);
+  } catch (err) {
+    logger.warn({ err: (err as Error).message }, "A/V offset not measured");
+    return undefined;
+  }
 }
 
 async function pumpSource(

@@ -1,3 +1,4 @@
+import type { AvSyncFigures } from "./av-sync.js";
 import type { SessionStatus } from "../session/types.js";
 import { AFTER_IDR_SECONDS, START_UP_SECONDS, type DemoMeasurements } from "./measure.js";
 import { formatBytes } from "../common/format-bytes.js";
@@ -21,6 +22,8 @@ export interface SummaryContext {
   /** The machine's 1-minute load average at the end, and its CPUs: a busy machine explains a tail. */
   loadAverage: number;
   cpus: number;
+  /** Lip-sync measured on the output (flash vs beep); undefined when not measured. */
+  avSync?: AvSyncFigures;
 }
 
 /**
@@ -79,6 +82,20 @@ export function summaryLines(status: SessionStatus, m: DemoMeasurements, context
     more(
       `start-up: the first output frame came ${seconds(m.firstOutputAfterMs / 1000)} after the first input frame`,
     );
+
+  const audio = status.audio;
+  add(
+    "audio",
+    `${audio.reason}; ${audio.codecIn ?? "no input audio"} → ${audio.codecOut ?? "none"}; frames in ` +
+      `${audio.frames.in}, out ${audio.frames.out}, dropped ${audio.frames.dropped}`,
+  );
+  const sync = context.avSync;
+  if (sync && sync.offsetsMs.length > 0)
+    more(
+      `lip-sync on the output: beep − flash p50 ${sync.p50AbsMs} ms, p95 ${sync.p95AbsMs} ms over ` +
+        `${sync.offsetsMs.length} flashes (a viewer notices from ~40 ms)`,
+    );
+  else if (audio.codecOut) more("lip-sync on the output: not measured (no flash/beep pair found)");
 
   const latency = m.latency;
   if (latency) {
