@@ -1,4 +1,5 @@
 /** The overview: every session with its phase, fps, latency and output thumbnail; filters. */
+import { audioSummary, type AudioView } from "./audio.js";
 import { el, fmt } from "./dom.js";
 
 interface OverviewItem {
@@ -9,6 +10,7 @@ interface OverviewItem {
   fps: { input: number; output: number };
   latency_ms: { p50: number | null; p95: number | null };
   thumbnail: number | null;
+  view?: { audio?: AudioView };
 }
 
 const REFRESH_MS = 2000;
@@ -39,9 +41,16 @@ export function showOverview(main: HTMLElement, apiBase: string, signal: AbortSi
         el(
           "tr",
           {},
-          ...["Output", "Session", "Namespace", "Phase", "WebRTC", "fps in / out", "Latency p50 / p95"].map(
-            (h) => el("th", { scope: "col" }, h),
-          ),
+          ...[
+            "Output",
+            "Session",
+            "Namespace",
+            "Phase",
+            "WebRTC",
+            "fps in / out",
+            "Latency p50 / p95",
+            "Audio",
+          ].map((h) => el("th", { scope: "col" }, h)),
         ),
       ),
       body,
@@ -101,5 +110,6 @@ function row(item: OverviewItem, apiBase: string): HTMLTableRowElement {
     el("td", {}, item.webrtc_state),
     el("td", {}, `${fmt(item.fps.input)} / ${fmt(item.fps.output)}`),
     el("td", {}, `${fmt(item.latency_ms.p50, 0, " ms")} / ${fmt(item.latency_ms.p95, 0, " ms")}`),
+    el("td", { class: "audio" }, audioSummary(item.view?.audio)),
   );
 }

@@ -3,6 +3,7 @@
  * editor and the stop button. Edits and stops go to the REST API's own routes with the token.
  */
 import { sendChange } from "./access.js";
+import { audioFacts, type AudioView } from "./audio.js";
 import { SessionGraphs, type Marker, type Sample } from "./charts.js";
 import { el, fmt } from "./dom.js";
 
@@ -22,6 +23,7 @@ type View = Record<string, unknown> & {
   ffmpeg_restarts: number;
   prompts_generation: number;
   last_error: { reason: string; message: string; at: string } | null;
+  audio?: AudioView;
   phase?: string;
   conditions?: { type: string; status: string; reason?: string; message?: string }[];
 };
@@ -109,7 +111,7 @@ export function showSession(main: HTMLElement, apiBase: string, id: string, sign
     editor.value = JSON.stringify(prompts, null, 2);
   };
   const showView = (view: View) => {
-    const rows: [string, string][] = [
+    const rows: [string, string, string?][] = [
       ["State", view.phase ? `${view.phase} (relay: ${view.status})` : view.status],
       ["WebRTC / ICE", view.webrtc_state],
       ["Mode", view.mode],
@@ -119,6 +121,7 @@ export function showSession(main: HTMLElement, apiBase: string, id: string, sign
       ["fps in / out", `${fmt(view.fps.input)} / ${fmt(view.fps.output)}`],
       ["Latency p50 / p95", `${fmt(view.latency_ms.p50, 0, " ms")} / ${fmt(view.latency_ms.p95, 0, " ms")}`],
       ["Reconnects", String(view.reconnects)],
+      ...audioFacts(view.audio).map(([id, label, value]): [string, string, string] => [label, value, id]),
       ["ffmpeg restarts", String(view.ffmpeg_restarts)],
       ["Prompts generation", String(view.prompts_generation)],
       [
@@ -128,7 +131,9 @@ export function showSession(main: HTMLElement, apiBase: string, id: string, sign
           : "none",
       ],
     ];
-    facts.replaceChildren(...rows.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
+    facts.replaceChildren(
+      ...rows.flatMap(([k, v, id]) => [el("dt", {}, k), el("dd", id ? { id: `fact-${id}` } : {}, v)]),
+    );
     conditions.replaceChildren(
       ...(view.conditions ?? []).map((c) =>
         el(
