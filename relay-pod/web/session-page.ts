@@ -24,6 +24,9 @@ type View = Record<string, unknown> & {
   prompts_generation: number;
   last_error: { reason: string; message: string; at: string } | null;
   audio?: AudioView;
+  /** The gateway's: the REST API's id of the session, null where its REST API cannot change it. */
+  rest_id?: string | null;
+  namespace?: string;
   phase?: string;
   conditions?: { type: string; status: string; reason?: string; message?: string }[];
 };
@@ -63,6 +66,9 @@ export function showSession(main: HTMLElement, apiBase: string, id: string, sign
   const apply = el("button", { type: "submit", id: "apply-prompts" }, "Apply prompts");
   const stop = el("button", { type: "button", id: "stop", class: "danger" }, "Stop session…");
   const stopResult = el("p", { id: "stop-result", role: "alert", class: "result" });
+  const readOnly = el("p", { id: "read-only-note", class: "muted", hidden: "" });
+  // Where changes go: the REST API's id (the gateway's differs from the page's key in other namespaces).
+  let restId: string | null = id;
   const form = el(
     "form",
     { id: "prompts-form", class: "prompts" },
@@ -89,7 +95,13 @@ export function showSession(main: HTMLElement, apiBase: string, id: string, sign
     ),
     el("section", { "aria-labelledby": "facts-h" }, el("h3", { id: "facts-h" }, "State"), facts, conditions),
     el("section", { "aria-labelledby": "graphs-h" }, el("h3", { id: "graphs-h" }, "Last minutes"), graphs),
-    el("section", { "aria-labelledby": "prompts-h" }, el("h3", { id: "prompts-h" }, "Prompts"), form),
+    el(
+      "section",
+      { "aria-labelledby": "prompts-h" },
+      el("h3", { id: "prompts-h" }, "Prompts"),
+      readOnly,
+      form,
+    ),
     el("section", { "aria-labelledby": "stop-h" }, el("h3", { id: "stop-h" }, "Stop"), stop, stopResult),
   );
   const charts = new SessionGraphs(graphs);
@@ -111,6 +123,15 @@ export function showSession(main: HTMLElement, apiBase: string, id: string, sign
     editor.value = JSON.stringify(prompts, null, 2);
   };
   const showView = (view: View) => {
+    if (view.rest_id !== undefined && view.rest_id !== restId) {
+      restId = view.rest_id;
+      apply.disabled = stop.disabled = restId === null;
+      readOnly.hidden = restId !== null;
+      readOnly.textContent =
+        restId === null
+          ? `Read-only here: the gateway changes only the sessions of its own namespace. Edit spec.prompts or delete RelaySession ${id} with kubectl.`
+          : "";
+    }
     const rows: [string, string, string?][] = [
       ["State", view.phase ? `${view.phase} (relay: ${view.status})` : view.status],
       ["WebRTC / ICE", view.webrtc_state],
@@ -182,7 +203,8 @@ export function showSession(main: HTMLElement, apiBase: string, id: string, sign
       return;
     }
     apply.disabled = true;
-    void sendChange("POST", `/session/${enc}/prompts`, { prompts })
+    if (restId === null) return;
+    void sendChange("POST", `/session/${encodeURIComponent(restId)}/prompts`, { prompts })
       .then((reply) => {
         editor.setAttribute("aria-invalid", String(!reply.ok));
         if (reply.ok) editorTouched = false;
@@ -191,8 +213,8 @@ export function showSession(main: HTMLElement, apiBase: string, id: string, sign
       .finally(() => (apply.disabled = false));
   });
   stop.addEventListener("click", () => {
-    if (!window.confirm(`Stop session ${id}? Its output stream ends.`)) return;
-    void sendChange("DELETE", `/session/${enc}`).then((reply) =>
+    if (restId === null || !window.confirm(`Stop session ${id}? Its output stream ends.`)) return;
+    void sendChange("DELETE", `/session/${encodeURIComponent(restId)}`).then((reply) =>
       showResult(stopResult, reply.ok, reply.ok ? "stopped" : explain(reply.status, reply.error)),
     );
   });
