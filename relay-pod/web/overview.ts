@@ -57,12 +57,17 @@ export function showOverview(main: HTMLElement, apiBase: string, signal: AbortSi
     ),
   );
   let items: OverviewItem[] = [];
+  // The gateway's: namespaces it watches but may not read (RBAC), said rather than hidden.
+  let unreadable: { namespace: string; reason: string }[] = [];
   const render = () => {
     const ns = namespaceFilter.value;
     const phase = phaseFilter.value;
     const shown = items.filter((i) => (!ns || (i.namespace ?? "") === ns) && (!phase || i.phase === phase));
     body.replaceChildren(...shown.map((item) => row(item, apiBase)));
-    status.textContent = `${shown.length} of ${items.length} sessions`;
+    const missing = unreadable.map((u) => `${u.namespace} (${u.reason})`).join(", ");
+    status.textContent =
+      `${shown.length} of ${items.length} sessions` +
+      (missing ? `; could not read namespace ${missing}` : "");
   };
   const setOptions = (select: HTMLSelectElement, values: string[]) => {
     const current = select.value;
@@ -77,7 +82,12 @@ export function showOverview(main: HTMLElement, apiBase: string, signal: AbortSi
   const refresh = async () => {
     try {
       const res = await fetch(`${apiBase}/sessions`, { signal });
-      items = ((await res.json()) as { sessions: OverviewItem[] }).sessions;
+      const body = (await res.json()) as {
+        sessions: OverviewItem[];
+        unreadable_namespaces?: { namespace: string; reason: string }[];
+      };
+      items = body.sessions;
+      unreadable = body.unreadable_namespaces ?? [];
       setOptions(namespaceFilter, [...new Set(items.map((i) => i.namespace ?? ""))].filter(Boolean).sort());
       setOptions(phaseFilter, [...new Set(items.map((i) => i.phase))].sort());
       render();

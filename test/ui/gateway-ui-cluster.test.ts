@@ -130,6 +130,10 @@ describe("gateway session pages across namespaces", { skip: assets.skipReason, t
         await page.locator(`tr[data-session="${watched}/cam-x"]`).waitFor({ timeout: 10_000 });
         await page.selectOption("#filter-namespace", watched);
         assert.equal(await page.locator("#sessions tbody tr").count(), 1);
+        assert.match(
+          await page.innerText("main [role=status]"),
+          new RegExp(`^1 of 2 sessions; could not read namespace ${denied} \\(HTTP 403\\)$`),
+        );
         await page.click(`a[href="#/session/${encodeURIComponent(`${watched}/cam-x`)}"]`);
         await page.locator("#read-only-note").waitFor({ state: "visible", timeout: 10_000 });
         assert.match(
