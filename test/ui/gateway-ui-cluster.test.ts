@@ -114,6 +114,14 @@ describe("gateway session pages across namespaces", { skip: assets.skipReason, t
     assert.match(text, /event: snapshot\ndata: .*"namespace":"ui-watched"/);
     assert.match(text, /"rest_id":null/);
     await reader.cancel();
+    // A relay pod's metrics call its session NAMESPACE/NAME (the alerts link to that): it works for
+    // the gateway's own namespace too, where the overview uses the REST API's id.
+    const homeSession = await events(`${home}/cam-home`);
+    assert.equal(homeSession.status, 200);
+    assert.match(
+      new TextDecoder().decode((await homeSession.body!.getReader().read()).value),
+      /"rest_id":"cam-home"/,
+    );
     assert.equal((await events(`${unwatched}/cam-x`)).status, 404, "readable, but not watched");
     assert.equal((await events(`${denied}/cam-x`)).status, 404, "watched, but not readable");
     assert.equal((await events(`${watched}/cam-x/../x`)).status, 404);
