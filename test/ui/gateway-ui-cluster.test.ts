@@ -104,6 +104,25 @@ describe("gateway session pages across namespaces", { skip: assets.skipReason, t
     assert.match(body.unreadable_namespaces[0].reason, /403/);
   });
 
+  it("lists every namespace's sessions when the operator watches the whole cluster", async () => {
+    const admin = new KubeConfig();
+    admin.loadFromFile(cp.kubeconfigPath);
+    const clusterWide = buildGatewayServer({ kubeConfig: admin, namespace: home, token, uiNamespaces: [] });
+    try {
+      const url = (await clusterWide.listen({ host: "127.0.0.1", port: 0 })).replace(/\/$/, "");
+      const body = (await (await fetch(`${url}/ui/api/sessions`)).json()) as Any;
+      assert.deepEqual((body.sessions as Any[]).map((s) => s.id).sort(), [
+        "cam-home",
+        `${denied}/cam-x`,
+        `${unwatched}/cam-x`,
+        `${watched}/cam-x`,
+      ]);
+      assert.deepEqual(body.unreadable_namespaces, []);
+    } finally {
+      await clusterWide.close();
+    }
+  });
+
   it("streams a watched namespace's session; unwatched and unreadable ones are not found", async () => {
     const events = (key: string) => fetch(`${baseUrl}/ui/api/sessions/${encodeURIComponent(key)}/events`);
     const res = await events(`${watched}/cam-x`);
