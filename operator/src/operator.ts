@@ -466,6 +466,8 @@ export class Operator extends EventEmitter {
       namespace: gateway.namespace,
       token,
       logger: this.log,
+      // The session pages list what the operator watches; its RBAC lets it read those sessions.
+      uiNamespaces: this.options.namespaces,
     });
     await app.listen({ port: gateway.port, host: this.options.bindAddress });
     this.gatewayServer = app as unknown as FastifyInstance;

@@ -1,4 +1,5 @@
 /** The overview: every session with its phase, fps, latency and output thumbnail; filters. */
+import { audioSummary, type AudioView } from "./audio.js";
 import { el, fmt } from "./dom.js";
 
 interface OverviewItem {
@@ -9,6 +10,7 @@ interface OverviewItem {
   fps: { input: number; output: number };
   latency_ms: { p50: number | null; p95: number | null };
   thumbnail: number | null;
+  view?: { audio?: AudioView };
 }
 
 const REFRESH_MS = 2000;
@@ -39,21 +41,33 @@ export function showOverview(main: HTMLElement, apiBase: string, signal: AbortSi
         el(
           "tr",
           {},
-          ...["Output", "Session", "Namespace", "Phase", "WebRTC", "fps in / out", "Latency p50 / p95"].map(
-            (h) => el("th", { scope: "col" }, h),
-          ),
+          ...[
+            "Output",
+            "Session",
+            "Namespace",
+            "Phase",
+            "WebRTC",
+            "fps in / out",
+            "Latency p50 / p95",
+            "Audio",
+          ].map((h) => el("th", { scope: "col" }, h)),
         ),
       ),
       body,
     ),
   );
   let items: OverviewItem[] = [];
+  // The gateway's: namespaces it watches but may not read (RBAC), said rather than hidden.
+  let unreadable: { namespace: string; reason: string }[] = [];
   const render = () => {
     const ns = namespaceFilter.value;
     const phase = phaseFilter.value;
     const shown = items.filter((i) => (!ns || (i.namespace ?? "") === ns) && (!phase || i.phase === phase));
     body.replaceChildren(...shown.map((item) => row(item, apiBase)));
-    status.textContent = `${shown.length} of ${items.length} sessions`;
+    const missing = unreadable.map((u) => `${u.namespace} (${u.reason})`).join(", ");
+    status.textContent =
+      `${shown.length} of ${items.length} sessions` +
+      (missing ? `; could not read namespace ${missing}` : "");
   };
   const setOptions = (select: HTMLSelectElement, values: string[]) => {
     const current = select.value;
@@ -68,7 +82,12 @@ export function showOverview(main: HTMLElement, apiBase: string, signal: AbortSi
   const refresh = async () => {
     try {
       const res = await fetch(`${apiBase}/sessions`, { signal });
-      items = ((await res.json()) as { sessions: OverviewItem[] }).sessions;
+      const body = (await res.json()) as {
+        sessions: OverviewItem[];
+        unreadable_namespaces?: { namespace: string; reason: string }[];
+      };
+      items = body.sessions;
+      unreadable = body.unreadable_namespaces ?? [];
       setOptions(namespaceFilter, [...new Set(items.map((i) => i.namespace ?? ""))].filter(Boolean).sort());
       setOptions(phaseFilter, [...new Set(items.map((i) => i.phase))].sort());
       render();
@@ -101,5 +120,6 @@ function row(item: OverviewItem, apiBase: string): HTMLTableRowElement {
     el("td", {}, item.webrtc_state),
     el("td", {}, `${fmt(item.fps.input)} / ${fmt(item.fps.output)}`),
     el("td", {}, `${fmt(item.latency_ms.p50, 0, " ms")} / ${fmt(item.latency_ms.p95, 0, " ms")}`),
+    el("td", { class: "audio" }, audioSummary(item.view?.audio)),
   );
 }

@@ -3,6 +3,7 @@
  * editor and the stop button. Edits and stops go to the REST API's own routes with the token.
  */
 import { sendChange } from "./access.js";
+import { audioFacts, type AudioView } from "./audio.js";
 import { SessionGraphs, type Marker, type Sample } from "./charts.js";
 import { el, fmt } from "./dom.js";
 
@@ -22,6 +23,10 @@ type View = Record<string, unknown> & {
   ffmpeg_restarts: number;
   prompts_generation: number;
   last_error: { reason: string; message: string; at: string } | null;
+  audio?: AudioView;
+  /** The gateway's: the REST API's id of the session, null where its REST API cannot change it. */
+  rest_id?: string | null;
+  namespace?: string;
   phase?: string;
   conditions?: { type: string; status: string; reason?: string; message?: string }[];
 };
@@ -61,6 +66,9 @@ export function showSession(main: HTMLElement, apiBase: string, id: string, sign
   const apply = el("button", { type: "submit", id: "apply-prompts" }, "Apply prompts");
   const stop = el("button", { type: "button", id: "stop", class: "danger" }, "Stop session…");
   const stopResult = el("p", { id: "stop-result", role: "alert", class: "result" });
+  const readOnly = el("p", { id: "read-only-note", class: "muted", hidden: "" });
+  // Where changes go: the REST API's id (the gateway's differs from the page's key in other namespaces).
+  let restId: string | null = id;
   const form = el(
     "form",
     { id: "prompts-form", class: "prompts" },
@@ -87,7 +95,13 @@ export function showSession(main: HTMLElement, apiBase: string, id: string, sign
     ),
     el("section", { "aria-labelledby": "facts-h" }, el("h3", { id: "facts-h" }, "State"), facts, conditions),
     el("section", { "aria-labelledby": "graphs-h" }, el("h3", { id: "graphs-h" }, "Last minutes"), graphs),
-    el("section", { "aria-labelledby": "prompts-h" }, el("h3", { id: "prompts-h" }, "Prompts"), form),
+    el(
+      "section",
+      { "aria-labelledby": "prompts-h" },
+      el("h3", { id: "prompts-h" }, "Prompts"),
+      readOnly,
+      form,
+    ),
     el("section", { "aria-labelledby": "stop-h" }, el("h3", { id: "stop-h" }, "Stop"), stop, stopResult),
   );
   const charts = new SessionGraphs(graphs);
@@ -109,7 +123,16 @@ export function showSession(main: HTMLElement, apiBase: string, id: string, sign
     editor.value = JSON.stringify(prompts, null, 2);
   };
   const showView = (view: View) => {
-    const rows: [string, string][] = [
+    if (view.rest_id !== undefined && view.rest_id !== restId) {
+      restId = view.rest_id;
+      apply.disabled = stop.disabled = restId === null;
+      readOnly.hidden = restId !== null;
+      readOnly.textContent =
+        restId === null
+          ? `Read-only here: the gateway changes only the sessions of its own namespace. Edit spec.prompts or delete RelaySession ${id} with kubectl.`
+          : "";
+    }
+    const rows: [string, string, string?][] = [
       ["State", view.phase ? `${view.phase} (relay: ${view.status})` : view.status],
       ["WebRTC / ICE", view.webrtc_state],
       ["Mode", view.mode],
@@ -119,6 +142,7 @@ export function showSession(main: HTMLElement, apiBase: string, id: string, sign
       ["fps in / out", `${fmt(view.fps.input)} / ${fmt(view.fps.output)}`],
       ["Latency p50 / p95", `${fmt(view.latency_ms.p50, 0, " ms")} / ${fmt(view.latency_ms.p95, 0, " ms")}`],
       ["Reconnects", String(view.reconnects)],
+      ...audioFacts(view.audio).map(([id, label, value]): [string, string, string] => [label, value, id]),
       ["ffmpeg restarts", String(view.ffmpeg_restarts)],
       ["Prompts generation", String(view.prompts_generation)],
       [
@@ -128,7 +152,9 @@ export function showSession(main: HTMLElement, apiBase: string, id: string, sign
           : "none",
       ],
     ];
-    facts.replaceChildren(...rows.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
+    facts.replaceChildren(
+      ...rows.flatMap(([k, v, id]) => [el("dt", {}, k), el("dd", id ? { id: `fact-${id}` } : {}, v)]),
+    );
     conditions.replaceChildren(
       ...(view.conditions ?? []).map((c) =>
         el(
@@ -177,7 +203,8 @@ export function showSession(main: HTMLElement, apiBase: string, id: string, sign
       return;
     }
     apply.disabled = true;
-    void sendChange("POST", `/session/${enc}/prompts`, { prompts })
+    if (restId === null) return;
+    void sendChange("POST", `/session/${encodeURIComponent(restId)}/prompts`, { prompts })
       .then((reply) => {
         editor.setAttribute("aria-invalid", String(!reply.ok));
         if (reply.ok) editorTouched = false;
@@ -186,8 +213,8 @@ export function showSession(main: HTMLElement, apiBase: string, id: string, sign
       .finally(() => (apply.disabled = false));
   });
   stop.addEventListener("click", () => {
-    if (!window.confirm(`Stop session ${id}? Its output stream ends.`)) return;
-    void sendChange("DELETE", `/session/${enc}`).then((reply) =>
+    if (restId === null || !window.confirm(`Stop session ${id}? Its output stream ends.`)) return;
+    void sendChange("DELETE", `/session/${encodeURIComponent(restId)}`).then((reply) =>
       showResult(stopResult, reply.ok, reply.ok ? "stopped" : explain(reply.status, reply.error)),
     );
   });

@@ -71,6 +71,18 @@ describe("session pages on the operator's gateway", { skip: assets.skipReason, t
       outputFps,
       latencyMs: { p50: 120, p95: 180 },
       reconnects: 0,
+      audio: {
+        mode: "passthrough" as const,
+        reason: "auto → passthrough: the workflow has no audio node",
+        codecIn: "opus" as const,
+        codecOut: "opus" as const,
+        framesIn: 1500,
+        framesOut: 1480,
+        framesDropped: 2,
+        framesCorrupt: 0,
+        queue: { size: 3, capacity: 512 },
+        avOffsetMs: 20,
+      },
     },
   });
 
@@ -177,6 +189,10 @@ describe("session pages on the operator's gateway", { skip: assets.skipReason, t
         await page.click('a[href="#/session/cam-1"]');
         await page.locator("#facts").getByText("Running").first().waitFor({ timeout: 10_000 });
         assert.match(await page.innerText("#conditions"), /Ready=True \(Running\): frames flow/);
+        // The audio as the relay pod reported it in status.relay.audio.
+        assert.equal(await page.innerText("#fact-audio"), "passthrough (opus → opus)");
+        assert.equal(await page.innerText("#fact-audio-frames"), "1500 / 1480 / 2 / 0");
+        assert.equal(await page.innerText("#fact-audio-queue"), "3 of 512 / 20 ms");
         await page.screenshot({ path: join(OUTPUT_DIR, "gateway-session.png"), fullPage: true });
       } finally {
         await browser.close();

@@ -26,7 +26,7 @@ describe("session pages in a real browser", { skip, timeout: 180_000 }, () => {
 
   before(async () => {
     mkdirSync(OUTPUT_DIR, { recursive: true });
-    scenario = await startUiScenario({ seconds: 90, apiToken: TOKEN, peerMode: "filter" });
+    scenario = await startUiScenario({ seconds: 90, apiToken: TOKEN, peerMode: "filter", audio: "aac" });
     // As root, Chromium refuses to start with its sandbox; the test's network namespace holds only lo.
     browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"] });
     page = await browser.newPage({ viewport: { width: 1280, height: 1000 } });
@@ -42,10 +42,13 @@ describe("session pages in a real browser", { skip, timeout: 180_000 }, () => {
     const row = page.locator(`tr[data-session="${scenario.sessionId}"]`);
     await row.waitFor({ timeout: 10_000 });
     assert.match(await row.innerText(), /running|connecting/);
+    assert.equal(await row.locator("td.audio").innerText(), "passthrough (aac → aac)");
     // Listed sessions get thumbnails too (the overview polls every 2 s).
     await row.locator("img").waitFor({ timeout: 15_000 });
-    await page.selectOption("#filter-phase", { label: "stopped" }).catch(() => undefined);
-    await page.waitForTimeout(100);
+    // The phase filter keeps the row under its own phase (no other phase is offered while one runs).
+    const phase = await row.locator(".phase").innerText();
+    await page.selectOption("#filter-phase", phase);
+    assert.equal(await row.count(), 1);
     await page.selectOption("#filter-phase", "");
     await page.screenshot({ path: path.join(OUTPUT_DIR, "overview.png"), fullPage: true });
   });
@@ -73,6 +76,16 @@ describe("session pages in a real browser", { skip, timeout: 180_000 }, () => {
       return { w: naturalWidth, h: naturalHeight };
     });
     assert.ok(size.w > 0 && size.h > 0, `the output thumbnail decodes as an image (${size.w}x${size.h})`);
+  });
+
+  it("shows the audio: mode, codecs in and out, why, and frames that keep coming", async () => {
+    assert.equal(await page.innerText("#fact-audio"), "passthrough (aac → aac)");
+    const status = scenario.sessions.get(scenario.sessionId)!.status();
+    assert.equal(await page.innerText("#fact-audio-reason"), status.audio.reason);
+    const framesIn = async () => Number((await page.innerText("#fact-audio-frames")).split(" / ")[0]);
+    const before = await framesIn();
+    await waitFor(async () => (await framesIn()) > before, 5000, "audio frames in to grow");
+    assert.match(await page.innerText("#fact-audio-queue"), /^\d+ of \d+ \/ /);
   });
 
   it("refuses a prompt edit and a stop without the token, and says so in place", async () => {

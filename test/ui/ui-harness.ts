@@ -37,13 +37,20 @@ export async function startUiScenario(options: {
   /** The stand-in's mode: "filter" changes the picture (negate), so input and output differ. */
   peerMode?: "passthrough" | "filter";
   sessionId?: string;
+  /** An audio track in the input (passed through to the output by default). */
+  audio?: "aac" | "opus";
 }): Promise<UiScenario> {
   const cleanups: Array<() => Promise<unknown> | unknown> = [];
   const stop = async () => {
     for (const cleanup of cleanups.reverse()) await Promise.resolve(cleanup()).catch(() => undefined);
   };
   try {
-    const { segments } = await makeInputSegments({ seconds: options.seconds, size: "320x240", bFrames: 0 });
+    const { segments } = await makeInputSegments({
+      seconds: options.seconds,
+      size: "320x240",
+      bFrames: 0,
+      ...(options.audio ? { audio: options.audio } : {}),
+    });
     const { server: trickle, base } = await startTrickle(["in", "in-out"]);
     cleanups.push(() => trickle.close());
     const peer = await startTsStandin({

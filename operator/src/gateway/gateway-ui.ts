@@ -1,18 +1,20 @@
 /**
  * The session pages (relay-pod/web, bundled into dist/web) served by the REST gateway under /ui/,
- * over the RelaySessions of the gateway's namespace. The same reads as the standalone service's
+ * over the RelaySessions of the namespaces the operator watches (gateway-ui-sessions.ts: which ones,
+ * and how a page names one). The same reads as the standalone service's
  * (relay-pod/src/server/ui-routes.ts), answered from the resources instead of live sessions:
  *
  *   GET /ui/api/access                 whether the caller's Authorization header carries the token
- *   GET /ui/api/sessions               every RelaySession: phase, WebRTC state, fps, latency
- *   GET /ui/api/sessions/{id}/events   server-sent events: a snapshot, then a tick a second with
+ *   GET /ui/api/sessions               every RelaySession the pages show: phase, WebRTC state, fps,
+ *                                      latency, audio; and the namespaces that could not be read
+ *   GET /ui/api/sessions/{key}/events  server-sent events: a snapshot, then a tick a second with
  *                                      the resource as it is then (status.relay, phase, conditions)
  *
  * The figures are as fresh as the relay pod's last status.relay report, not a second old as on
  * the standalone service, and there are no thumbnails: the relay pod serves no HTTP to fetch them
  * from. Reads need no token (the page is read-only without one) and leave the stream URLs out;
  * prompt edits and stops go to the gateway's own POST /session/{id}/prompts and DELETE
- * /session/{id}, which need the token as always.
+ * /session/{id}, which need the token as always and reach only the gateway's namespace.
  */
 import path from "node:path";
 import { existsSync } from "node:fs";
@@ -22,8 +24,8 @@ import type { CustomObjectsApi } from "@kubernetes/client-node";
 import type { FastifyReply, FastifyRequest } from "fastify";
 import type { RelaySession } from "../../../crds/src/index.js";
 import { sendError, type Logger } from "../../../relay-pod/src/index.js";
-import { sessionNameForId } from "./session-names.js";
-import { relaySessionView, sessionIdOf } from "./session-view.js";
+import { UiSessions, type UiResource } from "./gateway-ui-sessions.js";
+import { relaySessionView } from "./session-view.js";
 
 const UI_PATH = "/ui/";
 const TICK_MS = 1000;
@@ -44,7 +46,9 @@ export function isGatewayUiRead(method: string, url: string): boolean {
 
 export interface GatewayUiOptions {
   customObjects: CustomObjectsApi;
-  resource: { group: string; version: string; plural: string; namespace: string };
+  resource: UiResource;
+  /** The namespaces the operator watches ([]: all); the gateway's own is always listed. */
+  watchNamespaces?: readonly string[];
   isAuthorized: (authorizationHeader: string | undefined) => boolean;
   logger: Logger;
   assetsDir?: string;
@@ -56,6 +60,7 @@ type AnyFastify = any;
 
 export function installGatewayUi(app: AnyFastify, options: GatewayUiOptions): void {
   const { customObjects, resource, isAuthorized, logger } = options;
+  const sessions = new UiSessions(customObjects, resource, options.watchNamespaces ?? [resource.namespace]);
   const assetsDir = options.assetsDir ?? DEFAULT_ASSETS_DIR;
   // Open event streams, ended before the server closes: close() would otherwise wait for them.
   const streams = new Set<() => void>();
@@ -80,12 +85,13 @@ export function installGatewayUi(app: AnyFastify, options: GatewayUiOptions): vo
 
   app.get("/ui/api/sessions", async (request: FastifyRequest) => {
     const showUrls = isAuthorized(request.headers.authorization);
-    const list = (await customObjects.listNamespacedCustomObject(resource)) as { items: RelaySession[] };
+    const list = await sessions.list();
     return {
-      sessions: list.items.map((session) => {
-        const view = pageView(session, showUrls);
+      unreadable_namespaces: list.unreadable,
+      sessions: list.sessions.map((session) => {
+        const view = pageView(session, showUrls, sessions.restIdOf(session));
         return {
-          id: sessionIdOf(session),
+          id: sessions.keyOf(session),
           namespace: session.metadata.namespace ?? resource.namespace,
           phase: session.status?.phase ?? "Pending",
           webrtc_state: view.webrtc_state,
@@ -98,24 +104,13 @@ export function installGatewayUi(app: AnyFastify, options: GatewayUiOptions): vo
     };
   });
 
-  const read = async (id: string): Promise<RelaySession | undefined> => {
-    try {
-      return (await customObjects.getNamespacedCustomObject({
-        ...resource,
-        name: sessionNameForId(id),
-      })) as RelaySession;
-    } catch {
-      return undefined;
-    }
-  };
-
   app.get(
     "/ui/api/sessions/:id/events",
     async (request: FastifyRequest<{ Params: { id: string } }>, reply: FastifyReply) => {
       const { id } = request.params;
-      const first = await read(id);
-      if (!first)
-        return sendError(reply, 404, `session ${JSON.stringify(id)} not found in ${resource.namespace}`);
+      const first = await sessions.read(id);
+      if (!first) return sendError(reply, 404, `session ${JSON.stringify(id)} not found`);
+      const restId = sessions.restIdOf(first);
       const showUrls = isAuthorized(request.headers.authorization);
       reply.hijack();
       const res = reply.raw;
@@ -127,7 +122,7 @@ export function installGatewayUi(app: AnyFastify, options: GatewayUiOptions): vo
       const send = (event: string, data: unknown) =>
         res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
       const history = new ViewHistory();
-      const firstView = pageView(first, showUrls);
+      const firstView = pageView(first, showUrls, restId);
       send("snapshot", {
         view: firstView,
         history: { samples: [], markers: history.record(firstView).markers },
@@ -139,14 +134,15 @@ export function installGatewayUi(app: AnyFastify, options: GatewayUiOptions): vo
       const timer = setInterval(() => {
         if (busy) return;
         busy = true;
-        void read(id)
+        void sessions
+          .read(id)
           .then((session) => {
             if (!session) {
               send("gone", {});
               stop();
               return;
             }
-            const view = pageView(session, showUrls);
+            const view = pageView(session, showUrls, restId);
             const newPrompts = JSON.stringify(session.spec.prompts ?? null);
             send("tick", {
               view,
@@ -181,10 +177,15 @@ type View = Record<string, unknown> & {
   phase: string | null;
 };
 
-/** The gateway's session view with the resource's conditions, minus stream URLs for readers. */
-function pageView(session: RelaySession, showUrls: boolean): View {
+/**
+ * The gateway's session view with the resource's conditions, minus stream URLs for readers, and
+ * `rest_id`: the REST API's id of the session, null where the REST API does not reach it (another
+ * namespace), so the page offers no edit or stop there.
+ */
+function pageView(session: RelaySession, showUrls: boolean, restId: string | null): View {
   const view = relaySessionView(session) as View;
   view.conditions = session.status?.conditions ?? [];
+  view.rest_id = restId;
   if (!showUrls) for (const field of STREAM_URL_FIELDS) if (view[field]) view[field] = "(hidden)";
   return view;
 }

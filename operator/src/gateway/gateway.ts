@@ -70,7 +70,7 @@ export type GatewaySessionDefaults = Pick<
 export interface GatewayOptions {
   /** Credentials the gateway acts with; it needs relaysessions create/get/list/patch/delete. */
   kubeConfig: KubeConfig;
-  /** Where sessions are created, and the only namespace the gateway reads. */
+  /** Where sessions are created, and the only namespace the REST API reads (see uiNamespaces). */
   namespace: string;
   /** The bearer token callers must send (see readGatewayToken). */
   token: string;
@@ -78,6 +78,11 @@ export interface GatewayOptions {
   defaults?: GatewaySessionDefaults;
   /** The session pages under /ui/ (gateway-ui.ts): on unless false. */
   ui?: boolean;
+  /**
+   * Namespaces the session pages list, read-only, besides `namespace` (the operator's watched
+   * namespaces; [] means all). Unset: `namespace` only.
+   */
+  uiNamespaces?: readonly string[];
 }
 
 export type GatewayServer = FastifyInstance<http.Server, http.IncomingMessage, http.ServerResponse, Logger>;
@@ -152,7 +157,14 @@ export function buildGatewayServer(options: GatewayOptions): GatewayServer {
         : describeError(err),
   );
 
-  if (options.ui !== false) installGatewayUi(app, { customObjects, resource, isAuthorized, logger });
+  if (options.ui !== false)
+    installGatewayUi(app, {
+      customObjects,
+      resource,
+      isAuthorized,
+      logger,
+      ...(options.uiNamespaces ? { watchNamespaces: options.uiNamespaces } : {}),
+    });
 
   /** The session with standalone id `id`, or undefined after a 404 reply has been sent. */
   async function readSession(id: string, reply: FastifyReply): Promise<RelaySession | undefined> {
