@@ -74,6 +74,8 @@ async function main(): Promise<void> {
       workflows: { type: "string", default: "passthrough,slowBlur" },
       "peer-window": { type: "string" },
       repeat: { type: "string", default: "1" },
+      audio: { type: "boolean", default: false },
+      rounds: { type: "string", default: "2" },
       help: { type: "boolean", short: "h", default: false },
     },
   });
@@ -102,7 +104,13 @@ async function main(): Promise<void> {
         "the current build (dist/, or --after REF built the same way); --peer-window N goes to the\n" +
         "latter only. --repeat N runs N before/after pairs per workflow (order alternating).\n" +
         "Needs the peer set up (npm test's setup does it as root).\n" +
-        "Default output bench-results/relay-real-comfystream.json.\n",
+        "Default output bench-results/relay-real-comfystream.json.\n" +
+        "\n" +
+        "npm run bench:relay -- --audio [--seconds 60] [--rounds 2] [--out FILE]\n" +
+        "One 512x512 session with a beeping AAC tone and flashing picture per --audio mode (none,\n" +
+        "passthrough, comfystream; order alternating per round): relay CPU and its extra over none,\n" +
+        "video latency, audio frames, lip-sync measured on the output. Default output\n" +
+        "bench-results/relay-audio.json.\n",
     );
     return;
   }
@@ -157,6 +165,23 @@ async function main(): Promise<void> {
       `${figures.status.dropped} | ${figures.notReturnedByPeer} | ${figures.unexplainedLosses} |\n\n` +
       `Status: ${JSON.stringify(figures.status)}; forward hop ${JSON.stringify(figures.forwardHopMs)} ms.\n`;
     writeResults(values.out ?? "bench-results/relay-starvation.json", report, markdown);
+    process.stdout.write(markdown);
+    return;
+  }
+  if (values.audio) {
+    const { measureAudio, audioMarkdown } = await import("./audio-bench.js");
+    const seconds = Number(values.seconds ?? 60);
+    const rounds = Number(values.rounds);
+    const figures = await measureAudio({ seconds, rounds }, { startInfra, startRelay, processCpu });
+    const report = {
+      benchmark: "relay audio",
+      command: `npm run bench:relay -- --audio --seconds ${seconds} --rounds ${rounds}`,
+      date: new Date().toISOString(),
+      machine: machineInfo(),
+      figures,
+    };
+    const markdown = audioMarkdown(report);
+    writeResults(values.out ?? "bench-results/relay-audio.json", report, markdown);
     process.stdout.write(markdown);
     return;
   }
@@ -336,6 +361,7 @@ export function startRelay(
   width: number,
   height: number,
   mode: "transcode" | "passthrough",
+  extraArgs: string[] = [],
 ): Relay {
   const child = spawn(
     process.execPath,
@@ -356,6 +382,7 @@ export function startRelay(
         "--mode",
         mode,
       ],
+      ...extraArgs,
     ],
     { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, TRICKLE_RELAY_LOG_JSON: "1" } },
   );
@@ -393,7 +420,7 @@ function childPids(pid: number): number[] {
   return pids;
 }
 
-function processCpu(pid: number): { ticks: number } {
+export function processCpu(pid: number): { ticks: number } {
   let ticks = 0;
   for (const p of [pid, ...childPids(pid)]) {
     try {

@@ -14,6 +14,8 @@ import {
 } from "../peers/real-comfystream.js";
 import { measureAvSync } from "../../relay-pod/src/demo/av-sync.js";
 import { FFMPEG, checkOutputAgainstInput } from "./relay-harness.js";
+import { PyStandin } from "../peers/py-standin/launch.js";
+import { PASSTHROUGH_WORKFLOW } from "../../relay-pod/src/session/default-workflow.js";
 import { probeTs, relayWithAudio, type AudioRun } from "./audio-harness.js";
 
 const cleanups: Array<() => Promise<unknown> | unknown> = [];
@@ -165,6 +167,67 @@ describe(
           coverage: 0.9,
           minFlashes: 4,
         });
+      },
+    );
+  },
+);
+
+describe(
+  "audio mode comfystream (aiortc stand-in: aiortc's own timestamps and its pts-less silence)",
+  { skip: needsLoopbackNamespace },
+  () => {
+    for (const codec of ["aac", "opus"] as const) {
+      test(
+        `${codec} in → ComfyStream-like aiortc peer → AAC out, in sync`,
+        { timeout: 120_000 },
+        async (t) => {
+          const standin = await PyStandin.start(["--ice-consent-interval", "0.5"]);
+          cleanups.push(() => standin.stop());
+          const run = await relayWithAudio(cleanups, {
+            audio: codec,
+            mode: "comfystream",
+            seconds: 6,
+            beepFlash: true,
+            comfystream: { url: standin.baseUrl, prompts: [PASSTHROUGH_WORKFLOW], connectTimeoutMs: 30_000 },
+          });
+          await checkAudioBack(t, run, {
+            codecIn: codec,
+            codecOut: "aac",
+            mode: "comfystream",
+            videoRatio: 0.5,
+            coverage: 0.9,
+            minFlashes: 4,
+          });
+        },
+      );
+    }
+
+    test(
+      "audio that starts 3 s late and audio that stops mid-stream: the session runs on, the sound that exists comes back",
+      { timeout: 120_000 },
+      async (t) => {
+        for (const parts of [
+          [{ seconds: 3 }, { seconds: 3, audio: "aac" as const }],
+          [{ seconds: 3, audio: "aac" as const }, { seconds: 3 }],
+        ]) {
+          const standin = await PyStandin.start(["--ice-consent-interval", "0.5"]);
+          cleanups.push(() => standin.stop());
+          const { final } = await relayWithAudio(cleanups, {
+            parts,
+            mode: "comfystream",
+            comfystream: { url: standin.baseUrl, prompts: [PASSTHROUGH_WORKFLOW], connectTimeoutMs: 30_000 },
+          });
+          t.diagnostic(`audio ${JSON.stringify(final.audio)}; frames ${JSON.stringify(final.frames)}`);
+          assert.equal(final.state, "completed");
+          assert.equal(final.audio.codecOut, "aac");
+          // 3 s of 48 kHz AAC is ~141 frames in; most come back (the first 20 ms frames may precede the
+          // peer's track, and the end of the stream cuts what is still in flight).
+          assert.ok(
+            final.audio.frames.out >= 0.7 * final.audio.frames.in,
+            JSON.stringify(final.audio.frames),
+          );
+          assert.ok(final.frames.out >= 0.5 * final.frames.in, JSON.stringify(final.frames));
+        }
       },
     );
   },

@@ -98,6 +98,9 @@ export class AudioPath {
   /** The ffmpeg that decodes and encodes audio (comfystream mode, or a passthrough with another codec). */
   prepare(ffmpegPath: string): void {
     this.ffmpegPath = ffmpegPath;
+    // To ComfyStream from the start: it needs audio (or the relay's silence) within 1 s of connecting.
+    if (this.mode === "comfystream")
+      this.transcoder = this.startTranscoder(this.config.audioCodec === "opus" ? "opus" : "aac");
   }
 
   /** A new peer connection (comfystream mode): returned audio is timed afresh. */
@@ -144,7 +147,7 @@ export class AudioPath {
       this.keep(pes);
       return;
     }
-    this.transcoder ??= this.startTranscoder(outputCodec, stream);
+    this.transcoder ??= this.startTranscoder(outputCodec);
     this.transcoder?.input(pes, stream.codec);
   }
 
@@ -210,10 +213,7 @@ export class AudioPath {
     return same ? undefined : asked;
   }
 
-  private startTranscoder(
-    outputCodec: AudioOutputCodec,
-    stream: AudioStreamInfo,
-  ): ComfyStreamAudio | undefined {
+  private startTranscoder(outputCodec: AudioOutputCodec): ComfyStreamAudio | undefined {
     if (this.ffmpegPath === undefined) return undefined; // not prepared yet: dropped as before start
     const toPeer = this.mode === "comfystream";
     const transcoder: ComfyStreamAudio = new ComfyStreamAudio({
@@ -226,22 +226,29 @@ export class AudioPath {
             queueMicrotask(() => transcoder.returned(packet, rtpTimestamp));
             return true;
           },
-      output: (pes) => this.keep(pes),
+      output: (pes) => this.keepTranscoded(pes, transcoder, outputCodec),
       fillPauses: toPeer,
       log: this.deps.log,
     });
-    const out = transcoder.outputStream;
-    this.codecOut = outputCodec;
-    this.stream = {
-      pid: stream.pid,
-      streamType: out.streamType,
-      codec: outputCodec,
-      streamId: out.streamId,
-      descriptors: out.descriptors,
-    };
-    this.deps.onStreamChange(this.stream);
-    this.deps.log.info({ codecIn: stream.codec, codecOut: outputCodec, toPeer }, "audio re-encoded");
+    this.deps.log.info({ codecOut: outputCodec, toPeer }, "audio re-encoded");
     return transcoder;
+  }
+
+  /** Re-encoded audio: the output's audio stream is declared with the first of it. */
+  private keepTranscoded(pes: AudioPes, transcoder: ComfyStreamAudio, outputCodec: AudioOutputCodec): void {
+    if (this.stream?.codec !== outputCodec) {
+      const out = transcoder.outputStream;
+      this.codecOut = outputCodec;
+      this.stream = {
+        pid: 0,
+        streamType: out.streamType,
+        codec: outputCodec,
+        streamId: out.streamId,
+        descriptors: out.descriptors,
+      };
+      this.deps.onStreamChange(this.stream);
+    }
+    this.keep(pes);
   }
 
   private keep(pes: AudioPes): void {

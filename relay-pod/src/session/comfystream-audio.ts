@@ -47,8 +47,14 @@ export interface ComfyStreamAudioOptions {
   log: Logger;
 }
 
+/** b − a on the 33-bit PTS circle, signed. */
+function ptsSignedDistance(a: number, b: number): number {
+  const forward = ptsForwardDistance(a, b);
+  return forward >= 2 ** 32 ? forward - 2 ** 33 : forward;
+}
+
 /** Pacer tick; a packet is sent when its RTP time is due on the wall clock. */
-const PACE_TICK_MS = 10;
+const PACE_TICK_MS = 20;
 /** A queue this far behind its schedule (a stall, a burst after it) is re-anchored to now. */
 const RESYNC_LATE_MS = 500;
 /** No audio due for this long while connected: silence goes out instead (ComfyStream's own dies). */
@@ -76,25 +82,32 @@ export class ComfyStreamAudio {
   private decoderCodec: AudioCodec | undefined;
   private readonly encoder: OpusFrameEncoder;
   private readonly aac: AacFromOpusEncoder | undefined;
-  /** The PTS ↔ RTP timestamp base of what is sent. */
-  private ptsBase: number | undefined;
-  private readonly rtpBase = Math.floor(Math.random() * 2 ** 32);
+  /**
+   * Where input PTS sit on the RTP timeline: from RTP timestamp `rtp` on, PTS `pts` is at `rtp`. A
+   * new base starts where the input's clock went back, or its audio came later than silence already
+   * sent for that time; the newest few are kept to map what comes back.
+   */
+  private bases: Array<{ rtp: number; pts: number }> = [];
+  private readonly rtpOrigin = Math.floor(Math.random() * 2 ** 32);
   /** First RTP timestamp sent on the current connection, and the offset of what comes back. */
   private firstSentOnStream: number | undefined;
   private returnOffset: number | undefined;
   /** Packets waiting for their time, in RTP timestamp order. */
-  private readonly queue: Array<{ packet: Buffer; rtpTimestamp: number }> = [];
+  private readonly queue: Array<{ packet: Buffer; pts: number }> = [];
   /** Wall clock (ms) at which RTP timestamp `paceTimestamp` is due. */
   private paceWallMs = 0;
+  /** Input PTS due at `paceWallMs`. */
   private paceTimestamp: number | undefined;
   private lastSentTimestamp: number | undefined;
-  private lastSentWallMs = 0;
-  private readonly pacer: NodeJS.Timeout;
+  private lastSentWallMs = performance.now();
+  private readonly pacer: NodeJS.Timeout | undefined;
 
   constructor(private readonly options: ComfyStreamAudioOptions) {
     this.encoder = new OpusFrameEncoder((packet, pts) => this.enqueue(packet, pts));
-    this.pacer = setInterval(() => this.pace(performance.now()), PACE_TICK_MS);
-    this.pacer.unref();
+    if (options.fillPauses) {
+      this.pacer = setInterval(() => this.pace(performance.now()), PACE_TICK_MS);
+      this.pacer.unref();
+    }
     if (options.outputCodec === "aac") {
       this.aac = new AacFromOpusEncoder(
         options.ffmpegPath,
@@ -136,11 +149,13 @@ export class ComfyStreamAudio {
   /** An Opus packet ComfyStream sent back. */
   returned(payload: Buffer, rtpTimestamp: number): void {
     this.stats.packetsReturned++;
-    if (this.firstSentOnStream === undefined || this.ptsBase === undefined) return; // not ours
+    if (this.firstSentOnStream === undefined) return; // not ours
     this.returnOffset ??= (rtpTimestamp - this.firstSentOnStream) >>> 0;
     const sentTimestamp = (rtpTimestamp - this.returnOffset) >>> 0;
-    const samples = (sentTimestamp - this.rtpBase) >>> 0;
-    const pts = wrapPts(this.ptsBase + Math.round((samples * 90_000) / OPUS_SAMPLE_RATE));
+    const base = this.bases.findLast((b) => ((sentTimestamp - b.rtp) | 0) >= 0);
+    if (base === undefined) return; // silence sent before the input's audio began: no input PTS for it
+    const samples = (sentTimestamp - base.rtp) | 0;
+    const pts = wrapPts(base.pts + Math.round((samples * 90_000) / OPUS_SAMPLE_RATE));
     if (this.aac) this.aac.push(payload, pts);
     else {
       this.options.output({ pts, streamId: OPUS_STREAM_ID, payload: opusPesPayload([payload]), frames: 1 });
@@ -148,67 +163,100 @@ export class ComfyStreamAudio {
   }
 
   async stop(): Promise<void> {
-    clearInterval(this.pacer);
+    if (this.pacer) clearInterval(this.pacer);
     this.encoder.flush();
+    // What is still queued goes now: the end of the input's sound is not to be lost.
+    for (const { packet, pts } of this.queue.splice(0)) this.sendAudio(packet, pts, performance.now());
     this.encoder.close();
     this.stats.decodeErrors = (this.decoder?.decodeErrors ?? 0) + (this.aac?.decodeErrors ?? 0);
     await Promise.all([this.decoder?.stop(), this.aac?.stop()]);
   }
 
   private enqueue(packet: Buffer, pts: number): void {
-    // A PTS behind the base (the input's clock went back) starts a new base after what was sent.
-    if (this.ptsBase === undefined || ptsForwardDistance(this.ptsBase, pts) >= 2 ** 32) {
-      this.ptsBase = pts;
-    }
-    const samples = Math.round((ptsForwardDistance(this.ptsBase, pts) * OPUS_SAMPLE_RATE) / 90_000);
-    this.queue.push({ packet, rtpTimestamp: (this.rtpBase + samples) >>> 0 });
+    if (this.pacer === undefined) this.sendAudio(packet, pts, performance.now());
+    else this.queue.push({ packet, pts });
   }
 
-  /** Sends what is due; silence when nothing has been for a while (once audio has started). */
+  /** The RTP timestamp of an input PTS on the current base (a new base when there is none fitting). */
+  private rtpOf(pts: number): number {
+    let base = this.bases.at(-1);
+    const next =
+      this.lastSentTimestamp === undefined
+        ? this.rtpOrigin
+        : (this.lastSentTimestamp + FRAME_TICKS_48K) >>> 0;
+    const rtp =
+      base && ptsForwardDistance(base.pts, pts) < 2 ** 32
+        ? (base.rtp + Math.round((ptsForwardDistance(base.pts, pts) * OPUS_SAMPLE_RATE) / 90_000)) >>> 0
+        : undefined;
+    // No base yet, the clock went back, or behind what was sent (silence covered it): continue from
+    // what was sent, so RTP time never runs backwards.
+    if (
+      rtp === undefined ||
+      (this.lastSentTimestamp !== undefined && ((rtp - this.lastSentTimestamp) | 0) <= 0)
+    ) {
+      base = { rtp: next, pts };
+      this.bases.push(base);
+      if (this.bases.length > 8) this.bases.shift();
+      return next;
+    }
+    return rtp;
+  }
+
+  private sendAudio(packet: Buffer, pts: number, wallMs: number): void {
+    this.send(packet, this.rtpOf(pts), wallMs);
+  }
+
+  /**
+   * Sends what is due; silence when nothing has been for a while, from the moment the peer is
+   * connected (ComfyStream's own silence, 1 s after the connection without audio, kills its sender).
+   */
   private pace(nowMs: number): void {
     const head = this.queue[0];
     if (head) {
+      // Paced by PTS against the wall clock; re-anchored after a stall or a jump.
       const dueAt =
         this.paceTimestamp === undefined
           ? undefined
-          : this.paceWallMs + (((head.rtpTimestamp - this.paceTimestamp) | 0) * 1000) / OPUS_SAMPLE_RATE;
+          : this.paceWallMs + (ptsSignedDistance(this.paceTimestamp, head.pts) * 1000) / 90_000;
       if (dueAt === undefined || nowMs - dueAt > RESYNC_LATE_MS || dueAt - nowMs > 2 * RESYNC_LATE_MS) {
         this.paceWallMs = nowMs;
-        this.paceTimestamp = head.rtpTimestamp;
+        this.paceTimestamp = head.pts;
       }
       while (this.queue.length > 0) {
         const next = this.queue[0]!;
-        const due =
-          this.paceWallMs + (((next.rtpTimestamp - this.paceTimestamp!) | 0) * 1000) / OPUS_SAMPLE_RATE;
+        const due = this.paceWallMs + (ptsSignedDistance(this.paceTimestamp!, next.pts) * 1000) / 90_000;
         if (due > nowMs) break;
         this.queue.shift();
-        // Behind what already went (silence filled the gap): RTP time must not run backwards.
-        if (this.lastSentTimestamp !== undefined && ((next.rtpTimestamp - this.lastSentTimestamp) | 0) <= 0)
-          continue;
-        this.send(next.packet, next.rtpTimestamp, nowMs);
+        this.sendAudio(next.packet, next.pts, nowMs);
       }
       return;
     }
-    if (!this.options.fillPauses) return;
-    if (this.lastSentTimestamp === undefined || nowMs - this.lastSentWallMs < SILENCE_AFTER_MS) return;
-    // The input's audio paused: keep ComfyStream fed, on the same timeline, at the same pace.
-    const frames = Math.floor((nowMs - this.lastSentWallMs) / 20);
-    for (let i = 0; i < frames; i++) {
-      const rtpTimestamp = (this.lastSentTimestamp + FRAME_TICKS_48K) >>> 0;
-      if (this.send(this.encoder.silence(), rtpTimestamp, this.lastSentWallMs + 20)) this.stats.silenceSent++;
-      else break;
+    // Nothing sent yet: silence from now on, as soon as the peer takes it.
+    if (this.lastSentTimestamp === undefined) this.lastSentWallMs = nowMs - 20;
+    else if (nowMs - this.lastSentWallMs < SILENCE_AFTER_MS) return;
+    // No audio due: silence for the whole gap, continuing the RTP timeline in real time (so an AAC
+    // output goes on without a break), at most 15 frames a tick.
+    const owed = Math.min(15, Math.floor((nowMs - this.lastSentWallMs) / 20));
+    for (let i = 0; i < owed; i++) {
+      const rtpTimestamp =
+        this.lastSentTimestamp === undefined
+          ? this.rtpOrigin
+          : (this.lastSentTimestamp + FRAME_TICKS_48K) >>> 0;
+      if (!this.send(this.encoder.silence(), rtpTimestamp, this.lastSentWallMs + 20)) break;
+      this.stats.silenceSent++;
     }
   }
 
+  /** Sends one packet; false (and nothing advances) while the peer is not connected. */
   private send(packet: Buffer, rtpTimestamp: number, wallMs: number): boolean {
+    if (!this.options.send(packet, rtpTimestamp)) {
+      this.stats.packetsNotSent++;
+      return false;
+    }
     this.lastSentTimestamp = rtpTimestamp;
     this.lastSentWallMs = wallMs;
-    if (this.options.send(packet, rtpTimestamp)) {
-      this.firstSentOnStream ??= rtpTimestamp;
-      this.stats.packetsSent++;
-      return true;
-    }
-    this.stats.packetsNotSent++;
-    return false;
+    this.firstSentOnStream ??= rtpTimestamp;
+    this.stats.packetsSent++;
+    return true;
   }
 }

@@ -46,7 +46,9 @@ PINNED_H264_BITRATE = 2_000_000
 
 # ComfyStream's noop track gives up (and so ends the returned video) after 5 s without input.
 NOOP_RECV_TIMEOUT_S = 5.0
-# ComfyStream sends a silent audio frame when no audio arrives for 1 s.
+# ComfyStream sends a silent audio frame when no audio arrives for 1 s. That frame has no pts
+# (pipeline.py get_processed_audio_frame), and aiortc's sender dies on it ("uint32_add ... NoneType"):
+# no audio comes back on that connection again. Seen against the real server; copied here.
 AUDIO_SILENCE_AFTER_S = 1.0
 SILENCE_SAMPLES = 1024
 SILENCE_RATE = 48_000
@@ -395,14 +397,13 @@ class NoopVideoTrack(MediaStreamTrack):
 
 
 class AudioPassthroughTrack(MediaStreamTrack):
-    """Audio comes back unchanged, or as silence once nothing has arrived for 1 s."""
+    """Audio comes back unchanged, or as a pts-less silence frame (which kills the sender) after 1 s."""
 
     kind = "audio"
 
     def __init__(self, inbound: MediaStreamTrack) -> None:
         super().__init__()
         self.inbound = inbound
-        self.silence_pts = 0
 
     async def recv(self) -> av.AudioFrame:
         try:
@@ -413,8 +414,7 @@ class AudioPassthroughTrack(MediaStreamTrack):
                 plane.update(bytes(plane.buffer_size))
             silence.sample_rate = SILENCE_RATE
             silence.time_base = fractions.Fraction(1, SILENCE_RATE)
-            silence.pts = self.silence_pts
-            self.silence_pts += SILENCE_SAMPLES
+            silence.pts = None  # as ComfyStream's: the sender's timestamp arithmetic fails on it
             return silence
 
 
