@@ -122,6 +122,8 @@ async function main(): Promise<void> {
     );
     const fromSent: number[] = [];
     const operatorSide: number[] = [];
+    /** Create call's response → the operator's watch event for that session (same clock). */
+    const watchDelay: number[] = [];
     const fromReturned: number[] = [];
     const podsPerSession = new Map<string, number>();
     for (const pod of claims) {
@@ -130,10 +132,12 @@ async function main(): Promise<void> {
       const at = Date.parse(pod.metadata!.annotations![ANNOTATION_ALLOCATED_AT]!);
       fromSent.push(at - sent.get(session)!);
       fromReturned.push(at - returned.get(session)!);
-      operatorSide.push(
-        Number(pod.metadata!.annotations!["trickle-relay.io/allocation-waited-seconds"]) * 1000,
-      );
+      const waitedMs =
+        Number(pod.metadata!.annotations!["trickle-relay.io/allocation-waited-seconds"]) * 1000;
+      operatorSide.push(waitedMs);
+      watchDelay.push(at - waitedMs - returned.get(session)!);
     }
+    watchDelay.sort((a, b) => a - b);
     fromSent.sort((a, b) => a - b);
     fromReturned.sort((a, b) => a - b);
     operatorSide.sort((a, b) => a - b);
@@ -185,6 +189,11 @@ async function main(): Promise<void> {
         p95: round(percentile(operatorSide, 95)),
         max: round(operatorSide.at(-1) ?? NaN),
       },
+      watchDelayMs: {
+        p50: round(percentile(watchDelay, 50)),
+        p95: round(percentile(watchDelay, 95)),
+        max: round(watchDelay.at(-1) ?? NaN),
+      },
       sessionsWithTwoPods: duplicates,
       operatorRssMb: {
         idle: rssIdle,
@@ -208,6 +217,7 @@ async function main(): Promise<void> {
       `| allocation p50 / p95 / max, ${sessionCount} concurrent creates, from just before the create call | ${a.fromBeforeCreate.p50} / ${a.fromBeforeCreate.p95} / ${a.fromBeforeCreate.max} ms |`,
       `| same, from the create call's response | ${a.fromCreateReturned.p50} / ${a.fromCreateReturned.p95} / ${a.fromCreateReturned.max} ms |`,
       `| same, from the operator's first sight of the session (its watch event) to the claim | ${report.operatorSideMs.p50} / ${report.operatorSideMs.p95} / ${report.operatorSideMs.max} ms |`,
+      `| of which: create call's response → the operator's watch event of the session | ${report.watchDelayMs.p50} / ${report.watchDelayMs.p95} / ${report.watchDelayMs.max} ms |`,
       `| sessions given two pods | ${duplicates} |`,
       `| operator RSS idle / after the allocations | ${rssIdle} / ${rssAfterAllocation} MB |`,
       ...(rssBig

@@ -5,7 +5,8 @@
  *
  *   1. clean up: idle pods that ended (crashed while idle) and claimed pods whose session is over
  *      are deleted (the pool then refills);
- *   2. allocate: idle Ready pods go to waiting sessions, oldest first (allocator.ts);
+ *   2. allocate: idle Ready pods go to waiting sessions, oldest first (allocator.ts); the claims'
+ *      answers are not waited for (they are handled when they come, and requeue on a lost race);
  *   3. scale: create missing pods (lowest free index) or delete surplus idle ones, warming before
  *      ready and highest index first; an allocated pod is never removed for scaling;
  *   4. status: counts, selector, conditions; Events on allocation, exhaustion, refill.
@@ -36,13 +37,16 @@ import {
 } from "../../../crds/src/index.js";
 import { silentLogger } from "../../../relay-pod/src/index.js";
 import { canonicalJson } from "../kube/canonical-json.js";
-import { Allocator, type ClaimStamp, type SessionArrival } from "./allocator.js";
+import { Allocator, type ClaimOutcomes, type ClaimStamp, type SessionArrival } from "./allocator.js";
 import { apiCode } from "./api.js";
 import type { PoolMetrics } from "./metrics.js";
 import { isPodReady, liveCount, sortPoolPods, type PoolPods } from "./pool-pods.js";
-import { poolConditions } from "./pool-status.js";
+import { PoolStatusWrites, poolConditions } from "./pool-status.js";
 
 const mergePatch = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
+
+/** A claim or status write that failed for another reason than a conflict (apiserver away) is retried after this. */
+const CLAIM_RETRY_MS = 1000;
 
 /** How the pool's pods look and are claimed: relaysession/desired-pool-pod.ts, wired by operator.ts. */
 export interface PoolPodShapes {
@@ -81,6 +85,8 @@ export interface RelayPoolReconcilerDeps {
   arrival(uid: string): SessionArrival | undefined;
   events?: PoolEventSink;
   metrics?: PoolMetrics;
+  /** Look at pool `key` again (after `afterMs`): a claim was lost or failed after the round ended. */
+  requeue?: (key: string, afterMs?: number) => void;
   now?: () => Date;
   logger?: Logger;
 }
@@ -96,6 +102,9 @@ export class RelayPoolReconciler {
   private readonly allocator: Allocator;
   private readonly now: () => Date;
   private readonly logger: Logger;
+  private readonly statusWrites: PoolStatusWrites;
+  /** uid → "namespace/name" of the pools seen (a failed status write requeues by key). */
+  private readonly poolsByUid = new Map<string, string>();
   /** Pods whose first Ready was measured (warm-up histogram), by uid. */
   private readonly warmedUp = new Set<string>();
 
@@ -113,6 +122,12 @@ export class RelayPoolReconciler {
       arrival: (uid) => deps.arrival(uid),
       now: this.now,
     });
+    // A failed status write comes back through the queue (with the pool's cached status as baseline).
+    this.statusWrites = new PoolStatusWrites((uid, err) => {
+      const pool = this.poolsByUid.get(uid);
+      this.logger.warn({ pool, err }, "pool status write failed; retrying");
+      if (pool) this.deps.requeue?.(pool, CLAIM_RETRY_MS);
+    });
   }
 
   async reconcile(key: string): Promise<PoolReconcileResult | void> {
@@ -123,8 +138,14 @@ export class RelayPoolReconciler {
     if (!pool || pool.metadata.deletionTimestamp) {
       // Idle pods go with the pool (owner references); claimed pods belong to their sessions now.
       this.deps.metrics?.forget(namespace, name);
+      for (const [uid, poolKey] of this.poolsByUid) {
+        if (poolKey !== key) continue;
+        this.statusWrites.forget(uid);
+        this.poolsByUid.delete(uid);
+      }
       return;
     }
+    this.poolsByUid.set(pool.metadata.uid ?? key, key);
     const log = this.logger.child({ pool: key, reconcileID: randomUUID() });
     await this.deps.shapes.ensureRbac(pool);
 
@@ -136,26 +157,12 @@ export class RelayPoolReconciler {
     // Allocation before scaling: a pod handed out now is not an idle pod to scale away.
     const sessions = this.deps.sessions.list(namespace);
     const waiting = this.allocator.waitingSessions(pool, sessions, allPods);
-    const allocations = await this.allocator.allocate(waiting, sorted.idleReady, log, () =>
-      this.deps.metrics?.claimConflicts.inc({ namespace, pool: name }),
-    );
-    for (const { session, pod, waitedSeconds } of allocations) {
-      log.info(
-        { session: session.metadata.name, pod: pod.metadata?.name, waitedSeconds },
-        "allocated warm pod",
-      );
-      this.deps.metrics?.allocationSeconds.observe({ namespace, pool: name }, waitedSeconds);
-      this.deps.events?.record(
-        session,
-        "Normal",
-        "Allocated",
-        `warm pod ${pod.metadata?.name} of RelayPool ${name} after ${waitedSeconds.toFixed(3)} s`,
-      );
-    }
-    const claimedNames = new Set(allocations.map((a) => a.pod.metadata?.name));
-    const idleReady = sorted.idleReady.filter((pod) => !claimedNames.has(pod.metadata?.name));
-    const allocated = sorted.allocated.length + allocations.length;
-    const stillWaiting = waiting.length - allocations.length;
+    const available = this.allocator.available(sorted.idleReady);
+    const sent = this.allocator.dispatch(waiting, available, this.claimOutcomes(pool, key, log));
+    // Pods with a claim sent (now or in an earlier round, answer or cache pending) are no longer idle.
+    const idleReady = available.slice(sent);
+    const allocated = sorted.allocated.length + sorted.idleReady.length - idleReady.length;
+    const stillWaiting = waiting.length - sent;
 
     const desired = desiredPoolReplicas(pool.spec, allocated);
     const live = liveCount(sorted);
@@ -175,9 +182,40 @@ export class RelayPoolReconciler {
       waiting: stillWaiting,
     };
     this.deps.metrics?.set(namespace, name, counts);
-    await this.writeStatus(pool, counts, live + created - removed.length, log);
-    // Waiting sessions are served by pod events (Ready, deleted); the requeue only covers a lost one.
+    this.writeStatus(pool, counts, live + created - removed.length, key, log);
+    // Waiting sessions are served by pod events (Ready, deleted) and claim answers; the requeue only
+    // covers a lost event.
     return stillWaiting > 0 ? { requeueAfterMs: 5000 } : undefined;
+  }
+
+  /** What happens when a claim sent by this reconcile is answered (after the reconcile returned). */
+  private claimOutcomes(pool: RelayPool, key: string, log: Logger): ClaimOutcomes {
+    const namespace = pool.metadata.namespace ?? "default";
+    const name = pool.metadata.name ?? "";
+    return {
+      allocated: ({ session, pod, waitedSeconds }) => {
+        log.info(
+          { session: session.metadata.name, pod: pod.metadata?.name, waitedSeconds },
+          "allocated warm pod",
+        );
+        this.deps.metrics?.allocationSeconds.observe({ namespace, pool: name }, waitedSeconds);
+        this.deps.events?.record(
+          session,
+          "Normal",
+          "Allocated",
+          `warm pod ${pod.metadata?.name} of RelayPool ${name} after ${waitedSeconds.toFixed(3)} s`,
+        );
+      },
+      lost: (session, pod) => {
+        this.deps.metrics?.claimConflicts.inc({ namespace, pool: name });
+        log.debug({ pod: pod.metadata?.name, session: session.metadata.name }, "claim lost");
+        this.deps.requeue?.(key);
+      },
+      failed: (session, pod, err) => {
+        log.warn({ pod: pod.metadata?.name, session: session.metadata.name, err }, "claim failed; retrying");
+        this.deps.requeue?.(key, CLAIM_RETRY_MS);
+      },
+    };
   }
 
   /** Idle pods that ended are replaced; claimed pods whose session is over leave (refill follows). */
@@ -332,15 +370,17 @@ export class RelayPoolReconciler {
     }
   }
 
-  private async writeStatus(
+  private writeStatus(
     pool: RelayPool,
     counts: { ready: number; allocated: number; warming: number; desired: number; waiting: number },
     replicas: number,
+    key: string,
     log: Logger,
-  ): Promise<void> {
+  ): void {
     const namespace = pool.metadata.namespace ?? "default";
     const name = pool.metadata.name ?? "";
-    const previous = pool.status ?? {};
+    const uid = pool.metadata.uid ?? key;
+    const previous = this.statusWrites.latest(uid) ?? pool.status ?? {};
     const status: RelayPoolStatus = {
       replicas,
       desiredReplicas: counts.desired,
@@ -363,21 +403,23 @@ export class RelayPoolReconciler {
         `${counts.waiting} session(s) waiting for an idle warm pod`,
       );
     }
-    try {
-      await this.customObjects.patchNamespacedCustomObjectStatus(
-        {
-          group: RELAY_SESSION_GROUP,
-          version: RELAY_SESSION_VERSION,
-          namespace,
-          plural: RELAY_POOL_PLURAL,
-          name,
-          body: { status },
-        },
-        mergePatch,
-      );
-    } catch (error) {
-      if (apiCode(error) !== 404) throw error;
-    }
-    log.debug({ status }, "pool status written");
+    this.statusWrites.submit(uid, status, async () => {
+      try {
+        await this.customObjects.patchNamespacedCustomObjectStatus(
+          {
+            group: RELAY_SESSION_GROUP,
+            version: RELAY_SESSION_VERSION,
+            namespace,
+            plural: RELAY_POOL_PLURAL,
+            name,
+            body: { status },
+          },
+          mergePatch,
+        );
+      } catch (error) {
+        if (apiCode(error) !== 404) throw error;
+      }
+      log.debug({ status }, "pool status written");
+    });
   }
 }
