@@ -7,8 +7,10 @@
  *      are deleted (the pool then refills);
  *   2. allocate: idle Ready pods go to waiting sessions, oldest first (allocator.ts); the claims'
  *      answers are not waited for (they are handled when they come, and requeue on a lost race);
- *   3. scale: create missing pods (lowest free index) or delete surplus idle ones, warming before
- *      ready and highest index first; an allocated pod is never removed for scaling;
+ *   3. scale: create missing pods (lowest free index) or drain surplus idle ones (label
+ *      `draining`, then delete), warming before ready and highest index first; an allocated pod is
+ *      never removed for scaling; a deleted pool's idle pods are drained the same way;
+ *   (1b. spec.recycle: a claimed pod whose relay marked it recycled is given back to the pool;)
  *   4. status: counts, selector, conditions; Events on allocation, exhaustion, refill.
  *
  * Pod shapes and the claim's labels are the session controller's (relaysession/desired-pool-pod.ts),
@@ -25,6 +27,7 @@ import {
 } from "@kubernetes/client-node";
 import type { Logger } from "pino";
 import {
+  ANNOTATION_ALLOCATED_SESSION,
   LABEL_POOL,
   LABEL_POOL_STATE,
   RELAY_POOL_PLURAL,
@@ -55,6 +58,10 @@ export interface PoolPodShapes {
   /** ServiceAccount, Role, RoleBinding of the pool's pods (create if missing). */
   ensureRbac(pool: RelayPool): Promise<void>;
   claim(pod: V1Pod, session: RelaySession, stamp: ClaimStamp): V1Pod;
+  /** Whether the relay of a claimed pod ended its session cleanly and is idle again (spec.recycle). */
+  isRecycled(pod: V1Pod): boolean;
+  /** The claimed pod given back to the pool (claim removed, the pool its owner again). */
+  unclaim(pod: V1Pod, pool: RelayPool): V1Pod;
   sessionUid(pod: V1Pod): string | undefined;
   attempt(pod: V1Pod): number;
 }
@@ -136,7 +143,10 @@ export class RelayPoolReconciler {
     const name = key.slice(slash + 1);
     const pool = this.deps.pools.get(namespace, name);
     if (!pool || pool.metadata.deletionTimestamp) {
-      // Idle pods go with the pool (owner references); claimed pods belong to their sessions now.
+      // Idle pods go with the pool (owner references: the garbage collector may be first); they are
+      // drained here as on a scale-down. Claimed pods belong to their sessions now and stay.
+      const left = sortPoolPods(this.deps.pods.list(namespace), name, this.deps.shapes);
+      for (const pod of [...left.warming, ...left.idleReady]) await this.drain(pod);
       this.deps.metrics?.forget(namespace, name);
       for (const [uid, poolKey] of this.poolsByUid) {
         if (poolKey !== key) continue;
@@ -230,6 +240,7 @@ export class RelayPoolReconciler {
       );
       await this.deletePod(pod);
     }
+    for (const pod of sorted.draining) await this.deletePod(pod, true);
     const namespace = pool.metadata.namespace ?? "default";
     for (const pod of [...sorted.allocated, ...sorted.allocatedFinished]) {
       const sessionName = pod.metadata?.ownerReferences?.find((ref) => ref.kind === "RelaySession")?.name;
@@ -243,9 +254,39 @@ export class RelayPoolReconciler {
         (sorted.allocatedFinished.includes(pod) &&
           this.deps.shapes.attempt(pod) < (session.status?.restarts ?? 0));
       if (!over) continue;
+      if (pool.spec.recycle && sorted.allocated.includes(pod) && this.deps.shapes.isRecycled(pod)) {
+        await this.unclaim(pool, pod, log);
+        continue;
+      }
       log.info({ pod: pod.metadata?.name, session: sessionName }, "session over; deleting its warm pod");
       await this.deletePod(pod);
     }
+  }
+
+  /**
+   * spec.recycle: the relay ended its session cleanly and checked ComfyStream; the pod goes back to
+   * the pool, written with the cached resourceVersion (a pod changed since is looked at again).
+   */
+  private async unclaim(pool: RelayPool, pod: V1Pod, log: Logger): Promise<void> {
+    try {
+      await this.core.replaceNamespacedPod({
+        namespace: pod.metadata?.namespace ?? "default",
+        name: pod.metadata?.name ?? "",
+        body: this.deps.shapes.unclaim(pod, pool),
+      });
+    } catch (error) {
+      const code = apiCode(error);
+      if (code === 409 || code === 404) return; // changed or gone: the next round sees it
+      throw error;
+    }
+    const session = pod.metadata?.annotations?.[ANNOTATION_ALLOCATED_SESSION];
+    log.info({ pod: pod.metadata?.name, session }, "session ended cleanly; warm pod recycled");
+    this.deps.events?.record(
+      pool,
+      "Normal",
+      "Recycled",
+      `pod ${pod.metadata?.name} is idle again after session ${session} ended`,
+    );
   }
 
   private async scaleUp(
@@ -298,12 +339,41 @@ export class RelayPoolReconciler {
     const byIndexDesc = (a: V1Pod, b: V1Pod) =>
       this.deps.shapes.indexOf(name, b.metadata?.name) - this.deps.shapes.indexOf(name, a.metadata?.name);
     const victims = [...warming.sort(byIndexDesc), ...ready.sort(byIndexDesc)].slice(0, surplus);
-    for (const pod of victims) await this.deletePod(pod, true);
+    for (const pod of victims) await this.drain(pod);
     if (victims.length > 0) {
       log.info({ deleted: victims.map((pod) => pod.metadata?.name) }, "scaled down idle warm pods");
       this.deps.events?.record(pool, "Normal", "ScaledDown", `deleted ${victims.length} idle warm pod(s)`);
     }
     return victims;
+  }
+
+  /**
+   * An idle pod leaves through the `draining` state: the label is set with the cached
+   * resourceVersion (a pod claimed since is spared: 409), which also takes the pod out of allocation
+   * for any replica, then the pod is deleted (uid and the drained version as preconditions). A pod
+   * left draining by an interrupted round is deleted by the next one (cleanUp).
+   */
+  private async drain(pod: V1Pod): Promise<void> {
+    let drained: V1Pod;
+    try {
+      drained = await this.core.patchNamespacedPod(
+        {
+          namespace: pod.metadata?.namespace ?? "default",
+          name: pod.metadata?.name ?? "",
+          body: {
+            metadata: {
+              resourceVersion: pod.metadata?.resourceVersion,
+              labels: { [LABEL_POOL_STATE]: "draining" },
+            },
+          },
+        },
+        mergePatch,
+      );
+    } catch (error) {
+      if (apiCode(error) !== 409 && apiCode(error) !== 404) throw error;
+      return;
+    }
+    await this.deletePod(drained, true);
   }
 
   /** The state label follows readiness (the relay in the pod only answers its readiness probe). */
