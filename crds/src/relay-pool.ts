@@ -51,6 +51,12 @@ export const ANNOTATION_ALLOCATED_SESSION = "trickle-relay.io/allocated-session"
 export const ANNOTATION_ALLOCATED_AT = "trickle-relay.io/allocated-at";
 /** Annotation the operator writes on a claimed pod: how long the session waited for it, in seconds. */
 export const ANNOTATION_ALLOCATION_WAITED_SECONDS = "trickle-relay.io/allocation-waited-seconds";
+/**
+ * Annotation the relay of a `spec.recycle` pool writes on its own pod after its session ended cleanly
+ * and ComfyStream passed the health check: the allocated-at of the claim that ended. The session
+ * controller reads it as the session's Succeeded; the pool controller then unclaims the pod (idle again).
+ */
+export const ANNOTATION_RECYCLED = "trickle-relay.io/recycled";
 /** The condition reason of a pooled session waiting for an idle pod. */
 export const POOL_EXHAUSTED_REASON = "PoolExhausted";
 
@@ -128,7 +134,7 @@ export const relayPoolSpecSchema = object(
     autoscale,
     recycle: boolean({
       description:
-        "false: a pod whose session ended is deleted and the pool refills (ComfyStream keeps state per peer). true is meant to return the pod to idle after a clean end and a health check; it is not implemented yet, so pods are replaced either way.",
+        "false: a pod whose session ended is deleted and the pool refills (ComfyStream keeps state per peer). true: after a clean end of its session and a health check of ComfyStream (warmed up again if it stopped answering) the pod returns to idle and serves the next session; a failed session still replaces the pod. Applies to pods created after the change.",
       default: false,
     }),
   },

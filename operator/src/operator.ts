@@ -419,6 +419,7 @@ export class Operator extends EventEmitter {
       arrival: (uid) => this.arrivals.get(uid),
       events,
       metrics: this.poolMetrics,
+      requeue: (key, afterMs) => (afterMs ? this.poolQueue.addAfter(key, afterMs) : this.poolQueue.add(key)),
       logger: this.log,
     });
     for (const pool of this.pools?.list() ?? [])

@@ -7,12 +7,16 @@
  * seen its first claim yet: claims this process made are remembered until the cache shows them.
  * After a restart the cache is a fresh list, in which every claim is visible on its pod.
  *
+ * Speed: claims are sent without holding up the pool's next round, so a session created during a
+ * burst is claimed for as soon as the operator sees it, not after the round trips of the sessions
+ * before it (bench-results/pool.md). Pods and sessions with a claim in flight are left out of the
+ * next rounds until the answer is in.
+ *
  * Order: first come, first served. Sessions are ordered by creation time; the apiserver stamps it
  * in whole seconds, so within one second by the order the operator's watch saw them created (the
  * order of creation), then by name (sessions that existed before the operator started).
  */
 import type { CoreV1Api, V1Pod } from "@kubernetes/client-node";
-import type { Logger } from "pino";
 import type { RelayPool, RelaySession } from "../../../crds/src/index.js";
 import { apiCode } from "./api.js";
 
@@ -47,7 +51,7 @@ export interface Allocation {
   waitedSeconds: number;
 }
 
-/** Claims in flight at once: enough to hide the round trip (48 halved p95 against 16 in bench:pool), few enough not to swamp the apiserver. */
+/** Claims in flight at once (all pools): enough to hide the round trip, few enough not to swamp the apiserver. */
 const CLAIM_PARALLELISM = 48;
 
 /** How long a claim is trusted over a cache that does not show it yet. */
@@ -55,18 +59,37 @@ const CLAIM_MEMORY_MS = 60_000;
 
 const TERMINAL = new Set(["Succeeded", "Failed"]);
 
+export interface ClaimOutcomes {
+  /** The claim was written: the pod is the session's. */
+  allocated(allocation: Allocation): void;
+  /** The pod changed or vanished under the claim (409/404): the session waits for the next round. */
+  lost(session: RelaySession, pod: V1Pod): void;
+  /** The claim failed otherwise (apiserver unreachable, timeout): the session waits for a retry. */
+  failed(session: RelaySession, pod: V1Pod, error: unknown): void;
+}
+
 export class Allocator {
   private readonly deps: AllocatorDeps;
   /** session uid → pod name and when: claims made here that the cache may not show yet. */
   private readonly recentClaims = new Map<string, { pod: string; atMs: number }>();
+  /**
+   * "namespace/pod" → the resourceVersion it was claimed at, while the cache still shows that version
+   * (an idle pod that is in fact claimed: offering it again would only earn a 409).
+   */
+  private readonly claimedPods = new Map<string, { resourceVersion: string; atMs: number }>();
+  /** Claims sent and not answered yet: "namespace/pod" → session uid. */
+  private readonly inFlight = new Map<string, string>();
+  private readonly inFlightSessions = new Set<string>();
+  private readonly slots: Semaphore;
 
   constructor(deps: AllocatorDeps) {
     this.deps = deps;
+    this.slots = new Semaphore(CLAIM_PARALLELISM);
   }
 
   /**
    * Sessions of `pool` that need a warm pod, first come first served: live (not finished or being
-   * deleted), no pod of their own (claimed warm pod or cold pod), no claim in flight.
+   * deleted), no pod of their own (claimed warm pod or cold pod), no claim in flight or unseen.
    */
   waitingSessions(
     pool: RelayPool,
@@ -86,7 +109,7 @@ export class Allocator {
       (podsOf.get(session.metadata.uid ?? "") ?? []).some(
         (pod) => !isFinishedPod(pod) || this.deps.attempt(pod) >= (session.status?.restarts ?? 0),
       );
-    this.forgetSeenClaims(pods);
+    this.forgetSeenClaims(pool.metadata.namespace ?? "default", pods);
     const waiting = sessions.filter((session) => {
       const uid = session.metadata.uid ?? "";
       return (
@@ -94,45 +117,62 @@ export class Allocator {
         !session.metadata.deletionTimestamp &&
         !TERMINAL.has(session.status?.phase ?? "") &&
         !hasPod(session) &&
-        !this.recentClaims.has(uid)
+        !this.recentClaims.has(uid) &&
+        !this.inFlightSessions.has(uid)
       );
     });
     return waiting.sort((a, b) => this.compareArrival(a, b));
   }
 
+  /** The idle Ready pods of `idleReady` that can be offered: no claim in flight, none unseen. */
+  available(idleReady: readonly V1Pod[]): V1Pod[] {
+    return idleReady.filter((pod) => {
+      const key = podKey(pod);
+      if (this.inFlight.has(key)) return false;
+      const claimed = this.claimedPods.get(key);
+      return claimed === undefined || claimed.resourceVersion !== pod.metadata?.resourceVersion;
+    });
+  }
+
   /**
-   * Claims idle pods (in order) for sessions (in order) until either runs out. The claims of one
-   * round go out together (at most CLAIM_PARALLELISM at a time): session i gets idle pod i. A claim
-   * refused because the pod changed (409) or vanished (404) puts its session into the next round,
-   * on the pods nobody has tried yet, still oldest session first.
+   * Sends the claims of `waiting` sessions (in order) on `idle` pods (in order), session i on pod i,
+   * and returns how many it sent without waiting for the answers: the pool's next round (the next
+   * session created, the next pod Ready) need not wait for this one's round trips, which under a burst
+   * was most of an allocation's time. The answers arrive in `outcomes`. A claim carries the pod's
+   * cached resourceVersion, so it can never take a pod someone else claimed since.
    */
-  async allocate(
-    waiting: readonly RelaySession[],
-    idle: readonly V1Pod[],
-    log: Logger,
-    onConflict: () => void,
-  ): Promise<Allocation[]> {
-    const done: Allocation[] = [];
-    let sessions = [...waiting];
-    let next = 0;
-    while (sessions.length > 0 && next < idle.length) {
-      const pairs = sessions.slice(0, idle.length - next).map((session) => ({ session, pod: idle[next++]! }));
-      const results = await mapLimited(pairs, CLAIM_PARALLELISM, ({ session, pod }) =>
-        this.tryClaim(session, pod),
-      );
-      const lost: RelaySession[] = [];
-      results.forEach((result, i) => {
-        if (result) return void done.push(result);
-        onConflict();
-        log.debug(
-          { pod: pairs[i]!.pod.metadata?.name, session: pairs[i]!.session.metadata.name },
-          "claim lost",
+  dispatch(waiting: readonly RelaySession[], idle: readonly V1Pod[], outcomes: ClaimOutcomes): number {
+    const pairs = waiting.slice(0, idle.length).map((session, i) => ({ session, pod: idle[i]! }));
+    for (const { session, pod } of pairs) {
+      const key = podKey(pod);
+      const uid = session.metadata.uid ?? "";
+      this.inFlight.set(key, uid);
+      this.inFlightSessions.add(uid);
+      void this.slots
+        .run(() => this.tryClaim(session, pod))
+        .then(
+          (allocation) => {
+            this.settle(key, uid);
+            if (allocation) outcomes.allocated(allocation);
+            else outcomes.lost(session, pod);
+          },
+          (error: unknown) => {
+            this.settle(key, uid);
+            outcomes.failed(session, pod, error);
+          },
         );
-        lost.push(pairs[i]!.session);
-      });
-      sessions = [...lost, ...sessions.slice(pairs.length)];
     }
-    return done;
+    return pairs.length;
+  }
+
+  /** Resolves once no claim is in flight (tests, shutdown). */
+  async idle(): Promise<void> {
+    while (this.inFlight.size > 0) await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+
+  private settle(key: string, uid: string): void {
+    this.inFlight.delete(key);
+    this.inFlightSessions.delete(uid);
   }
 
   private async tryClaim(session: RelaySession, pod: V1Pod): Promise<Allocation | undefined> {
@@ -154,6 +194,10 @@ export class Allocator {
         body,
       });
       this.recentClaims.set(uid, { pod: pod.metadata?.name ?? "", atMs: Date.now() });
+      this.claimedPods.set(podKey(pod), {
+        resourceVersion: pod.metadata?.resourceVersion ?? "",
+        atMs: Date.now(),
+      });
       return { session, pod: written, waitedSeconds };
     } catch (error) {
       const code = apiCode(error);
@@ -162,11 +206,19 @@ export class Allocator {
     }
   }
 
-  private forgetSeenClaims(pods: readonly V1Pod[]): void {
+  private forgetSeenClaims(namespace: string, pods: readonly V1Pod[]): void {
     const cutoff = Date.now() - CLAIM_MEMORY_MS;
     const claimedInCache = new Set(pods.map((pod) => this.deps.sessionUid(pod)).filter(Boolean));
     for (const [uid, claim] of this.recentClaims) {
       if (claimedInCache.has(uid) || claim.atMs < cutoff) this.recentClaims.delete(uid);
+    }
+    const cachedVersion = new Map(pods.map((pod) => [podKey(pod), pod.metadata?.resourceVersion]));
+    for (const [key, claim] of this.claimedPods) {
+      const version = cachedVersion.get(key);
+      // Forgotten once the cache moved past the claimed version or lost the pod (`pods` holds the
+      // pods of one namespace).
+      if (claim.atMs < cutoff || (key.startsWith(`${namespace}/`) && version !== claim.resourceVersion))
+        this.claimedPods.delete(key);
     }
   }
 
@@ -181,24 +233,31 @@ export class Allocator {
   }
 }
 
+function podKey(pod: V1Pod): string {
+  return `${pod.metadata?.namespace ?? "default"}/${pod.metadata?.name ?? ""}`;
+}
+
 function isFinishedPod(pod: V1Pod): boolean {
   return pod.status?.phase === "Succeeded" || pod.status?.phase === "Failed";
 }
 
-/** `fn` over `items` with at most `limit` calls in flight; results in the order of `items`. */
-async function mapLimited<T, R>(
-  items: readonly T[],
-  limit: number,
-  fn: (item: T) => Promise<R>,
-): Promise<R[]> {
-  const results = new Array<R>(items.length);
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) {
-      const index = next++;
-      results[index] = await fn(items[index]!);
+/** At most `limit` tasks running at once; the others wait their turn in order. */
+class Semaphore {
+  private running = 0;
+  private readonly queue: Array<() => void> = [];
+
+  constructor(private readonly limit: number) {}
+
+  async run<T>(task: () => Promise<T>): Promise<T> {
+    // A finishing task hands its slot straight to the next waiter (no count change in between).
+    if (this.running >= this.limit) await new Promise<void>((resolve) => this.queue.push(resolve));
+    else this.running++;
+    try {
+      return await task();
+    } finally {
+      const next = this.queue.shift();
+      if (next) next();
+      else this.running--;
     }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return results;
+  }
 }

@@ -14,6 +14,8 @@ export interface PoolPods {
   allocated: V1Pod[];
   /** Claimed for a session, and its containers ended (the session's controller reads the end first). */
   allocatedFinished: V1Pod[];
+  /** Idle pods marked for removal (scale-down, pool deleted): never handed out, deleted next. */
+  draining: V1Pod[];
   /** Never claimed, and ended (crashed while idle): replaced. */
   idleFinished: V1Pod[];
   /** Being deleted. */
@@ -47,6 +49,7 @@ export function sortPoolPods(
     allocated: [],
     allocatedFinished: [],
     idleFinished: [],
+    draining: [],
     terminating: [],
   };
   for (const pod of pods) {
@@ -55,6 +58,7 @@ export function sortPoolPods(
     if (pod.metadata?.deletionTimestamp) sorted.terminating.push(pod);
     else if (claimed) (isFinished(pod) ? sorted.allocatedFinished : sorted.allocated).push(pod);
     else if (isFinished(pod)) sorted.idleFinished.push(pod);
+    else if (podState(pod) === "draining") sorted.draining.push(pod);
     else if (isPodReady(pod)) sorted.idleReady.push(pod);
     else sorted.warming.push(pod);
   }

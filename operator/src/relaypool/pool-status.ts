@@ -42,3 +42,55 @@ export function poolConditions(
     };
   });
 }
+
+/**
+ * The pool's status writes, off the allocation path: a round hands its status over and goes on (the
+ * next session of a burst need not wait for a status round trip; those were most of a round under
+ * load). Per pool one write at a time, the latest status wins over one still waiting its turn.
+ * `latest()` is the status last handed over, which the cache may not show yet: the baseline for the
+ * next round's comparison, conditions and Events. A failed write forgets it and asks for a retry.
+ */
+export class PoolStatusWrites {
+  private readonly latestByUid = new Map<string, RelayPoolStatus>();
+  private readonly writing = new Set<string>();
+  private readonly next = new Map<string, () => Promise<void>>();
+
+  constructor(private readonly onFailure: (uid: string, err: unknown) => void) {}
+
+  latest(uid: string): RelayPoolStatus | undefined {
+    return this.latestByUid.get(uid);
+  }
+
+  submit(uid: string, status: RelayPoolStatus, write: () => Promise<void>): void {
+    this.latestByUid.set(uid, status);
+    if (this.writing.has(uid)) return void this.next.set(uid, write);
+    void this.run(uid, write);
+  }
+
+  forget(uid: string): void {
+    this.latestByUid.delete(uid);
+    this.next.delete(uid);
+  }
+
+  /** Resolves once no write is in progress (shutdown, tests). */
+  async idle(): Promise<void> {
+    while (this.writing.size > 0) await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+
+  private async run(uid: string, write: () => Promise<void>): Promise<void> {
+    this.writing.add(uid);
+    for (let current: (() => Promise<void>) | undefined = write; current;) {
+      try {
+        await current();
+      } catch (err) {
+        this.latestByUid.delete(uid);
+        this.next.delete(uid);
+        this.onFailure(uid, err);
+        break;
+      }
+      current = this.next.get(uid);
+      this.next.delete(uid);
+    }
+    this.writing.delete(uid);
+  }
+}

@@ -5,9 +5,12 @@
  *
  *   1. clean up: idle pods that ended (crashed while idle) and claimed pods whose session is over
  *      are deleted (the pool then refills);
- *   2. allocate: idle Ready pods go to waiting sessions, oldest first (allocator.ts);
- *   3. scale: create missing pods (lowest free index) or delete surplus idle ones, warming before
- *      ready and highest index first; an allocated pod is never removed for scaling;
+ *   2. allocate: idle Ready pods go to waiting sessions, oldest first (allocator.ts); the claims'
+ *      answers are not waited for (they are handled when they come, and requeue on a lost race);
+ *   3. scale: create missing pods (lowest free index) or drain surplus idle ones (label
+ *      `draining`, then delete), warming before ready and highest index first; an allocated pod is
+ *      never removed for scaling; a deleted pool's idle pods are drained the same way;
+ *   (1b. spec.recycle: a claimed pod whose relay marked it recycled is given back to the pool;)
  *   4. status: counts, selector, conditions; Events on allocation, exhaustion, refill.
  *
  * Pod shapes and the claim's labels are the session controller's (relaysession/desired-pool-pod.ts),
@@ -24,6 +27,7 @@ import {
 } from "@kubernetes/client-node";
 import type { Logger } from "pino";
 import {
+  ANNOTATION_ALLOCATED_SESSION,
   LABEL_POOL,
   LABEL_POOL_STATE,
   RELAY_POOL_PLURAL,
@@ -36,13 +40,16 @@ import {
 } from "../../../crds/src/index.js";
 import { silentLogger } from "../../../relay-pod/src/index.js";
 import { canonicalJson } from "../kube/canonical-json.js";
-import { Allocator, type ClaimStamp, type SessionArrival } from "./allocator.js";
+import { Allocator, type ClaimOutcomes, type ClaimStamp, type SessionArrival } from "./allocator.js";
 import { apiCode } from "./api.js";
 import type { PoolMetrics } from "./metrics.js";
 import { isPodReady, liveCount, sortPoolPods, type PoolPods } from "./pool-pods.js";
-import { poolConditions } from "./pool-status.js";
+import { PoolStatusWrites, poolConditions } from "./pool-status.js";
 
 const mergePatch = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
+
+/** A claim or status write that failed for another reason than a conflict (apiserver away) is retried after this. */
+const CLAIM_RETRY_MS = 1000;
 
 /** How the pool's pods look and are claimed: relaysession/desired-pool-pod.ts, wired by operator.ts. */
 export interface PoolPodShapes {
@@ -51,6 +58,10 @@ export interface PoolPodShapes {
   /** ServiceAccount, Role, RoleBinding of the pool's pods (create if missing). */
   ensureRbac(pool: RelayPool): Promise<void>;
   claim(pod: V1Pod, session: RelaySession, stamp: ClaimStamp): V1Pod;
+  /** Whether the relay of a claimed pod ended its session cleanly and is idle again (spec.recycle). */
+  isRecycled(pod: V1Pod): boolean;
+  /** The claimed pod given back to the pool (claim removed, the pool its owner again). */
+  unclaim(pod: V1Pod, pool: RelayPool): V1Pod;
   sessionUid(pod: V1Pod): string | undefined;
   attempt(pod: V1Pod): number;
 }
@@ -81,6 +92,8 @@ export interface RelayPoolReconcilerDeps {
   arrival(uid: string): SessionArrival | undefined;
   events?: PoolEventSink;
   metrics?: PoolMetrics;
+  /** Look at pool `key` again (after `afterMs`): a claim was lost or failed after the round ended. */
+  requeue?: (key: string, afterMs?: number) => void;
   now?: () => Date;
   logger?: Logger;
 }
@@ -96,6 +109,9 @@ export class RelayPoolReconciler {
   private readonly allocator: Allocator;
   private readonly now: () => Date;
   private readonly logger: Logger;
+  private readonly statusWrites: PoolStatusWrites;
+  /** uid → "namespace/name" of the pools seen (a failed status write requeues by key). */
+  private readonly poolsByUid = new Map<string, string>();
   /** Pods whose first Ready was measured (warm-up histogram), by uid. */
   private readonly warmedUp = new Set<string>();
 
@@ -113,6 +129,12 @@ export class RelayPoolReconciler {
       arrival: (uid) => deps.arrival(uid),
       now: this.now,
     });
+    // A failed status write comes back through the queue (with the pool's cached status as baseline).
+    this.statusWrites = new PoolStatusWrites((uid, err) => {
+      const pool = this.poolsByUid.get(uid);
+      this.logger.warn({ pool, err }, "pool status write failed; retrying");
+      if (pool) this.deps.requeue?.(pool, CLAIM_RETRY_MS);
+    });
   }
 
   async reconcile(key: string): Promise<PoolReconcileResult | void> {
@@ -121,10 +143,19 @@ export class RelayPoolReconciler {
     const name = key.slice(slash + 1);
     const pool = this.deps.pools.get(namespace, name);
     if (!pool || pool.metadata.deletionTimestamp) {
-      // Idle pods go with the pool (owner references); claimed pods belong to their sessions now.
+      // Idle pods go with the pool (owner references: the garbage collector may be first); they are
+      // drained here as on a scale-down. Claimed pods belong to their sessions now and stay.
+      const left = sortPoolPods(this.deps.pods.list(namespace), name, this.deps.shapes);
+      for (const pod of [...left.warming, ...left.idleReady]) await this.drain(pod);
       this.deps.metrics?.forget(namespace, name);
+      for (const [uid, poolKey] of this.poolsByUid) {
+        if (poolKey !== key) continue;
+        this.statusWrites.forget(uid);
+        this.poolsByUid.delete(uid);
+      }
       return;
     }
+    this.poolsByUid.set(pool.metadata.uid ?? key, key);
     const log = this.logger.child({ pool: key, reconcileID: randomUUID() });
     await this.deps.shapes.ensureRbac(pool);
 
@@ -136,26 +167,12 @@ export class RelayPoolReconciler {
     // Allocation before scaling: a pod handed out now is not an idle pod to scale away.
     const sessions = this.deps.sessions.list(namespace);
     const waiting = this.allocator.waitingSessions(pool, sessions, allPods);
-    const allocations = await this.allocator.allocate(waiting, sorted.idleReady, log, () =>
-      this.deps.metrics?.claimConflicts.inc({ namespace, pool: name }),
-    );
-    for (const { session, pod, waitedSeconds } of allocations) {
-      log.info(
-        { session: session.metadata.name, pod: pod.metadata?.name, waitedSeconds },
-        "allocated warm pod",
-      );
-      this.deps.metrics?.allocationSeconds.observe({ namespace, pool: name }, waitedSeconds);
-      this.deps.events?.record(
-        session,
-        "Normal",
-        "Allocated",
-        `warm pod ${pod.metadata?.name} of RelayPool ${name} after ${waitedSeconds.toFixed(3)} s`,
-      );
-    }
-    const claimedNames = new Set(allocations.map((a) => a.pod.metadata?.name));
-    const idleReady = sorted.idleReady.filter((pod) => !claimedNames.has(pod.metadata?.name));
-    const allocated = sorted.allocated.length + allocations.length;
-    const stillWaiting = waiting.length - allocations.length;
+    const available = this.allocator.available(sorted.idleReady);
+    const sent = this.allocator.dispatch(waiting, available, this.claimOutcomes(pool, key, log));
+    // Pods with a claim sent (now or in an earlier round, answer or cache pending) are no longer idle.
+    const idleReady = available.slice(sent);
+    const allocated = sorted.allocated.length + sorted.idleReady.length - idleReady.length;
+    const stillWaiting = waiting.length - sent;
 
     const desired = desiredPoolReplicas(pool.spec, allocated);
     const live = liveCount(sorted);
@@ -175,9 +192,40 @@ export class RelayPoolReconciler {
       waiting: stillWaiting,
     };
     this.deps.metrics?.set(namespace, name, counts);
-    await this.writeStatus(pool, counts, live + created - removed.length, log);
-    // Waiting sessions are served by pod events (Ready, deleted); the requeue only covers a lost one.
+    this.writeStatus(pool, counts, live + created - removed.length, key, log);
+    // Waiting sessions are served by pod events (Ready, deleted) and claim answers; the requeue only
+    // covers a lost event.
     return stillWaiting > 0 ? { requeueAfterMs: 5000 } : undefined;
+  }
+
+  /** What happens when a claim sent by this reconcile is answered (after the reconcile returned). */
+  private claimOutcomes(pool: RelayPool, key: string, log: Logger): ClaimOutcomes {
+    const namespace = pool.metadata.namespace ?? "default";
+    const name = pool.metadata.name ?? "";
+    return {
+      allocated: ({ session, pod, waitedSeconds }) => {
+        log.info(
+          { session: session.metadata.name, pod: pod.metadata?.name, waitedSeconds },
+          "allocated warm pod",
+        );
+        this.deps.metrics?.allocationSeconds.observe({ namespace, pool: name }, waitedSeconds);
+        this.deps.events?.record(
+          session,
+          "Normal",
+          "Allocated",
+          `warm pod ${pod.metadata?.name} of RelayPool ${name} after ${waitedSeconds.toFixed(3)} s`,
+        );
+      },
+      lost: (session, pod) => {
+        this.deps.metrics?.claimConflicts.inc({ namespace, pool: name });
+        log.debug({ pod: pod.metadata?.name, session: session.metadata.name }, "claim lost");
+        this.deps.requeue?.(key);
+      },
+      failed: (session, pod, err) => {
+        log.warn({ pod: pod.metadata?.name, session: session.metadata.name, err }, "claim failed; retrying");
+        this.deps.requeue?.(key, CLAIM_RETRY_MS);
+      },
+    };
   }
 
   /** Idle pods that ended are replaced; claimed pods whose session is over leave (refill follows). */
@@ -192,6 +240,7 @@ export class RelayPoolReconciler {
       );
       await this.deletePod(pod);
     }
+    for (const pod of sorted.draining) await this.deletePod(pod, true);
     const namespace = pool.metadata.namespace ?? "default";
     for (const pod of [...sorted.allocated, ...sorted.allocatedFinished]) {
       const sessionName = pod.metadata?.ownerReferences?.find((ref) => ref.kind === "RelaySession")?.name;
@@ -205,9 +254,39 @@ export class RelayPoolReconciler {
         (sorted.allocatedFinished.includes(pod) &&
           this.deps.shapes.attempt(pod) < (session.status?.restarts ?? 0));
       if (!over) continue;
+      if (pool.spec.recycle && sorted.allocated.includes(pod) && this.deps.shapes.isRecycled(pod)) {
+        await this.unclaim(pool, pod, log);
+        continue;
+      }
       log.info({ pod: pod.metadata?.name, session: sessionName }, "session over; deleting its warm pod");
       await this.deletePod(pod);
     }
+  }
+
+  /**
+   * spec.recycle: the relay ended its session cleanly and checked ComfyStream; the pod goes back to
+   * the pool, written with the cached resourceVersion (a pod changed since is looked at again).
+   */
+  private async unclaim(pool: RelayPool, pod: V1Pod, log: Logger): Promise<void> {
+    try {
+      await this.core.replaceNamespacedPod({
+        namespace: pod.metadata?.namespace ?? "default",
+        name: pod.metadata?.name ?? "",
+        body: this.deps.shapes.unclaim(pod, pool),
+      });
+    } catch (error) {
+      const code = apiCode(error);
+      if (code === 409 || code === 404) return; // changed or gone: the next round sees it
+      throw error;
+    }
+    const session = pod.metadata?.annotations?.[ANNOTATION_ALLOCATED_SESSION];
+    log.info({ pod: pod.metadata?.name, session }, "session ended cleanly; warm pod recycled");
+    this.deps.events?.record(
+      pool,
+      "Normal",
+      "Recycled",
+      `pod ${pod.metadata?.name} is idle again after session ${session} ended`,
+    );
   }
 
   private async scaleUp(
@@ -260,12 +339,41 @@ export class RelayPoolReconciler {
     const byIndexDesc = (a: V1Pod, b: V1Pod) =>
       this.deps.shapes.indexOf(name, b.metadata?.name) - this.deps.shapes.indexOf(name, a.metadata?.name);
     const victims = [...warming.sort(byIndexDesc), ...ready.sort(byIndexDesc)].slice(0, surplus);
-    for (const pod of victims) await this.deletePod(pod, true);
+    for (const pod of victims) await this.drain(pod);
     if (victims.length > 0) {
       log.info({ deleted: victims.map((pod) => pod.metadata?.name) }, "scaled down idle warm pods");
       this.deps.events?.record(pool, "Normal", "ScaledDown", `deleted ${victims.length} idle warm pod(s)`);
     }
     return victims;
+  }
+
+  /**
+   * An idle pod leaves through the `draining` state: the label is set with the cached
+   * resourceVersion (a pod claimed since is spared: 409), which also takes the pod out of allocation
+   * for any replica, then the pod is deleted (uid and the drained version as preconditions). A pod
+   * left draining by an interrupted round is deleted by the next one (cleanUp).
+   */
+  private async drain(pod: V1Pod): Promise<void> {
+    let drained: V1Pod;
+    try {
+      drained = await this.core.patchNamespacedPod(
+        {
+          namespace: pod.metadata?.namespace ?? "default",
+          name: pod.metadata?.name ?? "",
+          body: {
+            metadata: {
+              resourceVersion: pod.metadata?.resourceVersion,
+              labels: { [LABEL_POOL_STATE]: "draining" },
+            },
+          },
+        },
+        mergePatch,
+      );
+    } catch (error) {
+      if (apiCode(error) !== 409 && apiCode(error) !== 404) throw error;
+      return;
+    }
+    await this.deletePod(drained, true);
   }
 
   /** The state label follows readiness (the relay in the pod only answers its readiness probe). */
@@ -332,15 +440,17 @@ export class RelayPoolReconciler {
     }
   }
 
-  private async writeStatus(
+  private writeStatus(
     pool: RelayPool,
     counts: { ready: number; allocated: number; warming: number; desired: number; waiting: number },
     replicas: number,
+    key: string,
     log: Logger,
-  ): Promise<void> {
+  ): void {
     const namespace = pool.metadata.namespace ?? "default";
     const name = pool.metadata.name ?? "";
-    const previous = pool.status ?? {};
+    const uid = pool.metadata.uid ?? key;
+    const previous = this.statusWrites.latest(uid) ?? pool.status ?? {};
     const status: RelayPoolStatus = {
       replicas,
       desiredReplicas: counts.desired,
@@ -363,21 +473,23 @@ export class RelayPoolReconciler {
         `${counts.waiting} session(s) waiting for an idle warm pod`,
       );
     }
-    try {
-      await this.customObjects.patchNamespacedCustomObjectStatus(
-        {
-          group: RELAY_SESSION_GROUP,
-          version: RELAY_SESSION_VERSION,
-          namespace,
-          plural: RELAY_POOL_PLURAL,
-          name,
-          body: { status },
-        },
-        mergePatch,
-      );
-    } catch (error) {
-      if (apiCode(error) !== 404) throw error;
-    }
-    log.debug({ status }, "pool status written");
+    this.statusWrites.submit(uid, status, async () => {
+      try {
+        await this.customObjects.patchNamespacedCustomObjectStatus(
+          {
+            group: RELAY_SESSION_GROUP,
+            version: RELAY_SESSION_VERSION,
+            namespace,
+            plural: RELAY_POOL_PLURAL,
+            name,
+            body: { status },
+          },
+          mergePatch,
+        );
+      } catch (error) {
+        if (apiCode(error) !== 404) throw error;
+      }
+      log.debug({ status }, "pool status written");
+    });
   }
 }

@@ -8,6 +8,7 @@ import {
   ANNOTATION_ALLOCATED_AT,
   ANNOTATION_ALLOCATED_SESSION,
   ANNOTATION_ALLOCATION_WAITED_SECONDS,
+  ANNOTATION_RECYCLED,
   LABEL_POOL,
   LABEL_POOL_STATE,
   RELAY_POOL_KIND,
@@ -115,6 +116,7 @@ export function desiredPoolPod(pool: RelayPool, index: number, options: PoolPodO
       String(template.height ?? 512),
       "--frame-rate",
       String(template.frameRate ?? 30),
+      ...(pool.spec.recycle ? ["--pool-recycle"] : []),
     ],
     env: [
       fieldEnv("POD_NAME", "metadata.name"),
@@ -180,7 +182,8 @@ export function desiredPoolPod(pool: RelayPool, index: number, options: PoolPodO
 /**
  * The pool pods' ServiceAccount, Role and RoleBinding. A warm pod does not know which session it
  * will serve, so it may read the namespace's RelaySessions and patch their status (the relay writes
- * only status.relay of the session its pod was given) and read pods (its own, to see the claim).
+ * only status.relay of the session its pod was given) and read pods (its own, to see the claim) and
+ * patch them (its own, to say it is idle again after a recycled session).
  */
 export function desiredPoolRbac(pool: RelayPool): RelayRbac {
   return relayRbacObjects(
@@ -201,7 +204,9 @@ export function desiredPoolRbac(pool: RelayPool): RelayRbac {
         resources: [`${RELAY_SESSION_PLURAL}/status`],
         verbs: ["get", "patch"],
       },
-      { apiGroups: [""], resources: ["pods"], verbs: ["get", "list", "watch"] },
+      // patch: a recycling pod marks itself idle again (ANNOTATION_RECYCLED). Granted whatever
+      // spec.recycle says, since the Role is made once per pool and recycle may be switched on later.
+      { apiGroups: [""], resources: ["pods"], verbs: ["get", "list", "watch", "patch"] },
     ],
   );
 }
@@ -223,21 +228,60 @@ export interface ClaimStamp {
  * one pod cannot both succeed.
  */
 export function claimedPoolPod(pod: V1Pod, session: RelaySession, stamp: ClaimStamp): V1Pod {
-  const claimed = structuredClone(pod);
-  const metadata = claimed.metadata!;
-  metadata.labels = {
-    ...metadata.labels,
-    [LABEL_SESSION]: sessionLabelValue(session.metadata.name ?? ""),
-    [LABEL_SESSION_UID]: session.metadata.uid ?? "",
-    [LABEL_ATTEMPT]: String(stamp.attempt),
-    [LABEL_POOL_STATE]: "allocated",
+  // A shallow copy with new metadata maps: the cached pod is not touched, and a deep copy of the
+  // whole pod (managedFields and all) was the largest CPU cost of a claim under a burst.
+  return {
+    ...pod,
+    metadata: {
+      ...pod.metadata,
+      labels: {
+        ...pod.metadata?.labels,
+        [LABEL_SESSION]: sessionLabelValue(session.metadata.name ?? ""),
+        [LABEL_SESSION_UID]: session.metadata.uid ?? "",
+        [LABEL_ATTEMPT]: String(stamp.attempt),
+        [LABEL_POOL_STATE]: "allocated",
+      },
+      annotations: {
+        ...pod.metadata?.annotations,
+        [ANNOTATION_ALLOCATED_SESSION]: `${session.metadata.namespace}/${session.metadata.name}`,
+        [ANNOTATION_ALLOCATED_AT]: stamp.at.toISOString(),
+        [ANNOTATION_ALLOCATION_WAITED_SECONDS]: String(Math.round(stamp.waitedSeconds * 1000) / 1000),
+      },
+      ownerReferences: [sessionOwnerReference(session)],
+    },
   };
-  metadata.annotations = {
-    ...metadata.annotations,
-    [ANNOTATION_ALLOCATED_SESSION]: `${session.metadata.namespace}/${session.metadata.name}`,
-    [ANNOTATION_ALLOCATED_AT]: stamp.at.toISOString(),
-    [ANNOTATION_ALLOCATION_WAITED_SECONDS]: String(Math.round(stamp.waitedSeconds * 1000) / 1000),
-  };
-  metadata.ownerReferences = [sessionOwnerReference(session)];
-  return claimed;
+}
+
+/**
+ * Whether the relay of `pod` (a claimed warm pod) ended its session cleanly and is idle again: it
+ * marked the pod with the allocated-at of this very claim (a mark of an earlier claim is stale).
+ */
+export function isRecycledPoolPod(pod: V1Pod): boolean {
+  const annotations = pod.metadata?.annotations;
+  const recycled = annotations?.[ANNOTATION_RECYCLED];
+  return recycled !== undefined && recycled === annotations?.[ANNOTATION_ALLOCATED_AT];
+}
+
+/**
+ * A recycled pod (as cached) given back to `pool`: the reverse of claimedPoolPod (session labels and
+ * claim annotations gone, the pool the controller owner again, state `ready`). Written with the
+ * cached resourceVersion, like the claim.
+ */
+export function unclaimedPoolPod(pod: V1Pod, pool: RelayPool): V1Pod {
+  const metadata = { ...pod.metadata };
+  const idle = { ...pod, metadata };
+  const labels: Record<string, string> = { ...metadata.labels, [LABEL_POOL_STATE]: "ready" };
+  for (const label of [LABEL_SESSION, LABEL_SESSION_UID, LABEL_ATTEMPT]) delete labels[label];
+  metadata.labels = labels;
+  const annotations: Record<string, string> = { ...metadata.annotations };
+  for (const annotation of [
+    ANNOTATION_ALLOCATED_SESSION,
+    ANNOTATION_ALLOCATED_AT,
+    ANNOTATION_ALLOCATION_WAITED_SECONDS,
+    ANNOTATION_RECYCLED,
+  ])
+    delete annotations[annotation];
+  metadata.annotations = annotations;
+  metadata.ownerReferences = [poolOwnerReference(pool)];
+  return idle;
 }

@@ -27,6 +27,7 @@ import {
   type Outcome,
 } from "./status.js";
 import type { StatusWriter } from "./status-writer.js";
+import { isRecycledPoolPod } from "./desired-pool-pod.js";
 import { isPoolPod, podStartFor, waitingOutcome, type PoolAccess } from "./pooled-session.js";
 
 export interface PodLifecycleDeps {
@@ -128,7 +129,10 @@ export class PodLifecycle {
       return { requeueAfterMs: SHORT_REQUEUE_MS };
     }
 
-    const verdict = classifyPod(pod, now);
+    // A recycling pool's relay ends a clean session by marking its pod, which keeps running idle.
+    const verdict = isRecycledPoolPod(pod)
+      ? ({ kind: "Succeeded", at: now } as const)
+      : classifyPod(pod, now);
     if (verdict.kind === "Succeeded") {
       return this.finish(session, pod, { kind: "Succeeded", at: verdict.at }, now, log);
     }
@@ -371,7 +375,8 @@ export class PodLifecycle {
         );
       }
     }
-    if (pod && !isPodFinished(pod) && !pod.metadata?.deletionTimestamp) await this.deletePod(pod);
+    if (pod && !isPodFinished(pod) && !pod.metadata?.deletionTimestamp && !isRecycledPoolPod(pod))
+      await this.deletePod(pod);
     return ttlRequeue(session, status.completionTime, now);
   }
 

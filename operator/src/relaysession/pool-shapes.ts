@@ -10,7 +10,9 @@ import {
   claimedPoolPod,
   desiredPoolPod,
   desiredPoolRbac,
+  isRecycledPoolPod,
   poolPodIndex,
+  unclaimedPoolPod,
   type ClaimStamp,
 } from "./desired-pool-pod.js";
 import { LABEL_SESSION_UID } from "./labels.js";
@@ -34,6 +36,8 @@ export function poolPodShapes(options: PoolShapeOptions) {
         desiredPoolRbac(pool),
       ),
     claim: (pod: V1Pod, session: RelaySession, stamp: ClaimStamp) => claimedPoolPod(pod, session, stamp),
+    isRecycled: (pod: V1Pod) => isRecycledPoolPod(pod),
+    unclaim: (pod: V1Pod, pool: RelayPool) => unclaimedPoolPod(pod, pool),
     sessionUid: (pod: V1Pod) => pod.metadata?.labels?.[LABEL_SESSION_UID],
     attempt: (pod: V1Pod) => attemptOf(pod),
   };

@@ -14,6 +14,7 @@
 // status-writer.ts, RBAC in session-rbac.ts, the orphan sweep in orphan-sweep.ts; the names this
 // module exported before the split are re-exported from here.
 
+import { isRecycledPoolPod } from "./desired-pool-pod.js";
 import { randomUUID } from "node:crypto";
 import { CoreV1Api, CustomObjectsApi, KubeConfig } from "@kubernetes/client-node";
 import type { Logger } from "pino";
@@ -167,6 +168,8 @@ export class RelaySessionReconciler {
     log: Logger,
   ): Promise<ReconcileResult | void> {
     for (const pod of this.lifecycle.ownedPods(session)) {
+      // A recycled warm pod is idle again, not a leftover: the pool controller takes it back.
+      if (isRecycledPoolPod(pod)) continue;
       if (!isPodFinished(pod) && !pod.metadata?.deletionTimestamp) await this.lifecycle.deletePod(pod);
     }
     const previous = operatorOwnedStatus(session);

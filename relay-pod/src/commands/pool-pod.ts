@@ -2,7 +2,9 @@
 // its ComfyStream to answer, then sends a short synthetic stream through it with the pool's
 // workflows, so that models are loaded and compiled before a real frame arrives), only then answers
 // its readiness probe, idles until the operator claims the pod for a session, and then runs that
-// session at once, exactly as `run --session` does. Its state (warming, ready, allocated, draining)
+// session at once, exactly as `run --session` does. With --pool-recycle a cleanly ended session is
+// followed by a ComfyStream health check and the next claim (the operator unclaims the pod once it
+// sees the pod's recycled mark). Its state (warming, ready, allocated, draining)
 // is on /metrics; the operator mirrors it in the pod label trickle-relay.io/pool-state.
 
 import { createServer, type Server } from "node:http";
@@ -22,6 +24,8 @@ export interface PoolPodOptions {
   /** Longest wait for ComfyStream to answer at all (image pulls are done; its start is not). */
   warmupTimeoutMs: number;
   readyPort: number;
+  /** spec.recycle: after a clean end, health check and back to idle (the operator unclaims the pod). */
+  recycle?: boolean;
   /** The stream settings of the warm-up (size, rate, encoder) and the pod-side session settings. */
   session: Omit<SessionConfigInput, "id" | "inputUrl" | "comfystreamUrl">;
   logger: Logger;
@@ -62,23 +66,40 @@ export async function runPoolPod(options: PoolPodOptions): Promise<number> {
     log.info({ warmupSeconds: (performance.now() - started) / 1000 }, "warm and idle: ready for a session");
 
     const { loadKubeConfig } = await import("../kube/session-resource.js");
-    const { waitForClaim } = await import("../kube/pool-claim.js");
-    const claimed = await waitForClaim(loadKubeConfig(), { namespace, name }, idle.signal, log);
-    if (!claimed) return EXIT_CODES.ended;
-    status.set("allocated");
-    log.info({ session: `${claimed.namespace}/${claimed.name}` }, "claimed: starting the session");
+    const { markRecycled, waitForClaim } = await import("../kube/pool-claim.js");
     const { runSessionFromResource } = await import("../kube/resource-session.js");
-    return await runSessionFromResource(claimed, {
-      logger: options.logger,
-      settings: {
-        comfystreamUrl: options.comfystreamUrl,
-        ...(options.offerTimeoutSeconds ? { offerTimeoutSeconds: options.offerTimeoutSeconds } : {}),
-        iceAddresses: options.session.iceAddresses ?? [],
-        insecureTls: options.session.insecureTls ?? false,
-        ...(options.session.queueCapacities ? { queueCapacities: options.session.queueCapacities } : {}),
-      },
-      onShutdown: (stop) => (stopSession = stop),
-    });
+    const kubeConfig = loadKubeConfig();
+    for (let endedClaim: string | undefined; ;) {
+      const claim = await waitForClaim(kubeConfig, { namespace, name }, idle.signal, log, endedClaim);
+      if (!claim) return EXIT_CODES.ended;
+      status.set("allocated");
+      const claimed = claim.session;
+      log.info({ session: `${claimed.namespace}/${claimed.name}` }, "claimed: starting the session");
+      const code = await runSessionFromResource(claimed, {
+        logger: options.logger,
+        settings: {
+          comfystreamUrl: options.comfystreamUrl,
+          ...(options.offerTimeoutSeconds ? { offerTimeoutSeconds: options.offerTimeoutSeconds } : {}),
+          iceAddresses: options.session.iceAddresses ?? [],
+          insecureTls: options.session.insecureTls ?? false,
+          ...(options.session.queueCapacities ? { queueCapacities: options.session.queueCapacities } : {}),
+        },
+        onShutdown: (stop) => (stopSession = stop),
+      });
+      // Only a clean end is recycled: after a failure ComfyStream's state is unknown, the pod goes.
+      if (!options.recycle || code !== EXIT_CODES.ended || idle.signal.aborted) return code;
+      status.set("warming");
+      if (!(await healthy(options.comfystreamUrl)) && !(await warmUp(options, log, idle.signal))) {
+        if (idle.signal.aborted) return EXIT_CODES.ended;
+        process.stderr.write("trickle-relay: ComfyStream failed its health check after the session\n");
+        return EXIT_CODES.failed;
+      }
+      status.set("ready");
+      // The session's end and this pod's return to idle, in one mark the operator acts on.
+      await markRecycled(kubeConfig, { namespace, name }, claim.allocatedAt, idle.signal);
+      log.info({ session: `${claimed.namespace}/${claimed.name}` }, "session ended cleanly; idle again");
+      endedClaim = claim.allocatedAt;
+    }
   } finally {
     server.close();
   }
@@ -169,6 +190,16 @@ async function warmUp(options: PoolPodOptions, log: Logger, signal: AbortSignal)
     log.warn({ attempt, code }, "warm-up stream failed; trying again");
   }
   return false;
+}
+
+/** ComfyStream answers at all (any HTTP reply) within 5 s. */
+async function healthy(comfystreamUrl: string): Promise<boolean> {
+  try {
+    await fetch(comfystreamUrl, { signal: AbortSignal.timeout(5000) });
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** The pool's warm-up workflows (TRICKLE_RELAY_WARMUP_PROMPTS, JSON), else the session default. */

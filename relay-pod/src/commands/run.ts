@@ -181,6 +181,11 @@ export function registerRun(program: Command): void {
       3,
     )
     .option(
+      "--pool-recycle",
+      "--pool-pod of a RelayPool with spec.recycle: after a clean end of the session, check ComfyStream " +
+        "(warm up again if it stopped answering) and go back to idle instead of exiting",
+    )
+    .option(
       "--ready-port <port>",
       "--session and --pool-pod: port of the pod's /healthz, /readyz and /metrics (0: none)",
       parseNonNegativeInteger,
@@ -203,10 +208,11 @@ Two forms:
       Its spec.prompts edits reach ComfyStream live; status.relay is written at most once a second
       and on state changes. Only pod-side options combine with it: --ice-address, --queue-*,
       --insecure, --status-interval, --pool-comfystream (for a session that names a RelayPool).
-  trickle-relay run --pool-pod --pool-comfystream URL [--warmup-seconds N]
+  trickle-relay run --pool-pod --pool-comfystream URL [--warmup-seconds N] [--pool-recycle]
       A warm RelayPool pod (how the operator runs pool pods): warms up, answers /readyz on
       --ready-port once warm, waits until the operator claims the pod for a session, then runs
-      that session as --session does.
+      that session as --session does. With --pool-recycle a cleanly ended session is followed by
+      a ComfyStream health check and the next claim instead of the exit.
 
 Exit codes: 0 the input ended (or the session was stopped: SIGTERM/SIGINT, RelaySession deleted),
 1 the session failed, 2 bad options or (with --session) the RelaySession is missing, unreadable
@@ -225,6 +231,7 @@ or its spec unusable.`,
         ...(opts.poolOfferTimeout ? { offerTimeoutSeconds: opts.poolOfferTimeout as number } : {}),
         warmupSeconds: opts.warmupSeconds as number,
         warmupTimeoutMs: 900_000,
+        recycle: opts.poolRecycle === true,
         readyPort: opts.readyPort as number,
         session: sessionInputFromOptions(opts),
         logger,

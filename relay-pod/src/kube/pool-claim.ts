@@ -3,8 +3,19 @@
 // (fieldSelector metadata.name), re-opened from a fresh read after it ends or fails, so a claim
 // written while no watch was open is still seen.
 
-import { CoreV1Api, Watch, type KubeConfig, type V1Pod } from "@kubernetes/client-node";
-import { ANNOTATION_ALLOCATED_SESSION } from "../../../crds/src/index.js";
+import {
+  CoreV1Api,
+  PatchStrategy,
+  Watch,
+  setHeaderOptions,
+  type KubeConfig,
+  type V1Pod,
+} from "@kubernetes/client-node";
+import {
+  ANNOTATION_ALLOCATED_AT,
+  ANNOTATION_ALLOCATED_SESSION,
+  ANNOTATION_RECYCLED,
+} from "../../../crds/src/index.js";
 import { silentLogger, type Logger } from "../common/log.js";
 import { parseSessionRef, type SessionRef } from "./session-resource.js";
 
@@ -13,27 +24,65 @@ export interface PodRef {
   name: string;
 }
 
-/** The session a pod was claimed for, from its annotation; undefined while idle. */
-export function claimedSessionOf(pod: Pick<V1Pod, "metadata"> | undefined): SessionRef | undefined {
+export interface Claim {
+  session: SessionRef;
+  /** The claim's time stamp (ANNOTATION_ALLOCATED_AT): tells one claim of the pod from the next. */
+  allocatedAt: string;
+}
+
+/** The pod's claim; undefined while idle or when it is `ended` (a claim already served). */
+export function claimOf(pod: Pick<V1Pod, "metadata"> | undefined, ended?: string): Claim | undefined {
   const value = pod?.metadata?.annotations?.[ANNOTATION_ALLOCATED_SESSION];
-  if (!value) return undefined;
+  const allocatedAt = pod?.metadata?.annotations?.[ANNOTATION_ALLOCATED_AT] ?? "";
+  if (!value || (ended !== undefined && allocatedAt === ended)) return undefined;
   try {
-    return parseSessionRef(value);
+    return { session: parseSessionRef(value), allocatedAt };
   } catch {
     return undefined;
   }
 }
 
 /**
- * Resolves with the claimed session once the pod carries the claim, or undefined when `signal`
- * aborts first (a stop while idle). Read errors are retried with backoff up to 5 s.
+ * Marks the pod recycled after the claim `allocatedAt` (its session ended cleanly, ComfyStream is
+ * healthy): the operator then records the session's end and unclaims the pod. Retried with backoff
+ * until written or `signal` aborts.
+ */
+export async function markRecycled(
+  kubeConfig: KubeConfig,
+  pod: PodRef,
+  allocatedAt: string,
+  signal: AbortSignal,
+): Promise<void> {
+  const core = kubeConfig.makeApiClient(CoreV1Api);
+  for (let errors = 0; !signal.aborted; errors++) {
+    try {
+      await core.patchNamespacedPod(
+        {
+          namespace: pod.namespace,
+          name: pod.name,
+          body: { metadata: { annotations: { [ANNOTATION_RECYCLED]: allocatedAt } } },
+        },
+        setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
+      );
+      return;
+    } catch {
+      await sleep(Math.min(5000, 250 * 2 ** errors), signal);
+    }
+  }
+}
+
+/**
+ * Resolves with the claim once the pod carries one (other than the `ended` claim of a recycled pod,
+ * which stays on it until the operator unclaims it), or undefined when `signal` aborts first (a stop
+ * while idle). Read errors are retried with backoff up to 5 s.
  */
 export async function waitForClaim(
   kubeConfig: KubeConfig,
   pod: PodRef,
   signal: AbortSignal,
   logger: Logger = silentLogger,
-): Promise<SessionRef | undefined> {
+  ended?: string,
+): Promise<Claim | undefined> {
   const core = kubeConfig.makeApiClient(CoreV1Api);
   const watch = new Watch(kubeConfig);
   const log = logger.child({ component: "pool-claim" });
@@ -41,7 +90,7 @@ export async function waitForClaim(
     let resourceVersion: string | undefined;
     try {
       const current = await core.readNamespacedPod({ namespace: pod.namespace, name: pod.name });
-      const claimed = claimedSessionOf(current);
+      const claimed = claimOf(current, ended);
       if (claimed) return claimed;
       resourceVersion = current.metadata?.resourceVersion;
       errors = 0;
@@ -51,9 +100,9 @@ export async function waitForClaim(
       await sleep(Math.min(5000, 250 * 2 ** errors), signal);
       continue;
     }
-    const claimed = await new Promise<SessionRef | undefined>((resolve) => {
+    const claimed = await new Promise<Claim | undefined>((resolve) => {
       let request: { abort(): void } | undefined;
-      const finish = (value: SessionRef | undefined) => {
+      const finish = (value: Claim | undefined) => {
         signal.removeEventListener("abort", onAbort);
         request?.abort();
         resolve(value);
@@ -66,8 +115,8 @@ export async function waitForClaim(
           { fieldSelector: `metadata.name=${pod.name}`, resourceVersion, timeoutSeconds: 300 },
           (type, object: V1Pod) => {
             if (type === "ADDED" || type === "MODIFIED") {
-              const session = claimedSessionOf(object);
-              if (session) finish(session);
+              const claim = claimOf(object, ended);
+              if (claim) finish(claim);
             }
           },
           () => finish(undefined), // ended or failed: re-read and watch again

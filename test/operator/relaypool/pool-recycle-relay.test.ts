@@ -1,0 +1,219 @@
+/**
+ * `spec.recycle` from the relay's side, as a real process against a real kube-apiserver, with real
+ * WebRTC to the TS stand-in ComfyStream (passthrough) inside the loopback-only namespace:
+ * `run --pool-pod --pool-recycle` runs a claimed session whose input ends cleanly, checks ComfyStream,
+ * is Ready again, marks its pod recycled with the claim's allocated-at, stays up, and runs the next
+ * session once the pod is unclaimed and claimed again (both written exactly as the operator writes
+ * them: unclaimedPoolPod / claimedPoolPod with the read resourceVersion). Without --pool-recycle the
+ * same clean end makes the relay exit 0 (the default: the pod is replaced).
+ */
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { CoreV1Api, CustomObjectsApi, KubeConfig, type V1Pod } from "@kubernetes/client-node";
+import type { RelayPool, RelaySession } from "../../../crds/src/index.js";
+import {
+  claimedPoolPod,
+  desiredPoolPod,
+  unclaimedPoolPod,
+} from "../../../operator/src/relaysession/desired-pool-pod.js";
+import {
+  freePorts,
+  resolveEnvtestAssets,
+  startControlPlane,
+  type ControlPlane,
+} from "../../infra/apiserver.js";
+import { inLoopbackOnlyNamespace } from "../../infra/netns.js";
+import {
+  ICE_ADDRESSES,
+  makeInputSegments,
+  publishPaced,
+  startPeer,
+  startTrickle,
+} from "../../session/relay-harness.js";
+import { repoRoot, waitFor } from "../operator-harness.js";
+import { PoolKubectl, poolYaml } from "./pool-harness.js";
+
+const assets = await resolveEnvtestAssets();
+const skip =
+  assets.skipReason ?? (inLoopbackOnlyNamespace ? false : "not in a loopback-only network namespace");
+const cleanups: Array<() => Promise<unknown> | unknown> = [];
+
+describe(
+  "recycling pool pod relay (real apiserver, relay process, TS stand-in over WebRTC)",
+  { skip },
+  () => {
+    let cp: ControlPlane;
+    let kc: KubeConfig;
+    let kubectl: PoolKubectl;
+
+    before(async () => {
+      cp = await startControlPlane({ crdPaths: [join(repoRoot, "crds")] });
+      kc = new KubeConfig();
+      kc.loadFromFile(cp.kubeconfigPath);
+      kubectl = new PoolKubectl(cp);
+    });
+    after(async () => {
+      for (const cleanup of cleanups.reverse()) await Promise.resolve(cleanup()).catch(() => undefined);
+      await cp?.stop();
+    });
+
+    async function scenario(ns: string, recycle: boolean) {
+      await kubectl.ok(["create", "namespace", ns]);
+      await kubectl.ok(["apply", "-f", "-"], poolYaml(ns, "gpu", { replicas: 1, recycle }));
+      const pool = (await kubectl.pool(ns, "gpu")) as RelayPool;
+      const core = kc.makeApiClient(CoreV1Api);
+      const podName = (
+        await core.createNamespacedPod({
+          namespace: ns,
+          body: desiredPoolPod(pool, 0, { relayImage: "trickle-relay/relay:test" }),
+        })
+      ).metadata!.name!;
+      const peer = await startPeer("ts");
+      cleanups.push(() => peer.stop());
+      const trickle = await startTrickle(["one", "one-out", "two", "two-out"]);
+      cleanups.push(() => trickle.server.close());
+      const [readyPort] = await freePorts(1);
+      const relay = spawn(
+        process.execPath,
+        [
+          join(repoRoot, "dist/relay-pod/src/cli.js"),
+          ...["run", "--pool-pod", "--pool-comfystream", peer.url, "--warmup-seconds", "0"],
+          ...["--ready-port", String(readyPort), ...(recycle ? ["--pool-recycle"] : [])],
+          ...ICE_ADDRESSES.flatMap((address) => ["--ice-address", address]),
+        ],
+        {
+          stdio: ["ignore", "pipe", "pipe"],
+          env: {
+            ...process.env,
+            KUBECONFIG: cp.kubeconfigPath,
+            POD_NAMESPACE: ns,
+            POD_NAME: podName,
+            TRICKLE_RELAY_LOG_JSON: "1",
+          },
+        },
+      );
+      let output = "";
+      relay.stdout!.on("data", (chunk: Buffer) => (output += chunk.toString()));
+      relay.stderr!.on("data", (chunk: Buffer) => (output += chunk.toString()));
+      let exitCode: number | null | undefined;
+      const exited = new Promise<void>((resolve) =>
+        relay.once("exit", (code) => {
+          exitCode = code;
+          resolve();
+        }),
+      );
+      cleanups.push(async () => {
+        relay.kill("SIGKILL");
+        await exited;
+      });
+      const readyz = async () => {
+        try {
+          return (await fetch(`http://127.0.0.1:${readyPort}/readyz`)).status;
+        } catch {
+          return 0;
+        }
+      };
+      await waitFor("Ready", 30_000, async () => (await readyz()) === 200);
+      const { segments } = await makeInputSegments({ seconds: 3, size: "320x240", bFrames: 0 });
+
+      const custom = kc.makeApiClient(CustomObjectsApi);
+      const readPod = () => core.readNamespacedPod({ namespace: ns, name: podName });
+      /** Creates session `name`, claims the pod for it as the operator does, and streams 3 s that end. */
+      const runSession = async (name: string): Promise<V1Pod> => {
+        const session = (await custom.createNamespacedCustomObject({
+          group: "trickle-relay.io",
+          version: "v1alpha1",
+          namespace: ns,
+          plural: "relaysessions",
+          body: {
+            apiVersion: "trickle-relay.io/v1alpha1",
+            kind: "RelaySession",
+            metadata: { name },
+            spec: { trickle: { inputUrl: `${trickle.base}${name}` }, poolRef: { name: "gpu" } },
+          },
+        })) as RelaySession;
+        const claimed = await core.replaceNamespacedPod({
+          namespace: ns,
+          name: podName,
+          body: claimedPoolPod(await readPod(), session, { at: new Date(), waitedSeconds: 0, attempt: 0 }),
+        });
+        await waitFor(`${name} connected`, 60_000, async () => {
+          const sessions = await kubectl.sessions(ns);
+          return (
+            sessions.find((s) => s.metadata.name === name)?.status?.relay?.webrtc?.connectionState ===
+            "connected"
+          );
+        });
+        await publishPaced(`${trickle.base}${name}`, segments);
+        return claimed;
+      };
+
+      const first = await runSession("one");
+      return {
+        first,
+        readPod,
+        runSession,
+        readyz,
+        output: () => output,
+        exited,
+        exitCode: () => exitCode,
+        pool,
+        core,
+        podName,
+      };
+    }
+
+    test(
+      "--pool-recycle: after a clean end the relay marks its pod, stays Ready, and runs the next session",
+      { timeout: 180_000 },
+      async () => {
+        const ns = "recycle-relay";
+        const s = await scenario(ns, true);
+        const allocatedAt = s.first.metadata!.annotations!["trickle-relay.io/allocated-at"]!;
+        const marked = await waitFor(
+          `the recycled mark (relay log:\n${s.output().slice(-3000)})`,
+          60_000,
+          async () => {
+            const pod = await s.readPod();
+            return pod.metadata?.annotations?.["trickle-relay.io/recycled"] === allocatedAt ? pod : undefined;
+          },
+        );
+        assert.equal(await s.readyz(), 200, "Ready again");
+        assert.equal(s.exitCode(), undefined, "the relay is still running");
+        assert.match(s.output(), /session ended cleanly; idle again/);
+
+        // The operator's unclaim, then the next claim: the same relay runs the second session.
+        await s.core.replaceNamespacedPod({
+          namespace: ns,
+          name: s.podName,
+          body: unclaimedPoolPod(marked, s.pool),
+        });
+        await s.runSession("two");
+        const second = await waitFor("the second session reported into", 30_000, async () => {
+          const sessions = await kubectl.sessions(ns);
+          return sessions.find((x) => x.metadata.name === "two")?.status?.relay?.lastUpdateTime;
+        });
+        assert.ok(second);
+        assert.equal(
+          (s.output().match(/claimed: starting the session/g) ?? []).length,
+          2,
+          "two sessions, one process",
+        );
+      },
+    );
+
+    test(
+      "without --pool-recycle the same clean end exits 0 (the pod is replaced)",
+      { timeout: 120_000 },
+      async () => {
+        const s = await scenario("norecycle-relay", false);
+        await Promise.race([s.exited, new Promise((resolve) => setTimeout(resolve, 60_000))]);
+        assert.equal(s.exitCode(), 0, s.output().slice(-2000));
+        const pod = await s.readPod();
+        assert.equal(pod.metadata?.annotations?.["trickle-relay.io/recycled"], undefined, "no recycled mark");
+      },
+    );
+  },
+);
