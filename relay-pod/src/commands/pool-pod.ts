@@ -13,6 +13,8 @@ import type { Logger } from "../common/log.js";
 import { ProgressLine } from "../common/progress-line.js";
 import { onShutdownSignal } from "../common/cli-options.js";
 import { EXIT_CODES } from "../session/exit-codes.js";
+import type { SessionStatus } from "../session/types.js";
+import { createRelayMetrics } from "../report/metrics.js";
 import type { SessionConfigInput } from "../session/config.js";
 import { POOL_POD_STATES, type PoolPodState } from "../../../crds/src/index.js";
 
@@ -85,7 +87,9 @@ export async function runPoolPod(options: PoolPodOptions): Promise<number> {
           ...(options.session.queueCapacities ? { queueCapacities: options.session.queueCapacities } : {}),
         },
         onShutdown: (stop) => (stopSession = stop),
+        exposeStatus: (getStatus) => (status.session = getStatus),
       });
+      status.session = () => undefined;
       // Only a clean end is recycled: after a failure ComfyStream's state is unknown, the pod goes.
       if (!options.recycle || code !== EXIT_CODES.ended || idle.signal.aborted) return code;
       status.set("warming");
@@ -109,6 +113,12 @@ export async function runPoolPod(options: PoolPodOptions): Promise<number> {
 class PoolPodStatus {
   readonly registry = new Registry();
   state: PoolPodState = "warming";
+  /** The claimed session's status, while one runs. */
+  session: () => SessionStatus | undefined = () => undefined;
+  readonly sessionRegistry = createRelayMetrics(() => {
+    const current = this.session();
+    return current ? [current] : [];
+  });
   private readonly stateGauge = new Gauge({
     name: "trickle_relay_pool_pod_state",
     help: "1 for the warm pool pod's current state (warming, ready, allocated, draining)",
@@ -138,9 +148,13 @@ async function serveReadiness(port: number, status: PoolPodStatus): Promise<Serv
       const ready = status.state === "ready";
       response.writeHead(ready ? 200 : 503, { "content-type": "text/plain" }).end(status.state);
     } else if (request.url === "/metrics") {
-      void status.registry.metrics().then((text) => {
-        response.writeHead(200, { "content-type": status.registry.contentType }).end(text);
-      });
+      // The pod's pool state, and the claimed session's own metrics (the same names `serve` and a
+      // per-session pod expose), so the dashboard's per-session panels cover pooled sessions too.
+      void Promise.all([status.registry.metrics(), status.sessionRegistry.metrics()]).then(
+        ([pool, session]) => {
+          response.writeHead(200, { "content-type": status.registry.contentType }).end(`${pool}\n${session}`);
+        },
+      );
     } else {
       response.writeHead(404).end();
     }

@@ -44,6 +44,8 @@ export interface ResourceSessionOptions {
   kubeConfig?: KubeConfig;
   /** Serve /healthz, /readyz and /metrics on this port (pod-endpoints.ts); none when unset. */
   endpointsPort?: number;
+  /** Given a getter of the running session's status (a pool pod serves its metrics on its own port). */
+  exposeStatus?: (status: () => SessionStatus | undefined) => void;
 }
 
 export async function runSessionFromResource(
@@ -52,6 +54,7 @@ export async function runSessionFromResource(
 ): Promise<number> {
   const log = options.logger.child({ relaySession: formatSessionRef(ref) });
   const running: { session?: RelaySession } = {};
+  options.exposeStatus?.(() => running.session?.status());
   // From the start: the kubelet's startup probe asks while the RelaySession is still being read.
   const endpoints =
     options.endpointsPort === undefined

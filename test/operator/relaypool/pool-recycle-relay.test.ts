@@ -146,6 +146,11 @@ describe(
             "connected"
           );
         });
+        // The claimed session's own metrics on the pool pod's port, beside its pool state: what the
+        // chart's PodMonitor scrapes for the per-session panels.
+        const metrics = await (await fetch(`http://127.0.0.1:${readyPort}/metrics`)).text();
+        assert.match(metrics, /trickle_relay_pool_pod_state\{state="allocated"\} 1/);
+        assert.match(metrics, new RegExp(`trickle_relay_frames_in_total\\{session="${ns}/${name}"\\} \\d+`));
         await publishPaced(`${trickle.base}${name}`, segments);
         return claimed;
       };
