@@ -247,7 +247,16 @@ describe("relay pod: trickle-relay run --session against a real kube-apiserver",
     const [controlPlane, input, trickle] = await Promise.all([
       startControlPlane({ crdPaths: [join(root, "crds/trickle-relay.io_relaysessions.yaml")] }),
       makeInputSegments({ seconds: 40, size: "256x256" }),
-      startTrickle(["main", "main-out", "sigterm", "sigterm-out", "deleted", "deleted-out"]),
+      startTrickle([
+        "main",
+        "main-out",
+        "sigterm",
+        "sigterm-out",
+        "deleted",
+        "deleted-out",
+        "audio",
+        "audio-out",
+      ]),
     ]);
     cp = controlPlane;
     cleanups.push(() => cp.stop());
@@ -455,6 +464,40 @@ describe("relay pod: trickle-relay run --session against a real kube-apiserver",
       assert.deepEqual(done, { closedByServer: true }, "the output channel was closed");
       const final = (await getSession("sigterm")).status!.relay!;
       assert.equal(final.webrtc?.connectionState, "closed", "final report written");
+    },
+  );
+
+  test(
+    "spec.audio {mode: comfystream, codec: opus}: status.relay.audio says which mode runs, the codecs and the frames",
+    { timeout: 90_000 },
+    async () => {
+      const peer = await startPeer("ts");
+      cleanups.push(() => peer.stop());
+      await createSession("audio", peer, { audio: { mode: "comfystream", codec: "opus" } });
+      const kubeconfig = await podIdentity("audio");
+      const output = collectOutput(`${trickleBase}audio-out`);
+      cleanups.push(() => output.close());
+      const pod = startRelayPod(`${namespace}/audio`, kubeconfig);
+      const { segments } = await makeInputSegments({ seconds: 8, size: "256x256", audio: "aac" });
+      const stopInput = new AbortController();
+      cleanups.push(() => stopInput.abort());
+      void publishPaced(`${trickleBase}audio`, segments, { signal: stopInput.signal, close: false });
+      const session = await waitForReport(
+        "audio",
+        (r) => (r.audio?.framesOut ?? 0) > 0,
+        40_000,
+        "audio back from ComfyStream in the output",
+        pod,
+      );
+      stopInput.abort();
+      pod.child.kill("SIGTERM");
+      await exitWithin(pod, 15_000);
+      const report = session.status!.relay!;
+      assert.equal(report.audio?.mode, "comfystream");
+      assert.equal(report.audio?.reason, "comfystream: asked for");
+      assert.equal(report.audio?.codecIn, "aac");
+      assert.equal(report.audio?.codecOut, "opus");
+      assert.ok((report.audio?.framesIn ?? 0) > 0 && report.audio!.queue!.capacity! > 0);
     },
   );
 
