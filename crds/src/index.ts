@@ -3,6 +3,7 @@
 export * from "./names.js";
 export * from "./relay-session.js";
 export * from "./relay-pool.js";
+export { INPUT_STALL_LIMITS, INPUT_STALL_POLICIES, type InputStallPolicyName } from "./input-stall.js";
 export {
   buildRelaySessionCrd,
   buildRelayPoolCrd,

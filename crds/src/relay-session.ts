@@ -18,6 +18,7 @@ import {
   type StoredOf,
   type WrittenOf,
 } from "./schema-builder.js";
+import { inputStallSchema } from "./input-stall.js";
 import { RELAY_SESSION_API_VERSION, RELAY_SESSION_KIND } from "./names.js";
 import type { RelaySessionStatus } from "./relay-session-status.js";
 
@@ -383,6 +384,7 @@ export const relaySessionSpecSchema = object(
     }),
     video: videoSchema,
     audio,
+    inputStall: inputStallSchema,
     pod: podSchema,
     lifetime,
   },

@@ -2,6 +2,7 @@
 // no CEL). The operator runs them before creating a pod and reports failures in status (phase
 // Failed, Ready=False, reason InvalidSpec); the standalone service returns them as a 400.
 
+import { INPUT_STALL_LIMITS } from "./input-stall.js";
 import { defaultOutputUrl } from "./output-url.js";
 import type { RelaySessionSpecInput, ResourceRequirements } from "./relay-session.js";
 
@@ -192,6 +193,16 @@ export function validateRelaySessionSpec(spec: RelaySessionSpecInput): string[] 
   ) {
     problems.push(
       `spec.lifetime.maxDurationSeconds (${maxDurationSeconds}) must be longer than startupTimeoutSeconds (${startupTimeoutSeconds})`,
+    );
+  }
+
+  // With policy wait, endAfterSeconds (its schema default included) is not used.
+  const stall = spec.inputStall;
+  const statusAfter = stall?.statusAfterSeconds ?? INPUT_STALL_LIMITS.statusAfter.default;
+  const endAfter = stall?.endAfterSeconds ?? INPUT_STALL_LIMITS.endAfter.default;
+  if (stall?.policy !== "wait" && endAfter < statusAfter) {
+    problems.push(
+      `spec.inputStall.endAfterSeconds (${endAfter}) must be at least statusAfterSeconds (${statusAfter}) with policy end`,
     );
   }
   return problems;

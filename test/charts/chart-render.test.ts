@@ -113,6 +113,7 @@ describe("helm template with default values", async () => {
       fieldRef: { fieldPath: "metadata.name" },
     });
     assert.equal(envValue(objects, "RELAY_DEFAULT_GPU_RESOURCE_NAME"), "nvidia.com/gpu");
+    assert.equal(envValue(objects, "RELAY_NODE_LOST_TOLERATION_SECONDS"), "30");
     for (const unset of [
       "RELAY_DEFAULT_RESOURCES",
       "RELAY_DEFAULT_RUNTIME_CLASS_NAME",

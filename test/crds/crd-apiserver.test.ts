@@ -142,6 +142,7 @@ describe("RelaySession CRD on a real kube-apiserver", { skip: assets.skipReason 
       peerWindowFrames: 2,
     });
     assert.deepEqual(basic.spec.lifetime, { startupTimeoutSeconds: 600, maxRestarts: 3 });
+    assert.deepEqual(basic.spec.inputStall, { statusAfterSeconds: 10, policy: "end", endAfterSeconds: 300 });
     const written = parse(readFileSync(join(root, "crds/examples/basic.yaml"), "utf8")) as RelaySession;
     assert.deepEqual(basic.spec.prompts, written.spec.prompts, "prompts are stored verbatim");
 

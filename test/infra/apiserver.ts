@@ -66,6 +66,8 @@ export interface ControlPlaneOptions {
   forRealNode?: boolean;
   /** Extra kube-apiserver flags, e.g. `--enable-admission-plugins=PodSecurityPolicy`. */
   extraApiserverArgs?: string[];
+  /** Extra kube-controller-manager flags, e.g. a shorter `--node-monitor-grace-period`. */
+  extraControllerManagerArgs?: string[];
 }
 
 export interface KubectlResult {
@@ -441,6 +443,7 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
           "--port=0",
           "--secure-port=0",
           "--v=1",
+          ...(options.extraControllerManagerArgs ?? []),
         ],
         logDir,
       );

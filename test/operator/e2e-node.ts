@@ -82,6 +82,8 @@ export interface E2eClusterOptions {
   /** More images for the real node (copied from the build engine). */
   extraImages?: string[];
   extendedResources?: Record<string, string>;
+  /** Real node only: more Helm values (top-level keys replace the suite's). */
+  chartValues?: Record<string, unknown>;
   /** Harness only: environment of every container, and the command map of test/infra/local-kubelet.ts. */
   harnessEnv?: Record<string, string>;
   harnessCommands?: Record<string, string[]>;
@@ -118,7 +120,7 @@ export async function startE2eCluster(options: E2eClusterOptions): Promise<E2eCl
       const chart = await installChart(cp, {
         release: RELEASE,
         namespace: OPERATOR_NAMESPACE,
-        values: { crds: { install: false }, image: { pullPolicy: "Never" } },
+        values: { crds: { install: false }, image: { pullPolicy: "Never" }, ...options.chartValues },
       });
       const rollout = await cp.kubectl(
         ["rollout", "status", "-n", OPERATOR_NAMESPACE, `deployment/${RELEASE}`, "--timeout=180s"],

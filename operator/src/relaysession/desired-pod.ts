@@ -43,6 +43,7 @@ import {
   sessionLabelValue,
 } from "./labels.js";
 import { canonicalJson } from "../kube/canonical-json.js";
+import { DEFAULT_NODE_LOST_TOLERATION_SECONDS, withNodeLostTolerations } from "./node-loss.js";
 
 /** The label every relay pod carries with its session's name (the pod informer selects on it). */
 export const SESSION_LABEL = LABEL_SESSION;
@@ -67,6 +68,8 @@ export interface RelayPodDefaults {
    * resources name no GPU gets one of these: ComfyStream without a GPU is not a useful session.
    */
   gpuResourceName?: string;
+  /** tolerationSeconds of the node not-ready/unreachable NoExecute tolerations (node-loss.ts). */
+  nodeLostTolerationSeconds?: number;
 }
 
 export const DEFAULT_GPU_RESOURCE_NAME = "nvidia.com/gpu";
@@ -276,8 +279,10 @@ export function desiredRelayPod(session: RelaySession, options: DesiredPodOption
   if (maxDuration !== undefined) spec.activeDeadlineSeconds = maxDuration;
   const nodeSelector = placement.nodeSelector ?? defaults.nodeSelector;
   if (nodeSelector) spec.nodeSelector = { ...nodeSelector };
-  const tolerations = placement.tolerations ?? defaults.tolerations;
-  if (tolerations) spec.tolerations = tolerations.map((t) => ({ ...t }) as V1Toleration);
+  spec.tolerations = withNodeLostTolerations(
+    (placement.tolerations ?? defaults.tolerations) as V1Toleration[] | undefined,
+    defaults.nodeLostTolerationSeconds ?? DEFAULT_NODE_LOST_TOLERATION_SECONDS,
+  );
   if (placement.affinity) spec.affinity = structuredClone(placement.affinity);
   const runtimeClassName = placement.runtimeClassName ?? defaults.runtimeClassName;
   if (runtimeClassName) spec.runtimeClassName = runtimeClassName;

@@ -15,6 +15,7 @@ import { OPERATOR_FIELD_MANAGER, type RelaySession } from "../../../crds/src/ind
 import { apiCode, apiMessage, Retry, SHORT_REQUEUE_MS } from "./api-errors.js";
 import { desiredRelayPod, podSpecHash, type RelayPodDefaults } from "./desired-pod.js";
 import type { EventSink, EventType } from "./events.js";
+import { lostPodFailure } from "./node-loss.js";
 import { ANNOTATION_POD_SPEC_HASH, LABEL_ATTEMPT, LABEL_SESSION_UID, relayPodName } from "./labels.js";
 import type { PodCache, ReconcileResult } from "./caches.js";
 import {
@@ -118,7 +119,10 @@ export class PodLifecycle {
 
     const desiredHash = podSpecHash(session);
     if (pod.metadata?.deletionTimestamp) {
-      // Replacement in progress, or someone else is deleting it: either way wait until it is gone.
+      // Replacement in progress, or someone else is deleting it: either way wait until it is gone,
+      // unless its node never confirms the deletion (node-loss.ts).
+      const lost = lostPodFailure(pod, now);
+      if (lost.failure) return this.handleFailure(session, pod, lost.failure, true, now, log);
       if (pod.metadata.annotations?.[ANNOTATION_POD_SPEC_HASH] !== desiredHash) {
         await this.status.write(
           session,
@@ -126,7 +130,7 @@ export class PodLifecycle {
           log,
         );
       }
-      return { requeueAfterMs: SHORT_REQUEUE_MS };
+      return { requeueAfterMs: Math.min(SHORT_REQUEUE_MS, lost.waitMs) };
     }
 
     // A recycling pool's relay ends a clean session by marking its pod, which keeps running idle.

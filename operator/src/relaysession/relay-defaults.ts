@@ -7,6 +7,7 @@
  *   RELAY_DEFAULT_TOLERATIONS        JSON array of core/v1 Tolerations
  *   RELAY_DEFAULT_RUNTIME_CLASS_NAME string
  *   RELAY_DEFAULT_GPU_RESOURCE_NAME  string (default nvidia.com/gpu), see RelayPodDefaults
+ *   RELAY_NODE_LOST_TOLERATION_SECONDS  integer ≥ 0 (default 30), see node-loss.ts
  */
 import type { RelayPodDefaults } from "./desired-pod.js";
 
@@ -45,5 +46,14 @@ export function relayDefaultsFromEnv(env: NodeJS.ProcessEnv = process.env): Rela
   if (runtimeClassName) defaults.runtimeClassName = runtimeClassName;
   const gpuResourceName = env.RELAY_DEFAULT_GPU_RESOURCE_NAME?.trim();
   if (gpuResourceName) defaults.gpuResourceName = gpuResourceName;
+  const nodeLost = env.RELAY_NODE_LOST_TOLERATION_SECONDS?.trim();
+  if (nodeLost) {
+    if (!/^\d+$/.test(nodeLost) || !Number.isSafeInteger(Number(nodeLost))) {
+      throw new RelayDefaultsError(
+        `RELAY_NODE_LOST_TOLERATION_SECONDS must be a whole number of seconds ≥ 0, got ${nodeLost.slice(0, 40)}`,
+      );
+    }
+    defaults.nodeLostTolerationSeconds = Number(nodeLost);
+  }
   return defaults;
 }

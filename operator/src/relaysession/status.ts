@@ -3,7 +3,7 @@
 // the clock is an argument. The phase table is operator/README.md's; status.relay is never produced
 // here because only the relay pod writes it.
 
-import type { V1Pod } from "@kubernetes/client-node";
+import type { V1ContainerStateTerminated, V1Pod } from "@kubernetes/client-node";
 import {
   POOL_EXHAUSTED_REASON,
   READY_CONDITION,
@@ -24,7 +24,14 @@ export const DEGRADED_CONDITION = "Degraded";
 
 /** Why one attempt (pod) of a session ended badly. */
 export type FailureReason =
-  "PodFailed" | "DeadlineExceeded" | "Evicted" | "StartupTimeout" | "PodDeleted" | "InvalidPodSpec";
+  | "PodFailed"
+  | "DeadlineExceeded"
+  | "Evicted"
+  | "StartupTimeout"
+  | "PodDeleted"
+  | "NodeLost"
+  | "SidecarExited"
+  | "InvalidPodSpec";
 
 export interface Failure {
   reason: FailureReason;
@@ -134,7 +141,22 @@ function describeTermination(pod: V1Pod): string {
   } else {
     parts.push("pod failed");
   }
-  return `pod ${pod.metadata?.name}: ${parts.join(" ")}`.replace(/ :/g, ":");
+  const sidecar = terminatedSidecar(pod);
+  if (sidecar && sidecar.exitCode !== 0) parts.push(`; ${describeSidecarExit(sidecar)}`);
+  return `pod ${pod.metadata?.name}: ${parts.join(" ")}`.replace(/ :/g, ":").replace(/ ;/g, ";");
+}
+
+/** A container beside the relay (the ComfyStream sidecar) that has terminated, with its name. */
+function terminatedSidecar(pod: V1Pod): (V1ContainerStateTerminated & { container: string }) | undefined {
+  const status = pod.status?.containerStatuses?.find(
+    (c) => c.name !== RELAY_CONTAINER && c.state?.terminated !== undefined,
+  );
+  return status ? { ...status.state!.terminated!, container: status.name } : undefined;
+}
+
+function describeSidecarExit(sidecar: V1ContainerStateTerminated & { container: string }): string {
+  const reason = sidecar.reason ? ` (${sidecar.reason})` : "";
+  return `the ${sidecar.container} sidecar exited with code ${sidecar.exitCode}${reason}`;
 }
 
 /**
@@ -169,6 +191,18 @@ export function classifyPod(pod: V1Pod, now: Date): PodVerdict {
     return {
       kind: "Failed",
       failure: { reason: "PodFailed", message: describeTermination(pod), at: exitAt },
+      retryable: true,
+    };
+  }
+  // restartPolicy Never: a sidecar that ended (e.g. OOM-killed) never comes back in this pod, and a
+  // relay left without its ComfyStream only retries until its reconnect budget is spent. Ending the
+  // attempt at once lets the next pod (with a fresh sidecar) start seconds later.
+  const sidecar = terminatedSidecar(pod);
+  if (sidecar) {
+    const message = `pod ${pod.metadata?.name}: ${describeSidecarExit(sidecar)}, which restartPolicy Never does not restart`;
+    return {
+      kind: "Failed",
+      failure: { reason: "SidecarExited", message, at: toDate(sidecar.finishedAt) ?? at },
       retryable: true,
     };
   }

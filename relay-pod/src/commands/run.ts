@@ -20,7 +20,18 @@ import type {
   RelayMode,
   SessionStatus,
 } from "../session/types.js";
-import { AUDIO_MODES, AUDIO_OUTPUT_CODECS, VIDEO_ENCODER_PREFERENCES } from "../../../crds/src/index.js";
+import {
+  AUDIO_MODES,
+  AUDIO_OUTPUT_CODECS,
+  INPUT_STALL_LIMITS,
+  INPUT_STALL_POLICIES,
+  VIDEO_ENCODER_PREFERENCES,
+} from "../../../crds/src/index.js";
+import {
+  InputStallSettingError,
+  inputStallPolicyFrom,
+  type InputStallPolicy,
+} from "../session/input-stall.js";
 import {
   collect,
   onShutdownSignal,
@@ -116,7 +127,51 @@ export function addSessionOptions(command: Command): Command {
       100,
     )
     .option("--queue-output-segments <n>", "capacity of the output-segments queue", parsePositiveInteger, 50)
-    .option("--insecure", "do not verify trickle servers' TLS certificates", false);
+    .option("--insecure", "do not verify trickle servers' TLS certificates", false)
+    .option(
+      "--input-stall <seconds>",
+      `seconds without a new input segment before the status says "input stalled" (${INPUT_STALL_LIMITS.statusAfter.minimum}-${INPUT_STALL_LIMITS.statusAfter.maximum}; default ${INPUT_STALL_LIMITS.statusAfter.default})`,
+      parseWholeSeconds,
+    )
+    .addOption(
+      new Option(
+        "--input-stall-policy <policy>",
+        `what a stalled input leads to: end (the session fails with InputStalled after --input-stall-end) or wait (for ever; default ${INPUT_STALL_LIMITS.policy})`,
+      ).choices(INPUT_STALL_POLICIES),
+    )
+    .option(
+      "--input-stall-end <seconds>",
+      `with policy end: seconds of silence before the session ends (at least --input-stall; ${INPUT_STALL_LIMITS.endAfter.minimum}-${INPUT_STALL_LIMITS.endAfter.maximum}; default ${INPUT_STALL_LIMITS.endAfter.default})`,
+      parseWholeSeconds,
+    )
+    .hook("preAction", (_parent, action) => {
+      // Checked before anything starts, as a usage error: the flags contradicting each other.
+      try {
+        inputStallFromOptions(action.opts());
+      } catch (err) {
+        if (!(err instanceof InputStallSettingError)) throw err;
+        action.error(`error: ${err.message}`, { exitCode: EXIT_CODES.configError });
+      }
+    });
+}
+
+function parseWholeSeconds(value: string): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n))
+    throw new InvalidArgumentError(`expected a whole number of seconds, got "${value}"`);
+  return n;
+}
+
+/** --input-stall, --input-stall-policy and --input-stall-end as the session's stall policy. */
+function inputStallFromOptions(opts: Record<string, unknown>): InputStallPolicy {
+  return inputStallPolicyFrom(
+    {
+      statusAfterSec: opts.inputStall as number | undefined,
+      policy: opts.inputStallPolicy as string | undefined,
+      endAfterSec: opts.inputStallEnd as number | undefined,
+    },
+    { statusAfterSec: "--input-stall", policy: "--input-stall-policy", endAfterSec: "--input-stall-end" },
+  );
 }
 
 /** Options that describe the session itself, which the RelaySession's spec gives with --session. */
@@ -137,6 +192,9 @@ const SPEC_OPTIONS = [
   "audio",
   "audioCodec",
   "segmentDuration",
+  "inputStall",
+  "inputStallPolicy",
+  "inputStallEnd",
   "id",
 ] as const;
 
@@ -385,6 +443,7 @@ export function sessionInputFromOptions(
     peerWindowFrames: opts.peerWindow as number,
     iceAddresses: opts.iceAddress as string[],
     insecureTls: opts.insecure as boolean,
+    inputStall: inputStallFromOptions(opts),
     queueCapacities: {
       decodedFrames: opts.queueDecodedFrames as number,
       processedFrames: opts.queueProcessedFrames as number,

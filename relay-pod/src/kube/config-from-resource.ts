@@ -10,6 +10,11 @@ import {
   buildSessionConfig,
 } from "../session/config.js";
 import { PASSTHROUGH_WORKFLOW } from "../session/default-workflow.js";
+import {
+  InputStallSettingError,
+  inputStallPolicyFrom,
+  type InputStallPolicy,
+} from "../session/input-stall.js";
 import { normalisePrompts } from "../session/prompts.js";
 import type { EncoderPreference, QueueCapacities, RelayMode, RelaySessionConfig } from "../session/types.js";
 
@@ -99,6 +104,7 @@ export function sessionConfigFromResource(
     encoder,
     audio: spec.audio?.mode ?? "auto",
     audioCodec: spec.audio?.codec ?? "auto",
+    inputStall: inputStallFromSpec(spec.inputStall),
     ...(spec.video?.segmentDurationSeconds !== undefined
       ? { segmentDurationSec: spec.video.segmentDurationSeconds }
       : {}),
@@ -110,6 +116,27 @@ export function sessionConfigFromResource(
   const offerTimeoutSeconds =
     spec.comfystream?.offerTimeoutSeconds ?? settings.offerTimeoutSeconds ?? DEFAULT_OFFER_TIMEOUT_SECONDS;
   return { config, offerTimeoutMs: offerTimeoutSeconds * 1000, notes };
+}
+
+/** spec.inputStall as the session's stall watch takes it (policy wait: its endAfterSeconds unused). */
+function inputStallFromSpec(stall: RelaySessionSpec["inputStall"] | undefined): InputStallPolicy {
+  try {
+    return inputStallPolicyFrom(
+      {
+        statusAfterSec: stall?.statusAfterSeconds,
+        policy: stall?.policy,
+        endAfterSec: stall?.policy === "wait" ? undefined : stall?.endAfterSeconds,
+      },
+      {
+        statusAfterSec: "spec.inputStall.statusAfterSeconds",
+        policy: "spec.inputStall.policy",
+        endAfterSec: "spec.inputStall.endAfterSeconds",
+      },
+    );
+  } catch (err) {
+    if (err instanceof InputStallSettingError) throw new SessionSpecError(err.message);
+    throw err;
+  }
 }
 
 /** spec.comfystream.url, or the sidecar in the same pod on loopback. */

@@ -5,6 +5,7 @@
  */
 import { PromptShapeError, normalisePrompts, promptsFromControlMessage } from "../session/prompts.js";
 import { PEER_WINDOW_LIMITS, type SessionConfigInput } from "../session/config.js";
+import { InputStallSettingError, inputStallPolicyFrom } from "../session/input-stall.js";
 import type { AudioMode, AudioOutputCodecChoice, EncoderPreference } from "../session/types.js";
 import { AUDIO_MODES, AUDIO_OUTPUT_CODECS, VIDEO_ENCODER_PREFERENCES } from "../../../crds/src/index.js";
 
@@ -24,6 +25,7 @@ export type StartSessionRequest = Pick<
   | "encoder"
   | "audio"
   | "audioCodec"
+  | "inputStall"
 > & { id?: string };
 
 /** A request the API refuses with 400; `field` is the offending body field, when there is one. */
@@ -197,6 +199,37 @@ export function parseStartRequest(body: unknown): StartSessionRequest {
       );
     }
     request.audioCodec = audioCodec as AudioOutputCodecChoice;
+  }
+
+  const stallFields = ["input_stall_sec", "input_stall_policy", "input_stall_end_sec"] as const;
+  if (stallFields.some((field) => fields[field] !== undefined && fields[field] !== null)) {
+    const given = (field: (typeof stallFields)[number]) => fields[field] ?? undefined;
+    const policy = given("input_stall_policy");
+    if (policy !== undefined && typeof policy !== "string") {
+      throw new RequestValidationError(
+        `input_stall_policy must be "end" or "wait" (got ${describe(policy)})`,
+        "input_stall_policy",
+      );
+    }
+    const names = {
+      statusAfterSec: "input_stall_sec",
+      policy: "input_stall_policy",
+      endAfterSec: "input_stall_end_sec",
+    } as const;
+    try {
+      request.inputStall = inputStallPolicyFrom(
+        {
+          statusAfterSec: given("input_stall_sec") as number | undefined,
+          policy,
+          endAfterSec: given("input_stall_end_sec") as number | undefined,
+        },
+        names,
+      );
+    } catch (err) {
+      if (err instanceof InputStallSettingError)
+        throw new RequestValidationError(err.message, names[err.setting]);
+      throw err;
+    }
   }
   return request;
 }

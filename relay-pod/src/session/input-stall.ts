@@ -5,7 +5,11 @@
  * InputStalled, state degraded) and the session waits; once input flows again the stall clears. After
  * `endAfterSec` of silence the session ends as failed with reason InputStalled, so a dead stream
  * does not hold a pod and a ComfyStream slot for ever. `endAfterSec` 0 waits for ever.
+ * Users set it as `run --input-stall/--input-stall-policy/--input-stall-end`, the REST start fields
+ * input_stall_sec/input_stall_policy/input_stall_end_sec, or a RelaySession's spec.inputStall.
  */
+import { INPUT_STALL_LIMITS, INPUT_STALL_POLICIES } from "../../../crds/src/index.js";
+
 export interface InputStallPolicy {
   /** Default 10 s. */
   statusAfterSec: number;
@@ -13,7 +17,77 @@ export interface InputStallPolicy {
   endAfterSec: number;
 }
 
-export const DEFAULT_INPUT_STALL_POLICY: InputStallPolicy = { statusAfterSec: 10, endAfterSec: 300 };
+export const DEFAULT_INPUT_STALL_POLICY: InputStallPolicy = {
+  statusAfterSec: INPUT_STALL_LIMITS.statusAfter.default,
+  endAfterSec: INPUT_STALL_LIMITS.endAfter.default,
+};
+
+/** The settings as a user gives them (`run` flags, REST fields, spec.inputStall); unset = default. */
+export interface InputStallSettings {
+  statusAfterSec?: number;
+  policy?: string;
+  endAfterSec?: number;
+}
+
+/** A setting out of range or contradicting another; `setting` is which one, by the caller's name. */
+export class InputStallSettingError extends Error {
+  constructor(
+    message: string,
+    readonly setting: keyof InputStallSettings,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * Checks the settings and turns them into the watch's policy (policy wait → endAfterSec 0).
+ * `names` are the settings' names where the user wrote them, for the error messages.
+ */
+export function inputStallPolicyFrom(
+  settings: InputStallSettings,
+  names: Record<keyof InputStallSettings, string>,
+): InputStallPolicy {
+  const limits = INPUT_STALL_LIMITS;
+  const seconds = (
+    key: "statusAfterSec" | "endAfterSec",
+    range: { minimum: number; maximum: number; default: number },
+  ) => {
+    const value = settings[key];
+    if (value === undefined) return range.default;
+    if (!Number.isInteger(value) || value < range.minimum || value > range.maximum) {
+      throw new InputStallSettingError(
+        `${names[key]} must be a whole number of seconds from ${range.minimum} to ${range.maximum} (got ${String(value)})`,
+        key,
+      );
+    }
+    return value;
+  };
+  const statusAfterSec = seconds("statusAfterSec", limits.statusAfter);
+  const policy = settings.policy ?? limits.policy;
+  if (!(INPUT_STALL_POLICIES as readonly string[]).includes(policy)) {
+    throw new InputStallSettingError(
+      `${names.policy} must be "end" (the session ends after ${names.endAfterSec}) or "wait" (it waits for ever) (got ${JSON.stringify(policy)})`,
+      "policy",
+    );
+  }
+  if (policy === "wait") {
+    if (settings.endAfterSec !== undefined) {
+      throw new InputStallSettingError(
+        `${names.endAfterSec} only applies with ${names.policy} end`,
+        "endAfterSec",
+      );
+    }
+    return { statusAfterSec, endAfterSec: 0 };
+  }
+  const endAfterSec = seconds("endAfterSec", limits.endAfter);
+  if (endAfterSec < statusAfterSec) {
+    throw new InputStallSettingError(
+      `${names.endAfterSec} (${endAfterSec}) must be at least ${names.statusAfterSec} (${statusAfterSec})`,
+      "endAfterSec",
+    );
+  }
+  return { statusAfterSec, endAfterSec };
+}
 
 export interface InputStallStatus {
   stalled: boolean;

@@ -139,6 +139,11 @@ export interface RealNode {
   docker(args: string[], options?: { input?: string; timeoutMs?: number }): Promise<RunResult>;
   /** The Docker ID of a pod's running container (by the kubelet's container labels). */
   containerId(namespace: string, pod: string, container: string): Promise<string | undefined>;
+  /**
+   * Fault injection: signals the kubelet process, e.g. SIGSTOP so that the node stops reporting
+   * (its containers keep running, as on a partitioned node) and SIGCONT to bring it back.
+   */
+  signalKubelet(signal: "SIGSTOP" | "SIGCONT"): void;
   /** Stops everything; resolves with what could not be removed (all empty on a clean teardown). */
   stop(): Promise<Leftovers>;
 }
@@ -170,6 +175,7 @@ export async function startRealNode(options: RealNodeOptions): Promise<RealNode>
   const kubectl = cp.kubectl;
 
   const stop = async (): Promise<Leftovers> => {
+    if (kubelet?.running()) kubelet.child.kill("SIGCONT"); // a test that stopped it may have failed
     // No new pods get bound, then the kubelet tears down what runs (volumes unmounted by itself).
     await scheduler?.stop();
     if (kubelet?.running()) {
@@ -316,6 +322,11 @@ export async function startRealNode(options: RealNodeOptions): Promise<RealNode>
         `label=io.kubernetes.container.name=${container}`,
       ]);
       return result.stdout.trim().split("\n")[0] || undefined;
+    },
+    signalKubelet(signal) {
+      // setpriv and nsenter exec the kubelet in place: the child's pid is the kubelet's.
+      if (!kubelet?.running() || !kubelet.child.kill(signal))
+        throw new Error(`kubelet not running (${signal})`);
     },
     stop: () => (stopped ??= stop()),
   };

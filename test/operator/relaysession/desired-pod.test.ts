@@ -77,7 +77,17 @@ describe("desiredRelayPod", () => {
     const spec = desiredRelayPod(session, { relayImage: RELAY_IMAGE, attempt: 0 }).spec!;
     assert.equal(spec.activeDeadlineSeconds, 14400);
     assert.deepEqual(spec.nodeSelector, { "nvidia.com/gpu.product": "NVIDIA-L4" });
-    assert.deepEqual(spec.tolerations, [{ key: "nvidia.com/gpu", operator: "Exists", effect: "NoSchedule" }]);
+    assert.deepEqual(spec.tolerations, [
+      { key: "nvidia.com/gpu", operator: "Exists", effect: "NoSchedule" },
+      // Added by the operator: a dead node's session restarts after 30 s, not Kubernetes' 300 s.
+      { key: "node.kubernetes.io/not-ready", operator: "Exists", effect: "NoExecute", tolerationSeconds: 30 },
+      {
+        key: "node.kubernetes.io/unreachable",
+        operator: "Exists",
+        effect: "NoExecute",
+        tolerationSeconds: 30,
+      },
+    ]);
     assert.equal(spec.runtimeClassName, "nvidia");
     assert.equal(spec.priorityClassName, "live-video");
     assert.deepEqual(spec.affinity, session.spec.pod?.affinity);

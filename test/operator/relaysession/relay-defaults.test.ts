@@ -26,6 +26,14 @@ describe("relay pod defaults", () => {
       /RELAY_DEFAULT_RESOURCES is not valid JSON/,
     );
     assert.throws(() => relayDefaultsFromEnv({ RELAY_DEFAULT_TOLERATIONS: "{}" }), /must be a JSON array/);
+    assert.equal(
+      relayDefaultsFromEnv({ RELAY_NODE_LOST_TOLERATION_SECONDS: "5" }).nodeLostTolerationSeconds,
+      5,
+    );
+    assert.throws(
+      () => relayDefaultsFromEnv({ RELAY_NODE_LOST_TOLERATION_SECONDS: "-1" }),
+      /RELAY_NODE_LOST_TOLERATION_SECONDS must be a whole number/,
+    );
     assert.throws(
       () => relayDefaultsFromEnv({ RELAY_DEFAULT_NODE_SELECTOR: '{"a":1}' }),
       /value of a must be a string/,
@@ -41,7 +49,10 @@ describe("relay pod defaults", () => {
     const spec = pod.spec!;
     assert.deepEqual(spec.nodeSelector, { pool: "relay" });
     assert.equal(spec.runtimeClassName, "nvidia");
-    assert.equal(spec.tolerations?.length, 1);
+    assert.deepEqual(
+      spec.tolerations?.map((t) => t.key),
+      ["gpu", "node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"],
+    );
     assert.deepEqual(spec.containers[0]!.resources?.requests, { cpu: "500m", memory: "512Mi" });
   });
 

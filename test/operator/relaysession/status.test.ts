@@ -312,6 +312,30 @@ describe("classifyPod", () => {
     assert.match(verdict.kind === "Failed" ? verdict.failure.message : "", /exited with code 1/);
   });
 
+  test("the ComfyStream sidecar OOM-killed while the relay runs: the attempt has failed, saying so", () => {
+    const pod = podIn(session, { kind: "running" });
+    const terminated = { exitCode: 137, reason: "OOMKilled", finishedAt: at(50) };
+    pod.status!.containerStatuses = [
+      { name: "relay", ready: true, restartCount: 0, image: "", imageID: "", state: { running: {} } },
+      { name: "comfystream", ready: false, restartCount: 0, image: "", imageID: "", state: { terminated } },
+    ];
+    const verdict = classifyPod(pod, at(100));
+    assert.equal(verdict.kind, "Failed");
+    if (verdict.kind !== "Failed") return;
+    assert.equal(verdict.failure.reason, "SidecarExited");
+    assert.equal(verdict.retryable, true);
+    assert.equal(verdict.failure.at.getTime(), at(50).getTime());
+    assert.match(verdict.failure.message, /the comfystream sidecar exited with code 137 \(OOMKilled\)/);
+    // Once the relay has given up too, the pod's failure still names the sidecar.
+    pod.status!.phase = "Failed";
+    pod.status!.containerStatuses[0]!.state = { terminated: { exitCode: 1, reason: "Error" } };
+    const failed = classifyPod(pod, at(100));
+    assert.match(
+      failed.kind === "Failed" ? failed.failure.message : "",
+      /relay exited with code 1 \(Error\); the comfystream sidecar exited with code 137 \(OOMKilled\)/,
+    );
+  });
+
   test("restart backoff: 1 s doubling, capped at 60 s", () => {
     assert.deepEqual(
       [1, 2, 3, 4, 7, 8, 50].map(restartBackoffMs),

@@ -3,6 +3,7 @@
 import { parseArgs } from "node:util";
 import pino from "pino";
 import { parseIceAddresses } from "../../webrtc/ice-config.js";
+import { installFaultInjection } from "./fault-injection.js";
 import { startTsStandin } from "./standin.js";
 
 const HELP = `ts-standin — a stand-in ComfyStream server (WebRTC, werift + ffmpeg) for relay tests
@@ -38,6 +39,9 @@ Options:
   --ffmpeg PATH        ffmpeg binary (default: $FFMPEG_BIN, ffmpeg-static, ffmpeg on PATH)
   --log-level LEVEL    pino level (default info)
   -h, --help           this text
+
+Tests only: STANDIN_FAULT_INJECTION=oom-on-sigusr2 makes SIGUSR2 allocate memory until the
+process is killed (a sidecar over its memory limit).
 
 WebRTC peers must stay on loopback in tests: run it inside a loopback-only network namespace,
 e.g. unshare -n sh -c 'ip link set lo up; ip addr add 127.0.0.2/32 dev lo; exec node ... --ice-address 127.0.0.2'
@@ -102,6 +106,11 @@ async function main(): Promise<void> {
     fail(error instanceof Error ? error.message : String(error));
   }
   const logger = pino({ name: "ts-standin", level: values["log-level"] ?? "info" });
+  try {
+    installFaultInjection(logger);
+  } catch (error) {
+    fail(error instanceof Error ? error.message : String(error));
+  }
   const standin = await startTsStandin({
     host: values.host,
     port: nonNegativeInteger(values.port, "--port", 8889),
