@@ -435,8 +435,9 @@ describe("relay pod: trickle-relay run --session against a real kube-apiserver",
   );
 
   test(
-    "SIGTERM: closes the peer and the output channel, writes a final report, exits 0",
-    { timeout: 60_000 },
+    "SIGTERM while the RelaySession lives on (the pod is being replaced): closes the peer, writes a final " +
+      "report, exits 0, leaves the output channel open, and the next pod publishes on",
+    { timeout: 90_000 },
     async () => {
       const peer = await startPeer("ts");
       cleanups.push(() => peer.stop());
@@ -458,12 +459,30 @@ describe("relay pod: trickle-relay run --session against a real kube-apiserver",
       );
       pod.child.kill("SIGTERM");
       const code = await exitWithin(pod, 15_000);
-      stopInput.abort();
       assert.equal(code, 0, pod.log());
-      const done = await Promise.race([output.done, sleep(10_000).then(() => undefined)]);
-      assert.deepEqual(done, { closedByServer: true }, "the output channel was closed");
+      assert.match(pod.log(), /"endOutput":false/);
       const final = (await getSession("sigterm")).status!.relay!;
       assert.equal(final.webrtc?.connectionState, "closed", "final report written");
+      const done = await Promise.race([output.done, sleep(3000).then(() => "open")]);
+      assert.equal(done, "open", "the output channel stays open for the pod that replaces this one");
+
+      // The replacement, on a trickle server that creates no channel on publish (as go-livepeer's
+      // orchestrator): it publishes on the same output channel.
+      const next = startRelayPod(`${namespace}/sigterm`, kubeconfig);
+      await waitForReport(
+        "sigterm",
+        (r) =>
+          r.webrtc?.connectionState === "connected" &&
+          (r.outputFps ?? 0) > 0 &&
+          Date.parse(r.lastUpdateTime ?? "") > Date.parse(final.lastUpdateTime ?? ""),
+        30_000,
+        "the next pod connected, frames back",
+        next,
+      );
+      stopInput.abort();
+      next.child.kill("SIGTERM");
+      assert.equal(await exitWithin(next, 15_000), 0, next.log());
+      assert.doesNotMatch(next.log(), /trickle stream not found|OutputFailed/);
     },
   );
 

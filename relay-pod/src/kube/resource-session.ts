@@ -76,9 +76,14 @@ async function runSession(
   // Registered first: a SIGTERM while the RelaySession is still being read is a clean stop too.
   let stopRequested = false;
   options.onShutdown?.(async () => {
-    log.info("stopping on request");
     stopRequested = true;
-    await running.session?.stop();
+    // A SIGTERM while the RelaySession lives on (not being deleted) means this pod is being replaced
+    // (a restart after a fault, an eviction): the output stream is not over, and ending its channel
+    // would make a trickle server that does not create channels on publish (go-livepeer's) refuse
+    // the next pod. Only a RelaySession that is gone or being deleted ends the stream.
+    const endOutput = await sessionIsEnding(options.kubeConfig, ref, log);
+    log.info({ endOutput }, "stopping on request");
+    await running.session?.stop({ endOutput });
   });
 
   let kubeConfig: KubeConfig;
@@ -211,5 +216,29 @@ async function readWithRetry(
       log.warn({ err: (err as Error).message, retryInMs: delay }, "reading the RelaySession failed");
       await new Promise((resolve) => setTimeout(resolve, delay));
     }
+  }
+}
+
+/** True when the RelaySession is gone or being deleted; false while it lives on or cannot be read. */
+async function sessionIsEnding(
+  kubeConfig: KubeConfig | undefined,
+  ref: SessionRef,
+  log: Logger,
+): Promise<boolean> {
+  try {
+    const resource = await Promise.race([
+      readRelaySession(kubeConfig ?? loadKubeConfig(), ref),
+      new Promise<never>((_, reject) =>
+        setTimeout(() => reject(new Error("timed out after 3 s")), 3000).unref(),
+      ),
+    ]);
+    return resource.metadata?.deletionTimestamp !== undefined;
+  } catch (err) {
+    if (err instanceof SessionResourceError && err.httpStatus === 404) return true;
+    log.warn(
+      { err: (err as Error).message },
+      "could not read the RelaySession on stop; leaving the output open",
+    );
+    return false;
   }
 }

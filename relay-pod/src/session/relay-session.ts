@@ -54,6 +54,8 @@ export class RelaySession extends EventEmitter {
   private eventsWriter: TrickleEventsWriter | undefined;
   private eventsTimer: NodeJS.Timeout | undefined;
   private ffmpegBinary: ReturnType<typeof resolveFfmpeg> | undefined;
+  /** Whether finishing ends the output channel (not when a replacement relay publishes on). */
+  private endOutputOnFinish = true;
 
   private readonly stats = new SessionStats();
   /** Where the two paths meet: frames sent, matched to frames returned (PTS, latency, in flight). */
@@ -177,9 +179,14 @@ export class RelaySession extends EventEmitter {
     return this.ended;
   }
 
-  async stop(): Promise<void> {
+  /**
+   * Stops the session. `endOutput: false` leaves the output channel open (no end of stream): this
+   * relay is being replaced (its pod evicted or re-created) and the next one publishes on.
+   */
+  async stop(options: { endOutput?: boolean } = {}): Promise<void> {
     if (this.isEnded()) return;
-    this.log.info("stopping relay session on request");
+    this.log.info({ endOutput: options.endOutput ?? true }, "stopping relay session on request");
+    this.endOutputOnFinish = options.endOutput ?? true;
     await this.finish("stopped");
   }
 
@@ -319,7 +326,7 @@ export class RelaySession extends EventEmitter {
     await this.link.close();
     await this.audio.stop();
 
-    await this.returnPath.close();
+    await this.returnPath.close(this.endOutputOnFinish);
     if (this.eventsWriter) {
       // The last event already tells the final state, so a gateway sees the stream end cleanly.
       const finalStatus = { ...this.status(), state: finalState, endedAt: new Date().toISOString() };

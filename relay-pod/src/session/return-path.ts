@@ -158,8 +158,11 @@ export class ReturnPath {
     await this.keyframeRepair?.close(graceMs);
   }
 
-  /** Writes out what is queued, ends the last segment, then the output channel. */
-  async close(): Promise<void> {
+  /**
+   * Writes out what is queued, ends the last segment, then the output channel — unless `endOutput`
+   * is false (the relay is being replaced: the next one publishes on, the stream goes on).
+   */
+  async close(endOutput = true): Promise<void> {
     while (this.outputLoopRunning) await new Promise((r) => setTimeout(r, 10));
     // The input's audio after the last video frame: the end of the stream's sound, not to be lost.
     if (this.openSegment && this.muxer.hasAudio) {
@@ -169,7 +172,7 @@ export class ReturnPath {
     const deadline = Date.now() + 5000;
     while (this.pendingSegmentEnds > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     // Ending the output channel tells downstream the stream is over (trickle-protocol.md §5.3).
-    await this.publisher?.close().catch((err: unknown) => {
+    await (endOutput ? this.publisher?.close() : this.publisher?.leave())?.catch((err: unknown) => {
       this.host.log.warn({ err: (err as Error).message }, "closing the output channel failed");
     });
   }

@@ -133,14 +133,23 @@ export class TricklePublisher {
    * preconnect with `Lp-Trickle-Closed` instead of recording an empty segment. Never throws.
    */
   close(): Promise<void> {
-    this.closing ??= this.shutdown();
+    this.closing ??= this.shutdown(true);
     return this.closing;
   }
 
-  private async shutdown(): Promise<void> {
+  /**
+   * Stops publishing without ending the stream (no DELETE): another publisher, e.g. the relay pod
+   * replacing this one, goes on at the server's next sequence number. Never throws.
+   */
+  leave(): Promise<void> {
+    this.closing ??= this.shutdown(false);
+    return this.closing;
+  }
+
+  private async shutdown(endStream: boolean): Promise<void> {
     this.closedByOwner = true;
     await this.starting?.catch(() => undefined);
-    if (!this.terminal) {
+    if (!this.terminal && endStream) {
       try {
         const response = await requestBuffered(this.channel, {
           method: "DELETE",
