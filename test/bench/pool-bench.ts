@@ -20,7 +20,12 @@ import { CustomObjectsApi, KubeConfig, Watch, type V1Pod } from "@kubernetes/cli
 import { ANNOTATION_ALLOCATED_AT } from "../../crds/src/index.js";
 import { startControlPlane } from "../infra/apiserver.js";
 import { repoRoot, startOperator, waitFor } from "../operator/operator-harness.js";
-import { FakePoolKubelet, PoolKubectl, poolYaml } from "../operator/relaypool/pool-harness.js";
+import {
+  createPooledSession,
+  FakePoolKubelet,
+  PoolKubectl,
+  poolYaml,
+} from "../operator/relaypool/pool-harness.js";
 import { machineInfo, round, writeResults } from "./results.js";
 
 const HELP = `bench:pool — allocation latency from a warm RelayPool on a real kube-apiserver
@@ -107,18 +112,7 @@ async function main(): Promise<void> {
       Array.from({ length: sessionCount }, async (_, i) => {
         const name = `b-${String(i).padStart(3, "0")}`;
         sent.set(name, Date.now());
-        await custom.createNamespacedCustomObject({
-          group: "trickle-relay.io",
-          version: "v1alpha1",
-          namespace: ns,
-          plural: "relaysessions",
-          body: {
-            apiVersion: "trickle-relay.io/v1alpha1",
-            kind: "RelaySession",
-            metadata: { name },
-            spec: { trickle: { inputUrl: `http://127.0.0.1:9/live/${name}` }, poolRef: { name: "gpu" } },
-          },
-        });
+        await createPooledSession(custom, ns, name);
         returned.set(name, Date.now());
       }),
     );

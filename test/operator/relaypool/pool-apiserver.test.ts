@@ -35,6 +35,7 @@ import { resolveEnvtestAssets, startControlPlane, type ControlPlane } from "../.
 import { repoRoot, startOperator, waitFor, type OperatorProcess } from "../operator-harness.js";
 import {
   FakePoolKubelet,
+  createPooledSession,
   PoolKubectl,
   claimsOf,
   poolYaml,
@@ -91,18 +92,7 @@ describe("RelayPool (real apiserver, operator binary, stand-in kubelet)", { skip
   async function createOneByOne(ns: string, sessionNames: string[]): Promise<void> {
     const custom = kc.makeApiClient(CustomObjectsApi);
     for (const name of sessionNames) {
-      await custom.createNamespacedCustomObject({
-        group: "trickle-relay.io",
-        version: "v1alpha1",
-        namespace: ns,
-        plural: "relaysessions",
-        body: {
-          apiVersion: "trickle-relay.io/v1alpha1",
-          kind: "RelaySession",
-          metadata: { name },
-          spec: { trickle: { inputUrl: `http://127.0.0.1:9/live/${name}` }, poolRef: { name: "gpu" } },
-        },
-      });
+      await createPooledSession(custom, ns, name);
       await new Promise((resolve) => setTimeout(resolve, 30));
     }
   }

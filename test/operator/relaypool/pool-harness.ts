@@ -10,6 +10,7 @@
 import assert from "node:assert/strict";
 import {
   CoreV1Api,
+  type CustomObjectsApi,
   PatchStrategy,
   setHeaderOptions,
   type KubeConfig,
@@ -27,6 +28,30 @@ export function poolYaml(namespace: string, name: string, spec: Record<string, u
     metadata: { name, namespace },
     spec: { template: { comfystream: { url: "http://127.0.0.1:9" } }, ...spec },
   });
+}
+
+/** Creates one RelaySession of `pool` through the API (one request, for latency measurements). */
+export async function createPooledSession(
+  custom: CustomObjectsApi,
+  namespace: string,
+  name: string,
+  options: { pool?: string; inputUrl?: string } = {},
+): Promise<RelaySession> {
+  return (await custom.createNamespacedCustomObject({
+    group: "trickle-relay.io",
+    version: "v1alpha1",
+    namespace,
+    plural: "relaysessions",
+    body: {
+      apiVersion: "trickle-relay.io/v1alpha1",
+      kind: "RelaySession",
+      metadata: { name },
+      spec: {
+        trickle: { inputUrl: options.inputUrl ?? `http://127.0.0.1:9/live/${name}` },
+        poolRef: { name: options.pool ?? "gpu" },
+      },
+    },
+  })) as RelaySession;
 }
 
 /** Pooled sessions, in one multi-document manifest (kubectl creates them in this order). */

@@ -12,7 +12,7 @@ import { spawn } from "node:child_process";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { CoreV1Api, CustomObjectsApi, KubeConfig, type V1Pod } from "@kubernetes/client-node";
-import type { RelayPool, RelaySession } from "../../../crds/src/index.js";
+import type { RelayPool } from "../../../crds/src/index.js";
 import {
   claimedPoolPod,
   desiredPoolPod,
@@ -33,7 +33,7 @@ import {
   startTrickle,
 } from "../../session/relay-harness.js";
 import { repoRoot, waitFor } from "../operator-harness.js";
-import { PoolKubectl, poolYaml } from "./pool-harness.js";
+import { createPooledSession, PoolKubectl, poolYaml } from "./pool-harness.js";
 
 const assets = await resolveEnvtestAssets();
 const skip =
@@ -122,18 +122,7 @@ describe(
       const readPod = () => core.readNamespacedPod({ namespace: ns, name: podName });
       /** Creates session `name`, claims the pod for it as the operator does, and streams 3 s that end. */
       const runSession = async (name: string): Promise<V1Pod> => {
-        const session = (await custom.createNamespacedCustomObject({
-          group: "trickle-relay.io",
-          version: "v1alpha1",
-          namespace: ns,
-          plural: "relaysessions",
-          body: {
-            apiVersion: "trickle-relay.io/v1alpha1",
-            kind: "RelaySession",
-            metadata: { name },
-            spec: { trickle: { inputUrl: `${trickle.base}${name}` }, poolRef: { name: "gpu" } },
-          },
-        })) as RelaySession;
+        const session = await createPooledSession(custom, ns, name, { inputUrl: `${trickle.base}${name}` });
         const claimed = await core.replaceNamespacedPod({
           namespace: ns,
           name: podName,
