@@ -204,7 +204,7 @@ describe(
     }
 
     test(
-      "audio that starts 3 s late and audio that stops mid-stream: the session runs on, the sound that exists comes back",
+      "audio that starts 3 s late, stops mid-stream, or never comes: the session runs on, the sound that exists comes back",
       { timeout: 120_000 },
       async (t) => {
         for (const parts of [
@@ -229,6 +229,23 @@ describe(
           );
           assert.ok(final.frames.out >= 0.5 * final.frames.in, JSON.stringify(final.frames));
         }
+        // Video only: the relay's silence keeps ComfyStream's audio alive, and none of it is written.
+        const standin = await PyStandin.start(["--ice-consent-interval", "0.5"]);
+        cleanups.push(() => standin.stop());
+        const { final, output } = await relayWithAudio(cleanups, {
+          seconds: 4,
+          mode: "comfystream",
+          comfystream: { url: standin.baseUrl, prompts: [PASSTHROUGH_WORKFLOW], connectTimeoutMs: 30_000 },
+        });
+        assert.equal(final.state, "completed");
+        assert.equal(final.audio.codecIn, null);
+        assert.equal(final.audio.codecOut, null);
+        const probe = await probeTs(Buffer.concat(output.map((s) => s.data)));
+        assert.deepEqual(
+          probe.streams.map((s) => s.codec_type),
+          ["video"],
+          "video only out, as in",
+        );
       },
     );
   },

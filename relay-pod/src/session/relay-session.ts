@@ -300,6 +300,11 @@ export class RelaySession extends EventEmitter {
   }
 
   private async fail(reason: string, err: unknown): Promise<void> {
+    // Already ending: what the teardown breaks (the aborted input read, the offer) is not the reason.
+    if (this.stopping) {
+      this.log.debug({ reason, err: (err as Error)?.message }, "while ending");
+      return this.ended;
+    }
     this.setError(reason, (err as Error)?.message ?? String(err));
     await this.finish("failed");
   }
