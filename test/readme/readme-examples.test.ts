@@ -74,12 +74,18 @@ describe("README: the standalone service's REST example", { skip: needsLoopbackN
         "2": { inputs: {}, class_type: "LoadTensor" },
       },
     ]);
-    const shell = spawn("bash", [path.join(workDir, "example.sh")], {
-      cwd: path.resolve(import.meta.dirname, "../../.."),
-      detached: true, // the example's `&` jobs are in this process group, ended with it
-      env: { ...process.env, WORKFLOW: workflow, TRICKLE_RELAY_ICE_ADDRESSES: ICE_ADDRESSES.join(",") },
-      stdio: ["ignore", "ignore", "pipe"],
-    });
+    // In a PID namespace of its own: when the script ends, the kernel ends everything it started.
+    // A process-group kill alone left `npx trickle-relay serve` running (npm's child escaped it).
+    const shell = spawn(
+      "unshare",
+      ["--pid", "--fork", "--kill-child", "bash", path.join(workDir, "example.sh")],
+      {
+        cwd: path.resolve(import.meta.dirname, "../../.."),
+        detached: true, // the example's `&` jobs are in this process group, ended with it
+        env: { ...process.env, WORKFLOW: workflow, TRICKLE_RELAY_ICE_ADDRESSES: ICE_ADDRESSES.join(",") },
+        stdio: ["ignore", "ignore", "pipe"],
+      },
+    );
     let stderr = "";
     shell.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
     const exitCode = await new Promise<number | null>((resolve) => shell.on("exit", resolve));
