@@ -219,7 +219,10 @@ async function readWithRetry(
   }
 }
 
-/** True when the RelaySession is gone or being deleted; false while it lives on or cannot be read. */
+/**
+ * True when the RelaySession is gone or being deleted (or reading it is now refused); false while it
+ * lives on or the apiserver cannot be reached.
+ */
 async function sessionIsEnding(
   kubeConfig: KubeConfig | undefined,
   ref: SessionRef,
@@ -234,7 +237,9 @@ async function sessionIsEnding(
     ]);
     return resource.metadata?.deletionTimestamp !== undefined;
   } catch (err) {
-    if (err instanceof SessionResourceError && err.httpStatus === 404) return true;
+    // Gone, or its per-session Role gone with it (owned by the RelaySession, garbage-collected
+    // together): this relay read it at start, so a refusal now means the session was deleted.
+    if (err instanceof SessionResourceError && [401, 403, 404].includes(err.httpStatus ?? 0)) return true;
     log.warn(
       { err: (err as Error).message },
       "could not read the RelaySession on stop; leaving the output open",
