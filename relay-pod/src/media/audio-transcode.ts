@@ -13,7 +13,7 @@ import { silentLogger, type Logger } from "../common/log.js";
 import { FfmpegProcess, type FfmpegExit } from "./ffmpeg-process.js";
 import { keepWholeAdtsFrames, type AudioCodec } from "./ts-audio.js";
 import { opusPacketsOfPes } from "./opus-ts.js";
-import { wrapPts } from "./ts-packet.js";
+import { ptsSignedDistance, wrapPts } from "./ts-packet.js";
 
 export const OPUS_SAMPLE_RATE = 48_000;
 /** 20 ms at 48 kHz: what aiortc's Opus decoder requires of every packet (spec comfystream-webrtc §1.4). */
@@ -72,7 +72,7 @@ export class InputAudioDecoder {
   push(payload: Buffer, pts: number): void {
     const jumped =
       this.lastPesPts !== undefined &&
-      Math.abs(((pts - this.lastPesPts + 2 ** 32) % 2 ** 33) - 2 ** 32) > DISCONTINUITY_90KHZ;
+      Math.abs(ptsSignedDistance(this.lastPesPts, pts)) > DISCONTINUITY_90KHZ;
     this.lastPesPts = pts;
     if (this.codec === "opus") {
       this.decodeOpus(payload, pts);
@@ -167,7 +167,7 @@ export class OpusFrameEncoder {
   push(chunk: PcmChunk): void {
     if (this.pendingPts !== undefined) {
       const expected = ptsAfterSamples(this.pendingPts, this.pending.length / BYTES_PER_SAMPLE);
-      if (Math.abs(((chunk.pts - expected + 2 ** 32) % 2 ** 33) - 2 ** 32) > 1800) this.flush();
+      if (Math.abs(ptsSignedDistance(expected, chunk.pts)) > 1800) this.flush();
     }
     if (this.pendingPts === undefined) this.pendingPts = chunk.pts;
     this.pending = this.pending.length > 0 ? Buffer.concat([this.pending, chunk.pcm]) : chunk.pcm;
@@ -240,8 +240,7 @@ export class AacFromOpusEncoder {
       return;
     }
     const jumped =
-      this.nextPts !== undefined &&
-      Math.abs(((pts - this.nextPts + 2 ** 32) % 2 ** 33) - 2 ** 32) > DISCONTINUITY_90KHZ / 10;
+      this.nextPts !== undefined && Math.abs(ptsSignedDistance(this.nextPts, pts)) > DISCONTINUITY_90KHZ / 10;
     if (jumped || this.ffmpeg === undefined) this.start(pts);
     this.nextPts = ptsAfterSamples(pts, pcm.length / BYTES_PER_SAMPLE);
     void this.ffmpeg!.write(pcm);

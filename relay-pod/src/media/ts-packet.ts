@@ -104,6 +104,12 @@ export function ptsForwardDistance(from: number, to: number): number {
   return wrapPts(to - from);
 }
 
+/** `to` − `from` on the 33-bit circle the short way round, in [−2^32, 2^32). */
+export function ptsSignedDistance(from: number, to: number): number {
+  const forward = ptsForwardDistance(from, to);
+  return forward >= 2 ** 32 ? forward - 2 ** 33 : forward;
+}
+
 /**
  * The PES header fields at `offset` (which must hold at least 9 bytes of header), or undefined when
  * the bytes are not a PES start. `payloadOffset` is absolute.

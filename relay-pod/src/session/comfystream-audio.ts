@@ -30,7 +30,7 @@ import {
   OPUS_TS_STREAM,
   opusPesPayload,
 } from "../media/opus-ts.js";
-import { ptsForwardDistance, wrapPts } from "../media/ts-packet.js";
+import { ptsForwardDistance, ptsSignedDistance, wrapPts } from "../media/ts-packet.js";
 import type { AudioCodec, AudioPes } from "../media/ts-audio.js";
 
 export type AudioOutputCodec = "aac" | "opus";
@@ -45,12 +45,6 @@ export interface ComfyStreamAudioOptions {
   /** Send silence while the input's audio pauses (to ComfyStream: its own silence kills its sender). */
   fillPauses: boolean;
   log: Logger;
-}
-
-/** b − a on the 33-bit PTS circle, signed. */
-function ptsSignedDistance(a: number, b: number): number {
-  const forward = ptsForwardDistance(a, b);
-  return forward >= 2 ** 32 ? forward - 2 ** 33 : forward;
 }
 
 /** Pacer tick; a packet is sent when its RTP time is due on the wall clock. */

@@ -15,6 +15,8 @@
  * Bounded: when `capacity` frames wait, new frames are dropped up to the next keyframe, so the
  * receiver sees a clean gap instead of frames that reference missing ones.
  */
+import { ptsSignedDistance } from "../media/ts-packet.js";
+
 export interface PacedFrame {
   /** 90 kHz timestamp that spaces frames (the input PTS). */
   pts: number;
@@ -141,7 +143,6 @@ export class FramePacer {
   }
 }
 
-const PTS_WRAP = 0x2_0000_0000;
 /** How often a held frame asks again. */
 const HOLD_POLL_MS = 5;
 /** Frames over which a steady lead must hold before the anchor moves (about half a second). */
@@ -151,8 +152,5 @@ const MAX_SHIFT_PER_FRAME_MS = 8;
 
 /** Milliseconds from `from` to `to` on the 33-bit 90 kHz clock, taking the short way round. */
 export function ptsDeltaMs(to: number, from: number): number {
-  let delta = (to - from) % PTS_WRAP;
-  if (delta > PTS_WRAP / 2) delta -= PTS_WRAP;
-  if (delta < -PTS_WRAP / 2) delta += PTS_WRAP;
-  return delta / 90;
+  return ptsSignedDistance(from, to) / 90;
 }
