@@ -11,7 +11,7 @@
 import OpusScript from "opusscript";
 import { silentLogger, type Logger } from "../common/log.js";
 import { FfmpegProcess, type FfmpegExit } from "./ffmpeg-process.js";
-import { keepWholeAdtsFrames, type AudioCodec } from "./ts-audio.js";
+import { adtsFrameLength, keepWholeAdtsFrames, type AudioCodec } from "./ts-audio.js";
 import { opusPacketsOfPes } from "./opus-ts.js";
 import { ptsSignedDistance, wrapPts } from "./ts-packet.js";
 
@@ -279,9 +279,8 @@ export class AacFromOpusEncoder {
       partial = partial.length > 0 ? Buffer.concat([partial, chunk]) : chunk;
       let offset = 0;
       while (offset + 7 <= partial.length) {
-        const length =
-          ((partial[offset + 3]! & 0x03) << 11) | (partial[offset + 4]! << 3) | (partial[offset + 5]! >> 5);
-        if (partial[offset] !== 0xff || length < 7) {
+        const length = adtsFrameLength(partial, offset);
+        if (length === undefined) {
           offset++; // not at a frame start: resynchronise
           continue;
         }

@@ -230,6 +230,18 @@ function hasDescriptorTag(descriptors: Buffer, tag: number): boolean {
 }
 
 /**
+ * The length of the ADTS frame starting at `offset` (ISO 14496-3 §1.A.2: sync word 0xFFF, layer 0,
+ * a frame length at least its header), or undefined when no frame header starts there. Needs 7 bytes.
+ */
+export function adtsFrameLength(data: Uint8Array, offset: number): number | undefined {
+  if (offset + 7 > data.length) return undefined;
+  if (data[offset] !== 0xff || (data[offset + 1]! & 0xf6) !== 0xf0) return undefined;
+  const length = ((data[offset + 3]! & 0x03) << 11) | (data[offset + 4]! << 3) | (data[offset + 5]! >> 5);
+  const headerLength = data[offset + 1]! & 0x01 ? 7 : 9;
+  return length >= headerLength ? length : undefined;
+}
+
+/**
  * The whole ADTS frames of a PES payload (ISO 14496-3 §1.A.2): sync word 0xFFF, layer 0, a frame
  * length that fits. A damaged frame is skipped by looking for the next sync word.
  */
@@ -240,11 +252,8 @@ export function keepWholeAdtsFrames(payload: Buffer): { kept: Buffer; frames: nu
   let offset = 0;
   let inDamage = false;
   while (offset + 7 <= payload.length) {
-    const sync = payload[offset] === 0xff && (payload[offset + 1] & 0xf6) === 0xf0;
-    const length =
-      ((payload[offset + 3] & 0x03) << 11) | (payload[offset + 4] << 3) | (payload[offset + 5] >> 5);
-    const headerLength = payload[offset + 1] & 0x01 ? 7 : 9;
-    if (sync && length >= headerLength && offset + length <= payload.length) {
+    const length = adtsFrameLength(payload, offset);
+    if (length !== undefined && offset + length <= payload.length) {
       kept.push(payload.subarray(offset, offset + length));
       frames++;
       offset += length;
