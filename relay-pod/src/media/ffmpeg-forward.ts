@@ -37,8 +37,16 @@ export interface ForwardTranscodeOptions {
  * - `-enc_time_base 1:90000` stops the encoder from rounding timestamps to 1/frameRate;
  * - the frame-rate cap is a `select` filter that drops frames without retiming them (the `fps`
  *   filter would move frames onto its own grid and duplicate frames when the input is slower);
- * - `-fflags +genpts` only fills in a missing PTS.
- * Latency: `-omit_video_pes_length 0` writes each PES's length (when under 64 KiB), so the relay's
+ * Latency, measured (bench:relay, issue 12): the input side waited two frames before decoding. The
+ * TS demuxer can only end a PES whose length is 0 (what encoders write for video) when the next one
+ * starts, and the H.264 parser behind it then waited for the next access unit's first NAL to end the
+ * frame. `-fflags +noparse+nofillin` hands each PES to the decoder as it is (a TS video PES is one
+ * access unit: the relay's own demuxer and the passthrough mode count on that too), which removes
+ * the second wait (forward hop p50 38 -> 5 ms without B-frames). Probing: `-probesize 32
+ * -analyzeduration 1` starts decoding from the first PES instead of buffering 200 ms of input
+ * first (first frame out 600 -> 80 ms after the input's first byte; an analyzeduration of 0 means
+ * ffmpeg's default of 5 s). The decoder learns the size from the SPS in band.
+ * On the output side, `-omit_video_pes_length 0` writes each PES's length (when under 64 KiB), so the relay's
  * demuxer knows a frame is complete at its last byte instead of waiting for the next frame's start;
  * `-flush_packets 1` hands every frame to the pipe at once.
  */
@@ -77,13 +85,13 @@ export function forwardTranscodeArgs(o: ForwardTranscodeOptions): string[] {
     "-loglevel",
     "warning",
     "-nostdin",
-    // Input: a TS byte stream on stdin; probe little so the first frame goes out fast.
+    // Input: a TS byte stream on stdin, decoded from its first PES (see Latency above).
     "-probesize",
-    "65536",
+    "32",
     "-analyzeduration",
-    "200000",
+    "1",
     "-fflags",
-    "+genpts",
+    "+noparse+nofillin",
     "-flags",
     "low_delay",
     "-threads",
