@@ -36,11 +36,18 @@ export class SessionStats {
   readonly outages = new OutageMeter();
   /** When each input frame (by PTS) was complete in the input, for the forward-hop latency. */
   private readonly inputFrameArrival = new Map<number, number>();
+  /**
+   * The latest input arrival among the frames sent so far. Frames go out in display order; with
+   * B-frames the input arrives in decode order, so a P-frame arrives before the B-frames shown
+   * ahead of it and cannot be shown (by anyone) until they are in. The forward hop counts from that
+   * moment, so it measures the relay rather than the input's reordering.
+   */
+  private displayableAt = 0;
 
   /** An input access unit is complete (pts undefined: counted, but no forward-hop sample). */
-  noteInputFrame(pts: number | undefined): void {
+  noteInputFrame(pts: number | undefined, now = performance.now()): void {
     if (pts !== undefined) {
-      this.inputFrameArrival.set(pts, performance.now());
+      this.inputFrameArrival.set(pts, now);
       if (this.inputFrameArrival.size > 1000) {
         this.inputFrameArrival.delete(this.inputFrameArrival.keys().next().value!);
       }
@@ -54,7 +61,8 @@ export class SessionStats {
     this.counters.framesSent++;
     const arrived = this.inputFrameArrival.get(pts);
     if (arrived !== undefined) {
-      this.forwardHop.add(now - arrived);
+      this.displayableAt = Math.max(this.displayableAt, arrived);
+      this.forwardHop.add(now - this.displayableAt);
       this.inputFrameArrival.delete(pts);
     }
   }

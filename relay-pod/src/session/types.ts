@@ -172,8 +172,9 @@ export interface SessionStatus {
   /** Through ComfyStream: a frame sent to a frame back, matched by RTP timestamp. */
   latencyMs: { p50: number | null; p95: number | null; samples: number };
   /**
-   * What the relay itself adds: forward = a frame complete in the input to sent over WebRTC
-   * (transcode and pacing); return = a frame back from ComfyStream to written into the output POST.
+   * What the relay itself adds: forward = a frame displayable from the input (it and every frame
+   * before it in display order complete: B-frames arrive after the frame they precede) to sent
+   * over WebRTC (transcode and pacing); return = a frame back from ComfyStream to written into the output POST.
    */
   hopLatencyMs: {
     forward: { p50: number | null; p95: number | null };
