@@ -70,11 +70,74 @@ function videoPesPayload(data: Buffer, offset: number): number | undefined {
   return undefined;
 }
 
-/** Reads an output channel from its first segment and throws the bytes away (keeps the relay's POSTs flowing). */
-export function drainOutput(url: string): { close(): void } {
+/**
+ * Reads an output channel from its first segment (keeps the relay's POSTs flowing) and, with
+ * `recordArrivals`, notes when each video PES starts arriving: its PTS, timed on the packet's arrival, so a frame is timed when
+ * its first bytes come in rather than when the next one completes it.
+ */
+export function drainOutput(
+  url: string,
+  options: { recordArrivals?: boolean } = {},
+): { arrivals: PesArrival[]; close(): void } {
   const subscriber = new TrickleSubscriber(url, { startSeq: 0 });
+  const arrivals: PesArrival[] = [];
   void (async () => {
-    for await (const segment of subscriber) for await (const _ of segment.body) void _;
+    for await (const segment of subscriber) {
+      const scanner = options.recordArrivals
+        ? new PesStartScanner((arrival) => arrivals.push(arrival))
+        : undefined;
+      for await (const chunk of segment.body) scanner?.push(chunk, performance.now());
+    }
   })().catch(() => undefined);
-  return { close: () => subscriber.close() };
+  return { arrivals, close: () => subscriber.close() };
+}
+
+export interface PesArrival {
+  pts: number;
+  at: number;
+}
+
+/** Finds video PES starts in a TS byte stream cut anywhere (one scanner per segment). */
+export class PesStartScanner {
+  private carry = Buffer.alloc(0);
+
+  constructor(private readonly onArrival: (arrival: PesArrival) => void) {}
+
+  push(chunk: Buffer, at: number): void {
+    const data = this.carry.length > 0 ? Buffer.concat([this.carry, chunk]) : chunk;
+    let offset = 0;
+    for (; offset + TS_PACKET_SIZE <= data.length; offset += TS_PACKET_SIZE) {
+      const pts = videoPesPts(data, offset);
+      if (pts !== undefined) this.onArrival({ pts, at });
+    }
+    this.carry = Buffer.from(data.subarray(offset));
+  }
+}
+
+/** p50/p95/max of `values` (null when empty), rounded to 0.1 ms. */
+export function latencySummary(values: number[]): {
+  p50: number | null;
+  p95: number | null;
+  max: number | null;
+} {
+  if (values.length === 0) return { p50: null, p95: null, max: null };
+  const sorted = [...values].sort((a, b) => a - b);
+  const at = (p: number) =>
+    Math.round(sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]! * 10) / 10;
+  return { p50: at(0.5), p95: at(0.95), max: Math.round(sorted.at(-1)! * 10) / 10 };
+}
+
+/**
+ * End-to-end latency per frame: a PTS handed to the input publisher → a PES with that PTS starting
+ * in the output channel. Frames never seen in the output are left out (counted elsewhere).
+ */
+export function endToEndLatencies(input: PesArrival[], output: PesArrival[]): number[] {
+  const firstOut = new Map<number, number>();
+  for (const o of output) if (!firstOut.has(o.pts)) firstOut.set(o.pts, o.at);
+  const latencies: number[] = [];
+  for (const i of input) {
+    const out = firstOut.get(i.pts);
+    if (out !== undefined) latencies.push(out - i.at);
+  }
+  return latencies;
 }

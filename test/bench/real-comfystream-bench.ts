@@ -23,7 +23,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import { isIdrAccessUnit } from "../../relay-pod/src/media/h264.js";
 import { TsDemuxer } from "../../relay-pod/src/media/ts-demux.js";
-import { PTS_CLOCK_HZ, TS_PACKET_SIZE } from "../../relay-pod/src/media/ts-packet.js";
+import { PTS_CLOCK_HZ } from "../../relay-pod/src/media/ts-packet.js";
 import { TrickleServer } from "../../relay-pod/src/trickle/server.js";
 import { TrickleSubscriber } from "../../relay-pod/src/trickle/subscriber.js";
 import {
@@ -33,7 +33,7 @@ import {
   type RealComfyStream,
 } from "../peers/real-comfystream.js";
 import { makeInputSegments } from "../session/relay-harness.js";
-import { publishLive, videoPesPts } from "./live-input.js";
+import { PesStartScanner, publishLive } from "./live-input.js";
 import { measurePeerFloor, type PeerFloor } from "./peer-floor.js";
 import { machineInfo, round, writeResults } from "./results.js";
 
@@ -462,17 +462,10 @@ class OutputWatcher {
   private async read(): Promise<void> {
     for await (const segment of this.subscriber) {
       const chunks: Buffer[] = [];
-      let carry = Buffer.alloc(0);
+      const scanner = new PesStartScanner((arrival) => this.arrivals.push(arrival));
       for await (const chunk of segment.body) {
-        const at = performance.now();
         chunks.push(chunk);
-        const data = carry.length > 0 ? Buffer.concat([carry, chunk]) : chunk;
-        let offset = 0;
-        for (; offset + TS_PACKET_SIZE <= data.length; offset += TS_PACKET_SIZE) {
-          const pts = videoPesPts(data, offset);
-          if (pts !== undefined) this.arrivals.push({ pts, at });
-        }
-        carry = Buffer.from(data.subarray(offset));
+        scanner.push(chunk, performance.now());
       }
       const units: { pts: number; idr: boolean }[] = [];
       const demuxer = new TsDemuxer({

@@ -24,7 +24,15 @@ import { createInterface } from "node:readline";
 import { TrickleServer } from "../../relay-pod/src/trickle/server.js";
 import { startTsStandin } from "../../relay-pod/src/demo/standin-peer/standin.js";
 import { makeInputSegments } from "../session/relay-harness.js";
-import { drainOutput, publishLive } from "./live-input.js";
+import { PASSTHROUGH_WORKFLOW } from "../../relay-pod/src/session/default-workflow.js";
+import {
+  drainOutput,
+  endToEndLatencies,
+  latencySummary,
+  publishLive,
+  type PesArrival,
+} from "./live-input.js";
+import { measurePeerFloor, type PeerFloor } from "./peer-floor.js";
 import type { StartUpFigures } from "./startup-bench.js";
 
 /** The relay measured: this build's, or another build's given with --relay-cli (side-by-side runs). */
@@ -38,8 +46,12 @@ interface SessionResult {
   returnHopMs: { p50: number | null; p95: number | null };
   peerMs: { p50: number | null; p95: number | null };
   relayAddedP50Ms: number | null;
+  /** Measured from outside: a PTS handed to the input publisher → its PES starting in the output. */
+  endToEndMs: { p50: number | null; p95: number | null; max: number | null };
   cpuPercentOfOneCore: number;
   rssMb: { node: number; ffmpeg: number; total: number };
+  /** Proportional set size: shared pages (the node and ffmpeg binaries, libraries) split between the processes using them. */
+  pssMb: { node: number; ffmpeg: number; total: number };
   noDrops: boolean;
 }
 
@@ -64,6 +76,7 @@ async function main(): Promise<void> {
       starvation: { type: "boolean", default: false },
       "hog-nice": { type: "string", default: "10" },
       "sessions-only": { type: "string" },
+      "b-frames": { type: "string", default: "2" },
       "relay-cli": { type: "string" },
       out: { type: "string" },
       infra: { type: "string" },
@@ -86,8 +99,8 @@ async function main(): Promise<void> {
         "512x512 and 1280x720 @ 30 fps through the passthrough stand-in, start → first output frame\n" +
         "with the input already flowing (N runs, default 5), and the most concurrent 512x512 sessions\n" +
         "without drops. Writes JSON and Markdown (default bench-results/relay.json).\n" +
-        "--startup-only: just the start-up runs, printed as JSON; --sessions-only N: just N concurrent\n" +
-        "512x512 sessions, printed as JSON; --relay-cli PATH: measure another build's relay (its\n" +
+        "--startup-only: just the start-up runs, printed as JSON; --sessions-only N [--b-frames 2]: just N\n" +
+        "concurrent 512x512 sessions (input with that many B-frames), printed as JSON; --relay-cli PATH: measure another build's relay (its\n" +
         "dist/relay-pod/src/cli.js), for side-by-side runs.\n" +
         "--starvation [--seconds 30] [--hog-nice 10]: one 512x512 transcode session while a `nice`d busy\n" +
         "loop runs on every core; frames in, out (counted on the output channel), dropped by policy,\n" +
@@ -140,6 +153,7 @@ async function main(): Promise<void> {
       "512x512",
       Number(values["sessions-only"]),
       Number(values.seconds ?? 15),
+      Number(values["b-frames"]),
     );
     process.stdout.write(`${JSON.stringify(result)}\n`);
     return;
@@ -192,6 +206,12 @@ async function main(): Promise<void> {
     return;
   }
   const seconds = Number(values.seconds ?? 20);
+  // The stand-in's own round trip, no relay in between: what the end-to-end figures sit on.
+  process.stderr.write(`the stand-in's own round trip (no relay), ${seconds} s ... `);
+  const floor = await measureStandinFloor(seconds);
+  process.stderr.write(
+    `latency p50/p95/max ${floor.latencyMs.p50}/${floor.latencyMs.p95}/${floor.latencyMs.max} ms\n`,
+  );
   const scenarios: ScenarioResult[] = [];
   for (const size of ["512x512", "1280x720"]) {
     scenarios.push(await runScenario(size, 1, seconds));
@@ -219,12 +239,37 @@ async function main(): Promise<void> {
       "each session = one `trickle-relay run` process + its ffmpeg; passthrough TypeScript stand-in peer per session " +
       "in a helper process; input streamed frame by frame at real-time pace; figures from the session's own status after the run; " +
       "CPU and RSS from /proc for the relay process and its ffmpeg, sampled over the steady part of the run",
-    targets: { relayAddedP50Ms: 60, cpuPercentOfOneCore: 20, rssMb: 150, at: "512x512@30" },
+    targets: {
+      issue: 12,
+      endToEndMs: { p50: 150, p95: 200, max: 300 },
+      forwardHopMs: { p50: 20, p95: 60 },
+      endToEndOverFloorP50Ms: 20,
+      sessions: 10,
+      cpuPercentOfOneCore: 12,
+      memoryMbPerSession: 100,
+      firstOutputFrameMs: 1000,
+      at: "512x512@30",
+    },
+    standinFloor: floor,
     maxConcurrentSessionsWithoutDrops512: maxSessions,
     startUp,
     scenarios,
   };
   writeResults(values.out ?? "bench-results/relay.json", report, toMarkdown(report));
+}
+
+async function measureStandinFloor(seconds: number): Promise<PeerFloor> {
+  const infra = await startInfra(1);
+  try {
+    return await measurePeerFloor({
+      comfystreamUrl: infra.standins[0]!,
+      prompts: [PASSTHROUGH_WORKFLOW],
+      seconds,
+      iceAddress: ICE,
+    });
+  } finally {
+    await infra.stop();
+  }
 }
 
 async function runScenario(
@@ -242,16 +287,24 @@ async function runScenario(
   const infra = await startInfra(sessions);
   const relays = Array.from({ length: sessions }, (_, i) => startRelay(i, infra, width, height, mode));
   await Promise.all(relays.map((r) => r.connected));
-  const outputs = relays.map((_, i) => drainOutput(`${infra.trickleBase}bench${i}-out`));
+  const outputs = relays.map((_, i) =>
+    drainOutput(`${infra.trickleBase}bench${i}-out`, { recordArrivals: true }),
+  );
 
   const machineBefore = machineCpu();
-  const publishing = relays.map((_, i) => publishLive(`${infra.trickleBase}bench${i}`, segments));
+  const inputs = relays.map((): PesArrival[] => []);
+  const publishing = relays.map((_, i) =>
+    publishLive(`${infra.trickleBase}bench${i}`, segments, {
+      onFrame: (pts, at) => pts !== undefined && inputs[i]!.push({ pts, at }),
+    }),
+  );
   await sleep(3000);
   const before = relays.map((r) => processCpu(r.child.pid!));
   const sampledAt = performance.now();
   await sleep(Math.max(1000, (seconds - 5) * 1000));
   const after = relays.map((r) => processCpu(r.child.pid!));
-  const rss = relays.map((r) => processRss(r.child.pid!));
+  const rss = relays.map((r) => processMemory(r.child.pid!, "VmRSS"));
+  const pss = relays.map((r) => processMemory(r.child.pid!, "Pss"));
   const elapsed = (performance.now() - sampledAt) / 1000;
   const machineAfter = machineCpu();
   await Promise.all(publishing);
@@ -269,8 +322,10 @@ async function runScenario(
       returnHopMs: ret,
       peerMs: { p50: status.latencyMs.p50, p95: status.latencyMs.p95 },
       relayAddedP50Ms: fwd.p50 !== null && ret.p50 !== null ? round(fwd.p50 + ret.p50) : null,
+      endToEndMs: latencySummary(endToEndLatencies(inputs[i]!, outputs[i]!.arrivals)),
       cpuPercentOfOneCore: round(cpu),
       rssMb: rss[i]!,
+      pssMb: pss[i]!,
       noDrops: status.frames.dropped === 0 && status.frames.out >= status.frames.in * 0.98,
     };
   });
@@ -289,7 +344,8 @@ async function runScenario(
   };
   const first = perSession[0]!;
   process.stderr.write(
-    `relay-added p50 ${first.relayAddedP50Ms} ms, CPU ${first.cpuPercentOfOneCore} %, RSS ${first.rssMb.total} MB, ` +
+    `end-to-end p50/p95/max ${first.endToEndMs.p50}/${first.endToEndMs.p95}/${first.endToEndMs.max} ms, ` +
+      `relay-added p50 ${first.relayAddedP50Ms} ms, CPU ${first.cpuPercentOfOneCore} %, RSS ${first.rssMb.total} MB, ` +
       `${result.allWithoutDrops ? "no drops" : "DROPS"}, machine CPU ${machineCpuPercent} %\n`,
   );
   return result;
@@ -433,10 +489,14 @@ export function processCpu(pid: number): { ticks: number } {
   return { ticks };
 }
 
-function processRss(pid: number): { node: number; ffmpeg: number; total: number } {
+/** A process's and its children's (ffmpeg's) memory: VmRSS from status, or Pss from smaps_rollup. */
+function processMemory(pid: number, field: "VmRSS" | "Pss"): { node: number; ffmpeg: number; total: number } {
+  const file = field === "VmRSS" ? "status" : "smaps_rollup";
   const rssOf = (p: number) => {
     try {
-      const match = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${p}/status`, "utf8"));
+      const match = new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(
+        readFileSync(`/proc/${p}/${file}`, "utf8"),
+      );
       return match ? Number(match[1]) / 1024 : 0;
     } catch {
       return 0;
@@ -457,20 +517,24 @@ function machineCpu(): { busy: number; total: number } {
 function toMarkdown(report: {
   date: string;
   machine: Record<string, unknown>;
+  standinFloor: PeerFloor;
   maxConcurrentSessionsWithoutDrops512: number;
   startUp: StartUpFigures;
   scenarios: ScenarioResult[];
 }): string {
-  const rows = report.scenarios.flatMap((s) =>
-    s.perSession
-      .slice(0, 1)
-      .map(
-        (p) =>
-          `| ${s.size} | ${s.mode} | ${s.inputBFrames} | ${s.sessions} | ${p.forwardHopMs.p50} / ${p.forwardHopMs.p95} | ${p.returnHopMs.p50} / ${p.returnHopMs.p95} | ` +
-          `${p.relayAddedP50Ms} | ${p.peerMs.p50} / ${p.peerMs.p95} | ${p.cpuPercentOfOneCore} | ${p.rssMb.total} (${p.rssMb.node} + ${p.rssMb.ffmpeg}) | ` +
-          `${p.frames.in}/${p.frames.out}/${p.frames.dropped} | ${s.allWithoutDrops ? "yes" : "no"} | ${s.machineCpuPercent} |`,
-      ),
-  );
+  const mean = (values: number[]) => round(values.reduce((a, b) => a + b, 0) / values.length);
+  const rows = report.scenarios.map((s) => {
+    const p = s.perSession[0]!;
+    const e2e = p.endToEndMs;
+    return (
+      `| ${s.size} | ${s.mode} | ${s.inputBFrames} | ${s.sessions} | ${e2e.p50} / ${e2e.p95} / ${e2e.max} | ` +
+      `${p.forwardHopMs.p50} / ${p.forwardHopMs.p95} | ${p.returnHopMs.p50} / ${p.returnHopMs.p95} | ` +
+      `${p.peerMs.p50} / ${p.peerMs.p95} | ${mean(s.perSession.map((x) => x.cpuPercentOfOneCore))} | ` +
+      `${p.rssMb.total} (${p.rssMb.node} + ${p.rssMb.ffmpeg}) | ${mean(s.perSession.map((x) => x.pssMb.total))} | ` +
+      `${p.frames.in}/${p.frames.out}/${p.frames.dropped} | ${s.allWithoutDrops ? "yes" : "no"} | ${s.machineCpuPercent} |`
+    );
+  });
+  const floor = report.standinFloor.latencyMs;
   return [
     `# Relay benchmark (${report.date})`,
     "",
@@ -480,10 +544,18 @@ function toMarkdown(report: {
       `p50 **${report.startUp.firstOutputFrameMs.p50} ms**, max ${report.startUp.firstOutputFrameMs.max} ms; ` +
       `of which start → connected to the peer p50 ${report.startUp.connectedMs.p50} ms.`,
     "",
-    "Per-session figures are for the first session of each scenario. Latency in ms (p50 / p95).",
+    `The stand-in's own round trip (no relay, same frames at 30 fps, matched by RTP timestamp): ` +
+      `p50 ${floor.p50} / p95 ${floor.p95} / max ${floor.max} ms.`,
     "",
-    "| size | mode | input B-frames | sessions | forward hop | return hop | relay-added p50 | through peer | CPU % of a core | RSS MB (node + ffmpeg) | frames in/out/dropped | all without drops | machine CPU % |",
-    "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    "Latency in ms. End-to-end is measured from outside: a PTS handed to the input publisher → its PES starting in the " +
+      "output channel (whole run, start included; with B-frames it includes the input's reordering). Forward hop: a frame " +
+      "displayable from the input → sent to the peer; return hop: back from the peer → written to the output (the session's " +
+      "own status). CPU (mean per session, relay process + its ffmpeg) and PSS (mean per session: shared binaries and " +
+      "libraries split between the processes using them) are sampled over the steady part; RSS and the other figures are " +
+      "for the first session.",
+    "",
+    "| size | mode | input B-frames | sessions | end-to-end p50 / p95 / max | forward hop p50 / p95 | return hop p50 / p95 | through peer p50 / p95 | CPU % of a core | RSS MB (node + ffmpeg) | PSS MB | frames in/out/dropped | all without drops | machine CPU % |",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ...rows,
     "",
   ].join("\n");
