@@ -20,7 +20,7 @@ import {
 } from "./control-messages.js";
 import { postOffer } from "./comfystream-offer.js";
 import { PeerLiveness } from "./peer-liveness.js";
-import { iceAddressesFromEnv, iceConfig } from "./ice-config.js";
+import { iceAddressesFromEnv, iceConfig, withoutDefaultStunServer } from "./ice-config.js";
 
 /**
  * How long ComfyStream (aiortc) may take to notice that a closed relay peer is gone: aiortc ignores
@@ -351,6 +351,7 @@ export class ComfyStreamPeer extends EventEmitter {
       });
     });
 
+    withoutDefaultStunServer(pc, options.iceServers);
     await pc.setLocalDescription(await pc.createOffer());
     await this.waitForGathering(pc);
     const local = pc.localDescription;

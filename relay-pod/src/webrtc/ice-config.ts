@@ -1,5 +1,5 @@
 import { isIP } from "node:net";
-import type { PeerConfig, RTCIceServer } from "werift";
+import type { PeerConfig, RTCIceServer, RTCPeerConnection } from "werift";
 
 /** Environment variable holding comma-separated local addresses to gather ICE host candidates on. */
 export const ICE_ADDRESSES_ENV = "TRICKLE_RELAY_ICE_ADDRESSES";
@@ -54,4 +54,22 @@ export function iceConfig(
     iceInterfaceAddresses: Object.keys(bind).length > 0 ? bind : undefined,
     iceFilterCandidatePair: (pair) => allowed.has(pair.localCandidate.host),
   };
+}
+
+/**
+ * Takes werift's built-in STUN server back out of the peer's ICE agents. werift 0.25 puts
+ * stun.l.google.com:19302 in every ICE agent whose configuration names no STUN server (its
+ * `iceServers: []` is not "none"), so each session looked up that name and sent it a binding
+ * request, and in a pod without internet access ICE gathering, hence the offer, waited up to 5 s
+ * for the answer. With a STUN server configured on purpose, nothing changes. Call it after the
+ * transceivers and data channel exist (they create the agents) and before the offer.
+ */
+export function withoutDefaultStunServer(pc: RTCPeerConnection, iceServers: RTCIceServer[] = []): void {
+  const configured = iceServers.some((server) =>
+    (Array.isArray(server.urls) ? server.urls : [server.urls]).some((url) => /^stuns?:/i.test(url)),
+  );
+  if (configured) return;
+  for (const transport of pc.iceTransports) {
+    (transport.connection as { stunServer?: unknown }).stunServer = undefined;
+  }
 }

@@ -29,7 +29,7 @@ import {
 } from "werift";
 import { resolveFfmpeg } from "../../media/ffmpeg.js";
 import { sendDtlsCloseNotify } from "../../webrtc/dtls-close.js";
-import { iceAddressesFromEnv, iceConfig } from "../../webrtc/ice-config.js";
+import { iceAddressesFromEnv, iceConfig, withoutDefaultStunServer } from "../../webrtc/ice-config.js";
 import { MediaProcessor, type MediaCounters, type StandinMode } from "./media-processor.js";
 import { validatePrompts, type Workflow } from "./workflow.js";
 import { answerControlMessage, type PipelineState } from "./control.js";
@@ -427,6 +427,7 @@ class Standin implements TsStandin {
         track.onReceiveRtp.subscribe((packet: RtpPacket) => processor.pushRtp(packet));
       });
       await pc.setRemoteDescription({ type: "offer", sdp: offerSdp });
+      withoutDefaultStunServer(pc);
       const video = pc.getTransceivers().find((transceiver) => transceiver.kind === "video");
       if (video) {
         // werift's connectionState ignores a DTLS close_notify; watch the DTLS transport to see a
