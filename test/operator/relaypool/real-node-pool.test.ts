@@ -150,9 +150,20 @@ describe(`a RelayPool on the real node: ${choice.label}`, { skip }, () => {
     mark("outputFlowing");
     assert.match(await relayLog(warm.metadata!.name!), /claimed: starting the session/);
 
+    mark("sessionDeleted");
     assert.equal((await f.kubectl(["delete", "rls", "pooled", "-n", NAMESPACE, "--wait=false"])).code, 0);
+    // For the record: when the pod was marked for deletion and when its relay exited.
+    const seconds = (time: unknown) => Math.round((Date.parse(String(time)) - t0) / 100) / 10;
     await waitFor(
-      async () => (await f.getPod(warm.metadata!.name!))?.metadata?.uid !== warm.metadata!.uid,
+      async () => {
+        const pod = await f.getPod(warm.metadata!.name!);
+        if (!pod || pod.metadata?.uid !== warm.metadata!.uid) return true;
+        if (pod.metadata?.deletionTimestamp)
+          marks.podDeletionTimestamp ??= seconds(pod.metadata.deletionTimestamp);
+        const finished = pod.status?.containerStatuses?.find((c) => c.name === "relay")?.state?.terminated;
+        if (finished) marks.relayExited ??= seconds(finished.finishedAt);
+        return false;
+      },
       90_000,
       "the pooled session's pod deleted",
       POLL_MS,
