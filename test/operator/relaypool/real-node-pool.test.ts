@@ -158,8 +158,10 @@ describe(`a RelayPool on the real node: ${choice.label}`, { skip }, () => {
       async () => {
         const pod = await f.getPod(warm.metadata!.name!);
         if (!pod || pod.metadata?.uid !== warm.metadata!.uid) return true;
+        // deletionTimestamp is the deadline: request + grace period.
         if (pod.metadata?.deletionTimestamp)
-          marks.podDeletionTimestamp ??= seconds(pod.metadata.deletionTimestamp);
+          marks.podDeleteRequested ??=
+            seconds(pod.metadata.deletionTimestamp) - (pod.metadata.deletionGracePeriodSeconds ?? 0);
         const finished = pod.status?.containerStatuses?.find((c) => c.name === "relay")?.state?.terminated;
         if (finished) marks.relayExited ??= seconds(finished.finishedAt);
         return false;
