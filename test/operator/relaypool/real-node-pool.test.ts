@@ -161,7 +161,9 @@ describe(`a RelayPool on the real node: ${choice.label}`, { skip }, () => {
         // deletionTimestamp is the deadline: request + grace period.
         if (pod.metadata?.deletionTimestamp)
           marks.podDeleteRequested ??=
-            seconds(pod.metadata.deletionTimestamp) - (pod.metadata.deletionGracePeriodSeconds ?? 0);
+            Math.round(
+              (seconds(pod.metadata.deletionTimestamp) - (pod.metadata.deletionGracePeriodSeconds ?? 0)) * 10,
+            ) / 10;
         const finished = pod.status?.containerStatuses?.find((c) => c.name === "relay")?.state?.terminated;
         if (finished) marks.relayExited ??= seconds(finished.finishedAt);
         return false;
