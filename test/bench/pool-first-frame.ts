@@ -14,9 +14,14 @@
 // local kubelet pulls no image, so the cold figure here is the floor of a cold start: process
 // start, the relay's start-up and the offer. The local kubelet runs no probes; the bench waits for
 // the pool pod's own /readyz instead (the readiness probe's endpoint).
+//
+// For the warm rounds it also prints where the time went (WARM_PHASES): kubectl, the operator's
+// claim, the relay's claim watch, the session's start, the WebRTC connection, the first output byte.
+import { loadavg } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { KubeConfig } from "@kubernetes/client-node";
+import { CoreV1Api, KubeConfig } from "@kubernetes/client-node";
+import { ANNOTATION_ALLOCATED_AT, ANNOTATION_ALLOCATION_WAITED_SECONDS } from "../../crds/src/index.js";
 import { TrickleServer } from "../../relay-pod/src/trickle/server.js";
 import { TrickleSubscriber } from "../../relay-pod/src/trickle/subscriber.js";
 import { startControlPlane } from "../infra/apiserver.js";
@@ -25,6 +30,38 @@ import { repoRoot, startOperator, waitFor } from "../operator/operator-harness.j
 import { PoolKubectl } from "../operator/relaypool/pool-harness.js";
 import { makeInputSegments, publishPaced, startPeer } from "../session/relay-harness.js";
 import { machineInfo, round, writeResults } from "./results.js";
+
+/**
+ * Where a warm session's time goes, each a moment in ms after the clock started (just before
+ * `kubectl apply`), all on this machine's wall clock: the bench's own, the claim's annotations
+ * (written by the operator) and the relay's JSON log lines in the claimed pod.
+ */
+const WARM_PHASES = [
+  ["applied", "kubectl apply returned"],
+  ["operatorSaw", "the operator saw the session (claim stamp − allocation-waited-seconds)"],
+  ["claimSent", "the claim sent (allocated-at stamp)"],
+  ["relaySawClaim", 'the relay saw the claim on its pod watch ("claimed: starting the session")'],
+  ["sessionStarting", 'RelaySession read, pipeline starting ("starting relay session")'],
+  ["transcoderStarted", 'ffmpeg started ("transcoder started")'],
+  ["peerConnected", "connected to ComfyStream (WebRTC)"],
+  ["firstOutputByte", "first output byte on the trickle output channel"],
+] as const;
+type WarmPhase = (typeof WARM_PHASES)[number][0];
+type WarmParts = Partial<Record<WarmPhase, number>>;
+
+/** The first relay log line with `msg` at or after `from` (epoch ms). */
+function loggedAt(log: string, msg: string, from: number): number | undefined {
+  for (const line of log.split("\n")) {
+    if (!line.startsWith("{")) continue;
+    try {
+      const entry = JSON.parse(line) as { msg?: string; time?: number };
+      if (entry.msg === msg && typeof entry.time === "number" && entry.time >= from) return entry.time;
+    } catch {
+      // not a log line
+    }
+  }
+  return undefined;
+}
 
 const NS = "default";
 
@@ -98,7 +135,32 @@ async function main(): Promise<void> {
     inheritEnv: ["PATH", "FFMPEG_BIN", "FFPROBE_BIN"],
   });
   const op = await startOperator({ kubeconfigPath: cp.kubeconfigPath, args: ["--no-leader-elect"] });
+  const core = kc.makeApiClient(CoreV1Api);
+  const loadAtStart = loadavg();
+  const warmParts: WarmParts[] = [];
   const abort = new AbortController();
+  /** The warm session `name`'s moments (WARM_PHASES), read from its claimed pod before it goes. */
+  const warmBreakdown = async (name: string, wall0: number, own: WarmParts): Promise<WarmParts> => {
+    const pod = (
+      await core.listNamespacedPod({ namespace: NS, labelSelector: `trickle-relay.io/session=${name}` })
+    ).items[0];
+    const annotations = pod?.metadata?.annotations ?? {};
+    const claimSent = Date.parse(annotations[ANNOTATION_ALLOCATED_AT] ?? "");
+    const waited = Number(annotations[ANNOTATION_ALLOCATION_WAITED_SECONDS]);
+    const log = await kubelet.logs(NS, pod?.metadata?.name ?? "", "relay");
+    const relaySawClaim = loggedAt(log, "claimed: starting the session", wall0);
+    const from = relaySawClaim ?? wall0;
+    const moments: WarmParts = {
+      ...own,
+      operatorSaw: claimSent - waited * 1000 - wall0,
+      claimSent: claimSent - wall0,
+      relaySawClaim: relaySawClaim === undefined ? NaN : relaySawClaim - wall0,
+      sessionStarting: (loggedAt(log, "starting relay session", from) ?? NaN) - wall0,
+      transcoderStarted: (loggedAt(log, "transcoder started", from) ?? NaN) - wall0,
+      peerConnected: (loggedAt(log, "connected to ComfyStream", from) ?? NaN) - wall0,
+    };
+    return Object.fromEntries(WARM_PHASES.map(([key]) => [key, round(moments[key] ?? NaN, 0)])) as WarmParts;
+  };
   const warmMs: number[] = [];
   const coldMs: number[] = [];
   try {
@@ -116,14 +178,17 @@ async function main(): Promise<void> {
     await kubectl.ok(["apply", "-f", "-"], JSON.stringify(pool));
     for (let r = 0; r < rounds; r++) {
       for (const kind of ["warm", "cold"] as const) {
-        if (kind === "warm") {
-          // The pool pod's readiness endpoint (the local kubelet runs no probes).
+        // The pool pod's readiness endpoint (the local kubelet runs no probes); before a cold round
+        // too, so that the refilled pod's warm-up (a stream through the same stand-in) is over.
+        {
           await waitFor(
             "a warm pool pod",
             300_000,
             async () => {
+              // Body "ready": a per-session pod's endpoints share the port here (one network) and
+              // answer 200 too while their session runs.
               const response = await fetch("http://127.0.0.1:8892/readyz").catch(() => undefined);
-              return response?.status === 200;
+              return response?.status === 200 && (await response.text()) === "ready";
             },
             200,
           );
@@ -132,12 +197,19 @@ async function main(): Promise<void> {
         void publishPaced(`${base}${name}`, segments, { signal: abort.signal }).catch(() => undefined);
         const first = firstOutputByte(`${base}${name}-out`, 120_000);
         const source = kind === "warm" ? "poolRef: {name: warm}" : `comfystream: {url: "${peer.url}"}`;
+        const wall0 = Date.now();
         const t0 = performance.now();
         await kubectl.ok(["apply", "-f", "-"], sessionYaml(name, `${base}${name}`, source));
+        const applied = performance.now();
         const at = await first;
         if (at === undefined) throw new Error(`${name}: no output within 120 s`);
         (kind === "warm" ? warmMs : coldMs).push(round(at - t0, 0));
         process.stderr.write(`${name}: first output byte ${round(at - t0, 0)} ms after apply\n`);
+        if (kind === "warm") {
+          const parts = await warmBreakdown(name, wall0, { applied: applied - t0, firstOutputByte: at - t0 });
+          warmParts.push(parts);
+          process.stderr.write(`${name}: ${JSON.stringify(parts)}\n`);
+        }
         // One peer at a time (like ComfyStream): the session ends before the next one starts.
         await kubectl.ok(["delete", "rls", name, "-n", NS, "--wait=true"]);
         await new Promise((resolve) => setTimeout(resolve, 2000));
@@ -159,7 +231,12 @@ async function main(): Promise<void> {
     applyToFirstOutputMs: { warm: warmMs, cold: coldMs },
     medianMs: { warm: median(warmMs), cold: median(coldMs) },
     coldOverWarm: round(median(coldMs) / median(warmMs), 2),
+    /** 1-, 5- and 15-minute load averages at the start and the end: other work skews the figures. */
+    loadAverage: { start: loadAtStart.map((l) => round(l, 2)), end: loadavg().map((l) => round(l, 2)) },
+    /** Warm rounds: each moment in ms after the clock started (WARM_PHASES). */
+    warmBreakdownMs: warmParts,
   };
+  const medianOf = (key: WarmPhase) => median(warmParts.map((p) => p[key] ?? NaN));
   const md = [
     `# Pool benchmark: apply → first output frame, warm vs cold (${report.date})`,
     "",
@@ -173,6 +250,20 @@ async function main(): Promise<void> {
     `| warm pool pod (spec.poolRef) | ${warmMs.join(", ")} | ${report.medianMs.warm} |`,
     `| cold per-session pod | ${coldMs.join(", ")} | ${report.medianMs.cold} |`,
     `| cold / warm | | ${report.coldOverWarm}× |`,
+    "",
+    `1-minute load average ${report.loadAverage.start[0]} at the start, ${report.loadAverage.end[0]} at the end ` +
+      `(5-minute ${report.loadAverage.start[1]} / ${report.loadAverage.end[1]}).`,
+    "",
+    "Where a warm session's time goes: the moment each step was done, in ms after the clock started " +
+      "(just before `kubectl apply`), per round and median, and the step's own share of the median " +
+      "(from the bench's clock, the claim's annotations and the claimed relay's log lines; one machine, one clock):",
+    "",
+    `| step | ${warmParts.map((_, i) => `round ${i + 1}`).join(" | ")} | median | step's share |`,
+    `|---|${warmParts.map(() => "---|").join("")}---|---|`,
+    ...WARM_PHASES.map(([key, label], i) => {
+      const previous = i === 0 ? 0 : medianOf(WARM_PHASES[i - 1]![0]);
+      return `| ${label} | ${warmParts.map((p) => p[key]).join(" | ")} | ${medianOf(key)} | ${round(medianOf(key) - previous, 0)} |`;
+    }),
     "",
   ].join("\n");
   writeResults(values.out!, report, md);

@@ -68,6 +68,12 @@ export interface ControlPlaneOptions {
   extraApiserverArgs?: string[];
   /** Extra kube-controller-manager flags, e.g. a shorter `--node-monitor-grace-period`. */
   extraControllerManagerArgs?: string[];
+  /**
+   * More kube-controller-manager controllers beside garbagecollector and namespace, e.g.
+   * `horizontalpodautoscaling` for an HPA scaling a custom resource. Implies `controllerManager`
+   * (ignored with `forRealNode`, which runs them all).
+   */
+  extraControllers?: string[];
 }
 
 export interface KubectlResult {
@@ -436,7 +442,9 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
                 `--service-account-private-key-file=${saKey}`,
                 `--root-ca-file=${caFile}`,
               ]
-            : ["--controllers=garbagecollector,namespace"]),
+            : [
+                `--controllers=${["garbagecollector", "namespace", ...(options.extraControllers ?? [])].join(",")}`,
+              ]),
           "--leader-elect=false",
           "--bind-address=127.0.0.1",
           // No serving at all: nothing scrapes it, and serving would need authn/authz delegation.
@@ -455,7 +463,9 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
         return /Caches are synced for garbage collector/.test(text);
       });
     };
-    if (options.controllerManager || forRealNode) await startControllerManager();
+    const withControllerManager =
+      options.controllerManager || !!options.extraControllers?.length || forRealNode;
+    if (withControllerManager) await startControllerManager();
 
     const restartApiserver = async ({ crash = false }: { crash?: boolean } = {}) => {
       await stopComponent(apiserver, crash ? { signal: "SIGKILL" } : { graceMs: APISERVER_STOP_GRACE_MS });
@@ -463,8 +473,7 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
     };
 
     const restartControllerManager = async () => {
-      if (!options.controllerManager && !forRealNode)
-        throw new Error("started without controllerManager: true");
+      if (!withControllerManager) throw new Error("started without controllerManager: true");
       await stopComponent(controllerManager);
       await startControllerManager();
     };

@@ -7,7 +7,7 @@
 // sees the pod's recycled mark). Its state (warming, ready, allocated, draining)
 // is on /metrics; the operator mirrors it in the pod label trickle-relay.io/pool-state.
 
-import { createServer, type Server } from "node:http";
+import { createServer } from "node:http";
 import { Gauge, Registry } from "prom-client";
 import type { Logger } from "../common/log.js";
 import { ProgressLine } from "../common/progress-line.js";
@@ -34,6 +34,8 @@ export interface PoolPodOptions {
 }
 
 const WARMUP_ATTEMPTS = 3;
+const BIND_RETRY_MS = 1000;
+const BIND_RETRY_FOR_MS = 60_000;
 
 export async function runPoolPod(options: PoolPodOptions): Promise<number> {
   const log = options.logger.child({ component: "pool-pod" });
@@ -44,7 +46,9 @@ export async function runPoolPod(options: PoolPodOptions): Promise<number> {
     return EXIT_CODES.configError;
   }
   const status = new PoolPodStatus();
-  const server = await serveReadiness(options.readyPort, status);
+  // Listening may wait for the port (see serveReadiness); the warm-up need not wait with it.
+  const server = serveReadiness(options.readyPort, status);
+  server.listening.catch(() => undefined); // awaited below, before the pod can be Ready
   const idle = new AbortController();
   let stopSession: (() => Promise<void>) | undefined;
   onShutdownSignal(async (signal) => {
@@ -63,6 +67,7 @@ export async function runPoolPod(options: PoolPodOptions): Promise<number> {
       );
       return EXIT_CODES.failed;
     }
+    await server.listening;
     status.warmupSeconds.set((performance.now() - started) / 1000);
     status.set("ready");
     log.info({ warmupSeconds: (performance.now() - started) / 1000 }, "warm and idle: ready for a session");
@@ -142,7 +147,7 @@ class PoolPodStatus {
 }
 
 /** /readyz: 200 only while warm and idle (the operator hands out Ready pods only); /metrics. */
-async function serveReadiness(port: number, status: PoolPodStatus): Promise<Server> {
+function serveReadiness(port: number, status: PoolPodStatus): { listening: Promise<void>; close(): void } {
   const server = createServer((request, response) => {
     if (request.url === "/readyz") {
       const ready = status.state === "ready";
@@ -159,11 +164,29 @@ async function serveReadiness(port: number, status: PoolPodStatus): Promise<Serv
       response.writeHead(404).end();
     }
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(port, resolve);
+  // Where pods share the node's network (hostNetwork), the port may still be held for a moment by
+  // the pool pod this one replaces: binding is retried like the per-session pod's endpoints
+  // (kube/pod-endpoints.ts). Until it listens the probe fails, so the pod is not Ready.
+  let closed = false;
+  const started = Date.now();
+  const listening = new Promise<void>((resolve, reject) => {
+    server.on("error", (err: NodeJS.ErrnoException) => {
+      if (err.code === "EADDRINUSE" && !closed && Date.now() - started < BIND_RETRY_FOR_MS) {
+        setTimeout(() => closed || server.listen(port), BIND_RETRY_MS).unref();
+        return;
+      }
+      reject(err);
+    });
+    server.once("listening", () => resolve());
+    server.listen(port);
   });
-  return server;
+  return {
+    listening,
+    close: () => {
+      closed = true;
+      server.close();
+    },
+  };
 }
 
 /**
