@@ -542,7 +542,9 @@ function toMarkdown(report: {
     `Most concurrent 512x512@30 sessions without drops: **${report.maxConcurrentSessionsWithoutDrops512}**.`,
     `Start → first output frame (relay process started into a live input, peer warm; ${report.startUp.runs} runs): ` +
       `p50 **${report.startUp.firstOutputFrameMs.p50} ms**, max ${report.startUp.firstOutputFrameMs.max} ms; ` +
-      `of which start → connected to the peer p50 ${report.startUp.connectedMs.p50} ms.`,
+      `of which start → connected to the peer p50 ${report.startUp.connectedMs.p50} ms. ` +
+      `From \`POST /session/start\` on a running \`serve\` (modules loaded): p50 **${report.startUp.fromSessionStartMs?.p50} ms**, ` +
+      `max ${report.startUp.fromSessionStartMs?.max} ms.`,
     "",
     `The stand-in's own round trip (no relay, same frames at 30 fps, matched by RTP timestamp): ` +
       `p50 ${floor.p50} / p95 ${floor.p95} / max ${floor.max} ms.`,
