@@ -320,7 +320,7 @@ describe("forward transcode (ffmpeg -> MPEG-TS on a pipe)", needsFfmpeg, () => {
       "-f mpegts -i pipe:0",
       "-an",
       "-c:v libx264",
-      "-preset veryfast",
+      "-preset superfast",
       "-tune zerolatency",
       "-profile:v baseline",
       "-bf 0",
