@@ -312,8 +312,12 @@ export function reEncodeArgs(firstIdrSec: number, everySec: number, bitrateKbps:
   const forceKeyframes = `expr:gte(t,${firstIdrSec.toFixed(4)}+n_forced*${everySec.toFixed(4)})`;
   return [
     ...["-hide_banner", "-loglevel", "error", "-nostdin"],
-    // Little probing: the kept frames arrive at once, and later ones in real time.
-    ...["-probesize", "32", "-analyzeduration", "1", "-flags", "low_delay", "-threads", "1"],
+    // Little probing: the kept frames arrive at once, and later ones in real time. Each PES (one
+    // access unit with its length, from TsMuxer) goes to the decoder as it is: the H.264 parser
+    // would hold every frame until the next one's first NAL (a frame of latency; see
+    // forwardTranscodeArgs).
+    ...["-probesize", "32", "-analyzeduration", "1", "-fflags", "+noparse+nofillin"],
+    ...["-flags", "low_delay", "-threads", "1"],
     ...["-f", "mpegts", "-i", "pipe:0", "-map", "0:v:0", "-an", "-copyts", "-fps_mode", "passthrough"],
     ...["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-profile:v", "baseline"],
     ...["-bf", "0", "-g", "100000", "-force_key_frames", forceKeyframes, "-b:v", `${bitrateKbps}k`],

@@ -13,6 +13,7 @@ import {
   packetHasDiscontinuity,
   packetHasPusi,
   packetHasRandomAccess,
+  packetHasStuffing,
   packetPayloadOffset,
   packetPid,
   PAT_PID,
@@ -65,6 +66,13 @@ export interface TsDemuxerOptions {
    * sync byte to confirm it, which would hold each frame's last packet until the next frame.
    */
   alignedSource?: boolean;
+  /**
+   * A video packet with adaptation-field stuffing ends its PES (see packetHasStuffing): the access
+   * unit is emitted at its last packet rather than when the next one starts, one frame sooner. If
+   * the stream turns out to stuff mid-PES (more of a PES after its stuffed packet), the rule is
+   * dropped for the rest of the stream; the frame it cut short is lost.
+   */
+  stuffingEndsPes?: boolean;
 }
 
 /** Largest PES we assemble; a bigger one is dropped (a 4K intra frame stays well below this). */
@@ -106,9 +114,13 @@ export class TsDemuxer {
   private pesRandomAccess = false;
   private inResync = false;
   private readonly alignedSource: boolean;
+  private stuffingEndsPes: boolean;
+  /** The last PES ended at a stuffed packet (not at the next unit start). */
+  private pesEndedByStuffing = false;
 
   constructor(options: TsDemuxerOptions = {}) {
     this.alignedSource = options.alignedSource === true;
+    this.stuffingEndsPes = options.stuffingEndsPes === true;
     this.onAccessUnit = options.onAccessUnit ?? (() => {});
     this.logger = options.logger ?? silentLogger;
   }
@@ -186,7 +198,11 @@ export class TsDemuxer {
       }
       const packetEnd = offset + TS_PACKET_SIZE;
       if (packetEnd > length) return offset;
-      if (packetEnd === length && !final && !this.alignedSource) return offset;
+      // A chunk's last packet waits for the next sync byte to confirm it, unless the source is
+      // aligned, or a stuffed packet may end a frame and the stream is in sync (its start is where
+      // the packet before it ended, which is what the wait would confirm anyway).
+      if (packetEnd === length && !final && !this.alignedSource && !(this.stuffingEndsPes && !this.inResync))
+        return offset;
       if (packetEnd < length && data[packetEnd] !== TS_SYNC_BYTE) {
         // This packet is cut short (or the sync byte was a false one): drop it and resync.
         this.stats.packets++;
@@ -304,6 +320,13 @@ export class TsDemuxer {
       this.pesLength = 0;
       this.pesRandomAccess = packetHasRandomAccess(data, offset);
     } else if (!this.pesActive) {
+      if (this.pesEndedByStuffing) {
+        this.pesEndedByStuffing = false;
+        this.stuffingEndsPes = false;
+        this.logger.warn(
+          "this stream stuffs packets in the middle of a PES: frames end at the next one's start",
+        );
+      }
       return; // the middle of a PES whose start we never saw
     }
     const payloadLength = offset + TS_PACKET_SIZE - payload;
@@ -318,6 +341,12 @@ export class TsDemuxer {
     }
     data.copy(this.pes, this.pesLength, payload, payload + TS_PACKET_SIZE);
     this.pesLength += payloadLength;
+    this.pesEndedByStuffing = false;
+    if (this.stuffingEndsPes && packetHasStuffing(data, offset)) {
+      this.finishPes();
+      this.pesEndedByStuffing = true;
+      return;
+    }
     // A PES with a declared length is complete as soon as all of it is here.
     if (this.pesLength >= 6) {
       const declared = (this.pes[4] << 8) | this.pes[5];

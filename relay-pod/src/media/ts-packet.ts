@@ -65,6 +65,25 @@ export function packetHasRandomAccess(data: Uint8Array, offset: number): boolean
   return (data[offset + 3] & 0x20) !== 0 && data[offset + 4] > 0 && (data[offset + 5] & 0x40) !== 0;
 }
 
+/**
+ * Whether the packet's adaptation field carries stuffing bytes. Muxers pad a PES's last packet with
+ * them (ffmpeg's, hence go-livepeer's and ai-runner's, pad only that one), so a video packet with
+ * stuffing ends its PES: the frame is complete without waiting for the next one to start.
+ */
+export function packetHasStuffing(data: Uint8Array, offset: number): boolean {
+  if ((data[offset + 3] & 0x30) !== 0x30) return false; // needs an adaptation field and a payload
+  const length = data[offset + 4];
+  if (length === 0) return true; // an empty adaptation field is one byte of stuffing
+  const flags = data[offset + 5];
+  let used = 1;
+  if (flags & 0x10) used += 6; // PCR
+  if (flags & 0x08) used += 6; // OPCR
+  if (flags & 0x04) used += 1; // splice countdown
+  if (flags & 0x02 && used < length) used += 1 + data[offset + 5 + used]; // private data
+  if (flags & 0x01 && used < length) used += 1 + data[offset + 5 + used]; // extension
+  return length > used;
+}
+
 /** discontinuity_indicator of the packet's adaptation field. */
 export function packetHasDiscontinuity(data: Uint8Array, offset: number): boolean {
   return (data[offset + 3] & 0x20) !== 0 && data[offset + 4] > 0 && (data[offset + 5] & 0x80) !== 0;

@@ -246,6 +246,8 @@ export class ForwardPath {
     let frames = 0;
     let latestPts: number | undefined;
     const demuxer = new TsDemuxer({
+      // A frame is complete at its stuffed last packet, as the transcoder's input sees it (pes-length.ts).
+      stuffingEndsPes: true,
       onAccessUnit: (au) => {
         frames++;
         if (au.pts !== undefined) latestPts = au.pts;
@@ -307,6 +309,7 @@ export class ForwardPath {
       }
       await transcoder?.write(chunk);
     }
+    if (validated && !drop) await transcoder?.endOfSegment();
     demuxer.flush();
     if (audioDemuxer) {
       audioDemuxer.flush();
@@ -325,6 +328,7 @@ export class ForwardPath {
       if (frames > 0 && !host.isEnded()) {
         // A segment whose only frame completed at flush: still usable.
         for (const piece of held) await transcoder?.write(piece);
+        await transcoder?.endOfSegment();
         return;
       }
       counters.segmentsCorrupt++;

@@ -10,6 +10,7 @@ import { randomInt } from "node:crypto";
 import { H264Packetizer } from "werift";
 import { FfmpegProcess, forwardTranscodeArgs, type resolveFfmpeg, type FfmpegExit } from "../media/ffmpeg.js";
 import { TsDemuxer, type VideoAccessUnit } from "../media/ts-demux.js";
+import { PesLengthWriter } from "../media/pes-length.js";
 import { chooseVideoCodecs, type VideoCodecChoice } from "../media/encoder-probe.js";
 import { forwardEncoderSettings } from "./config.js";
 import type { PacedFrame } from "./pacer.js";
@@ -29,6 +30,8 @@ export class Transcoder {
     ssrc: randomInt(1, 2 ** 31),
     inputFormat: "annexb",
   });
+  /** Writes each input video PES's length, so ffmpeg decodes a frame at its last byte (pes-length.ts). */
+  private readonly pesLengths = new PesLengthWriter();
   /** Whether ffmpeg encodes every frame as a keyframe now (while ComfyStream is slower). */
   private intraOnlyNow = false;
   private restarting = false;
@@ -101,7 +104,12 @@ export class Transcoder {
   }
 
   async write(chunk: Buffer): Promise<void> {
-    await this.ffmpeg?.write(chunk);
+    for (const piece of this.pesLengths.push(chunk)) await this.ffmpeg?.write(piece);
+  }
+
+  /** The input segment written so far has ended: its last frame is complete. */
+  async endOfSegment(): Promise<void> {
+    for (const piece of this.pesLengths.endOfSegment()) await this.ffmpeg?.write(piece);
   }
 
   /**
@@ -117,6 +125,7 @@ export class Transcoder {
       if (!(await ffmpeg.whenExited(1000))) await ffmpeg.stop();
       ffmpeg.setArgs(this.args(intraOnly));
       if (this.host.isEnded()) return;
+      this.pesLengths.reset();
       ffmpeg.start();
       this.intraOnlyNow = intraOnly;
       this.onGopChange(intraOnly);
@@ -142,7 +151,8 @@ export class Transcoder {
       ffmpeg.setArgs(this.args(this.intraOnlyNow, livePts));
       if (this.host.isEnded()) return;
       ffmpeg.start();
-      for (const piece of head) await ffmpeg.write(piece);
+      this.pesLengths.reset();
+      for (const piece of head) await this.write(piece);
     } finally {
       this.retuning = false;
     }
@@ -186,6 +196,7 @@ export class Transcoder {
     host.setError("TranscoderCrashed", detail);
     // A new ffmpeg must start on a keyframe: the next input segment (segments start on one).
     this.restarting = true;
+    this.pesLengths.reset(); // the new run starts on the next segment
     const restarted = await this.ffmpeg!.restart();
     this.restarting = false;
     if (!restarted) {
