@@ -3,6 +3,7 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { TricklePublisher } from "../../relay-pod/src/trickle/publisher.js";
 import { TrickleSubscriber } from "../../relay-pod/src/trickle/subscriber.js";
+import { FrameStartScanner } from "../../relay-pod/src/demo/measure.js";
 import { parsePesHeader, TS_PACKET_SIZE, TS_SYNC_BYTE } from "../../relay-pod/src/media/ts-packet.js";
 
 /**
@@ -84,9 +85,9 @@ export function drainOutput(
   void (async () => {
     for await (const segment of subscriber) {
       const scanner = options.recordArrivals
-        ? new PesStartScanner((arrival) => arrivals.push(arrival))
+        ? new FrameStartScanner(({ pts }) => arrivals.push({ pts, at: performance.now() }))
         : undefined;
-      for await (const chunk of segment.body) scanner?.push(chunk, performance.now());
+      for await (const chunk of segment.body) scanner?.push(chunk);
     }
   })().catch(() => undefined);
   return { arrivals, close: () => subscriber.close() };
@@ -95,23 +96,6 @@ export function drainOutput(
 export interface PesArrival {
   pts: number;
   at: number;
-}
-
-/** Finds video PES starts in a TS byte stream cut anywhere (one scanner per segment). */
-export class PesStartScanner {
-  private carry = Buffer.alloc(0);
-
-  constructor(private readonly onArrival: (arrival: PesArrival) => void) {}
-
-  push(chunk: Buffer, at: number): void {
-    const data = this.carry.length > 0 ? Buffer.concat([this.carry, chunk]) : chunk;
-    let offset = 0;
-    for (; offset + TS_PACKET_SIZE <= data.length; offset += TS_PACKET_SIZE) {
-      const pts = videoPesPts(data, offset);
-      if (pts !== undefined) this.onArrival({ pts, at });
-    }
-    this.carry = Buffer.from(data.subarray(offset));
-  }
 }
 
 /** p50/p95/max of `values` (null when empty), rounded to 0.1 ms. */

@@ -33,7 +33,8 @@ import {
   type RealComfyStream,
 } from "../peers/real-comfystream.js";
 import { makeInputSegments } from "../session/relay-harness.js";
-import { PesStartScanner, publishLive } from "./live-input.js";
+import { publishLive } from "./live-input.js";
+import { FrameStartScanner } from "../../relay-pod/src/demo/measure.js";
 import { measurePeerFloor, type PeerFloor } from "./peer-floor.js";
 import { machineInfo, round, writeResults } from "./results.js";
 
@@ -462,10 +463,10 @@ class OutputWatcher {
   private async read(): Promise<void> {
     for await (const segment of this.subscriber) {
       const chunks: Buffer[] = [];
-      const scanner = new PesStartScanner((arrival) => this.arrivals.push(arrival));
+      const scanner = new FrameStartScanner(({ pts }) => this.arrivals.push({ pts, at: performance.now() }));
       for await (const chunk of segment.body) {
         chunks.push(chunk);
-        scanner.push(chunk, performance.now());
+        scanner.push(chunk);
       }
       const units: { pts: number; idr: boolean }[] = [];
       const demuxer = new TsDemuxer({

@@ -13,7 +13,8 @@ import { fileURLToPath } from "node:url";
 import { TrickleSubscriber } from "../../relay-pod/src/trickle/subscriber.js";
 import { makeInputSegments } from "../session/relay-harness.js";
 import { PASSTHROUGH_WORKFLOW } from "../../relay-pod/src/session/default-workflow.js";
-import { PesStartScanner, publishLive } from "./live-input.js";
+import { publishLive } from "./live-input.js";
+import { FrameStartScanner } from "../../relay-pod/src/demo/measure.js";
 import { round } from "./results.js";
 import type { Infra, Relay } from "./relay-bench.js";
 
@@ -90,8 +91,8 @@ function watchFirstOutputFrame(url: string): { readonly firstAt: number | undefi
   const subscriber = new TrickleSubscriber(url, { startSeq: 0 });
   void (async () => {
     for await (const segment of subscriber) {
-      const scanner = new PesStartScanner((arrival) => (firstAt ??= arrival.at));
-      for await (const chunk of segment.body) scanner.push(chunk, performance.now());
+      const scanner = new FrameStartScanner(() => (firstAt ??= performance.now()));
+      for await (const chunk of segment.body) scanner.push(chunk);
     }
   })().catch(() => undefined);
   return {
@@ -127,7 +128,8 @@ async function measureFromSessionStart(
       "--start-rate",
       "0",
     ],
-    { stdio: ["ignore", "ignore", "inherit"] },
+    // Its log would drown the bench's own lines; a service that does not come up fails the health wait.
+    { stdio: ["ignore", "ignore", "ignore"] },
   );
   const api = `http://127.0.0.1:${port}`;
   const each: Array<number | null> = [];
