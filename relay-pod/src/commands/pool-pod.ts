@@ -15,6 +15,7 @@ import { onShutdownSignal } from "../common/cli-options.js";
 import { EXIT_CODES } from "../session/exit-codes.js";
 import type { SessionStatus } from "../session/types.js";
 import { createRelayMetrics } from "../report/metrics.js";
+import { listenRetryingWhileInUse } from "../kube/pod-endpoints.js";
 import type { SessionConfigInput } from "../session/config.js";
 import { POOL_POD_STATES, type PoolPodState } from "../../../crds/src/index.js";
 
@@ -34,8 +35,6 @@ export interface PoolPodOptions {
 }
 
 const WARMUP_ATTEMPTS = 3;
-const BIND_RETRY_MS = 1000;
-const BIND_RETRY_FOR_MS = 60_000;
 
 export async function runPoolPod(options: PoolPodOptions): Promise<number> {
   const log = options.logger.child({ component: "pool-pod" });
@@ -165,28 +164,8 @@ function serveReadiness(port: number, status: PoolPodStatus): { listening: Promi
     }
   });
   // Where pods share the node's network (hostNetwork), the port may still be held for a moment by
-  // the pool pod this one replaces: binding is retried like the per-session pod's endpoints
-  // (kube/pod-endpoints.ts). Until it listens the probe fails, so the pod is not Ready.
-  let closed = false;
-  const started = Date.now();
-  const listening = new Promise<void>((resolve, reject) => {
-    server.on("error", (err: NodeJS.ErrnoException) => {
-      if (err.code === "EADDRINUSE" && !closed && Date.now() - started < BIND_RETRY_FOR_MS) {
-        setTimeout(() => closed || server.listen(port), BIND_RETRY_MS).unref();
-        return;
-      }
-      reject(err);
-    });
-    server.once("listening", () => resolve());
-    server.listen(port);
-  });
-  return {
-    listening,
-    close: () => {
-      closed = true;
-      server.close();
-    },
-  };
+  // the pool pod this one replaces. Until it listens the probe fails, so the pod is not Ready.
+  return listenRetryingWhileInUse(server, port);
 }
 
 /**

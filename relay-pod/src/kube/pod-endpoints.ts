@@ -50,26 +50,47 @@ export function servePodEndpoints(
       response.writeHead(404).end();
     }
   });
+  const listener = listenRetryingWhileInUse(server, port);
+  listener.listening.then(
+    () => log.info({ port }, "pod endpoints: /healthz /readyz /metrics"),
+    (err: Error) =>
+      log.error({ err: err.message, port }, "the pod's health and metrics endpoints cannot listen"),
+  );
+  return {
+    close: () => {
+      listener.close();
+      server.closeAllConnections();
+    },
+  };
+}
+
+/**
+ * Listens on `port`, retrying every second for up to a minute while the port is in use (a pod
+ * replacing another on the node's network: the old one may still hold it). `listening` resolves
+ * once bound and rejects on any other error or when the minute is up; `close` stops the retries.
+ */
+export function listenRetryingWhileInUse(
+  server: Server,
+  port: number,
+): { listening: Promise<void>; close(): void } {
   let closed = false;
   const started = Date.now();
-  const listen = () => {
-    if (closed) return;
+  const listening = new Promise<void>((resolve, reject) => {
+    server.on("error", (err: NodeJS.ErrnoException) => {
+      if (err.code === "EADDRINUSE" && !closed && Date.now() - started < BIND_RETRY_FOR_MS) {
+        setTimeout(() => closed || server.listen(port), BIND_RETRY_MS).unref();
+        return;
+      }
+      reject(err);
+    });
+    server.once("listening", () => resolve());
     server.listen(port);
-  };
-  server.on("error", (err: NodeJS.ErrnoException) => {
-    if (err.code === "EADDRINUSE" && Date.now() - started < BIND_RETRY_FOR_MS) {
-      setTimeout(listen, BIND_RETRY_MS).unref();
-      return;
-    }
-    log.error({ err: err.message, port }, "the pod's health and metrics endpoints cannot listen");
   });
-  server.on("listening", () => log.info({ port }, "pod endpoints: /healthz /readyz /metrics"));
-  listen();
   return {
+    listening,
     close: () => {
       closed = true;
       server.close();
-      server.closeAllConnections();
     },
   };
 }
