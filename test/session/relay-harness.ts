@@ -11,7 +11,7 @@ import { TrickleSubscriber } from "../../relay-pod/src/trickle/subscriber.js";
 import { TsSegmentCutter } from "../../relay-pod/src/media/ts-cutter.js";
 import { TsDemuxer } from "../../relay-pod/src/media/ts-demux.js";
 import { startTsStandin, type TsStandin } from "../../relay-pod/src/demo/standin-peer/standin.js";
-import { RelaySession } from "../../relay-pod/src/session/relay-session.js";
+import { RelaySession, type RelaySessionOptions } from "../../relay-pod/src/session/relay-session.js";
 import { buildSessionConfig, type SessionConfigInput } from "../../relay-pod/src/session/config.js";
 import { PASSTHROUGH_WORKFLOW } from "../../relay-pod/src/session/default-workflow.js";
 import type { SessionStatus } from "../../relay-pod/src/session/types.js";
@@ -335,6 +335,7 @@ export async function relaySessionThrough(
     seconds: number;
     size?: string;
     session?: Partial<SessionConfigInput>;
+    sessionOptions?: RelaySessionOptions;
     connectTimeoutMs?: number;
     cleanups: Array<() => Promise<unknown> | unknown>;
   },
@@ -354,7 +355,7 @@ export async function relaySessionThrough(
       iceAddresses: ICE_ADDRESSES,
       ...options.session,
     }),
-    { reconnectBackoffMs: [300, 3000], drainTimeoutMs: 3000 },
+    { reconnectBackoffMs: [300, 3000], drainTimeoutMs: 3000, ...options.sessionOptions },
   );
   cleanups.push(() => session.stop());
   await session.start();

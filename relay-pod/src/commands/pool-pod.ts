@@ -18,6 +18,7 @@ import { createRelayMetrics } from "../report/metrics.js";
 import { listenRetryingWhileInUse } from "../kube/pod-endpoints.js";
 import type { SessionConfigInput } from "../session/config.js";
 import { POOL_POD_STATES, type PoolPodState } from "../../../crds/src/index.js";
+import { PeerHandover } from "../session/peer-handover.js";
 
 export interface PoolPodOptions {
   comfystreamUrl: string;
@@ -45,6 +46,9 @@ export async function runPoolPod(options: PoolPodOptions): Promise<number> {
     return EXIT_CODES.configError;
   }
   const status = new PoolPodStatus();
+  // The warm-up's ComfyStream connection stays open for the first session, and each cleanly ended
+  // session's for the next: ComfyStream would not serve a new peer for ~30 s (peer-handover.ts).
+  const handover = new PeerHandover(log);
   // Listening may wait for the port (see serveReadiness); the warm-up need not wait with it.
   const server = serveReadiness(options.readyPort, status);
   server.listening.catch(() => undefined); // awaited below, before the pod can be Ready
@@ -55,11 +59,12 @@ export async function runPoolPod(options: PoolPodOptions): Promise<number> {
     status.set("draining");
     idle.abort();
     await stopSession?.();
+    await handover.close();
   });
 
   try {
     const started = performance.now();
-    if (!(await warmUp(options, log, idle.signal))) {
+    if (!(await warmUp(options, log, idle.signal, handover))) {
       if (idle.signal.aborted) return EXIT_CODES.ended;
       process.stderr.write(
         "trickle-relay: the warm-up through ComfyStream failed; the pool replaces this pod\n",
@@ -91,13 +96,14 @@ export async function runPoolPod(options: PoolPodOptions): Promise<number> {
           ...(options.session.queueCapacities ? { queueCapacities: options.session.queueCapacities } : {}),
         },
         onShutdown: (stop) => (stopSession = stop),
+        handover,
         exposeStatus: (getStatus) => (status.session = getStatus),
       });
       status.session = () => undefined;
       // Only a clean end is recycled: after a failure ComfyStream's state is unknown, the pod goes.
       if (!options.recycle || code !== EXIT_CODES.ended || idle.signal.aborted) return code;
       status.set("warming");
-      if (!(await healthy(options.comfystreamUrl)) && !(await warmUp(options, log, idle.signal))) {
+      if (!(await healthy(options.comfystreamUrl)) && !(await warmUp(options, log, idle.signal, handover))) {
         if (idle.signal.aborted) return EXIT_CODES.ended;
         process.stderr.write("trickle-relay: ComfyStream failed its health check after the session\n");
         return EXIT_CODES.failed;
@@ -110,6 +116,7 @@ export async function runPoolPod(options: PoolPodOptions): Promise<number> {
     }
   } finally {
     server.close();
+    await handover.close();
   }
 }
 
@@ -173,7 +180,12 @@ function serveReadiness(port: number, status: PoolPodStatus): { listening: Promi
  * length goes through it with the pool's workflows (the demo's pipeline: trickle server, test pattern,
  * one relay session) and must come back. False when it never worked or a stop came first.
  */
-async function warmUp(options: PoolPodOptions, log: Logger, signal: AbortSignal): Promise<boolean> {
+async function warmUp(
+  options: PoolPodOptions,
+  log: Logger,
+  signal: AbortSignal,
+  handover: PeerHandover,
+): Promise<boolean> {
   const deadline = Date.now() + options.warmupTimeoutMs;
   for (;;) {
     if (signal.aborted) return false;
@@ -198,6 +210,7 @@ async function warmUp(options: PoolPodOptions, log: Logger, signal: AbortSignal)
         comfystream: options.comfystreamUrl,
         filter: "null",
         session: { ...options.session, prompts: warmupPrompts(options.session.prompts) },
+        handover,
       },
       log,
       new ProgressLine(process.stderr),

@@ -9,6 +9,7 @@ import { TricklePublisher } from "../trickle/publisher.js";
 import { TrickleSubscriber } from "../trickle/subscriber.js";
 import { resolveFfmpeg } from "../media/ffmpeg.js";
 import { RelaySession } from "../session/relay-session.js";
+import type { PeerHandover } from "../session/peer-handover.js";
 import { buildSessionConfig, type SessionConfigInput } from "../session/config.js";
 import { iceAddressesFromEnv } from "../webrtc/ice-config.js";
 import type { SessionStatus } from "../session/types.js";
@@ -41,6 +42,8 @@ export interface DemoOptions {
   /** The ffmpeg filter the stand-in peer applies to frames. */
   filter: string;
   session: Omit<SessionConfigInput, "id" | "inputUrl" | "comfystreamUrl">;
+  /** A warm pool pod's warm-up: the session leaves its ComfyStream connection here at the end. */
+  handover?: PeerHandover;
 }
 
 export async function runDemo(opts: DemoOptions, logger: Logger, progress: ProgressLine): Promise<number> {
@@ -126,7 +129,7 @@ export async function runDemo(opts: DemoOptions, logger: Logger, progress: Progr
       eventsUrl: `${trickleBase}demo-events`,
       comfystreamUrl,
     }),
-    { logger },
+    { logger, ...(opts.handover ? { handover: opts.handover } : {}) },
   );
   await session.start();
   // The relay drops input segments that arrive before it has reached the peer; starting the input

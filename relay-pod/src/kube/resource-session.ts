@@ -9,6 +9,7 @@ import type { RelaySession as RelaySessionResource } from "../../../crds/src/ind
 import { buildRelayReport } from "../report/relay-report.js";
 import { kubeRelayReportWriter, RelayStatusReporter } from "./status-reporter.js";
 import { RelaySession } from "../session/relay-session.js";
+import type { PeerHandover } from "../session/peer-handover.js";
 import {
   sessionConfigFromResource,
   SessionSpecError,
@@ -46,6 +47,8 @@ export interface ResourceSessionOptions {
   endpointsPort?: number;
   /** Given a getter of the running session's status (a pool pod serves its metrics on its own port). */
   exposeStatus?: (status: () => SessionStatus | undefined) => void;
+  /** A warm pool pod's kept ComfyStream connection (session/peer-handover.ts). */
+  handover?: PeerHandover;
 }
 
 export async function runSessionFromResource(
@@ -104,7 +107,11 @@ async function runSession(
     const built = sessionConfigFromResource(resource, options.settings);
     for (const note of built.notes) log.info(note);
     offerTimeoutMs = built.offerTimeoutMs;
-    session = new RelaySession(built.config, { logger: options.logger, offerTimeoutMs });
+    session = new RelaySession(built.config, {
+      logger: options.logger,
+      offerTimeoutMs,
+      ...(options.handover ? { handover: options.handover } : {}),
+    });
   } catch (err) {
     if (err instanceof SessionResourceError || err instanceof SessionSpecError) {
       log.error({ err: err.message }, "cannot run the relay session");

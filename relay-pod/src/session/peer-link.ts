@@ -6,6 +6,7 @@
  * stream starts now", not how the connection is kept up.
  */
 import { ComfyStreamPeer } from "../webrtc/comfystream-peer.js";
+import type { PeerHandover, PeerShape } from "./peer-handover.js";
 import { normalisePrompts } from "./prompts.js";
 import type { ReturnedRtp } from "./return-path.js";
 import type { SessionHost } from "./session-host.js";
@@ -20,6 +21,11 @@ export interface PeerLinkOptions {
   offerTimeoutMs?: number;
   /** The offer carries an Opus audio m-line (audio mode comfystream). */
   audioToComfyStream?: boolean;
+  /**
+   * Take over a connection kept open by an earlier session instead of the first offer, and keep
+   * this session's open at a clean end (a warm pool pod; see peer-handover.ts).
+   */
+  handover?: PeerHandover;
 }
 
 export interface PeerLinkHooks {
@@ -44,6 +50,9 @@ export class PeerLink {
   private consecutiveConnectFailures = 0;
   private prompts: unknown[];
   private generation = 0;
+  /** The prompts ComfyStream runs on the current connection (what a kept connection carries on). */
+  private appliedPrompts: unknown[] | undefined;
+  private takenOver = false;
   private lastUpdate: SessionStatus["lastPromptUpdate"];
 
   constructor(
@@ -103,6 +112,7 @@ export class PeerLink {
       const ok = reply.success !== false;
       if (ok) {
         this.generation++;
+        this.appliedPrompts = prompts;
         this.hooks.onPromptsApplied(prompts);
       }
       this.lastUpdate = { at, ok, reply };
@@ -122,11 +132,38 @@ export class PeerLink {
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
   }
 
-  async close(): Promise<void> {
+  /** Whether this session took over a kept connection rather than offering (peer-handover.ts). */
+  get tookOverConnection(): boolean {
+    return this.takenOver;
+  }
+
+  /**
+   * Closes the connection, or with `keepForNext` (a clean end) leaves it open for the next session
+   * when a PeerHandover is configured and takes it.
+   */
+  async close(options: { keepForNext?: boolean } = {}): Promise<void> {
     const peer = this.peer;
     this.peer = undefined;
+    const handover = this.options.handover;
+    if (peer && options.keepForNext && handover && this.webrtcState === "connected") {
+      peer.removeAllListeners();
+      if (handover.keep(peer, this.appliedPrompts ?? this.prompts, this.shape())) {
+        this.setWebRtcState("closed");
+        return;
+      }
+    }
     await peer?.close().catch(() => undefined);
     this.setWebRtcState("closed");
+  }
+
+  private shape(): PeerShape {
+    const { config } = this.host;
+    return {
+      comfystreamUrl: config.comfystreamUrl,
+      width: config.width,
+      height: config.height,
+      audio: this.options.audioToComfyStream ?? false,
+    };
   }
 
   private async runConnect(): Promise<void> {
@@ -142,6 +179,9 @@ export class PeerLink {
     hooks.onNewStream();
     this.setWebRtcState("connecting");
     if (host.state() !== "degraded") host.setState("connecting");
+    // The first connection of a warm pool pod's session: the one kept open for it, if it fits.
+    const taken = previous ? undefined : await this.options.handover?.take(this.shape());
+    if (taken) return this.takeOver(taken.peer, taken.prompts, taken.keptMs);
     const offeredPrompts = this.prompts;
     const peer = new ComfyStreamPeer({
       comfystreamUrl: config.comfystreamUrl,
@@ -155,19 +195,7 @@ export class PeerLink {
       audio: this.options.audioToComfyStream ?? false,
       logger: log,
     });
-    peer.on("audio", (payload: Buffer, rtpTimestamp: number) => hooks.onAudio(payload, rtpTimestamp));
-    peer.on("rtp", (packet) => {
-      host.stats.outages.frameReturned(performance.now());
-      hooks.onRtp(packet);
-    });
-    peer.on("state", (state: WebRtcConnectionState) => {
-      if (this.peer !== peer) return;
-      this.setWebRtcState(state);
-      if (state === "failed" || state === "disconnected" || state === "closed") {
-        this.onPeerLost(state, peer.lossReason);
-      }
-    });
-    this.peer = peer;
+    this.listen(peer);
     try {
       await peer.connect();
       if (host.isEnded() || this.peer !== peer) {
@@ -175,13 +203,8 @@ export class PeerLink {
         return;
       }
       this.consecutiveConnectFailures = 0;
-      this.generation = Math.max(this.generation, 1);
-      this.setWebRtcState("connected");
-      host.setState("running");
+      this.onConnected(offeredPrompts);
       log.info("connected to ComfyStream");
-      hooks.onPromptsApplied(offeredPrompts);
-      // Prompts that changed while the offer was in flight are not in it: send them now.
-      if (this.prompts !== offeredPrompts) void this.updatePrompts(this.prompts);
     } catch (err) {
       // Ending (e.g. the encoder could not start): the aborted offer is not the reason to report.
       if (host.isEnded() || host.isStopping()) return;
@@ -198,6 +221,50 @@ export class PeerLink {
       }
       this.scheduleReconnect();
     }
+  }
+
+  /** Wires a peer's events to this session; it becomes the current peer. */
+  private listen(peer: ComfyStreamPeer): void {
+    const { host, hooks } = this;
+    peer.on("audio", (payload: Buffer, rtpTimestamp: number) => hooks.onAudio(payload, rtpTimestamp));
+    peer.on("rtp", (packet) => {
+      host.stats.outages.frameReturned(performance.now());
+      hooks.onRtp(packet);
+    });
+    peer.on("state", (state: WebRtcConnectionState) => {
+      if (this.peer !== peer) return;
+      this.setWebRtcState(state);
+      if (state === "failed" || state === "disconnected" || state === "closed") {
+        this.onPeerLost(state, peer.lossReason);
+      }
+    });
+    this.peer = peer;
+  }
+
+  /** ComfyStream runs `appliedPrompts` on the connected peer; newer ones go over it now. */
+  private onConnected(appliedPrompts: unknown[]): void {
+    this.generation = Math.max(this.generation, 1);
+    this.appliedPrompts = appliedPrompts;
+    this.setWebRtcState("connected");
+    this.host.setState("running");
+    this.hooks.onPromptsApplied(appliedPrompts);
+    // Prompts that changed while the offer was in flight (or differ from a kept connection's).
+    if (this.prompts !== appliedPrompts) void this.updatePrompts(this.prompts);
+  }
+
+  /** Takes over a connection kept open by the session before (no offer: see peer-handover.ts). */
+  private takeOver(peer: ComfyStreamPeer, keptPrompts: unknown[], keptMs: number): void {
+    peer.handOver(this.host.log);
+    this.listen(peer);
+    this.takenOver = true;
+    this.consecutiveConnectFailures = 0;
+    const samePrompts = JSON.stringify(keptPrompts) === JSON.stringify(this.prompts);
+    this.onConnected(samePrompts ? this.prompts : keptPrompts);
+    // Took over the connection kept open for this session: no new offer.
+    this.host.log.info(
+      { tookOver: true, keptMs: Math.round(keptMs), promptsUpdated: !samePrompts },
+      "connected to ComfyStream",
+    );
   }
 
   private onPeerLost(state: WebRtcConnectionState, lossReason: string | undefined): void {

@@ -7,6 +7,7 @@ import { AudioPath } from "./audio-path.js";
 import { FrameMatcher } from "./frame-matcher.js";
 import { ForwardPath } from "./forward-path.js";
 import { PeerLink } from "./peer-link.js";
+import type { PeerHandover } from "./peer-handover.js";
 import { normalisePrompts, promptsFromControlMessage } from "./prompts.js";
 import { DEFAULT_INPUT_STALL_POLICY, InputStallWatch, type InputStallPolicy } from "./input-stall.js";
 import { ReturnPath, type SentFrame } from "./return-path.js";
@@ -28,6 +29,11 @@ export interface RelaySessionOptions {
   drainTimeoutMs?: number;
   /** Limit for ComfyStream's answer to `/offer` (warm-up runs inside it). Default: the peer's, 300 s. */
   offerTimeoutMs?: number;
+  /**
+   * A warm pool pod's: take over the ComfyStream connection an earlier session kept open instead of
+   * offering, and keep this one's open at a clean end (peer-handover.ts).
+   */
+  handover?: PeerHandover;
 }
 
 /**
@@ -328,7 +334,8 @@ export class RelaySession extends EventEmitter {
     // The re-encoder (if it runs) still holds the last frames.
     await this.returnPath.closeRepair(finalState === "completed" ? 1000 : 0);
     await this.forward.stop();
-    await this.link.close();
+    // A clean end leaves the connection to the next session of a warm pool pod (peer-handover.ts).
+    await this.link.close({ keepForNext: finalState !== "failed" });
     await this.audio.stop();
 
     await this.returnPath.close(this.endOutputOnFinish);

@@ -115,7 +115,7 @@ export class ComfyStreamPeer extends EventEmitter {
   private readonly options: Required<
     Omit<ComfyStreamPeerOptions, "logger" | "iceServers" | "iceAddresses" | "prompts">
   > & { prompts: unknown[]; iceAddresses: string[]; iceServers: RTCIceServer[] };
-  private readonly logger: Logger;
+  private logger: Logger;
   private currentState: WebRtcState = "new";
   private pc: RTCPeerConnection | undefined;
   private transceiver: RTCRtpTransceiver | undefined;
@@ -183,6 +183,19 @@ export class ComfyStreamPeer extends EventEmitter {
       if (!wasClosedByUs) this.setState("failed");
       throw error instanceof Error ? error : new Error(String(error));
     }
+  }
+
+  /**
+   * A new session takes over this connected peer (session/peer-handover.ts): its counters and
+   * liveness start afresh (the next returned frame gets the first-frame allowance, as after an
+   * offer), log lines carry the new session, and ComfyStream is asked for a keyframe.
+   */
+  handOver(logger: Logger | undefined): void {
+    if (logger) this.logger = logger.child({ component: "comfystream-peer" });
+    for (const key of Object.keys(this.stats) as Array<keyof ComfyStreamPeerStats>) this.stats[key] = 0;
+    this.liveness.restart(Date.now());
+    this.remoteVideoSsrc = undefined; // the first packet back asks for a keyframe again
+    this.requestKeyframe();
   }
 
   /** Forward path: one RTP packet (the forward path packetizes each frame); werift rewrites SSRC and payload type. */

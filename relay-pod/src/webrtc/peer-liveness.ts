@@ -30,6 +30,14 @@ export class PeerLiveness {
     this.lastInboundAt = now;
   }
 
+  /** The connection now serves a new stream (a session took it over): nothing earlier counts. */
+  restart(now: number): void {
+    this.connected(now);
+    this.lastReturnedAt = 0;
+    this.lastSentAt = 0;
+    this.lossReason = undefined;
+  }
+
   /** Any RTP, RTCP or control message from the peer. */
   inbound(now: number): void {
     this.lastInboundAt = now;

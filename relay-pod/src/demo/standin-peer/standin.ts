@@ -65,6 +65,8 @@ export interface TsStandinOptions {
    * relay sends one). "consent": only when ICE consent expires (~30 s with werift), which is what
    * aiortc does — its connectionState ignores close_notify (seen with Debian's aiortc 1.4.0 and in
    * current aiortc's `__updateConnectionState`) — so the stale-peer hazard of spec §1.5 shows.
+   * Like the real server then, a newer peer gets no frames back while such a stale peer lingers
+   * (measured there: 0 of 240, test/session/real-comfystream-sessions.test.ts).
    */
   closeDetection?: "dtls" | "consent";
   /** Default: resolveFfmpeg() (FFMPEG_BIN → ffmpeg-static → PATH). */
@@ -87,6 +89,8 @@ interface PeerEntry {
   inboundTrackId: string | undefined;
   state: string;
   fps: FpsMeter;
+  /** Closed by its client (DTLS close_notify) but, with closeDetection "consent", not yet gone. */
+  stale: boolean;
 }
 
 export interface StandinStats {
@@ -372,7 +376,7 @@ class Standin implements TsStandin {
       keyframeRequests: this.options.keyframeRequests ?? "honour",
       ffmpegPath: this.options.ffmpegPath ?? (await resolveFfmpeg()).path,
       gate: () => ({
-        process: this.pipeline.running && !this.pipeline.paused,
+        process: this.pipeline.running && !this.pipeline.paused && !this.staleBesides(peer),
         applyFilter: this.pipeline.prompts.length > 0,
       }),
       send: (packet) => {
@@ -388,6 +392,7 @@ class Standin implements TsStandin {
       inboundTrackId: undefined,
       state: "new",
       fps: new FpsMeter(),
+      stale: false,
     };
     try {
       await processor.start();
@@ -436,6 +441,12 @@ class Standin implements TsStandin {
           video.dtlsTransport.onStateChange.subscribe((state) => {
             if (state === "closed" || state === "failed") onPeerState(state);
           });
+        } else {
+          video.dtlsTransport.onStateChange.subscribe((state) => {
+            if (state !== "closed" || peer.stale) return;
+            peer.stale = true;
+            this.logger.info({ peer: id }, "client closed DTLS; the peer lingers until ICE consent expires");
+          });
         }
         // The processed video goes back on the same sendrecv m-line the relay sends on.
         video.sender.replaceTrack(outputTrack);
@@ -471,6 +482,12 @@ class Standin implements TsStandin {
       await pc.close().catch(() => undefined);
       throw error;
     }
+  }
+
+  /** Another peer was closed by its client but lingers (closeDetection "consent"). */
+  private staleBesides(peer: PeerEntry): boolean {
+    for (const other of this.peers.values()) if (other !== peer && other.stale) return true;
+    return false;
   }
 
   private retirePeer(peer: PeerEntry): void {
