@@ -99,6 +99,28 @@ describe("FrameMatcher", () => {
     for (const m of out) assert.equal(m.pts, 1_000_000 + m.item * FRAME_TICKS, `frame ${m.item}`);
   });
 
+  test("the first frames back were never sent by this matcher (a taken-over connection): calibrated on the rest", () => {
+    // ComfyStream still held the previous session's last frames and pairs them with the first new
+    // outputs (peer-handover.ts): those come back first, with timestamps this session never sent.
+    const matcher = new FrameMatcher<number>();
+    const sentTs = sendFrames(matcher, 60, 0);
+    const offset = 0x1234_5678;
+    const out: Array<{ item: number; pts: number; latencyMs: number | undefined }> = [];
+    const strangers = [777_001, 780_013];
+    for (const [n, ts] of strangers.entries()) {
+      for (const m of matcher.accept((ts + offset) % 2 ** 32, -1 - n, 100)) out.push({ ...m });
+    }
+    for (let i = 0; i <= 10; i++) {
+      for (const m of matcher.accept((sentTs[i]! + offset) % 2 ** 32, i, i * 33 + 150)) out.push({ ...m });
+    }
+    const own = out.filter((m) => m.item >= 0);
+    assert.equal(own.length, 11);
+    for (const m of own) {
+      assert.equal(m.pts, 1_000_000 + m.item * FRAME_TICKS, `frame ${m.item}`);
+      assert.ok(m.latencyMs !== undefined && Math.abs(m.latencyMs - 150) < 1e-6, `latency of ${m.item}`);
+    }
+  });
+
   test("latency is the time from sending to the frame's return", () => {
     const matcher = new FrameMatcher<number>();
     const sentTs = sendFrames(matcher, 10, 1000);

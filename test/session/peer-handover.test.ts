@@ -67,6 +67,9 @@ describe("the next session after a clean end (ComfyStream that notices a close o
     assert.ok(second.output.length >= 3, `output segments: ${second.output.length}`);
     const stats = standin.stats();
     assert.equal(stats.offers, 1, "one offer for both sessions");
+    assert.equal(handover.handedOver, 1);
+    // The second session's numbering continues the first's on the same SRTP context.
+    assert.equal(stats.srtpReplayDrops, 0, "no packet dropped as an SRTP replay");
     assert.equal(stats.promptUpdates, 1, "the second session's prompts went over the kept connection");
     assert.equal(handover.available, true, "kept again for the session after");
   });

@@ -6,6 +6,8 @@
 import assert from "node:assert/strict";
 import { after, describe, test } from "node:test";
 import { RelaySession } from "../../relay-pod/src/session/relay-session.js";
+import { PeerHandover } from "../../relay-pod/src/session/peer-handover.js";
+import { silentLogger } from "../../relay-pod/src/common/log.js";
 import { buildSessionConfig } from "../../relay-pod/src/session/config.js";
 import {
   REAL_WORKFLOWS,
@@ -29,8 +31,30 @@ after(async () => {
   for (const cleanup of cleanups.reverse()) await Promise.resolve(cleanup()).catch(() => undefined);
 });
 
+/** 8 s through `server` (with a PeerHandover: as a warm pool pod's session); what came back. */
+async function sessionThrough(
+  server: RealComfyStream,
+  handover?: PeerHandover,
+): Promise<{ ok: boolean; detail: string }> {
+  const run = await relaySessionThrough(server.url, {
+    seconds: 8,
+    size: "512x512",
+    session: { prompts: [REAL_WORKFLOWS.passthrough] },
+    ...(handover ? { sessionOptions: { handover } } : {}),
+    connectTimeoutMs: 120_000,
+    cleanups,
+  });
+  const ok = run.final.state === "completed" && run.final.frames.returned >= 60 && run.output.length > 0;
+  return {
+    ok,
+    detail: `state ${run.final.state}, frames ${JSON.stringify(run.final.frames)}\n${server.logTail()}`,
+  };
+}
+
 describe("one real ComfyStream server, sessions one after the other", { skip: unavailable ?? false }, () => {
   let server: RealComfyStream;
+  // One real server at a time: the next suite starts its own.
+  after(() => server?.stop());
 
   test(
     "the first session: a prompts update mid-stream is acknowledged and video keeps coming back",
@@ -85,21 +109,7 @@ describe("one real ComfyStream server, sessions one after the other", { skip: un
     },
   );
 
-  /** 8 s through the server that served the first session; what came back. */
-  async function anotherSession(): Promise<{ ok: boolean; detail: string }> {
-    const run = await relaySessionThrough(server.url, {
-      seconds: 8,
-      size: "512x512",
-      session: { prompts: [REAL_WORKFLOWS.passthrough] },
-      connectTimeoutMs: 120_000,
-      cleanups,
-    });
-    const ok = run.final.state === "completed" && run.final.frames.returned >= 60 && run.output.length > 0;
-    return {
-      ok,
-      detail: `state ${run.final.state}, frames ${JSON.stringify(run.final.frames)}\n${server.logTail()}`,
-    };
-  }
+  const anotherSession = () => sessionThrough(server);
 
   // Found here: the relay's peer is gone, but aiortc in ComfyStream notices only when ICE consent
   // expires (~30 s), and until then it keeps the old peer: the new one connects, yet no frame comes
@@ -129,6 +139,37 @@ describe("one real ComfyStream server, sessions one after the other", { skip: un
     },
   );
 });
+
+// What a warm pool pod does (its warm-up's connection, then each recycled session's): the session
+// after a clean end takes over the open connection instead of offering, so the hazard above never
+// arises (session/peer-handover.ts). A fresh server: the sessions above leave a lingering peer.
+describe(
+  "one real ComfyStream server, the next session taking over the connection",
+  { skip: unavailable ?? false },
+  () => {
+    test(
+      "a second session right after the first, taking over its open connection, returns video",
+      { timeout: 240_000 },
+      async () => {
+        const server = await startRealComfyStream();
+        cleanups.push(() => server.stop());
+        const handover = new PeerHandover(silentLogger);
+        cleanups.push(() => handover.close());
+        const first = await sessionThrough(server, handover);
+        assert.ok(first.ok, first.detail);
+        assert.equal(handover.available, true, "the first session's connection is kept");
+        const second = await sessionThrough(server, handover);
+        assert.ok(second.ok, second.detail);
+        assert.equal(
+          handover.handedOver,
+          1,
+          "the second session offered nothing: it took the connection over",
+        );
+        assert.equal(handover.available, true, "and kept again after the second");
+      },
+    );
+  },
+);
 
 describe("the real ComfyStream server killed mid-stream", { skip: unavailable ?? false }, () => {
   test(

@@ -17,6 +17,7 @@ import { PASSTHROUGH_WORKFLOW } from "../../relay-pod/src/session/default-workfl
 import type { SessionStatus } from "../../relay-pod/src/session/types.js";
 import { LOOPBACK_ICE_ADDRESS, PyStandin } from "../peers/py-standin/launch.js";
 import { waitFor } from "../infra/wait-for.js";
+import pino, { type Logger } from "pino";
 
 const run = promisify(execFile);
 export const FFMPEG = process.env.FFMPEG_BIN ?? "ffmpeg";
@@ -271,6 +272,12 @@ export async function startPeer(kind: "ts" | "py", port = 0): Promise<Peer> {
 
 export { waitFor };
 
+/** TRICKLE_RELAY_TEST_LOG=FILE: the sessions' debug log (JSON lines) goes there, for a failure's story. */
+function testLogger(): { logger?: Logger } {
+  const file = process.env.TRICKLE_RELAY_TEST_LOG;
+  return file ? { logger: pino({ level: "debug" }, pino.destination({ dest: file, sync: true })) } : {};
+}
+
 /**
  * UDP datagrams the kernel dropped for full receive buffers in this network namespace
  * (`RcvbufErrors` in /proc/net/snmp), or undefined where that file is missing. Tests run in a
@@ -355,7 +362,12 @@ export async function relaySessionThrough(
       iceAddresses: ICE_ADDRESSES,
       ...options.session,
     }),
-    { reconnectBackoffMs: [300, 3000], drainTimeoutMs: 3000, ...options.sessionOptions },
+    {
+      reconnectBackoffMs: [300, 3000],
+      drainTimeoutMs: 3000,
+      ...testLogger(),
+      ...options.sessionOptions,
+    },
   );
   cleanups.push(() => session.stop());
   await session.start();

@@ -138,14 +138,26 @@ export class FrameMatcher<T> {
     return { item, pts: this.extrapolatePts(sentTs), latencyMs: undefined };
   }
 
-  /** Chooses C once one candidate alone explains every held frame (or, after enough frames, the best). */
+  /**
+   * Chooses C once one candidate alone explains every held frame (or, after enough frames, the best).
+   * Every held frame may anchor a candidate, not only the first back: that one may be a frame this
+   * matcher never sent — on a connection taken over from an earlier session (peer-handover.ts),
+   * ComfyStream still holds that session's last frames and pairs them with the first new outputs.
+   */
   private tryCalibrate(): boolean {
     if (this.pending.length < 2 || this.order.length === 0) return false;
-    const first = this.pending[0]!;
+    // offset → when the latest frame it maps a held one to was sent (ties go to the shortest latency)
+    const candidates = new Map<number, number>();
+    for (const held of this.pending) {
+      for (const sentTs of this.order) {
+        const offset = (held.returnedTs - sentTs + RTP_WRAP) % RTP_WRAP;
+        const sentAt = this.sent.get(sentTs)!.sentAt;
+        if ((candidates.get(offset) ?? -Infinity) < sentAt) candidates.set(offset, sentAt);
+      }
+    }
     let bestVotes = -1;
     let best: Array<{ offset: number; sentAt: number }> = [];
-    for (const sentTs of this.order) {
-      const offset = (first.returnedTs - sentTs + RTP_WRAP) % RTP_WRAP;
+    for (const [offset, sentAt] of candidates) {
       let votes = 0;
       for (const p of this.pending) {
         if (this.sent.has((p.returnedTs - offset + RTP_WRAP) % RTP_WRAP)) votes++;
@@ -154,13 +166,12 @@ export class FrameMatcher<T> {
         bestVotes = votes;
         best = [];
       }
-      if (votes === bestVotes) best.push({ offset, sentAt: this.sent.get(sentTs)!.sentAt });
+      if (votes === bestVotes) best.push({ offset, sentAt });
     }
     const unambiguous = best.length === 1 && bestVotes === this.pending.length;
-    const enoughSeen = this.pending.length >= this.calibrationFrames && bestVotes >= 2;
+    const enoughSeen = this.pending.length >= this.calibrationFrames && bestVotes >= 2 && best.length === 1;
     const givingUp = this.pending.length >= this.calibrationFrames * 2;
     if (!unambiguous && !enoughSeen && !givingUp) return false;
-    // Among equals, the most recently sent frame: the shortest latency that explains the data.
     best.sort((a, b) => b.sentAt - a.sentAt);
     this.offset = best[0]!.offset;
     return true;

@@ -41,8 +41,14 @@ interface Kept {
 
 export class PeerHandover {
   private kept: Kept | undefined;
+  private takeOvers = 0;
 
   constructor(private readonly log: Logger) {}
+
+  /** How many sessions took over a kept connection so far. */
+  get handedOver(): number {
+    return this.takeOvers;
+  }
 
   /** A connection is kept and still connected. */
   get available(): boolean {
@@ -82,6 +88,7 @@ export class PeerHandover {
       kept.shape.height === shape.height &&
       kept.shape.audio === shape.audio;
     if (fits && kept.peer.state === "connected") {
+      this.takeOvers++;
       return { peer: kept.peer, prompts: kept.prompts, keptMs: performance.now() - kept.since };
     }
     this.log.info(

@@ -30,6 +30,9 @@ import { iceAddressesFromEnv, iceConfig, withoutDefaultStunServer } from "./ice-
  */
 export const COMFYSTREAM_STALE_PEER_TIMEOUT_MS = 35_000;
 
+/** A frame's RTP timestamp step at 30 fps (90 kHz clock): the gap left where a new session continues. */
+const FRAME_TICKS_30FPS = 3000;
+
 export type WebRtcState = "new" | "connecting" | "connected" | "disconnected" | "failed" | "closed";
 
 export interface ComfyStreamPeerOptions {
@@ -195,6 +198,10 @@ export class ComfyStreamPeer extends EventEmitter {
     for (const key of Object.keys(this.stats) as Array<keyof ComfyStreamPeerStats>) this.stats[key] = 0;
     this.liveness.restart(Date.now());
     this.remoteVideoSsrc = undefined; // the first packet back asks for a keyframe again
+    // The new session numbers its packets afresh, but the SRTP context stays: ComfyStream's libsrtp
+    // drops a packet more than 128 behind the highest one seen as a replay, which a random new
+    // start is half the time. werift continues the sequence (and timestamps) from the last sent.
+    this.transceiver?.sender.replaceRTP({ sequenceNumber: 0, timestamp: 0 }, true, FRAME_TICKS_30FPS);
     this.requestKeyframe();
   }
 

@@ -6,6 +6,10 @@
  * session once the pod is unclaimed and claimed again (both written exactly as the operator writes
  * them: unclaimedPoolPod / claimedPoolPod with the read resourceVersion). Without --pool-recycle the
  * same clean end makes the relay exit 0 (the default: the pod is replaced).
+ *
+ * The stand-in notices a closed client only at ICE consent expiry and serves no newer peer until
+ * then, as the real ComfyStream (closeDetection "consent"): the second session gets its frames only
+ * because it takes over the first one's open connection (session/peer-handover.ts).
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
@@ -25,13 +29,8 @@ import {
   type ControlPlane,
 } from "../../infra/apiserver.js";
 import { inLoopbackOnlyNamespace } from "../../infra/netns.js";
-import {
-  ICE_ADDRESSES,
-  makeInputSegments,
-  publishPaced,
-  startPeer,
-  startTrickle,
-} from "../../session/relay-harness.js";
+import { ICE_ADDRESSES, makeInputSegments, publishPaced, startTrickle } from "../../session/relay-harness.js";
+import { startTsStandin } from "../../../relay-pod/src/demo/standin-peer/standin.js";
 import { repoRoot, waitFor } from "../operator-harness.js";
 import { createPooledSession, PoolKubectl, poolYaml } from "./pool-harness.js";
 
@@ -70,8 +69,13 @@ describe(
           body: desiredPoolPod(pool, 0, { relayImage: "trickle-relay/relay:test" }),
         })
       ).metadata!.name!;
-      const peer = await startPeer("ts");
-      cleanups.push(() => peer.stop());
+      const peer = await startTsStandin({
+        port: 0,
+        iceAddresses: ICE_ADDRESSES,
+        mode: "passthrough",
+        closeDetection: "consent",
+      });
+      cleanups.push(() => peer.close());
       const trickle = await startTrickle(["one", "one-out", "two", "two-out"]);
       cleanups.push(() => trickle.server.close());
       const [readyPort] = await freePorts(1);
@@ -156,6 +160,7 @@ describe(
         pool,
         core,
         podName,
+        peer,
       };
     }
 
@@ -195,6 +200,14 @@ describe(
           2,
           "two sessions, one process",
         );
+        const two = await waitFor("the second session's frames back in its status", 30_000, async () => {
+          const sessions = await kubectl.sessions(ns);
+          const relay = sessions.find((x) => x.metadata.name === "two")?.status?.relay;
+          return (relay?.framesOut ?? 0) > 30 ? relay : undefined;
+        });
+        assert.ok(two.framesOut! > 30, `framesOut ${two.framesOut}`);
+        assert.equal(s.peer.stats().offers, 1, "the second session took over the first one's connection");
+        assert.match(s.output(), /"tookOver":true/);
       },
     );
 

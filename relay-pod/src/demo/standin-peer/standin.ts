@@ -29,6 +29,7 @@ import {
 } from "werift";
 import { resolveFfmpeg } from "../../media/ffmpeg.js";
 import { sendDtlsCloseNotify } from "../../webrtc/dtls-close.js";
+import { SrtpReplayWindow } from "./srtp-replay.js";
 import { iceAddressesFromEnv, iceConfig, withoutDefaultStunServer } from "../../webrtc/ice-config.js";
 import { MediaProcessor, type MediaCounters, type StandinMode } from "./media-processor.js";
 import { validatePrompts, type Workflow } from "./workflow.js";
@@ -91,12 +92,15 @@ interface PeerEntry {
   fps: FpsMeter;
   /** Closed by its client (DTLS close_notify) but, with closeDetection "consent", not yet gone. */
   stale: boolean;
+  replay: SrtpReplayWindow;
 }
 
 export interface StandinStats {
   mode: StandinMode;
   offers: number;
   offersFailed: number;
+  /** Video packets dropped as SRTP replays (libsrtp's check, see srtp-replay.ts). */
+  srtpReplayDrops: number;
   peersServed: number;
   activePeers: number;
   media: MediaCounters;
@@ -182,6 +186,7 @@ class Standin implements TsStandin {
   private readonly counters = {
     offers: 0,
     offersFailed: 0,
+    srtpReplayDrops: 0,
     peersServed: 0,
     promptUpdates: 0,
     promptUpdatesFailed: 0,
@@ -241,6 +246,7 @@ class Standin implements TsStandin {
       mode: this.mode,
       offers: counters.offers,
       offersFailed: counters.offersFailed,
+      srtpReplayDrops: counters.srtpReplayDrops,
       peersServed: counters.peersServed,
       activePeers: this.peers.size,
       media,
@@ -393,6 +399,7 @@ class Standin implements TsStandin {
       state: "new",
       fps: new FpsMeter(),
       stale: false,
+      replay: new SrtpReplayWindow(),
     };
     try {
       await processor.start();
@@ -429,7 +436,11 @@ class Standin implements TsStandin {
         if (track.kind !== "video" || haveVideo) return; // only the first track of a kind is used
         haveVideo = true;
         peer.inboundTrackId = track.id ?? track.uuid;
-        track.onReceiveRtp.subscribe((packet: RtpPacket) => processor.pushRtp(packet));
+        // ComfyStream's libsrtp drops replays; werift's SRTP does not, so the stand-in does it here.
+        track.onReceiveRtp.subscribe((packet: RtpPacket) => {
+          if (peer.replay.accept(packet.header.sequenceNumber)) processor.pushRtp(packet);
+          else this.counters.srtpReplayDrops++;
+        });
       });
       await pc.setRemoteDescription({ type: "offer", sdp: offerSdp });
       withoutDefaultStunServer(pc);
