@@ -15,7 +15,7 @@
 import type { Logger } from "../common/log.js";
 import type { ComfyStreamPeer, WebRtcState } from "../webrtc/comfystream-peer.js";
 
-/** What a kept connection was negotiated for; a session takes it over only if it asks the same. */
+/** What a kept connection was set up for; a session takes it over if URL and audio are the same. */
 export interface PeerShape {
   comfystreamUrl: string;
   width: number;
@@ -82,12 +82,17 @@ export class PeerHandover {
     if (!kept) return undefined;
     this.kept = undefined;
     kept.peer.off("state", kept.onState);
-    const fits =
-      kept.shape.comfystreamUrl === shape.comfystreamUrl &&
-      kept.shape.width === shape.width &&
-      kept.shape.height === shape.height &&
-      kept.shape.audio === shape.audio;
+    // The size need not match: ComfyStream processes frames of any size on one connection (the
+    // size it was told only sets its next warm-up, spec §1.3), and a new offer instead would get
+    // nothing back for ~30 s. A model compiled for one size may take longer on the first frames.
+    const fits = kept.shape.comfystreamUrl === shape.comfystreamUrl && kept.shape.audio === shape.audio;
     if (fits && kept.peer.state === "connected") {
+      if (kept.shape.width !== shape.width || kept.shape.height !== shape.height) {
+        this.log.info(
+          { kept: `${kept.shape.width}x${kept.shape.height}`, session: `${shape.width}x${shape.height}` },
+          "taking over a ComfyStream connection warmed up at another size",
+        );
+      }
       this.takeOvers++;
       return { peer: kept.peer, prompts: kept.prompts, keptMs: performance.now() - kept.since };
     }

@@ -8,8 +8,9 @@
  * same clean end makes the relay exit 0 (the default: the pod is replaced).
  *
  * The stand-in notices a closed client only at ICE consent expiry and serves no newer peer until
- * then, as the real ComfyStream (closeDetection "consent"): the second session gets its frames only
- * because it takes over the first one's open connection (session/peer-handover.ts).
+ * then, as the real ComfyStream (closeDetection "consent"): each session gets its frames only
+ * because it takes over the open connection before it, the warm-up's and then the first session's
+ * (session/peer-handover.ts).
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
@@ -83,7 +84,8 @@ describe(
         process.execPath,
         [
           join(repoRoot, "dist/relay-pod/src/cli.js"),
-          ...["run", "--pool-pod", "--pool-comfystream", peer.url, "--warmup-seconds", "0"],
+          // A short warm-up stream through the stand-in: its connection is the one the sessions take over.
+          ...["run", "--pool-pod", "--pool-comfystream", peer.url, "--warmup-seconds", "2"],
           ...["--ready-port", String(readyPort), ...(recycle ? ["--pool-recycle"] : [])],
           ...ICE_ADDRESSES.flatMap((address) => ["--ice-address", address]),
         ],
@@ -206,7 +208,11 @@ describe(
           return (relay?.framesOut ?? 0) > 30 ? relay : undefined;
         });
         assert.ok(two.framesOut! > 30, `framesOut ${two.framesOut}`);
-        assert.equal(s.peer.stats().offers, 1, "the second session took over the first one's connection");
+        assert.equal(
+          s.peer.stats().offers,
+          1,
+          "one offer, the warm-up's: the first session took over its connection, the second the first's",
+        );
         assert.match(s.output(), /"tookOver":true/);
       },
     );

@@ -3,28 +3,31 @@
  * livepeer/comfystream + the embedded ComfyUI, on the CPU): `trickle-relay run --pool-pod` as a real
  * process sends its short synthetic stream with the pool's warm-up workflow
  * (TRICKLE_RELAY_WARMUP_PROMPTS, as the operator sets it from spec.template.warmup.prompts) through
- * the server, and only then answers its readiness probe. Skipped, with the reason, where the real
- * server cannot run (not set up, or no loopback-only network namespace).
- *
- * No apiserver is needed up to Ready; the relay's kubeconfig points at a closed port, so after the
- * warm-up it keeps retrying to read its pod (idle, Ready) until it is stopped.
+ * the server, and only then answers its readiness probe. Then, claimed for a RelaySession on a real
+ * kube-apiserver (the claim written as the operator writes it), it streams that session through the
+ * same server at once: the session takes over the warm-up's connection (session/peer-handover.ts).
+ * Offering anew there would get no frame back for ~30 s (the real server notices a closed peer only
+ * at ICE consent expiry), which is what this test would show. Skipped, with the reason, where the
+ * real server or the apiserver cannot run.
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
-import { freePorts } from "../../infra/apiserver.js";
+import { CoreV1Api, CustomObjectsApi, KubeConfig } from "@kubernetes/client-node";
+import type { RelayPool } from "../../../crds/src/index.js";
+import { claimedPoolPod, desiredPoolPod } from "../../../operator/src/relaysession/desired-pool-pod.js";
+import { freePorts, resolveEnvtestAssets, startControlPlane } from "../../infra/apiserver.js";
 import {
   REAL_WORKFLOWS,
   realComfyStreamUnavailable,
   startRealComfyStream,
 } from "../../peers/real-comfystream.js";
-import { ICE_ADDRESSES } from "../../session/relay-harness.js";
+import { ICE_ADDRESSES, makeInputSegments, publishPaced, startTrickle } from "../../session/relay-harness.js";
 import { repoRoot, waitFor } from "../operator-harness.js";
+import { createPooledSession, PoolKubectl, poolYaml } from "./pool-harness.js";
 
-const unavailable = realComfyStreamUnavailable();
+const unavailable = realComfyStreamUnavailable() ?? (await resolveEnvtestAssets()).skipReason;
 const cleanups: Array<() => Promise<unknown> | unknown> = [];
 after(async () => {
   for (const cleanup of cleanups.reverse()) await Promise.resolve(cleanup()).catch(() => undefined);
@@ -32,27 +35,29 @@ after(async () => {
 
 const WARMUP_SECONDS = 4;
 
-describe("pool pod warm-up through the real ComfyStream", { skip: unavailable ?? false }, () => {
+describe("pool pod through the real ComfyStream", { skip: unavailable || false }, () => {
   test(
-    "not Ready while warming; Ready once the warm-up stream went through the real server",
-    { timeout: 300_000 },
+    "not Ready while warming; Ready once the warm-up went through; claimed, its session streams at once",
+    { timeout: 400_000 },
     async (t) => {
       const server = await startRealComfyStream();
       cleanups.push(() => server.stop());
-      const dir = await mkdtemp(join(tmpdir(), "pool-warmup-"));
-      cleanups.push(() => rm(dir, { recursive: true, force: true }));
-      const kubeconfig = join(dir, "kubeconfig");
-      await writeFile(
-        kubeconfig,
-        [
-          "apiVersion: v1",
-          "kind: Config",
-          "clusters: [{name: none, cluster: {server: 'https://127.0.0.1:9'}}]",
-          "users: [{name: none, user: {token: none}}]",
-          "contexts: [{name: none, context: {cluster: none, user: none}}]",
-          "current-context: none",
-        ].join("\n"),
-      );
+      const cp = await startControlPlane({ crdPaths: [join(repoRoot, "crds")] });
+      cleanups.push(() => cp.stop());
+      const kc = new KubeConfig();
+      kc.loadFromFile(cp.kubeconfigPath);
+      const kubectl = new PoolKubectl(cp);
+      const ns = "warmup";
+      await kubectl.ok(["create", "namespace", ns]);
+      await kubectl.ok(["apply", "-f", "-"], poolYaml(ns, "gpu", { replicas: 1 }));
+      const pool = (await kubectl.pool(ns, "gpu")) as RelayPool;
+      const core = kc.makeApiClient(CoreV1Api);
+      const podName = (
+        await core.createNamespacedPod({
+          namespace: ns,
+          body: desiredPoolPod(pool, 0, { relayImage: "trickle-relay/relay:test" }),
+        })
+      ).metadata!.name!;
       const [readyPort] = await freePorts(1);
       const relay = spawn(
         process.execPath,
@@ -68,9 +73,9 @@ describe("pool pod warm-up through the real ComfyStream", { skip: unavailable ??
           stdio: ["ignore", "pipe", "pipe"],
           env: {
             ...process.env,
-            KUBECONFIG: kubeconfig,
-            POD_NAMESPACE: "warmup",
-            POD_NAME: "gpu-warm-0",
+            KUBECONFIG: cp.kubeconfigPath,
+            POD_NAMESPACE: ns,
+            POD_NAME: podName,
             TRICKLE_RELAY_LOG_JSON: "1",
             TRICKLE_RELAY_WARMUP_PROMPTS: JSON.stringify([REAL_WORKFLOWS.passthrough]),
           },
@@ -115,6 +120,37 @@ describe("pool pod warm-up through the real ComfyStream", { skip: unavailable ??
         `the ${WARMUP_SECONDS} s stream went through (warm-up took ${warmup} s)`,
       );
       assert.match(output, /warm and idle: ready for a session/);
+
+      // Claimed for a session, as the operator claims: it streams through the same server at once.
+      const trickle = await startTrickle(["one", "one-out"]);
+      cleanups.push(() => trickle.server.close());
+      const custom = kc.makeApiClient(CustomObjectsApi);
+      const session = await createPooledSession(custom, ns, "one", { inputUrl: `${trickle.base}one` });
+      const pod = await core.readNamespacedPod({ namespace: ns, name: podName });
+      await core.replaceNamespacedPod({
+        namespace: ns,
+        name: podName,
+        body: claimedPoolPod(pod, session, { at: new Date(), waitedSeconds: 0, attempt: 0 }),
+      });
+      const relayStatus = async () =>
+        (await kubectl.sessions(ns)).find((s) => s.metadata.name === "one")?.status?.relay;
+      await waitFor("the claimed session connected", 60_000, async () => {
+        return (await relayStatus())?.webrtc?.connectionState === "connected";
+      });
+      const { segments } = await makeInputSegments({ seconds: 8, size: "512x512" });
+      const publishing = publishPaced(`${trickle.base}one`, segments);
+      const streamed = await waitFor(
+        `frames back through the real server (relay log:\n${output.slice(-3000)}\nComfyStream log:\n${server.logTail()})`,
+        60_000,
+        async () => {
+          const relay = await relayStatus();
+          return (relay?.framesOut ?? 0) >= 60 ? relay : undefined;
+        },
+        500,
+      );
+      await publishing;
+      t.diagnostic(`claimed session: framesIn ${streamed.framesIn}, framesOut ${streamed.framesOut}`);
+      assert.match(output, /"tookOver":true/, "the session took over the warm-up's connection");
     },
   );
 });
