@@ -127,7 +127,11 @@ async function main(): Promise<void> {
   ]).flat();
   const trickle = new TrickleServer({ channels: channels.map((name) => ({ name, mimeType: "video/MP2T" })) });
   const { url: base } = await trickle.listen(0, "127.0.0.1");
+  // One ComfyStream for the pool's pod and one for the cold pods, as each has its own in production
+  // (a sidecar): ComfyStream serves one peer, and a peer's close stops its pipeline for everyone, so
+  // a cold session ending on the pool's server would stop the warm pod's kept connection.
   const peer = await startPeer("ts");
+  const coldPeer = await startPeer("ts");
   const kubelet = await startLocalKubelet({
     kubeConfig: kc,
     commands: { "trickle-relay": [process.execPath, join(repoRoot, "dist/relay-pod/src/cli.js")] },
@@ -196,7 +200,7 @@ async function main(): Promise<void> {
         const name = `${kind}-${r}`;
         void publishPaced(`${base}${name}`, segments, { signal: abort.signal }).catch(() => undefined);
         const first = firstOutputByte(`${base}${name}-out`, 120_000);
-        const source = kind === "warm" ? "poolRef: {name: warm}" : `comfystream: {url: "${peer.url}"}`;
+        const source = kind === "warm" ? "poolRef: {name: warm}" : `comfystream: {url: "${coldPeer.url}"}`;
         const wall0 = Date.now();
         const t0 = performance.now();
         await kubectl.ok(["apply", "-f", "-"], sessionYaml(name, `${base}${name}`, source));
@@ -220,6 +224,7 @@ async function main(): Promise<void> {
     await op.stop();
     await kubelet.stop();
     await peer.stop();
+    await coldPeer.stop();
     await trickle.close();
     await cp.stop();
   }
