@@ -18,6 +18,7 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { CustomObjectsApi, KubeConfig, Watch, type V1Pod } from "@kubernetes/client-node";
 import { ANNOTATION_ALLOCATED_AT } from "../../crds/src/index.js";
+import { withRequestTimeout } from "../../operator/src/kube/client.js";
 import { startControlPlane } from "../infra/apiserver.js";
 import { repoRoot, startOperator, waitFor } from "../operator/operator-harness.js";
 import {
@@ -26,6 +27,13 @@ import {
   PoolKubectl,
   poolYaml,
 } from "../operator/relaypool/pool-harness.js";
+import {
+  cpuSeconds,
+  findPid,
+  histogramDelta,
+  scrapeControlPlane,
+  type HistogramDelta,
+} from "./control-plane-metrics.js";
 import { machineInfo, round, writeResults } from "./results.js";
 
 const HELP = `bench:pool — allocation latency from a warm RelayPool on a real kube-apiserver
@@ -33,6 +41,8 @@ const HELP = `bench:pool — allocation latency from a warm RelayPool on a real 
   --pool N        pods in the pool (default 100)
   --sessions N    pooled RelaySessions created concurrently (default 100; ≤ --pool)
   --rss-pods N    pool size for the operator RSS figure (default 1000; 0 skips it)
+  --etcd-data disk|tmpfs
+                  where etcd keeps its data (default disk; tmpfs shows how much is this disk's fsync)
   --out FILE      results JSON (default bench-results/pool.json; .md beside it)
 `;
 
@@ -53,6 +63,7 @@ async function main(): Promise<void> {
       pool: { type: "string", default: "100" },
       sessions: { type: "string", default: "100" },
       "rss-pods": { type: "string", default: "1000" },
+      "etcd-data": { type: "string", default: "disk" },
       out: { type: "string", default: "bench-results/pool.json" },
       help: { type: "boolean", default: false },
     },
@@ -66,7 +77,8 @@ async function main(): Promise<void> {
   const rssPods = Number(values["rss-pods"]);
   const startedAt = new Date();
   const loadAtStart = loadavg()[0]!;
-  const cp = await startControlPlane({ crdPaths: [join(repoRoot, "crds")] });
+  const etcdData = values["etcd-data"] === "tmpfs" ? "tmpfs" : "disk";
+  const cp = await startControlPlane({ crdPaths: [join(repoRoot, "crds")], etcdData });
   const kc = new KubeConfig();
   kc.loadFromFile(cp.kubeconfigPath);
   const kubectl = new PoolKubectl(cp);
@@ -105,7 +117,23 @@ async function main(): Promise<void> {
       },
       () => undefined,
     );
-    const custom = kc.makeApiClient(CustomObjectsApi);
+    // One connection pool for all creates, as a gateway's long-lived client has (client-node alone
+    // opens a new TLS connection per call).
+    const custom = withRequestTimeout(kc, 60_000).makeApiClient(CustomObjectsApi);
+    const scrapeBefore = await scrapeControlPlane(cp);
+    // CPU used during the burst by each process on the machine that takes part in it (2 cores).
+    const processes: Record<string, number | undefined> = {
+      "kube-apiserver": findPid(`--secure-port=${cp.port} `),
+      etcd: findPid(`--listen-client-urls=${cp.etcdUrl} `),
+      operator: op.child.pid,
+      bench: process.pid,
+    };
+    const cpuBefore = Object.fromEntries(
+      Object.entries(processes).map(([name, pid]) => [name, pid ? cpuSeconds(pid) : NaN]),
+    );
+    const childCpuBefore = cpuSeconds(process.pid, "waited-for children");
+    await op.metrics(); // prom-client's event-loop delay figures restart at each scrape
+    const burstStart = performance.now();
     const sent = new Map<string, number>();
     const returned = new Map<string, number>();
     await Promise.all(
@@ -116,16 +144,65 @@ async function main(): Promise<void> {
         returned.set(name, Date.now());
       }),
     );
-    const claims = await waitFor(
-      "all allocated",
-      120_000,
-      async () => {
-        const pods: V1Pod[] = await kubectl.pods(ns, "gpu");
-        const claimed = pods.filter((p) => p.metadata?.annotations?.[ANNOTATION_ALLOCATED_AT]);
-        return claimed.length === sessionCount ? claimed : undefined;
-      },
-      250,
+    // Done when the pod watch has seen every claim: polling the apiserver (a kubectl process every
+    // 250 ms, as before) used a third of a core during the burst it measures.
+    await waitFor("all claims seen on the pod watch", 120_000, async () => claimSeen.size >= sessionCount, 5);
+    const burstSeconds = (performance.now() - burstStart) / 1000;
+    const cpuDuringBurst = Object.fromEntries(
+      Object.entries(processes).map(([name, pid]) => [
+        name,
+        pid ? round(cpuSeconds(pid) - cpuBefore[name]!, 2) : NaN,
+      ]),
     );
+    cpuDuringBurst["bench's kubectl runs"] = round(
+      cpuSeconds(process.pid, "waited-for children") - childCpuBefore,
+      2,
+    );
+    const operatorMetrics = await op.metrics(); // one scrape: each one restarts the delay figures
+    const lagMs = (stat: string) =>
+      round(
+        Number(new RegExp(`^nodejs_eventloop_lag_${stat}_seconds (\\S+)`, "m").exec(operatorMetrics)?.[1]) *
+          1000,
+      );
+    const operatorLoopLagMs = { p50: lagMs("p50"), p99: lagMs("p99"), max: lagMs("max") };
+    const claims = (await kubectl.pods(ns, "gpu")).filter(
+      (p) => p.metadata?.annotations?.[ANNOTATION_ALLOCATED_AT],
+    );
+    // The session controller's status.allocation writes and the Allocated Events trail the claims.
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+    const scrapeAfter = await scrapeControlPlane(cp);
+    const controlPlane = {
+      requests: histogramDelta(
+        scrapeBefore.apiserver,
+        scrapeAfter.apiserver,
+        "apiserver_request_duration_seconds",
+        ["verb", "resource", "subresource"],
+      ).filter((row) => !row.labels.startsWith('verb="WATCH"')),
+      flowControlWait: histogramDelta(
+        scrapeBefore.apiserver,
+        scrapeAfter.apiserver,
+        "apiserver_flowcontrol_request_wait_duration_seconds",
+        ["priority_level", "execute"],
+      ),
+      etcdRequests: histogramDelta(
+        scrapeBefore.apiserver,
+        scrapeAfter.apiserver,
+        "etcd_request_duration_seconds",
+        ["operation", "type"],
+      ),
+      walFsync: histogramDelta(
+        scrapeBefore.etcd,
+        scrapeAfter.etcd,
+        "etcd_disk_wal_fsync_duration_seconds",
+        [],
+      ),
+      backendCommit: histogramDelta(
+        scrapeBefore.etcd,
+        scrapeAfter.etcd,
+        "etcd_disk_backend_commit_duration_seconds",
+        [],
+      ),
+    };
     const fromSent: number[] = [];
     const operatorSide: number[] = [];
     const seenFromReturned: number[] = [];
@@ -151,6 +228,12 @@ async function main(): Promise<void> {
     podWatch.abort();
     seenFromReturned.sort((a, b) => a - b);
     operatorSide.sort((a, b) => a - b);
+    // The operator's own clock on each claim's write (sent → answered), from its "allocated" log lines.
+    const claimWrite = op
+      .logged("allocated warm pod")
+      .map((line) => Number(line.writeMs))
+      .filter((ms) => Number.isFinite(ms))
+      .sort((x, y) => x - y);
     const duplicates = [...podsPerSession.values()].filter((n) => n > 1).length;
     const rssAfterAllocation = rssMb(op.child.pid!);
 
@@ -204,12 +287,24 @@ async function main(): Promise<void> {
         p95: round(percentile(operatorSide, 95)),
         max: round(operatorSide.at(-1) ?? NaN),
       },
+      claimWriteMs: {
+        p50: percentile(claimWrite, 50),
+        p95: percentile(claimWrite, 95),
+        max: claimWrite.at(-1),
+      },
       watchDelayMs: {
         p50: round(percentile(watchDelay, 50)),
         p95: round(percentile(watchDelay, 95)),
         max: round(watchDelay.at(-1) ?? NaN),
       },
       sessionsWithTwoPods: duplicates,
+      etcdData,
+      /** CPU seconds per process from the first create until every claim was in (includes the 250 ms polls). */
+      /** The operator's event-loop delay during the burst (prom-client, 10 ms resolution). */
+      operatorLoopLagMs,
+      cpuDuringBurst: { wallSeconds: round(burstSeconds, 2), ...cpuDuringBurst },
+      /** From the burst's first create until every claim was seen: the control plane's own histograms. */
+      controlPlane,
       operatorRssMb: {
         idle: rssIdle,
         afterAllocation: rssAfterAllocation,
@@ -221,7 +316,7 @@ async function main(): Promise<void> {
       `# Pool benchmark (${report.date})`,
       "",
       `Machine: ${report.machine.cpu}, ${report.machine.cores} cores, ${report.machine.memoryGiB} GiB, Node ${report.machine.node}; ` +
-        "kube-apiserver 1.20 and etcd on the same machine; the operator binary with --no-leader-elect; " +
+        `kube-apiserver 1.20 and etcd on the same machine (etcd data on ${etcdData === "tmpfs" ? "**tmpfs: no disk fsync cost, not a production setup**" : "the machine's disk"}); the operator binary with --no-leader-elect; ` +
         "pods played by a stand-in kubelet (Running + Ready, no containers). " +
         `1-minute load average ${report.loadAverage.start} at the start, ${report.loadAverage.end} at the end. ` +
         `Command: \`${report.command}\`.`,
@@ -233,6 +328,7 @@ async function main(): Promise<void> {
       `| **same, from the create call's response** (the issue's figure) | **${a.fromCreateReturned.p50} / ${a.fromCreateReturned.p95} / ${a.fromCreateReturned.max} ms** |`,
       `| parts of it: create call's response → the operator's watch event of the session | ${report.watchDelayMs.p50} / ${report.watchDelayMs.p95} / ${report.watchDelayMs.max} ms |`,
       `| parts of it: the operator's watch event → the claim sent (its stamp) | ${report.operatorSideMs.p50} / ${report.operatorSideMs.p95} / ${report.operatorSideMs.max} ms |`,
+      `| the claim's write as the operator's client saw it (sent → answered) | ${report.claimWriteMs.p50} / ${report.claimWriteMs.p95} / ${report.claimWriteMs.max} ms |`,
       `| create call's response → the claim seen on a pod watch (written and delivered) | ${report.claimSeenOnWatchMs.p50} / ${report.claimSeenOnWatchMs.p95} / ${report.claimSeenOnWatchMs.max} ms |`,
       `| sessions given two pods | ${duplicates} |`,
       `| operator RSS idle / after the allocations | ${rssIdle} / ${rssAfterAllocation} MB |`,
@@ -242,6 +338,23 @@ async function main(): Promise<void> {
           ]
         : []),
       "",
+      "The control plane between the burst's first create and the last claim (its own histograms: " +
+        "handler time, not client-side queueing; p95 is a histogram bucket's upper bound):",
+      "",
+      `CPU seconds used in those ${round(burstSeconds, 2)} s (2 cores): ` +
+        Object.entries(cpuDuringBurst)
+          .map(([name, seconds]) => `${name} ${seconds}`)
+          .join(", ") +
+        `. The operator's event-loop delay meanwhile p50 / p99 / max ${operatorLoopLagMs.p50} / ${operatorLoopLagMs.p99} / ${operatorLoopLagMs.max} ms.`,
+      "",
+      "| what | count | mean ms | p95 ≤ ms |",
+      "|---|---|---|---|",
+      ...controlPlane.requests.slice(0, 8).map((r) => row(`apiserver ${r.labels}`, r)),
+      ...controlPlane.flowControlWait.map((r) => row(`apiserver flow control wait ${r.labels}`, r)),
+      ...controlPlane.etcdRequests.slice(0, 6).map((r) => row(`apiserver → etcd ${r.labels}`, r)),
+      ...controlPlane.walFsync.map((r) => row("etcd WAL fsync", r)),
+      ...controlPlane.backendCommit.map((r) => row("etcd backend commit", r)),
+      "",
     ].join("\n");
     writeResults(values.out!, report, md);
     process.stdout.write(md);
@@ -250,6 +363,10 @@ async function main(): Promise<void> {
     await op.stop();
     await cp.stop();
   }
+}
+
+function row(what: string, r: HistogramDelta): string {
+  return `| ${what.replaceAll('"', "")} | ${r.count} | ${r.meanMs} | ${r.p95UpperMs} |`;
 }
 
 await main();
