@@ -123,9 +123,12 @@ async function main(): Promise<void> {
       claimSeen,
     };
     const bursts: BurstResult[] = [];
+    /** Operator RSS after each burst: growing from burst to burst would be a leak. */
+    const rssAfterBurst: number[] = [];
     for (let burst = 0; burst < burstCount; burst++) {
       if (burst > 0) await resetPool(ctx, poolSize, () => new FakePoolKubelet(kc, ns, 0).start());
       bursts.push(await runBurst(ctx, burst));
+      rssAfterBurst.push(rssMb(op.child.pid!));
     }
     podWatch.abort();
     const rssAfterAllocation = rssMb(op.child.pid!);
@@ -173,7 +176,7 @@ async function main(): Promise<void> {
       /** ms, over all bursts' allocations. */
       allocationMs: figures(pooled),
       sessionsWithTwoPods: bursts.reduce((sum, b) => sum + b.sessionsWithTwoPods, 0),
-      perBurst: bursts.map((b) => ({
+      perBurst: bursts.map((b, i) => ({
         allocationMs: figures((key) => stats(b.samples[key])),
         wallSeconds: b.wallSeconds,
         /** CPU seconds per process from the first create until every claim was seen. */
@@ -182,6 +185,7 @@ async function main(): Promise<void> {
         operatorLoopLagMs: b.operatorLoopLagMs,
         /** The control plane's own histograms, from the first create until 2 s after the last claim. */
         controlPlane: b.controlPlane,
+        operatorRssMb: rssAfterBurst[i],
       })),
       operatorRssMb: {
         idle: rssIdle,
@@ -214,26 +218,26 @@ async function main(): Promise<void> {
       `| parts: the claim's write as the operator's client saw it (sent → answered) | ${triple(a.claimWrite)} ms |`,
       `| from just before the create call → the claim's stamp (the ${sessionCount} creates themselves take a while) | ${triple(a.fromBeforeCreate)} ms |`,
       `| sessions given two pods | ${report.sessionsWithTwoPods} |`,
-      `| operator RSS idle / after the allocations | ${rssIdle} / ${rssAfterAllocation} MB |`,
+      `| operator RSS idle / after the first burst / after the last | ${rssIdle} / ${rssAfterBurst[0]} / ${rssAfterAllocation} MB |`,
       ...(rssBig
         ? [
-            `| operator RSS with ${rssBig.pods} pool pods (scaled up in ${rssBig.seconds} s) | ${rssBig.rssMb} MB |`,
+            `| operator RSS with ${rssBig.pods} pool pods (scaled up in ${rssBig.seconds} s, after the bursts) | ${rssBig.rssMb} MB |`,
           ]
         : []),
       "",
       "Each burst (p95 ms; claim seen / claim stamp / watch event / slot wait / claim write), with what " +
         "the machine did meanwhile (CPU seconds of each process from the first create to the last claim " +
-        "seen; the operator's event-loop delay p99):",
+        "seen; the operator's event-loop delay p99) and the operator's RSS after it:",
       "",
-      "| burst | claim seen | claim stamp | watch event | slot wait | claim write | wall s | CPU s | loop delay p99 ms |",
-      "|---|---|---|---|---|---|---|---|---|",
+      "| burst | claim seen | claim stamp | watch event | slot wait | claim write | wall s | CPU s | loop delay p99 ms | RSS MB |",
+      "|---|---|---|---|---|---|---|---|---|---|",
       ...report.perBurst.map((b, i) => {
         const f = b.allocationMs;
         const cpu = Object.entries(b.cpuSeconds)
           .filter(([, seconds]) => seconds > 0)
           .map(([name, seconds]) => `${name} ${seconds}`)
           .join(", ");
-        return `| ${i + 1} | ${f.claimSeenOnWatch.p95} | ${f.fromCreateReturned.p95} | ${f.watchDelay.p95} | ${f.operatorSide.p95} | ${f.claimWrite.p95} | ${b.wallSeconds} | ${cpu} | ${b.operatorLoopLagMs.p99} |`;
+        return `| ${i + 1} | ${f.claimSeenOnWatch.p95} | ${f.fromCreateReturned.p95} | ${f.watchDelay.p95} | ${f.operatorSide.p95} | ${f.claimWrite.p95} | ${b.wallSeconds} | ${cpu} | ${b.operatorLoopLagMs.p99} | ${b.operatorRssMb} |`;
       }),
       "",
       "The control plane in the last burst, from its first create until 2 s after its last claim (its own " +
