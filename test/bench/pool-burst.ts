@@ -32,6 +32,8 @@ export interface BurstContext {
   sessions: number;
   /** Session name → when the bench's pod watch first saw a pod claimed for it (ms since the epoch). */
   claimSeen: ReadonlyMap<string, number>;
+  /** Session name → when a session watch first saw its status.allocation. */
+  allocationSeen: ReadonlyMap<string, number>;
 }
 
 /** Per allocation, ms. */
@@ -42,6 +44,8 @@ export interface BurstSamples {
   operatorSide: number[];
   claimWrite: number[];
   seenFromReturned: number[];
+  /** The claim seen → the session's status.allocation seen. */
+  statusAfterClaim: number[];
 }
 
 export interface BurstResult {
@@ -115,7 +119,13 @@ export async function runBurst(ctx: BurstContext, burst: number): Promise<BurstR
     return session && ours.has(session) && pod.metadata?.annotations?.[ANNOTATION_ALLOCATED_AT];
   });
   // The session controller's status.allocation writes and the Allocated Events trail the claims.
-  await new Promise((resolve) => setTimeout(resolve, 2000));
+  await waitFor(
+    "every session's status.allocation",
+    60_000,
+    async () => names.every((name) => ctx.allocationSeen.has(name)),
+    20,
+  );
+  await new Promise((resolve) => setTimeout(resolve, 1000));
   const scrapeAfter = await scrapeControlPlane(cp);
   const delta = (from: "apiserver" | "etcd", name: string, keep: string[]) =>
     histogramDelta(scrapeBefore[from], scrapeAfter[from], name, keep);
@@ -127,6 +137,7 @@ export async function runBurst(ctx: BurstContext, burst: number): Promise<BurstR
     operatorSide: [],
     claimWrite: [],
     seenFromReturned: [],
+    statusAfterClaim: [],
   };
   const podsPerSession = new Map<string, number>();
   for (const pod of claims) {
@@ -137,6 +148,7 @@ export async function runBurst(ctx: BurstContext, burst: number): Promise<BurstR
     samples.fromSent.push(at - sent.get(session)!);
     samples.fromReturned.push(at - returned.get(session)!);
     samples.seenFromReturned.push(ctx.claimSeen.get(session)! - returned.get(session)!);
+    samples.statusAfterClaim.push(ctx.allocationSeen.get(session)! - ctx.claimSeen.get(session)!);
     samples.operatorSide.push(round(waitedMs));
     samples.watchDelay.push(round(at - waitedMs - returned.get(session)!));
   }
