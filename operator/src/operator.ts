@@ -39,6 +39,7 @@ import type { PoolAccess } from "./relaysession/pooled-session.js";
 import { PoolMetrics, RelayPoolReconciler, sortPoolPods, type SessionArrival } from "./relaypool/index.js";
 import { readGatewayToken } from "./gateway/auth.js";
 import { buildGatewayServer } from "./gateway/gateway.js";
+import { WritePriority } from "./kube/write-priority.js";
 
 export const DEFAULT_RELAY_IMAGE = "trickle-relay/relay:0.1.0";
 
@@ -348,7 +349,13 @@ export class Operator extends EventEmitter {
       this.kubeConfig,
       this.options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS,
     );
-    const events = new EventRecorder({ kubeConfig, logger: this.log });
+    // Warm pod claims go first; Events and pooled sessions' statuses wait while claims are in flight.
+    const priority = new WritePriority();
+    const events = new EventRecorder({
+      kubeConfig,
+      logger: this.log,
+      background: priority,
+    });
     const reconciler = new RelaySessionReconciler({
       kubeConfig,
       sessions: this.sessions!,
@@ -361,8 +368,9 @@ export class Operator extends EventEmitter {
       relayDefaults: this.options.relayDefaults,
       logger: this.log,
       pools: this.poolAccess(),
+      background: priority,
     });
-    this.startPoolWorkers(kubeConfig, events);
+    this.startPoolWorkers(kubeConfig, events, priority);
     void sweepOrphanPods({
       kubeConfig,
       pods: this.pods!.list(),
@@ -406,7 +414,7 @@ export class Operator extends EventEmitter {
     };
   }
 
-  private startPoolWorkers(kubeConfig: KubeConfig, events: EventRecorder): void {
+  private startPoolWorkers(kubeConfig: KubeConfig, events: EventRecorder, priority: WritePriority): void {
     const reconciler = new RelayPoolReconciler({
       kubeConfig,
       pools: { get: (namespace, name) => this.pools?.get(namespace, name) },
@@ -421,6 +429,7 @@ export class Operator extends EventEmitter {
       metrics: this.poolMetrics,
       requeue: (key, afterMs) => (afterMs ? this.poolQueue.addAfter(key, afterMs) : this.poolQueue.add(key)),
       logger: this.log,
+      priority,
     });
     for (const pool of this.pools?.list() ?? [])
       if (pool.metadata?.namespace && pool.metadata.name)

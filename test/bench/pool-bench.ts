@@ -1,13 +1,14 @@
 // Pool allocation benchmark on a real kube-apiserver + etcd, with the real operator binary:
 //
-//   npm run bench:pool [-- --pool 100 --sessions 100 --rss-pods 1000 --out bench-results/pool.json]
+//   npm run bench:pool [-- --pool 100 --sessions 100 --bursts 3 --rss-pods 1000 --etcd-data disk
+//                         --out bench-results/pool.json]
 //
 // 1. A RelayPool of --pool pods; a stand-in kubelet (FakePoolKubelet: no containers run) reports
 //    every pod Running and Ready, as a warm pod's readiness probe would once its warm-up is done.
-// 2. --sessions pooled RelaySessions are created concurrently (all creates in flight at once).
-//    Allocation latency of each = the claim's timestamp on the pod (trickle-relay.io/allocated-at,
-//    written by the operator, same machine and clock) minus the moment just before its create call,
-//    and minus the moment its create call returned; p50/p95/max of both.
+// 2. --bursts times: --sessions pooled RelaySessions are created concurrently (all creates in
+//    flight at once; test/bench/pool-burst.ts). Allocation latency of each = from its create call's
+//    response until a pod watch sees the claim written (the pod is the session's then), with the
+//    parts in between; then the sessions are deleted and the pool refilled for the next burst.
 // 3. Operator RSS with --rss-pods pool pods (the pool scaled up; pods need not be Ready).
 //
 // Apply → first output frame warm vs cold is not measured here (it needs relay pods running real
@@ -17,15 +18,13 @@ import { loadavg } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { CustomObjectsApi, KubeConfig, Watch, type V1Pod } from "@kubernetes/client-node";
-import { ANNOTATION_ALLOCATED_AT } from "../../crds/src/index.js";
+import type { RelaySession } from "../../crds/src/index.js";
+import { withRequestTimeout } from "../../operator/src/kube/client.js";
 import { startControlPlane } from "../infra/apiserver.js";
 import { repoRoot, startOperator, waitFor } from "../operator/operator-harness.js";
-import {
-  createPooledSession,
-  FakePoolKubelet,
-  PoolKubectl,
-  poolYaml,
-} from "../operator/relaypool/pool-harness.js";
+import { FakePoolKubelet, PoolKubectl, poolYaml } from "../operator/relaypool/pool-harness.js";
+import type { HistogramDelta } from "./control-plane-metrics.js";
+import { resetPool, runBurst, type BurstContext, type BurstResult, type BurstSamples } from "./pool-burst.js";
 import { machineInfo, round, writeResults } from "./results.js";
 
 const HELP = `bench:pool — allocation latency from a warm RelayPool on a real kube-apiserver
@@ -33,6 +32,10 @@ const HELP = `bench:pool — allocation latency from a warm RelayPool on a real 
   --pool N        pods in the pool (default 100)
   --sessions N    pooled RelaySessions created concurrently (default 100; ≤ --pool)
   --rss-pods N    pool size for the operator RSS figure (default 1000; 0 skips it)
+  --bursts N      bursts, the pool deleted and refilled in between (default 3: one burst on a
+                  shared machine says little)
+  --etcd-data disk|tmpfs
+                  where etcd keeps its data (default disk; tmpfs shows how much is this disk's fsync)
   --out FILE      results JSON (default bench-results/pool.json; .md beside it)
 `;
 
@@ -53,6 +56,8 @@ async function main(): Promise<void> {
       pool: { type: "string", default: "100" },
       sessions: { type: "string", default: "100" },
       "rss-pods": { type: "string", default: "1000" },
+      bursts: { type: "string", default: "3" },
+      "etcd-data": { type: "string", default: "disk" },
       out: { type: "string", default: "bench-results/pool.json" },
       help: { type: "boolean", default: false },
     },
@@ -64,9 +69,11 @@ async function main(): Promise<void> {
   const poolSize = Number(values.pool);
   const sessionCount = Math.min(Number(values.sessions), poolSize);
   const rssPods = Number(values["rss-pods"]);
+  const burstCount = Math.max(1, Number(values.bursts));
   const startedAt = new Date();
   const loadAtStart = loadavg()[0]!;
-  const cp = await startControlPlane({ crdPaths: [join(repoRoot, "crds")] });
+  const etcdData = values["etcd-data"] === "tmpfs" ? "tmpfs" : "disk";
+  const cp = await startControlPlane({ crdPaths: [join(repoRoot, "crds")], etcdData });
   const kc = new KubeConfig();
   kc.loadFromFile(cp.kubeconfigPath);
   const kubectl = new PoolKubectl(cp);
@@ -105,53 +112,41 @@ async function main(): Promise<void> {
       },
       () => undefined,
     );
-    const custom = kc.makeApiClient(CustomObjectsApi);
-    const sent = new Map<string, number>();
-    const returned = new Map<string, number>();
-    await Promise.all(
-      Array.from({ length: sessionCount }, async (_, i) => {
-        const name = `b-${String(i).padStart(3, "0")}`;
-        sent.set(name, Date.now());
-        await createPooledSession(custom, ns, name);
-        returned.set(name, Date.now());
-      }),
-    );
-    const claims = await waitFor(
-      "all allocated",
-      120_000,
-      async () => {
-        const pods: V1Pod[] = await kubectl.pods(ns, "gpu");
-        const claimed = pods.filter((p) => p.metadata?.annotations?.[ANNOTATION_ALLOCATED_AT]);
-        return claimed.length === sessionCount ? claimed : undefined;
+    // When the session's status names its pod (what `kubectl get rls` shows): it follows the claim,
+    // held back while claims are in flight (operator/src/kube/write-priority.ts).
+    const allocationSeen = new Map<string, number>();
+    const sessionWatch = await new Watch(kc).watch(
+      `/apis/trickle-relay.io/v1alpha1/namespaces/${ns}/relaysessions`,
+      {},
+      (_type, session: RelaySession) => {
+        const name = session.metadata?.name ?? "";
+        if (session.status?.allocation?.podName && !allocationSeen.has(name))
+          allocationSeen.set(name, Date.now());
       },
-      250,
+      () => undefined,
     );
-    const fromSent: number[] = [];
-    const operatorSide: number[] = [];
-    const seenFromReturned: number[] = [];
-    /** Create call's response → the operator's watch event for that session (same clock). */
-    const watchDelay: number[] = [];
-    const fromReturned: number[] = [];
-    const podsPerSession = new Map<string, number>();
-    for (const pod of claims) {
-      const session = pod.metadata!.labels!["trickle-relay.io/session"]!;
-      podsPerSession.set(session, (podsPerSession.get(session) ?? 0) + 1);
-      const at = Date.parse(pod.metadata!.annotations![ANNOTATION_ALLOCATED_AT]!);
-      fromSent.push(at - sent.get(session)!);
-      fromReturned.push(at - returned.get(session)!);
-      seenFromReturned.push(claimSeen.get(session)! - returned.get(session)!);
-      const waitedMs =
-        Number(pod.metadata!.annotations!["trickle-relay.io/allocation-waited-seconds"]) * 1000;
-      operatorSide.push(waitedMs);
-      watchDelay.push(at - waitedMs - returned.get(session)!);
+    const ctx: BurstContext = {
+      cp,
+      op,
+      kubectl,
+      // One connection pool for all creates, as a gateway's long-lived client has (client-node alone
+      // opens a new TLS connection per call).
+      custom: withRequestTimeout(kc, 60_000).makeApiClient(CustomObjectsApi),
+      namespace: ns,
+      sessions: sessionCount,
+      claimSeen,
+      allocationSeen,
+    };
+    const bursts: BurstResult[] = [];
+    /** Operator RSS after each burst: growing from burst to burst would be a leak. */
+    const rssAfterBurst: number[] = [];
+    for (let burst = 0; burst < burstCount; burst++) {
+      if (burst > 0) await resetPool(ctx, poolSize, () => new FakePoolKubelet(kc, ns, 0).start());
+      bursts.push(await runBurst(ctx, burst));
+      rssAfterBurst.push(rssMb(op.child.pid!));
     }
-    watchDelay.sort((a, b) => a - b);
-    fromSent.sort((a, b) => a - b);
-    fromReturned.sort((a, b) => a - b);
     podWatch.abort();
-    seenFromReturned.sort((a, b) => a - b);
-    operatorSide.sort((a, b) => a - b);
-    const duplicates = [...podsPerSession.values()].filter((n) => n > 1).length;
+    sessionWatch.abort();
     const rssAfterAllocation = rssMb(op.child.pid!);
 
     let rssBig: { pods: number; seconds: number; rssMb: number } | undefined;
@@ -173,6 +168,17 @@ async function main(): Promise<void> {
       };
     }
 
+    // All bursts' allocations together (burstCount × sessionCount), and each burst on its own.
+    const pooled = (key: keyof BurstSamples) => stats(bursts.flatMap((b) => b.samples[key]));
+    const figures = (samples: (key: keyof BurstSamples) => Stats) => ({
+      fromBeforeCreate: samples("fromSent"),
+      fromCreateReturned: samples("fromReturned"),
+      watchDelay: samples("watchDelay"),
+      operatorSide: samples("operatorSide"),
+      claimWrite: samples("claimWrite"),
+      claimSeenOnWatch: samples("seenFromReturned"),
+      statusAfterClaim: samples("statusAfterClaim"),
+    });
     const report = {
       date: startedAt.toISOString(),
       command: `npm run bench:pool -- ${process.argv.slice(2).join(" ")}`.trim(),
@@ -181,35 +187,23 @@ async function main(): Promise<void> {
       loadAverage: { start: round(loadAtStart, 2), end: round(loadavg()[0]!, 2) },
       pool: poolSize,
       sessions: sessionCount,
+      bursts: burstCount,
+      etcdData,
       poolReadySeconds: round(poolReadySeconds, 2),
-      allocationMs: {
-        fromBeforeCreate: {
-          p50: percentile(fromSent, 50),
-          p95: percentile(fromSent, 95),
-          max: fromSent.at(-1),
-        },
-        fromCreateReturned: {
-          p50: percentile(fromReturned, 50),
-          p95: percentile(fromReturned, 95),
-          max: fromReturned.at(-1),
-        },
-      },
-      claimSeenOnWatchMs: {
-        p50: percentile(seenFromReturned, 50),
-        p95: percentile(seenFromReturned, 95),
-        max: seenFromReturned.at(-1),
-      },
-      operatorSideMs: {
-        p50: round(percentile(operatorSide, 50)),
-        p95: round(percentile(operatorSide, 95)),
-        max: round(operatorSide.at(-1) ?? NaN),
-      },
-      watchDelayMs: {
-        p50: round(percentile(watchDelay, 50)),
-        p95: round(percentile(watchDelay, 95)),
-        max: round(watchDelay.at(-1) ?? NaN),
-      },
-      sessionsWithTwoPods: duplicates,
+      /** ms, over all bursts' allocations. */
+      allocationMs: figures(pooled),
+      sessionsWithTwoPods: bursts.reduce((sum, b) => sum + b.sessionsWithTwoPods, 0),
+      perBurst: bursts.map((b, i) => ({
+        allocationMs: figures((key) => stats(b.samples[key])),
+        wallSeconds: b.wallSeconds,
+        /** CPU seconds per process from the first create until every claim was seen. */
+        cpuSeconds: b.cpuSeconds,
+        /** The operator's event-loop delay during the burst (prom-client, 10 ms resolution). */
+        operatorLoopLagMs: b.operatorLoopLagMs,
+        /** The control plane's own histograms, from the first create until 1 s after the last status.allocation. */
+        controlPlane: b.controlPlane,
+        operatorRssMb: rssAfterBurst[i],
+      })),
       operatorRssMb: {
         idle: rssIdle,
         afterAllocation: rssAfterAllocation,
@@ -217,30 +211,59 @@ async function main(): Promise<void> {
       },
     };
     const a = report.allocationMs;
+    const triple = (x: Stats) => `${x.p50} / ${x.p95} / ${x.max}`;
+    const allocations = burstCount * sessionCount;
     const md = [
       `# Pool benchmark (${report.date})`,
       "",
       `Machine: ${report.machine.cpu}, ${report.machine.cores} cores, ${report.machine.memoryGiB} GiB, Node ${report.machine.node}; ` +
-        "kube-apiserver 1.20 and etcd on the same machine; the operator binary with --no-leader-elect; " +
+        `kube-apiserver 1.20 and etcd on the same machine (etcd data on ${etcdData === "tmpfs" ? "**tmpfs: no disk fsync cost, not a production setup**" : "the machine's disk"}); the operator binary with --no-leader-elect; ` +
         "pods played by a stand-in kubelet (Running + Ready, no containers). " +
         `1-minute load average ${report.loadAverage.start} at the start, ${report.loadAverage.end} at the end. ` +
         `Command: \`${report.command}\`.`,
       "",
+      `${burstCount} burst(s) of ${sessionCount} pooled sessions created at once against the pool of ${poolSize} Ready pods ` +
+        `(deleted and refilled between bursts); p50 / p95 / max over all ${allocations} allocations:`,
+      "",
       "| figure | value |",
       "|---|---|",
       `| pool of ${poolSize}: apply → all Ready (stand-in kubelet) | ${report.poolReadySeconds} s |`,
-      `| allocation p50 / p95 / max (claim stamp), ${sessionCount} concurrent creates, from just before the create call | ${a.fromBeforeCreate.p50} / ${a.fromBeforeCreate.p95} / ${a.fromBeforeCreate.max} ms |`,
-      `| **same, from the create call's response** (the issue's figure) | **${a.fromCreateReturned.p50} / ${a.fromCreateReturned.p95} / ${a.fromCreateReturned.max} ms** |`,
-      `| parts of it: create call's response → the operator's watch event of the session | ${report.watchDelayMs.p50} / ${report.watchDelayMs.p95} / ${report.watchDelayMs.max} ms |`,
-      `| parts of it: the operator's watch event → the claim sent (its stamp) | ${report.operatorSideMs.p50} / ${report.operatorSideMs.p95} / ${report.operatorSideMs.max} ms |`,
-      `| create call's response → the claim seen on a pod watch (written and delivered) | ${report.claimSeenOnWatchMs.p50} / ${report.claimSeenOnWatchMs.p95} / ${report.claimSeenOnWatchMs.max} ms |`,
-      `| sessions given two pods | ${duplicates} |`,
-      `| operator RSS idle / after the allocations | ${rssIdle} / ${rssAfterAllocation} MB |`,
+      `| **create call's response → the claim seen on a pod watch** (written and delivered: when the pod is allocated) | **${triple(a.claimSeenOnWatch)} ms** |`,
+      `| create call's response → the claim's stamp (taken just before it is sent; the earlier sessions' figure) | ${triple(a.fromCreateReturned)} ms |`,
+      `| parts: create call's response → the operator's watch event of the session | ${triple(a.watchDelay)} ms |`,
+      `| parts: the operator's watch event → the claim sent (waiting for one of 48 claim slots) | ${triple(a.operatorSide)} ms |`,
+      `| parts: the claim's write as the operator's client saw it (sent → answered) | ${triple(a.claimWrite)} ms |`,
+      `| the claim seen → the session's status.allocation seen on a session watch (held back while claims are in flight) | ${triple(a.statusAfterClaim)} ms |`,
+      `| from just before the create call → the claim's stamp (the ${sessionCount} creates themselves take a while) | ${triple(a.fromBeforeCreate)} ms |`,
+      `| sessions given two pods | ${report.sessionsWithTwoPods} |`,
+      `| operator RSS idle / after the first burst / after the last | ${rssIdle} / ${rssAfterBurst[0]} / ${rssAfterAllocation} MB |`,
       ...(rssBig
         ? [
-            `| operator RSS with ${rssBig.pods} pool pods (scaled up in ${rssBig.seconds} s) | ${rssBig.rssMb} MB |`,
+            `| operator RSS with ${rssBig.pods} pool pods (scaled up in ${rssBig.seconds} s, after the bursts) | ${rssBig.rssMb} MB |`,
           ]
         : []),
+      "",
+      "Each burst (p95 ms; claim seen / claim stamp / watch event / slot wait / claim write), with what " +
+        "the machine did meanwhile (CPU seconds of each process from the first create to the last claim " +
+        "seen; the operator's event-loop delay p99) and the operator's RSS after it:",
+      "",
+      "| burst | claim seen | claim stamp | watch event | slot wait | claim write | wall s | CPU s | loop delay p99 ms | RSS MB |",
+      "|---|---|---|---|---|---|---|---|---|---|",
+      ...report.perBurst.map((b, i) => {
+        const f = b.allocationMs;
+        const cpu = Object.entries(b.cpuSeconds)
+          .filter(([, seconds]) => seconds > 0)
+          .map(([name, seconds]) => `${name} ${seconds}`)
+          .join(", ");
+        return `| ${i + 1} | ${f.claimSeenOnWatch.p95} | ${f.fromCreateReturned.p95} | ${f.watchDelay.p95} | ${f.operatorSide.p95} | ${f.claimWrite.p95} | ${b.wallSeconds} | ${cpu} | ${b.operatorLoopLagMs.p99} | ${b.operatorRssMb} |`;
+      }),
+      "",
+      "The control plane in the last burst, from its first create until 1 s after its last session status.allocation (its own " +
+        "histograms: handler time, not client-side queueing; p95 is a histogram bucket's upper bound):",
+      "",
+      "| what | count | mean ms | p95 ≤ ms |",
+      "|---|---|---|---|",
+      ...controlPlaneRows(bursts.at(-1)!.controlPlane),
       "",
     ].join("\n");
     writeResults(values.out!, report, md);
@@ -250,6 +273,35 @@ async function main(): Promise<void> {
     await op.stop();
     await cp.stop();
   }
+}
+
+interface Stats {
+  p50: number;
+  p95: number;
+  max: number;
+}
+
+function stats(values: number[]): Stats {
+  const sorted = [...values].sort((x, y) => x - y);
+  return {
+    p50: round(percentile(sorted, 50)),
+    p95: round(percentile(sorted, 95)),
+    max: round(sorted.at(-1) ?? NaN),
+  };
+}
+
+function controlPlaneRows(cp: BurstResult["controlPlane"]): string[] {
+  return [
+    ...cp.requests.slice(0, 6).map((r) => row(`apiserver ${r.labels}`, r)),
+    ...cp.flowControlWait.map((r) => row(`apiserver flow control wait ${r.labels}`, r)),
+    ...cp.etcdRequests.slice(0, 4).map((r) => row(`apiserver → etcd ${r.labels}`, r)),
+    ...cp.walFsync.map((r) => row("etcd WAL fsync", r)),
+    ...cp.backendCommit.map((r) => row("etcd backend commit", r)),
+  ];
+}
+
+function row(what: string, r: HistogramDelta): string {
+  return `| ${what.replaceAll('"', "")} | ${r.count} | ${r.meanMs} | ${r.p95UpperMs} |`;
 }
 
 await main();

@@ -74,6 +74,12 @@ export interface ControlPlaneOptions {
    * (ignored with `forRealNode`, which runs them all).
    */
   extraControllers?: string[];
+  /**
+   * Where etcd keeps its data: "disk" (default: the temp dir, i.e. the machine's disk, so every
+   * write waits for an fsync there) or "tmpfs" (/dev/shm: fsync costs nothing — benchmarks only, to
+   * show how much of a figure is this machine's disk; a production etcd has a dedicated SSD).
+   */
+  etcdData?: "disk" | "tmpfs";
 }
 
 export interface KubectlResult {
@@ -93,6 +99,8 @@ export interface ControlPlane {
   caFile?: string;
   /** The apiserver's port on 127.0.0.1. */
   port: number;
+  /** etcd's client URL (http://127.0.0.1:PORT), e.g. for its /metrics. */
+  etcdUrl: string;
   /** Folder with the process logs. */
   logDir: string;
   /** The kubectl binary kubectl() runs. */
@@ -321,6 +329,11 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
   await runChecked("openssl", ["genrsa", "-out", saKey, "2048"]);
   await runChecked("openssl", ["rsa", "-in", saKey, "-pubout", "-out", saPub]);
 
+  const etcdDataDir =
+    options.etcdData === "tmpfs"
+      ? await mkdtemp(join("/dev/shm", "trickle-relay-etcd-"))
+      : join(workDir, "etcd");
+  liveWorkDirs.add(etcdDataDir); // removed at exit even without stop()
   let etcd: Component | undefined;
   let apiserver: Component | undefined;
   let controllerManager: Component | undefined;
@@ -333,6 +346,8 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
     await stopComponent(apiserver, { graceMs: APISERVER_STOP_GRACE_MS });
     await stopComponent(etcd);
     await rm(workDir, { recursive: true, force: true }); // logs survive only in options.logDir
+    await rm(etcdDataDir, { recursive: true, force: true });
+    liveWorkDirs.delete(etcdDataDir);
     liveWorkDirs.delete(workDir);
   };
 
@@ -377,7 +392,6 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
   };
 
   try {
-    const etcdDataDir = join(workDir, "etcd");
     etcd = startComponent(
       "etcd",
       join(assetsDir, "etcd"),
@@ -484,6 +498,7 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
       token: adminToken,
       caFile,
       port: apiserverPort,
+      etcdUrl: `http://127.0.0.1:${etcdClientPort}`,
       logDir,
       kubectlPath,
       stop: stopAll,

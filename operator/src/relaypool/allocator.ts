@@ -10,7 +10,8 @@
  * Speed: claims are sent without holding up the pool's next round, so a session created during a
  * burst is claimed for as soon as the operator sees it, not after the round trips of the sessions
  * before it (bench-results/pool.md). Pods and sessions with a claim in flight are left out of the
- * next rounds until the answer is in.
+ * next rounds until the answer is in. Claims are the operator's urgent writes: sessions' statuses and
+ * Events wait while claims are in flight (operator/src/kube/write-priority.ts).
  *
  * Order: first come, first served. Sessions are ordered by creation time; the apiserver stamps it
  * in whole seconds, so within one second by the order the operator's watch saw them created (the
@@ -43,12 +44,16 @@ export interface AllocatorDeps {
   attempt(pod: V1Pod): number;
   arrival(uid: string): SessionArrival | undefined;
   now(): Date;
+  /** Claims count as urgent writes from dispatch to answer: background writes wait for them. */
+  priority?: { beginUrgent(): () => void };
 }
 
 export interface Allocation {
   session: RelaySession;
   pod: V1Pod;
   waitedSeconds: number;
+  /** How long the claim's write took, sent → answered (ms). */
+  writeMs: number;
 }
 
 /** Claims in flight at once (all pools): enough to hide the round trip, few enough not to swamp the apiserver. */
@@ -148,8 +153,10 @@ export class Allocator {
       const uid = session.metadata.uid ?? "";
       this.inFlight.set(key, uid);
       this.inFlightSessions.add(uid);
+      const urgentDone = this.deps.priority?.beginUrgent();
       void this.slots
         .run(() => this.tryClaim(session, pod))
+        .finally(() => urgentDone?.())
         .then(
           (allocation) => {
             this.settle(key, uid);
@@ -187,7 +194,11 @@ export class Allocator {
       waitedSeconds,
       attempt: session.status?.restarts ?? 0,
     });
+    const sentAt = performance.now();
     try {
+      // An update of the whole pod, not a merge patch of its metadata with the same resourceVersion
+      // precondition: the apiserver answered the patch more slowly under a burst (it reads the pod,
+      // converts it to JSON and back; bench-results/pool.md, fifth session).
       const written = await this.deps.core.replaceNamespacedPod({
         namespace: pod.metadata?.namespace ?? "default",
         name: pod.metadata?.name ?? "",
@@ -198,7 +209,7 @@ export class Allocator {
         resourceVersion: pod.metadata?.resourceVersion ?? "",
         atMs: Date.now(),
       });
-      return { session, pod: written, waitedSeconds };
+      return { session, pod: written, waitedSeconds, writeMs: performance.now() - sentAt };
     } catch (error) {
       const code = apiCode(error);
       if (code === 409 || code === 404) return undefined;

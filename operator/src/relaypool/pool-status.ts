@@ -3,6 +3,7 @@
  * Exhausted (sessions are waiting for one). lastTransitionTime moves only when a status flips.
  */
 import type { RelayPoolStatus } from "../../../crds/src/index.js";
+import type { BackgroundWrites } from "../kube/write-priority.js";
 
 type Condition = NonNullable<RelayPoolStatus["conditions"]>[number];
 
@@ -49,13 +50,17 @@ export function poolConditions(
  * load). Per pool one write at a time, the latest status wins over one still waiting its turn.
  * `latest()` is the status last handed over, which the cache may not show yet: the baseline for the
  * next round's comparison, conditions and Events. A failed write forgets it and asks for a retry.
+ * With `background`, a write also waits while claims are in flight (and the latest status wins).
  */
 export class PoolStatusWrites {
   private readonly latestByUid = new Map<string, RelayPoolStatus>();
   private readonly writing = new Set<string>();
   private readonly next = new Map<string, () => Promise<void>>();
 
-  constructor(private readonly onFailure: (uid: string, err: unknown) => void) {}
+  constructor(
+    private readonly onFailure: (uid: string, err: unknown) => void,
+    private readonly background?: BackgroundWrites,
+  ) {}
 
   latest(uid: string): RelayPoolStatus | undefined {
     return this.latestByUid.get(uid);
@@ -81,7 +86,7 @@ export class PoolStatusWrites {
     this.writing.add(uid);
     for (let current: (() => Promise<void>) | undefined = write; current;) {
       try {
-        await current();
+        await (this.background ? this.background.background(current) : current());
       } catch (err) {
         this.latestByUid.delete(uid);
         this.next.delete(uid);

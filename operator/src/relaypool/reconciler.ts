@@ -45,6 +45,7 @@ import { apiCode } from "./api.js";
 import type { PoolMetrics } from "./metrics.js";
 import { isPodReady, liveCount, sortPoolPods, type PoolPods } from "./pool-pods.js";
 import { PoolStatusWrites, poolConditions } from "./pool-status.js";
+import type { WritePriority } from "../kube/write-priority.js";
 
 const mergePatch = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
 
@@ -96,6 +97,11 @@ export interface RelayPoolReconcilerDeps {
   requeue?: (key: string, afterMs?: number) => void;
   now?: () => Date;
   logger?: Logger;
+  /**
+   * Claims are urgent writes; the pool's status (and, wired by operator.ts, sessions' statuses and
+   * Events) wait behind them: operator/src/kube/write-priority.ts.
+   */
+  priority?: WritePriority;
 }
 
 export interface PoolReconcileResult {
@@ -128,13 +134,14 @@ export class RelayPoolReconciler {
       attempt: (pod) => deps.shapes.attempt(pod),
       arrival: (uid) => deps.arrival(uid),
       now: this.now,
+      ...(deps.priority ? { priority: deps.priority } : {}),
     });
     // A failed status write comes back through the queue (with the pool's cached status as baseline).
     this.statusWrites = new PoolStatusWrites((uid, err) => {
       const pool = this.poolsByUid.get(uid);
       this.logger.warn({ pool, err }, "pool status write failed; retrying");
       if (pool) this.deps.requeue?.(pool, CLAIM_RETRY_MS);
-    });
+    }, deps.priority);
   }
 
   async reconcile(key: string): Promise<PoolReconcileResult | void> {
@@ -203,9 +210,14 @@ export class RelayPoolReconciler {
     const namespace = pool.metadata.namespace ?? "default";
     const name = pool.metadata.name ?? "";
     return {
-      allocated: ({ session, pod, waitedSeconds }) => {
+      allocated: ({ session, pod, waitedSeconds, writeMs }) => {
         log.info(
-          { session: session.metadata.name, pod: pod.metadata?.name, waitedSeconds },
+          {
+            session: session.metadata.name,
+            pod: pod.metadata?.name,
+            waitedSeconds,
+            writeMs: Math.round(writeMs),
+          },
           "allocated warm pod",
         );
         this.deps.metrics?.allocationSeconds.observe({ namespace, pool: name }, waitedSeconds);

@@ -14,6 +14,7 @@ import {
 } from "@kubernetes/client-node";
 import type { Logger } from "pino";
 import { OPERATOR_FIELD_MANAGER } from "../../../crds/src/index.js";
+import type { BackgroundWrites } from "../kube/write-priority.js";
 import { OPERATOR_NAME } from "./labels.js";
 
 export type EventType = "Normal" | "Warning";
@@ -42,6 +43,8 @@ export interface EventRecorderOptions {
   /** Distinct events remembered for aggregation (oldest forgotten first). Default 1024. */
   maxTracked?: number;
   now?: () => Date;
+  /** Event writes wait behind urgent writes (warm pod claims); default: written at once. */
+  background?: BackgroundWrites;
 }
 
 interface Series {
@@ -68,8 +71,10 @@ export class EventRecorder implements EventSink {
   private readonly now: () => Date;
   private readonly series = new Map<string, Series>();
   private readonly inFlight = new Set<Promise<void>>();
+  private readonly background: BackgroundWrites | undefined;
 
   constructor(options: EventRecorderOptions) {
+    this.background = options.background;
     this.core = options.kubeConfig.makeApiClient(CoreV1Api);
     this.logger = options.logger;
     this.component = options.component ?? OPERATOR_NAME;
@@ -128,7 +133,11 @@ export class EventRecorder implements EventSink {
     series.pending += 1;
     series.lastTimestamp = now;
     const current = series;
-    const write = current.writing.then(() => this.write(current, object, type, reason, message));
+    const writeNow = () => this.write(current, object, type, reason, message);
+    // Held back, repeats recorded meanwhile fold into this one write (pending counts them).
+    const write = current.writing.then(() =>
+      this.background ? this.background.background(writeNow) : writeNow(),
+    );
     current.writing = write;
     this.inFlight.add(write);
     void write.finally(() => this.inFlight.delete(write));

@@ -41,6 +41,7 @@ import {
   toDate,
   type OperatorStatus,
 } from "./status.js";
+import type { BackgroundWrites } from "../kube/write-priority.js";
 
 export { sweepOrphanPods } from "./orphan-sweep.js";
 export type { SweepOrphanPodsOptions } from "./orphan-sweep.js";
@@ -66,6 +67,8 @@ export interface RelaySessionReconcilerDeps {
   rbacRecheckMs?: number;
   /** Warm pools for sessions with spec.poolRef (the pool informer and controller). */
   pools?: PoolAccess;
+  /** Pooled sessions' status writes wait behind warm pod claims (operator/src/kube/write-priority.ts). */
+  background?: BackgroundWrites;
 }
 
 export function splitKey(key: string): [namespace: string, name: string] {
@@ -95,7 +98,7 @@ export class RelaySessionReconciler {
     this.now = deps.now ?? (() => new Date());
     this.logger = deps.logger ?? silentLogger;
     this.rbac = new SessionRbac(deps.kubeConfig, deps.rbacRecheckMs);
-    this.status = new StatusWriter(this.customObjects, deps.events);
+    this.status = new StatusWriter(this.customObjects, deps.events, deps.background);
     this.pools = deps.pools;
     this.lifecycle = new PodLifecycle({
       pools: deps.pools,

@@ -14,6 +14,7 @@ import {
   type RelaySession,
 } from "../../../crds/src/index.js";
 import { canonicalJson } from "../kube/canonical-json.js";
+import type { BackgroundWrites } from "../kube/write-priority.js";
 import { apiCode, Retry } from "./api-errors.js";
 import type { EventSink } from "./events.js";
 import { operatorOwnedStatus, type OperatorStatus } from "./status.js";
@@ -37,10 +38,16 @@ export type WriteResult = "written" | "unchanged";
 export class StatusWriter {
   private readonly customObjects: CustomObjectsApi;
   private readonly events: EventSink | undefined;
+  private readonly background: BackgroundWrites | undefined;
 
-  constructor(customObjects: CustomObjectsApi, events: EventSink | undefined) {
+  /**
+   * `background`: a pooled session's status waits while warm pod claims are in flight (its
+   * allocation is the claim; the status reporting it can follow); other sessions' are written at once.
+   */
+  constructor(customObjects: CustomObjectsApi, events: EventSink | undefined, background?: BackgroundWrites) {
     this.customObjects = customObjects;
     this.events = events;
+    this.background = background;
   }
 
   /**
@@ -54,8 +61,8 @@ export class StatusWriter {
       Object.fromEntries(OPERATOR_STATUS_FIELDS.map((field) => [field, source[field] ?? null]));
     const desired = pick(status);
     if (canonicalJson(pick(previous)) === canonicalJson(desired)) return "unchanged";
-    try {
-      await this.customObjects.patchNamespacedCustomObjectStatus(
+    const patch = () =>
+      this.customObjects.patchNamespacedCustomObjectStatus(
         {
           group: RELAY_SESSION_GROUP,
           version: RELAY_SESSION_VERSION,
@@ -67,6 +74,9 @@ export class StatusWriter {
         },
         mergePatch,
       );
+    try {
+      if (this.background && session.spec.poolRef) await this.background.background(patch);
+      else await patch();
     } catch (error) {
       if (apiCode(error) === 409 || apiCode(error) === 404)
         throw new Retry("status write on a stale session");
