@@ -114,7 +114,7 @@ describe("forward transcode arguments per encoder and decoder", needsFfmpeg, () 
     const joined = implicit.join(" ");
     assert.ok(
       joined.includes(
-        "-c:v libx264 -preset superfast -tune zerolatency -profile:v baseline -pix_fmt yuv420p -bf 0 " +
+        "-c:v libx264 -preset superfast -tune zerolatency -threads 1 -profile:v baseline -pix_fmt yuv420p -bf 0 " +
           "-g 30 -keyint_min 30 -sc_threshold 0 -b:v 2000k",
       ),
       joined,

@@ -322,6 +322,8 @@ describe("forward transcode (ffmpeg -> MPEG-TS on a pipe)", needsFfmpeg, () => {
       "-c:v libx264",
       "-preset superfast",
       "-tune zerolatency",
+      "-threads 1",
+      "-filter_threads 1",
       "-profile:v baseline",
       "-bf 0",
       "-g 24 -keyint_min 24",

@@ -104,12 +104,18 @@ export class Transcoder {
   }
 
   async write(chunk: Buffer): Promise<void> {
-    for (const piece of this.pesLengths.push(chunk)) await this.ffmpeg?.write(piece);
+    await this.writePieces(this.pesLengths.push(chunk));
   }
 
   /** The input segment written so far has ended: its last frame is complete. */
   async endOfSegment(): Promise<void> {
-    for (const piece of this.pesLengths.endOfSegment()) await this.ffmpeg?.write(piece);
+    await this.writePieces(this.pesLengths.endOfSegment());
+  }
+
+  /** One pipe write for what is ready: a held PES is many 188-byte packets (a syscall each, else). */
+  private async writePieces(pieces: Buffer[]): Promise<void> {
+    if (pieces.length === 0) return;
+    await this.ffmpeg?.write(pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces));
   }
 
   /**
