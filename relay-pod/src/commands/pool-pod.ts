@@ -48,7 +48,26 @@ export async function runPoolPod(options: PoolPodOptions): Promise<number> {
   const status = new PoolPodStatus();
   // The warm-up's ComfyStream connection stays open for the first session, and each cleanly ended
   // session's for the next: ComfyStream would not serve a new peer for ~30 s (peer-handover.ts).
-  const handover = new PeerHandover(log);
+  // A kept connection lost while idle (ComfyStream restarted, or closed it) means warming up again,
+  // not Ready meanwhile: a session offering anew right after would get nothing for ~30 s.
+  let rewarming: Promise<void> | undefined;
+  let rewarmFailed = false;
+  const handover = new PeerHandover(log, () => {
+    if (status.state !== "ready" || rewarming) return;
+    status.set("warming");
+    log.warn("the kept ComfyStream connection was lost: warming up again");
+    rewarming = warmUp(options, log, idle.signal, handover)
+      .then((ok) => {
+        if (ok) {
+          status.set("ready");
+          log.info("warm and idle again: ready for a session");
+        } else if (!idle.signal.aborted) {
+          rewarmFailed = true;
+          idle.abort(); // the pool replaces this pod
+        }
+      })
+      .finally(() => (rewarming = undefined));
+  });
   // Listening may wait for the port (see serveReadiness); the warm-up need not wait with it.
   const server = serveReadiness(options.readyPort, status);
   server.listening.catch(() => undefined); // awaited below, before the pod can be Ready
@@ -82,7 +101,16 @@ export async function runPoolPod(options: PoolPodOptions): Promise<number> {
     const kubeConfig = loadKubeConfig();
     for (let endedClaim: string | undefined; ;) {
       const claim = await waitForClaim(kubeConfig, { namespace, name }, idle.signal, log, endedClaim);
+      if (rewarmFailed) {
+        process.stderr.write(
+          "trickle-relay: warming up again through ComfyStream failed; the pool replaces this pod\n",
+        );
+        return EXIT_CODES.failed;
+      }
       if (!claim) return EXIT_CODES.ended;
+      // Claimed while warming up again (the operator saw Ready just before): the session then
+      // takes over the new connection.
+      await rewarming;
       status.set("allocated");
       const claimed = claim.session;
       log.info({ session: `${claimed.namespace}/${claimed.name}` }, "claimed: starting the session");

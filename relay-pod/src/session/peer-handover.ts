@@ -43,7 +43,11 @@ export class PeerHandover {
   private kept: Kept | undefined;
   private takeOvers = 0;
 
-  constructor(private readonly log: Logger) {}
+  /** `onLost`: a kept connection failed or was closed by ComfyStream while it waited. */
+  constructor(
+    private readonly log: Logger,
+    private readonly onLost: () => void = () => {},
+  ) {}
 
   /** How many sessions took over a kept connection so far. */
   get handedOver(): number {
@@ -66,6 +70,7 @@ export class PeerHandover {
       this.log.warn({ state }, "the kept ComfyStream connection was lost; the next session offers anew");
       this.drop();
       void peer.close().catch(() => undefined);
+      this.onLost();
     };
     peer.on("state", onState);
     this.kept = { peer, prompts, shape, since: performance.now(), onState };

@@ -35,7 +35,10 @@ Options:
                        (a node with class_type "StandinFailPrompt" does the same per workflow)
   --close-detection dtls|consent
                        dtls: a client's DTLS close_notify ends its peer at once (default);
-                       consent: only ICE consent expiry (~30 s) does, like aiortc/ComfyStream
+                       consent: only ICE consent expiry (~30 s) does, like aiortc/ComfyStream,
+                       and until then a newer peer gets no frames back (as the real server)
+Video packets more than 128 behind the highest sequence number seen are dropped as SRTP replays,
+as libsrtp (aiortc's SRTP) does; GET /stats counts them (srtpReplayDrops).
   --ffmpeg PATH        ffmpeg binary (default: $FFMPEG_BIN, ffmpeg-static, ffmpeg on PATH)
   --log-level LEVEL    pino level (default info)
   -h, --help           this text
