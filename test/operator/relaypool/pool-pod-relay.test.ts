@@ -10,7 +10,6 @@
  * and the claimed session's offer then fails, which the relay reports in status.relay.
  */
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { createServer } from "node:http";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -24,6 +23,7 @@ import {
   type ControlPlane,
 } from "../../infra/apiserver.js";
 import { repoRoot, waitFor } from "../operator-harness.js";
+import { startPoolPodProcess } from "./pool-pod-process.js";
 import { PoolKubectl, poolYaml, pooledSessionsYaml } from "./pool-harness.js";
 
 const assets = await resolveEnvtestAssets();
@@ -52,39 +52,16 @@ describe("warm pool pod relay (real apiserver, relay process)", { skip: assets.s
       body: desiredPoolPod(pool as RelayPool, 0, { relayImage: "trickle-relay/relay:test" }),
     });
 
-    const relay = spawn(
-      process.execPath,
-      [
-        join(repoRoot, "dist/relay-pod/src/cli.js"),
-        ...["run", "--pool-pod", "--pool-comfystream", `http://127.0.0.1:${comfyPort}`],
-        ...["--warmup-seconds", "0", "--ready-port", String(readyPort)],
-      ],
-      {
-        stdio: ["ignore", "pipe", "pipe"],
-        env: {
-          ...process.env,
-          KUBECONFIG: cp.kubeconfigPath,
-          POD_NAMESPACE: ns,
-          POD_NAME: pod.metadata!.name!,
-          TRICKLE_RELAY_LOG_JSON: "1",
-        },
-      },
-    );
-    let output = "";
-    relay.stdout!.on("data", (chunk: Buffer) => (output += chunk.toString()));
-    relay.stderr!.on("data", (chunk: Buffer) => (output += chunk.toString()));
-    const exited = new Promise<number | null>((resolve) => relay.once("exit", (code) => resolve(code)));
-    t.after(() => {
-      relay.kill("SIGKILL");
+    const relay = startPoolPodProcess({
+      comfystreamUrl: `http://127.0.0.1:${comfyPort}`,
+      readyPort,
+      warmupSeconds: 0,
+      kubeconfig: cp.kubeconfigPath,
+      namespace: ns,
+      podName: pod.metadata!.name!,
     });
-    const readyz = async () => {
-      try {
-        return (await fetch(`http://127.0.0.1:${readyPort}/readyz`)).status;
-      } catch {
-        return 0;
-      }
-    };
-    const metrics = async () => (await fetch(`http://127.0.0.1:${readyPort}/metrics`)).text();
+    t.after(() => relay.kill());
+    const { readyz, metrics, exited } = relay;
 
     await waitFor("readiness endpoint up", 20_000, async () => (await readyz()) !== 0);
     await new Promise((resolve) => setTimeout(resolve, 1500));
@@ -124,7 +101,7 @@ describe("warm pool pod relay (real apiserver, relay process)", { skip: assets.s
     });
     t.diagnostic(`claim → first status.relay: ${Date.now() - claimedAt} ms (upper bound)`);
     assert.ok(Date.parse(reported) >= claimedAt - 1000, "reported after the claim");
-    assert.match(output, /claimed: starting the session/);
+    assert.match(relay.output(), /claimed: starting the session/);
     relay.kill("SIGTERM");
     await exited;
   });

@@ -13,16 +13,10 @@
  * (session/peer-handover.ts).
  */
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { CoreV1Api, CustomObjectsApi, KubeConfig, type V1Pod } from "@kubernetes/client-node";
-import type { RelayPool } from "../../../crds/src/index.js";
-import {
-  claimedPoolPod,
-  desiredPoolPod,
-  unclaimedPoolPod,
-} from "../../../operator/src/relaysession/desired-pool-pod.js";
+import { CustomObjectsApi, KubeConfig, type V1Pod } from "@kubernetes/client-node";
+import { claimedPoolPod, unclaimedPoolPod } from "../../../operator/src/relaysession/desired-pool-pod.js";
 import {
   freePorts,
   resolveEnvtestAssets,
@@ -33,7 +27,8 @@ import { inLoopbackOnlyNamespace } from "../../infra/netns.js";
 import { ICE_ADDRESSES, makeInputSegments, publishPaced, startTrickle } from "../../session/relay-harness.js";
 import { startTsStandin } from "../../../relay-pod/src/demo/standin-peer/standin.js";
 import { repoRoot, waitFor } from "../operator-harness.js";
-import { createPooledSession, PoolKubectl, poolYaml } from "./pool-harness.js";
+import { poolWithOnePod, startPoolPodProcess } from "./pool-pod-process.js";
+import { createPooledSession, PoolKubectl } from "./pool-harness.js";
 
 const assets = await resolveEnvtestAssets();
 const skip =
@@ -60,16 +55,7 @@ describe(
     });
 
     async function scenario(ns: string, recycle: boolean) {
-      await kubectl.ok(["create", "namespace", ns]);
-      await kubectl.ok(["apply", "-f", "-"], poolYaml(ns, "gpu", { replicas: 1, recycle }));
-      const pool = (await kubectl.pool(ns, "gpu")) as RelayPool;
-      const core = kc.makeApiClient(CoreV1Api);
-      const podName = (
-        await core.createNamespacedPod({
-          namespace: ns,
-          body: desiredPoolPod(pool, 0, { relayImage: "trickle-relay/relay:test" }),
-        })
-      ).metadata!.name!;
+      const { pool, core, podName } = await poolWithOnePod(kubectl, kc, ns, { recycle });
       const peer = await startTsStandin({
         port: 0,
         iceAddresses: ICE_ADDRESSES,
@@ -80,47 +66,24 @@ describe(
       const trickle = await startTrickle(["one", "one-out", "two", "two-out"]);
       cleanups.push(() => trickle.server.close());
       const [readyPort] = await freePorts(1);
-      const relay = spawn(
-        process.execPath,
-        [
-          join(repoRoot, "dist/relay-pod/src/cli.js"),
-          // A short warm-up stream through the stand-in: its connection is the one the sessions take over.
-          ...["run", "--pool-pod", "--pool-comfystream", peer.url, "--warmup-seconds", "2"],
-          ...["--ready-port", String(readyPort), ...(recycle ? ["--pool-recycle"] : [])],
+      const relay = startPoolPodProcess({
+        comfystreamUrl: peer.url,
+        readyPort,
+        // A short warm-up stream through the stand-in: its connection is the one the sessions take over.
+        warmupSeconds: 2,
+        kubeconfig: cp.kubeconfigPath,
+        namespace: ns,
+        podName,
+        args: [
+          ...(recycle ? ["--pool-recycle"] : []),
           ...ICE_ADDRESSES.flatMap((address) => ["--ice-address", address]),
         ],
-        {
-          stdio: ["ignore", "pipe", "pipe"],
-          env: {
-            ...process.env,
-            KUBECONFIG: cp.kubeconfigPath,
-            POD_NAMESPACE: ns,
-            POD_NAME: podName,
-            TRICKLE_RELAY_LOG_JSON: "1",
-          },
-        },
-      );
-      let output = "";
-      relay.stdout!.on("data", (chunk: Buffer) => (output += chunk.toString()));
-      relay.stderr!.on("data", (chunk: Buffer) => (output += chunk.toString()));
-      let exitCode: number | null | undefined;
-      const exited = new Promise<void>((resolve) =>
-        relay.once("exit", (code) => {
-          exitCode = code;
-          resolve();
-        }),
-      );
-      cleanups.push(async () => {
-        relay.kill("SIGKILL");
-        await exited;
       });
-      const readyz = async () => {
-        try {
-          return (await fetch(`http://127.0.0.1:${readyPort}/readyz`)).status;
-        } catch {
-          return 0;
-        }
-      };
+      cleanups.push(async () => {
+        relay.kill();
+        await relay.exited;
+      });
+      const { readyz } = relay;
       await waitFor("Ready", 30_000, async () => (await readyz()) === 200);
       const { segments } = await makeInputSegments({ seconds: 3, size: "320x240", bFrames: 0 });
 
@@ -156,9 +119,9 @@ describe(
         readPod,
         runSession,
         readyz,
-        output: () => output,
-        exited,
-        exitCode: () => exitCode,
+        output: relay.output,
+        exited: relay.exited,
+        exitCode: relay.exitCode,
         pool,
         core,
         podName,

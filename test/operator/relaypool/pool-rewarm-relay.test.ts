@@ -9,7 +9,6 @@
  * retrying to read its pod until it is stopped.
  */
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -18,7 +17,8 @@ import { startTsStandin } from "../../../relay-pod/src/demo/standin-peer/standin
 import { freePorts } from "../../infra/apiserver.js";
 import { inLoopbackOnlyNamespace } from "../../infra/netns.js";
 import { ICE_ADDRESSES } from "../../session/relay-harness.js";
-import { repoRoot, waitFor } from "../operator-harness.js";
+import { waitFor } from "../operator-harness.js";
+import { startPoolPodProcess, UNREACHABLE_KUBECONFIG } from "./pool-pod-process.js";
 
 const cleanups: Array<() => Promise<unknown> | unknown> = [];
 after(async () => {
@@ -40,73 +40,43 @@ describe("warm pool pod: its kept ComfyStream connection lost while idle", { ski
       const dir = await mkdtemp(join(tmpdir(), "pool-rewarm-"));
       cleanups.push(() => rm(dir, { recursive: true, force: true }));
       const kubeconfig = join(dir, "kubeconfig");
-      await writeFile(
+      await writeFile(kubeconfig, UNREACHABLE_KUBECONFIG);
+      const relay = startPoolPodProcess({
+        comfystreamUrl: peer.url,
+        readyPort,
+        warmupSeconds: 2,
         kubeconfig,
-        [
-          "apiVersion: v1",
-          "kind: Config",
-          "clusters: [{name: none, cluster: {server: 'https://127.0.0.1:9'}}]",
-          "users: [{name: none, user: {token: none}}]",
-          "contexts: [{name: none, context: {cluster: none, user: none}}]",
-          "current-context: none",
-        ].join("\n"),
-      );
-      const relay = spawn(
-        process.execPath,
-        [
-          join(repoRoot, "dist/relay-pod/src/cli.js"),
-          ...["run", "--pool-pod", "--pool-comfystream", peer.url, "--warmup-seconds", "2"],
-          ...["--ready-port", String(readyPort), "--width", "320", "--height", "240"],
-          ...ICE_ADDRESSES.flatMap((address) => ["--ice-address", address]),
-        ],
-        {
-          stdio: ["ignore", "pipe", "pipe"],
-          env: {
-            ...process.env,
-            KUBECONFIG: kubeconfig,
-            POD_NAMESPACE: "rewarm",
-            POD_NAME: "gpu-warm-0",
-            TRICKLE_RELAY_LOG_JSON: "1",
-          },
-        },
-      );
-      let output = "";
-      relay.stdout!.on("data", (chunk: Buffer) => (output += chunk.toString()));
-      relay.stderr!.on("data", (chunk: Buffer) => (output += chunk.toString()));
-      const exited = new Promise<void>((resolve) => relay.once("exit", () => resolve()));
-      cleanups.push(async () => {
-        relay.kill("SIGKILL");
-        await exited;
+        namespace: "rewarm",
+        podName: "gpu-warm-0",
+        args: ["--width", "320", "--height", "240", ...ICE_ADDRESSES.flatMap((a) => ["--ice-address", a])],
       });
-      const readyz = async () => {
-        try {
-          return (await fetch(`http://127.0.0.1:${readyPort}/readyz`)).status;
-        } catch {
-          return 0;
-        }
-      };
-      const log = () => output.slice(-3000);
+      cleanups.push(async () => {
+        relay.kill();
+        await relay.exited;
+      });
+      const { readyz } = relay;
+      const log = () => relay.output().slice(-3000);
 
       await waitFor(
         `Ready after the warm-up (relay log:\n${log()})`,
         60_000,
         async () => (await readyz()) === 200,
       );
-      assert.match(output, /keeping the ComfyStream connection open for the next session/);
+      assert.match(relay.output(), /keeping the ComfyStream connection open for the next session/);
 
       // ComfyStream goes away (its close_notify fails the kept connection at once).
       await peer.close();
       await waitFor(`not Ready once the kept connection is lost (relay log:\n${log()})`, 10_000, async () => {
         return (await readyz()) === 503;
       });
-      assert.match(output, /the kept ComfyStream connection was lost: warming up again/);
-      const metrics = await (await fetch(`http://127.0.0.1:${readyPort}/metrics`)).text();
+      assert.match(relay.output(), /the kept ComfyStream connection was lost: warming up again/);
+      const metrics = await relay.metrics();
       assert.match(metrics, /trickle_relay_pool_pod_state\{state="warming"\} 1/);
 
       // ComfyStream is back: a new warm-up through it, and Ready again with a new kept connection.
       peer = await standin();
       await waitFor(`Ready again (relay log:\n${log()})`, 60_000, async () => (await readyz()) === 200);
-      assert.match(output, /warm and idle again: ready for a session/);
+      assert.match(relay.output(), /warm and idle again: ready for a session/);
       assert.equal(peer.stats().offers, 1, "the new warm-up's offer");
       assert.equal(peer.stats().activePeers, 1, "its connection is kept open");
     },

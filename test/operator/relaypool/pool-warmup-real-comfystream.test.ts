@@ -11,12 +11,10 @@
  * real server or the apiserver cannot run.
  */
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
-import { CoreV1Api, CustomObjectsApi, KubeConfig } from "@kubernetes/client-node";
-import type { RelayPool } from "../../../crds/src/index.js";
-import { claimedPoolPod, desiredPoolPod } from "../../../operator/src/relaysession/desired-pool-pod.js";
+import { CustomObjectsApi, KubeConfig } from "@kubernetes/client-node";
+import { claimedPoolPod } from "../../../operator/src/relaysession/desired-pool-pod.js";
 import { freePorts, resolveEnvtestAssets, startControlPlane } from "../../infra/apiserver.js";
 import {
   REAL_WORKFLOWS,
@@ -25,7 +23,8 @@ import {
 } from "../../peers/real-comfystream.js";
 import { ICE_ADDRESSES, makeInputSegments, publishPaced, startTrickle } from "../../session/relay-harness.js";
 import { repoRoot, waitFor } from "../operator-harness.js";
-import { createPooledSession, PoolKubectl, poolYaml } from "./pool-harness.js";
+import { poolWithOnePod, startPoolPodProcess } from "./pool-pod-process.js";
+import { createPooledSession, PoolKubectl } from "./pool-harness.js";
 
 const unavailable = realComfyStreamUnavailable() ?? (await resolveEnvtestAssets()).skipReason;
 const cleanups: Array<() => Promise<unknown> | unknown> = [];
@@ -48,55 +47,27 @@ describe("pool pod through the real ComfyStream", { skip: unavailable || false }
       kc.loadFromFile(cp.kubeconfigPath);
       const kubectl = new PoolKubectl(cp);
       const ns = "warmup";
-      await kubectl.ok(["create", "namespace", ns]);
-      await kubectl.ok(["apply", "-f", "-"], poolYaml(ns, "gpu", { replicas: 1 }));
-      const pool = (await kubectl.pool(ns, "gpu")) as RelayPool;
-      const core = kc.makeApiClient(CoreV1Api);
-      const podName = (
-        await core.createNamespacedPod({
-          namespace: ns,
-          body: desiredPoolPod(pool, 0, { relayImage: "trickle-relay/relay:test" }),
-        })
-      ).metadata!.name!;
+      const { core, podName } = await poolWithOnePod(kubectl, kc, ns);
       const [readyPort] = await freePorts(1);
-      const relay = spawn(
-        process.execPath,
-        [
-          join(repoRoot, "dist/relay-pod/src/cli.js"),
-          ...["run", "--pool-pod", "--pool-comfystream", server.url],
-          ...["--warmup-seconds", String(WARMUP_SECONDS), "--ready-port", String(readyPort)],
+      const relay = startPoolPodProcess({
+        comfystreamUrl: server.url,
+        readyPort,
+        warmupSeconds: WARMUP_SECONDS,
+        kubeconfig: cp.kubeconfigPath,
+        namespace: ns,
+        podName,
+        args: [
           // Light on the CPU server: it is slow (see its README), the warm-up only has to go through.
           ...["--width", "256", "--height", "256", "--frame-rate", "15"],
           ...ICE_ADDRESSES.flatMap((address) => ["--ice-address", address]),
         ],
-        {
-          stdio: ["ignore", "pipe", "pipe"],
-          env: {
-            ...process.env,
-            KUBECONFIG: cp.kubeconfigPath,
-            POD_NAMESPACE: ns,
-            POD_NAME: podName,
-            TRICKLE_RELAY_LOG_JSON: "1",
-            TRICKLE_RELAY_WARMUP_PROMPTS: JSON.stringify([REAL_WORKFLOWS.passthrough]),
-          },
-        },
-      );
-      let output = "";
-      relay.stdout!.on("data", (chunk: Buffer) => (output += chunk.toString()));
-      relay.stderr!.on("data", (chunk: Buffer) => (output += chunk.toString()));
-      const exited = new Promise<void>((resolve) => relay.once("exit", () => resolve()));
-      cleanups.push(async () => {
-        relay.kill("SIGKILL");
-        await exited;
+        env: { TRICKLE_RELAY_WARMUP_PROMPTS: JSON.stringify([REAL_WORKFLOWS.passthrough]) },
       });
-      const readyz = async () => {
-        try {
-          return (await fetch(`http://127.0.0.1:${readyPort}/readyz`)).status;
-        } catch {
-          return 0;
-        }
-      };
-      const metrics = async () => (await fetch(`http://127.0.0.1:${readyPort}/metrics`)).text();
+      cleanups.push(async () => {
+        relay.kill();
+        await relay.exited;
+      });
+      const { readyz, metrics, output } = relay;
 
       const started = Date.now();
       await waitFor("readiness endpoint up", 30_000, async () => (await readyz()) !== 0);
@@ -104,7 +75,7 @@ describe("pool pod through the real ComfyStream", { skip: unavailable || false }
       assert.match(await metrics(), /trickle_relay_pool_pod_state\{state="warming"\} 1/);
 
       await waitFor(
-        `Ready after the warm-up (relay log:\n${output.slice(-2000)}\nComfyStream log:\n${server.logTail()})`,
+        `Ready after the warm-up (relay log:\n${output().slice(-2000)}\nComfyStream log:\n${server.logTail()})`,
         240_000,
         async () => (await readyz()) === 200,
         500,
@@ -119,7 +90,7 @@ describe("pool pod through the real ComfyStream", { skip: unavailable || false }
         warmup >= WARMUP_SECONDS,
         `the ${WARMUP_SECONDS} s stream went through (warm-up took ${warmup} s)`,
       );
-      assert.match(output, /warm and idle: ready for a session/);
+      assert.match(output(), /warm and idle: ready for a session/);
 
       // Claimed for a session, as the operator claims: it streams through the same server at once.
       const trickle = await startTrickle(["one", "one-out"]);
@@ -140,7 +111,7 @@ describe("pool pod through the real ComfyStream", { skip: unavailable || false }
       const { segments } = await makeInputSegments({ seconds: 8, size: "512x512" });
       const publishing = publishPaced(`${trickle.base}one`, segments);
       const streamed = await waitFor(
-        `frames back through the real server (relay log:\n${output.slice(-3000)}\nComfyStream log:\n${server.logTail()})`,
+        `frames back through the real server (relay log:\n${output().slice(-3000)}\nComfyStream log:\n${server.logTail()})`,
         60_000,
         async () => {
           const relay = await relayStatus();
@@ -150,7 +121,7 @@ describe("pool pod through the real ComfyStream", { skip: unavailable || false }
       );
       await publishing;
       t.diagnostic(`claimed session: framesIn ${streamed.framesIn}, framesOut ${streamed.framesOut}`);
-      assert.match(output, /"tookOver":true/, "the session took over the warm-up's connection");
+      assert.match(output(), /"tookOver":true/, "the session took over the warm-up's connection");
     },
   );
 });

@@ -1,0 +1,116 @@
+/**
+ * `trickle-relay run --pool-pod` as a real process, the way the pool-pod tests drive it: the relay's
+ * log collected, its readiness endpoint and metrics read, and it killed at the end; and the pool and
+ * pod objects it runs for, on a real apiserver.
+ */
+import { spawn } from "node:child_process";
+import { join } from "node:path";
+import { CoreV1Api, type KubeConfig } from "@kubernetes/client-node";
+import type { RelayPool } from "../../../crds/src/index.js";
+import { desiredPoolPod } from "../../../operator/src/relaysession/desired-pool-pod.js";
+import { repoRoot } from "../operator-harness.js";
+import { poolYaml, type PoolKubectl } from "./pool-harness.js";
+
+export interface PoolPodProcessOptions {
+  comfystreamUrl: string;
+  readyPort: number;
+  warmupSeconds: number;
+  kubeconfig: string;
+  namespace: string;
+  podName: string;
+  /** More CLI arguments (ICE addresses, size, --pool-recycle …). */
+  args?: string[];
+  env?: Record<string, string>;
+}
+
+export interface PoolPodProcess {
+  /** What the relay wrote so far (JSON log lines), stdout and stderr. */
+  output(): string;
+  /** The readiness endpoint's status code, 0 while it does not answer. */
+  readyz(): Promise<number>;
+  metrics(): Promise<string>;
+  /** Resolves with the exit code once the process has exited. */
+  exited: Promise<number | null>;
+  /** The exit code, undefined while it runs. */
+  exitCode(): number | null | undefined;
+  kill(signal?: NodeJS.Signals): void;
+}
+
+export function startPoolPodProcess(options: PoolPodProcessOptions): PoolPodProcess {
+  const relay = spawn(
+    process.execPath,
+    [
+      join(repoRoot, "dist/relay-pod/src/cli.js"),
+      ...["run", "--pool-pod", "--pool-comfystream", options.comfystreamUrl],
+      ...["--warmup-seconds", String(options.warmupSeconds), "--ready-port", String(options.readyPort)],
+      ...(options.args ?? []),
+    ],
+    {
+      stdio: ["ignore", "pipe", "pipe"],
+      env: {
+        ...process.env,
+        KUBECONFIG: options.kubeconfig,
+        POD_NAMESPACE: options.namespace,
+        POD_NAME: options.podName,
+        TRICKLE_RELAY_LOG_JSON: "1",
+        ...options.env,
+      },
+    },
+  );
+  let output = "";
+  relay.stdout!.on("data", (chunk: Buffer) => (output += chunk.toString()));
+  relay.stderr!.on("data", (chunk: Buffer) => (output += chunk.toString()));
+  let exitCode: number | null | undefined;
+  const exited = new Promise<number | null>((resolve) =>
+    relay.once("exit", (code) => {
+      exitCode = code;
+      resolve(code);
+    }),
+  );
+  const base = `http://127.0.0.1:${options.readyPort}`;
+  return {
+    output: () => output,
+    readyz: async () => {
+      try {
+        return (await fetch(`${base}/readyz`)).status;
+      } catch {
+        return 0;
+      }
+    },
+    metrics: async () => (await fetch(`${base}/metrics`)).text(),
+    exited,
+    exitCode: () => exitCode,
+    kill: (signal = "SIGKILL") => relay.kill(signal),
+  };
+}
+
+/** A kubeconfig pointing at a closed port: enough for a pool pod that only idles. */
+export const UNREACHABLE_KUBECONFIG = [
+  "apiVersion: v1",
+  "kind: Config",
+  "clusters: [{name: none, cluster: {server: 'https://127.0.0.1:9'}}]",
+  "users: [{name: none, user: {token: none}}]",
+  "contexts: [{name: none, context: {cluster: none, user: none}}]",
+  "current-context: none",
+].join("\n");
+
+/**
+ * A namespace with a one-pod pool `gpu` (`spec` added to the pool's) and that pod created as the
+ * operator would create it, but run by the test (startPoolPodProcess) instead of a kubelet.
+ */
+export async function poolWithOnePod(
+  kubectl: PoolKubectl,
+  kc: KubeConfig,
+  namespace: string,
+  spec: Record<string, unknown> = {},
+): Promise<{ pool: RelayPool; core: CoreV1Api; podName: string }> {
+  await kubectl.ok(["create", "namespace", namespace]);
+  await kubectl.ok(["apply", "-f", "-"], poolYaml(namespace, "gpu", { replicas: 1, ...spec }));
+  const pool = (await kubectl.pool(namespace, "gpu")) as RelayPool;
+  const core = kc.makeApiClient(CoreV1Api);
+  const created = await core.createNamespacedPod({
+    namespace,
+    body: desiredPoolPod(pool, 0, { relayImage: "trickle-relay/relay:test" }),
+  });
+  return { pool, core, podName: created.metadata!.name! };
+}
