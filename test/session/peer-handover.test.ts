@@ -71,6 +71,7 @@ describe("the next session after a clean end (ComfyStream that notices a close o
     // The second session's numbering continues the first's on the same SRTP context.
     assert.equal(stats.srtpReplayDrops, 0, "no packet dropped as an SRTP replay");
     assert.equal(stats.promptUpdates, 1, "the second session's prompts went over the kept connection");
+    assert.equal(second.final.promptsGeneration, 1, "its own prompts are its first generation");
     assert.equal(handover.available, true, "kept again for the session after");
   });
 });

@@ -52,7 +52,6 @@ export class PeerLink {
   private generation = 0;
   /** The prompts ComfyStream runs on the current connection (what a kept connection carries on). */
   private appliedPrompts: unknown[] | undefined;
-  private takenOver = false;
   private lastUpdate: SessionStatus["lastPromptUpdate"];
 
   constructor(
@@ -130,11 +129,6 @@ export class PeerLink {
   /** Teardown has begun: no reconnect after this. */
   cancelReconnect(): void {
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
-  }
-
-  /** Whether this session took over a kept connection rather than offering (peer-handover.ts). */
-  get tookOverConnection(): boolean {
-    return this.takenOver;
   }
 
   /**
@@ -241,13 +235,18 @@ export class PeerLink {
     this.peer = peer;
   }
 
-  /** ComfyStream runs `appliedPrompts` on the connected peer; newer ones go over it now. */
-  private onConnected(appliedPrompts: unknown[]): void {
-    this.generation = Math.max(this.generation, 1);
+  /**
+   * ComfyStream runs `appliedPrompts` on the connected peer; the session's, if others, go over it
+   * now. `announce`: they are the session's own (generation 1), not a kept connection's.
+   */
+  private onConnected(appliedPrompts: unknown[], announce = true): void {
     this.appliedPrompts = appliedPrompts;
     this.setWebRtcState("connected");
     this.host.setState("running");
-    this.hooks.onPromptsApplied(appliedPrompts);
+    if (announce) {
+      this.generation = Math.max(this.generation, 1);
+      this.hooks.onPromptsApplied(appliedPrompts);
+    }
     // Prompts that changed while the offer was in flight (or differ from a kept connection's).
     if (this.prompts !== appliedPrompts) void this.updatePrompts(this.prompts);
   }
@@ -256,10 +255,10 @@ export class PeerLink {
   private takeOver(peer: ComfyStreamPeer, keptPrompts: unknown[], keptMs: number): void {
     peer.handOver(this.host.log);
     this.listen(peer);
-    this.takenOver = true;
     this.consecutiveConnectFailures = 0;
     const samePrompts = JSON.stringify(keptPrompts) === JSON.stringify(this.prompts);
-    this.onConnected(samePrompts ? this.prompts : keptPrompts);
+    // Other prompts than the session's: generation 1 once ComfyStream has taken the session's.
+    this.onConnected(samePrompts ? this.prompts : keptPrompts, samePrompts);
     // Took over the connection kept open for this session: no new offer.
     this.host.log.info(
       { tookOver: true, keptMs: Math.round(keptMs), promptsUpdated: !samePrompts },
