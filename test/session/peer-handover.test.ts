@@ -10,12 +10,21 @@ import { after, describe, test } from "node:test";
 import { silentLogger } from "../../relay-pod/src/common/log.js";
 import { startTsStandin, type TsStandin } from "../../relay-pod/src/demo/standin-peer/standin.js";
 import { PeerHandover } from "../../relay-pod/src/session/peer-handover.js";
+import { PASSTHROUGH_WORKFLOW } from "../../relay-pod/src/session/default-workflow.js";
 import { ICE_ADDRESSES, relaySessionThrough } from "./relay-harness.js";
 
 const cleanups: Array<() => Promise<unknown> | unknown> = [];
 after(async () => {
   for (const cleanup of cleanups.reverse()) await Promise.resolve(cleanup()).catch(() => undefined);
 });
+
+/** The passthrough workflow with one input changed: other prompts than the first session's. */
+function editedPassthrough(): unknown {
+  const edited = structuredClone(PASSTHROUGH_WORKFLOW) as Record<string, { inputs: Record<string, unknown> }>;
+  const [first] = Object.values(edited);
+  first!.inputs.edited = true;
+  return edited;
+}
 
 async function aiortcLikeStandin(): Promise<TsStandin> {
   const standin = await startTsStandin({
@@ -58,7 +67,7 @@ describe("the next session after a clean end (ComfyStream that notices a close o
       seconds: 4,
       cleanups,
       // Other prompts than the first session's: they go over the kept connection.
-      session: { prompts: [{ "1": { class_type: "PreviewImage", inputs: {} } }] },
+      session: { prompts: [editedPassthrough()] },
       sessionOptions: { handover },
     });
     const { frames } = second.final;
@@ -71,7 +80,11 @@ describe("the next session after a clean end (ComfyStream that notices a close o
     // The second session's numbering continues the first's on the same SRTP context.
     assert.equal(stats.srtpReplayDrops, 0, "no packet dropped as an SRTP replay");
     assert.equal(stats.promptUpdates, 1, "the second session's prompts went over the kept connection");
-    assert.equal(second.final.promptsGeneration, 1, "its own prompts are its first generation");
+    assert.equal(
+      second.final.promptsGeneration,
+      1,
+      `its own prompts are its first generation (${JSON.stringify(second.final.lastPromptUpdate)})`,
+    );
     assert.equal(handover.available, true, "kept again for the session after");
   });
 });
