@@ -84,6 +84,9 @@ build() {
 # superseded images and build cache unused for a day (this run's cache stays for the next run).
 "$docker_bin" image prune -f >/dev/null 2>&1 || true
 "$docker_bin" builder prune -f --filter until=24h >/dev/null 2>&1 || true
+# And a cap by size: a day of CI runs each left its own cache (5.5 GB counted, 54 GB on vfs disk),
+# filled the disk to 95 % and put the real node under DiskPressure. The newest cache stays.
+"$docker_bin" builder prune -f --keep-storage 2gb >/dev/null 2>&1 || true
 
 say "image sizes (uncompressed):"
 for name in relay operator; do
