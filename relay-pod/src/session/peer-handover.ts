@@ -85,8 +85,7 @@ export class PeerHandover {
   async take(shape: PeerShape): Promise<TakenPeer | undefined> {
     const kept = this.kept;
     if (!kept) return undefined;
-    this.kept = undefined;
-    kept.peer.off("state", kept.onState);
+    this.drop();
     // The size need not match: ComfyStream processes frames of any size on one connection (the
     // size it was told only sets its next warm-up, spec §1.3), and a new offer instead would get
     // nothing back for ~30 s. A model compiled for one size may take longer on the first frames.
