@@ -57,6 +57,25 @@ export const ANNOTATION_ALLOCATION_WAITED_SECONDS = "trickle-relay.io/allocation
  * controller reads it as the session's Succeeded; the pool controller then unclaims the pod (idle again).
  */
 export const ANNOTATION_RECYCLED = "trickle-relay.io/recycled";
+/**
+ * A warm pod's claim record: a Lease (coordination.k8s.io/v1) named like the pod, in its namespace,
+ * created by the operator with the pod and owned by it. `spec.holderIdentity` says whose the pod is:
+ * empty while idle, "namespace/name" of the session it was handed to (with the ANNOTATION_ALLOCATED_*
+ * annotations and the session's uid and attempt as labels), or CLAIM_HOLDER_DRAIN while it is being
+ * scaled away. The operator changes it only with an update carrying the Lease's resourceVersion, so
+ * two claims of one pod can never both succeed; the relay in the pod watches this Lease.
+ *
+ * Why a Lease and not the pod itself: the claim is the one write a session waits for, and under a
+ * burst the apiserver answered an update of a whole pod in ~100–200 ms against ~10–20 ms for a Lease
+ * (bench-results/pool.md, sixth session). The pod's labels and owner follow the claim off that path.
+ */
+export const CLAIM_LEASE_API_VERSION = "coordination.k8s.io/v1";
+/** The holder of a claim Lease whose pod is being removed (scale-down, pool deleted): never handed out. */
+export const CLAIM_HOLDER_DRAIN = "trickle-relay.io/drain";
+/** The claim Lease of pool pod `podName` (same namespace). */
+export function claimLeaseName(podName: string): string {
+  return podName;
+}
 /** The condition reason of a pooled session waiting for an idle pod. */
 export const POOL_EXHAUSTED_REASON = "PoolExhausted";
 

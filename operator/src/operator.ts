@@ -7,7 +7,13 @@
  */
 import { EventEmitter } from "node:events";
 import { hostname } from "node:os";
-import { ApiException, CustomObjectsApi, type KubeConfig, type V1Pod } from "@kubernetes/client-node";
+import {
+  ApiException,
+  CustomObjectsApi,
+  type KubeConfig,
+  type V1Lease,
+  type V1Pod,
+} from "@kubernetes/client-node";
 import Fastify, { type FastifyInstance } from "fastify";
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import {
@@ -33,10 +39,22 @@ import { WorkQueue } from "./kube/workqueue.js";
 import { RelaySessionReconciler, podOwnerUid, sweepOrphanPods } from "./relaysession/reconciler.js";
 import { EventRecorder } from "./relaysession/events.js";
 import type { RelayPodDefaults } from "./relaysession/desired-pod.js";
-import { RELAY_POD_SELECTOR, sessionKeyOfPod } from "./relaysession/labels.js";
+import {
+  LABEL_MANAGED_BY,
+  OPERATOR_NAME,
+  RELAY_POD_SELECTOR,
+  sessionKeyOfPod,
+} from "./relaysession/labels.js";
+import { leaseClaimOf } from "./relaysession/desired-pool-pod.js";
 import { poolPodShapes } from "./relaysession/pool-shapes.js";
 import type { PoolAccess } from "./relaysession/pooled-session.js";
-import { PoolMetrics, RelayPoolReconciler, sortPoolPods, type SessionArrival } from "./relaypool/index.js";
+import {
+  PodLeases,
+  PoolMetrics,
+  RelayPoolReconciler,
+  sortPoolPods,
+  type SessionArrival,
+} from "./relaypool/index.js";
 import { readGatewayToken } from "./gateway/auth.js";
 import { buildGatewayServer } from "./gateway/gateway.js";
 import { WritePriority } from "./kube/write-priority.js";
@@ -90,6 +108,8 @@ export class Operator extends EventEmitter {
   private pods: InformerGroup<V1Pod> | undefined;
   private podsByOwner: OwnerIndex<V1Pod> | undefined;
   private pools: InformerGroup<RelayPool> | undefined;
+  /** The claim Leases of pool pods (only with the RelayPool API). */
+  private leases: InformerGroup<V1Lease> | undefined;
   private readonly queue: WorkQueue;
   /** RelayPool keys; one pool is reconciled (and allocated from) by one worker at a time. */
   private readonly poolQueue: WorkQueue;
@@ -155,7 +175,12 @@ export class Operator extends EventEmitter {
     if (this.options.metricsPort > 0) await this.startMetricsServer();
     const poolsServed = await this.relayPoolsServed();
     this.createInformers(poolsServed);
-    await Promise.all([this.sessions!.start(), this.pods!.start(), this.pools?.start()]);
+    await Promise.all([
+      this.sessions!.start(),
+      this.pods!.start(),
+      this.pools?.start(),
+      this.leases?.start(),
+    ]);
     this.log.info(
       { namespaces: this.options.namespaces.length ? this.options.namespaces : "all" },
       "caches synced",
@@ -218,7 +243,7 @@ export class Operator extends EventEmitter {
     await this.workersDone?.catch(() => undefined);
     await this.poolWorkersDone?.catch(() => undefined);
     await this.elector?.release().catch(() => undefined);
-    await Promise.all([this.sessions?.stop(), this.pods?.stop(), this.pools?.stop()]);
+    await Promise.all([this.sessions?.stop(), this.pods?.stop(), this.pools?.stop(), this.leases?.stop()]);
     await Promise.all(
       [this.gatewayServer, this.metricsServer, this.healthServer].map((server) =>
         server?.close().catch(() => undefined),
@@ -229,7 +254,12 @@ export class Operator extends EventEmitter {
   }
 
   private synced(): boolean {
-    return this.sessions?.synced === true && this.pods?.synced === true && this.pools?.synced !== false;
+    return (
+      this.sessions?.synced === true &&
+      this.pods?.synced === true &&
+      this.pools?.synced !== false &&
+      this.leases?.synced !== false
+    );
   }
 
   private allSessions(): RelaySession[] {
@@ -316,6 +346,20 @@ export class Operator extends EventEmitter {
           if (pool.metadata?.namespace && pool.metadata.name)
             this.poolQueue.add(`${pool.metadata.namespace}/${pool.metadata.name}`);
         });
+      // Warm pods' claim Leases (crds/src/relay-pool.ts): a new one makes its pod claimable.
+      this.leases = createNamespacedInformers<V1Lease>(this.options.namespaces, (namespace) => ({
+        ...common,
+        name: `leases/${namespace ?? "*"}`,
+        path: namespace
+          ? `/apis/coordination.k8s.io/v1/namespaces/${namespace}/leases`
+          : "/apis/coordination.k8s.io/v1/leases",
+        labelSelector: `${LABEL_MANAGED_BY}=${OPERATOR_NAME},${LABEL_POOL}`,
+      }));
+      for (const event of ["add", "update", "delete"] as const)
+        this.leases.on(event, (lease: V1Lease) => {
+          const pool = lease.metadata?.labels?.[LABEL_POOL];
+          if (pool && lease.metadata?.namespace) this.poolQueue.add(`${lease.metadata.namespace}/${pool}`);
+        });
     }
 
     this.pods = createNamespacedInformers<V1Pod>(this.options.namespaces, (namespace) => ({
@@ -401,9 +445,27 @@ export class Operator extends EventEmitter {
     return {
       get: (namespace, name) => this.pools?.get(namespace, name),
       idleReadyPods: (namespace, name) =>
-        sortPoolPods(this.pods!.list(namespace), name, poolPodShapes(this.shapeOptions())).idleReady.length,
+        sortPoolPods(
+          this.pods!.list(namespace),
+          name,
+          poolPodShapes(this.shapeOptions()),
+          this.podLeases(namespace),
+        ).idleReady.length,
+      claimPending: (namespace, sessionUid, attempt) =>
+        (this.leases?.list(namespace) ?? []).some((lease) => {
+          const claim = leaseClaimOf(lease);
+          return claim.kind === "session" && claim.sessionUid === sessionUid && claim.attempt === attempt;
+        }),
       requestAllocation: (namespace, name) => this.poolQueue.add(`${namespace}/${name}`),
     };
+  }
+
+  private podLeases(namespace: string): PodLeases {
+    return new PodLeases(
+      this.pods!.list(namespace),
+      this.leases?.list(namespace) ?? [],
+      poolPodShapes(this.shapeOptions()),
+    );
   }
 
   private shapeOptions() {
@@ -419,6 +481,7 @@ export class Operator extends EventEmitter {
       kubeConfig,
       pools: { get: (namespace, name) => this.pools?.get(namespace, name) },
       pods: { list: (namespace) => this.pods!.list(namespace) },
+      leases: { list: (namespace) => this.leases?.list(namespace) ?? [] },
       sessions: {
         list: (namespace) => this.sessions!.list(namespace),
         get: (namespace, name) => this.sessions!.get(namespace, name),

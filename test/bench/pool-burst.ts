@@ -1,11 +1,12 @@
 // One burst of bench:pool (test/bench/pool-bench.ts): N pooled RelaySessions created at once against a
-// pool of Ready warm pods, measured until a pod watch has seen every claim. What it records per
+// pool of Ready warm pods, measured until a watch of the claim Leases has seen every claim. What it records per
 // allocation, all on this machine's clock:
 //   sent / returned   just before the create call / when it returned (the bench);
 //   allocated-at      the claim's stamp, taken by the operator just before it sends the claim;
 //   waited            the operator's first sight of the session → that stamp (on the claim);
 //   written           the claim's write as the operator's client saw it (its "allocated" log line);
-//   seen              when a pod watch saw the claim written, as the relay in the pod sees it.
+//   seen              when a Lease watch saw the claim written, as the relay in the pod sees it;
+//   pod labels seen   when a pod watch saw the claim's labels on the pod (written right after).
 // And what the machine did meanwhile: CPU per process, the operator's event-loop delay, and the
 // apiserver's and etcd's own histograms.
 import type { CustomObjectsApi } from "@kubernetes/client-node";
@@ -30,8 +31,10 @@ export interface BurstContext {
   custom: CustomObjectsApi;
   namespace: string;
   sessions: number;
-  /** Session name → when the bench's pod watch first saw a pod claimed for it (ms since the epoch). */
+  /** Session name → when the bench's Lease watch first saw a pod claimed for it (ms since the epoch). */
   claimSeen: ReadonlyMap<string, number>;
+  /** Session name → when the bench's pod watch first saw the claim's labels on a pod. */
+  podLabelsSeen: ReadonlyMap<string, number>;
   /** Session name → when a session watch first saw its status.allocation. */
   allocationSeen: ReadonlyMap<string, number>;
 }
@@ -46,6 +49,8 @@ export interface BurstSamples {
   seenFromReturned: number[];
   /** The claim seen → the session's status.allocation seen. */
   statusAfterClaim: number[];
+  /** The claim seen → its labels seen on the pod. */
+  podLabelsAfterClaim: number[];
 }
 
 export interface BurstResult {
@@ -89,10 +94,10 @@ export async function runBurst(ctx: BurstContext, burst: number): Promise<BurstR
       returned.set(name, Date.now());
     }),
   );
-  // Done when the pod watch has seen every claim: polling the apiserver (a kubectl process every
+  // Done when the Lease watch has seen every claim: polling the apiserver (a kubectl process every
   // 250 ms, as the first sessions' bench did) used a third of a core during the burst it measures.
   await waitFor(
-    "all claims seen on the pod watch",
+    "all claims seen on the Lease watch",
     120_000,
     async () => names.every((name) => ctx.claimSeen.has(name)),
     5,
@@ -114,17 +119,18 @@ export async function runBurst(ctx: BurstContext, burst: number): Promise<BurstR
   const operatorLoopLagMs = { p50: lagMs("p50"), p99: lagMs("p99"), max: lagMs("max") };
 
   const ours = new Set(names);
+  // The claims' labels on the pods, the session controller's status.allocation writes and the
+  // Allocated Events trail the claims.
+  await waitFor(
+    "every session's status.allocation",
+    60_000,
+    async () => names.every((name) => ctx.allocationSeen.has(name) && ctx.podLabelsSeen.has(name)),
+    20,
+  );
   const claims = (await ctx.kubectl.pods(namespace, "gpu")).filter((pod) => {
     const session = pod.metadata?.labels?.["trickle-relay.io/session"];
     return session && ours.has(session) && pod.metadata?.annotations?.[ANNOTATION_ALLOCATED_AT];
   });
-  // The session controller's status.allocation writes and the Allocated Events trail the claims.
-  await waitFor(
-    "every session's status.allocation",
-    60_000,
-    async () => names.every((name) => ctx.allocationSeen.has(name)),
-    20,
-  );
   await new Promise((resolve) => setTimeout(resolve, 1000));
   const scrapeAfter = await scrapeControlPlane(cp);
   const delta = (from: "apiserver" | "etcd", name: string, keep: string[]) =>
@@ -138,6 +144,7 @@ export async function runBurst(ctx: BurstContext, burst: number): Promise<BurstR
     claimWrite: [],
     seenFromReturned: [],
     statusAfterClaim: [],
+    podLabelsAfterClaim: [],
   };
   const podsPerSession = new Map<string, number>();
   for (const pod of claims) {
@@ -149,6 +156,7 @@ export async function runBurst(ctx: BurstContext, burst: number): Promise<BurstR
     samples.fromReturned.push(at - returned.get(session)!);
     samples.seenFromReturned.push(ctx.claimSeen.get(session)! - returned.get(session)!);
     samples.statusAfterClaim.push(ctx.allocationSeen.get(session)! - ctx.claimSeen.get(session)!);
+    samples.podLabelsAfterClaim.push(ctx.podLabelsSeen.get(session)! - ctx.claimSeen.get(session)!);
     samples.operatorSide.push(round(waitedMs));
     samples.watchDelay.push(round(at - waitedMs - returned.get(session)!));
   }

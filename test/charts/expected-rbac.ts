@@ -26,11 +26,17 @@ export function operatorRules(): Rule[] {
     { apiGroups: ["trickle-relay.io"], resources: ["relaysessions/finalizers"], verbs: ["update"] },
     { apiGroups: ["trickle-relay.io"], resources: ["relaypools"], verbs: ["get", "list", "watch"] },
     { apiGroups: ["trickle-relay.io"], resources: ["relaypools/status"], verbs: ["get", "patch", "update"] },
-    // update: the resourceVersion-guarded claim of a warm pool pod; patch: its state label.
+    // update: a recycled warm pool pod given back; patch: the claim's labels, its state label.
     {
       apiGroups: [""],
       resources: ["pods"],
       verbs: ["get", "list", "watch", "create", "delete", "update", "patch"],
+    },
+    // A warm pool pod's claim Lease (resourceVersion-guarded updates claim, drain and free it).
+    {
+      apiGroups: ["coordination.k8s.io"],
+      resources: ["leases"],
+      verbs: ["get", "list", "watch", "create", "update", "delete"],
     },
     { apiGroups: [""], resources: ["serviceaccounts"], verbs: ["get", "list", "watch", "create", "delete"] },
     {
@@ -89,6 +95,9 @@ export const operatorActions: Access[] = [
   { verb: "delete", resource: "pods" },
   { verb: "update", resource: "pods" },
   { verb: "patch", resource: "pods" },
+  { verb: "watch", resource: "leases.coordination.k8s.io" },
+  { verb: "update", resource: "leases.coordination.k8s.io" },
+  { verb: "delete", resource: "leases.coordination.k8s.io" },
   { verb: "list", resource: "relaypools.trickle-relay.io" },
   { verb: "watch", resource: "relaypools.trickle-relay.io" },
   { verb: "patch", resource: "relaypools.trickle-relay.io", subresource: "status" },
@@ -117,5 +126,4 @@ export const forbiddenActions: Access[] = [
   { verb: "escalate", resource: "roles.rbac.authorization.k8s.io" },
   { verb: "bind", resource: "roles.rbac.authorization.k8s.io" },
   { verb: "create", resource: "configmaps" },
-  { verb: "delete", resource: "leases.coordination.k8s.io" },
 ];

@@ -106,11 +106,16 @@ get/patch, so the operator must hold those itself to create and bind it.
 - apiGroups: ["trickle-relay.io"]
   resources: ["relaypools/status"]
   verbs: ["get", "patch", "update"]
-# update: claiming a warm pool pod for a session (resourceVersion-guarded); patch: the pool pods'
-# own relay marks its state (the operator must hold what it grants pool pods' Roles).
+# update: giving a recycled pool pod back (resourceVersion-guarded); patch: the claim's labels and the
+# pool pods' own relay marks its state (the operator must hold what it grants pool pods' Roles).
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch", "create", "delete", "update", "patch"]
+# A warm pool pod's claim Lease: created with the pod, updated (resourceVersion-guarded) to claim,
+# drain or free it, deleted when left behind.
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  verbs: ["get", "list", "watch", "create", "update", "delete"]
 - apiGroups: [""]
   resources: ["serviceaccounts"]
   verbs: ["get", "list", "watch", "create", "delete"]

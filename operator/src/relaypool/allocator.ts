@@ -1,11 +1,13 @@
 /**
  * Handing idle warm pods to waiting sessions (Agones' GameServerAllocation, for relay pods).
  *
- * Safety: a claim is an update of the pod carrying the resourceVersion it was read at, so of two
- * claims of one pod (two operator replicas in a split brain, or a stale cache) only one succeeds; the
- * loser moves on to the next idle pod. A session is not given a second pod while the cache has not
- * seen its first claim yet: claims this process made are remembered until the cache shows them.
- * After a restart the cache is a fresh list, in which every claim is visible on its pod.
+ * Safety: a claim is an update of the pod's claim Lease (crds/src/relay-pool.ts) carrying the
+ * resourceVersion it was read at, so of two claims of one pod (two operator replicas in a split
+ * brain, or a stale cache) only one succeeds; the loser moves on to the next idle pod. A session is
+ * not given a second pod while the cache has not seen its first claim yet: claims this process made
+ * are remembered until the cache shows them. After a restart the cache is a fresh list, in which
+ * every claim is visible on its Lease. The claim's labels and owner reach the pod afterwards
+ * (reconciler.ts), off the path a session waits on.
  *
  * Speed: claims are sent without holding up the pool's next round, so a session created during a
  * burst is claimed for as soon as the operator sees it, not after the round trips of the sessions
@@ -17,7 +19,7 @@
  * in whole seconds, so within one second by the order the operator's watch saw them created (the
  * order of creation), then by name (sessions that existed before the operator started).
  */
-import type { CoreV1Api, V1Pod } from "@kubernetes/client-node";
+import type { CoordinationV1Api, V1Lease, V1Pod } from "@kubernetes/client-node";
 import type { RelayPool, RelaySession } from "../../../crds/src/index.js";
 import { apiCode } from "./api.js";
 
@@ -35,10 +37,12 @@ export interface ClaimStamp {
 }
 
 export interface AllocatorDeps {
-  core: CoreV1Api;
-  /** The claimed version of an idle pod (labels, annotations, owner): relaysession/desired-pool-pod.ts. */
-  claim(pod: V1Pod, session: RelaySession, stamp: ClaimStamp): V1Pod;
-  /** The session uid a pod is claimed for, if any. */
+  coordination: Pick<CoordinationV1Api, "replaceNamespacedLease">;
+  /** An idle pod's claim Lease held by `session`: relaysession/desired-pool-pod.ts. */
+  claim(lease: V1Lease, session: RelaySession, stamp: ClaimStamp): V1Lease;
+  /** The pod's claim Lease as cached. */
+  leaseOf(pod: V1Pod): V1Lease | undefined;
+  /** The session uid a pod is claimed for, if any (its Lease, or its labels). */
   sessionUid(pod: V1Pod): string | undefined;
   /** The session attempt a pod serves (its attempt label), -1 if none. */
   attempt(pod: V1Pod): number;
@@ -51,6 +55,9 @@ export interface AllocatorDeps {
 export interface Allocation {
   session: RelaySession;
   pod: V1Pod;
+  /** The claim Lease as written. */
+  lease: V1Lease;
+  stamp: ClaimStamp;
   waitedSeconds: number;
   /** How long the claim's write took, sent → answered (ms). */
   writeMs: number;
@@ -67,7 +74,7 @@ const TERMINAL = new Set(["Succeeded", "Failed"]);
 export interface ClaimOutcomes {
   /** The claim was written: the pod is the session's. */
   allocated(allocation: Allocation): void;
-  /** The pod changed or vanished under the claim (409/404): the session waits for the next round. */
+  /** The claim Lease changed or vanished under the claim (409/404): the session waits for the next round. */
   lost(session: RelaySession, pod: V1Pod): void;
   /** The claim failed otherwise (apiserver unreachable, timeout): the session waits for a retry. */
   failed(session: RelaySession, pod: V1Pod, error: unknown): void;
@@ -78,8 +85,8 @@ export class Allocator {
   /** session uid → pod name and when: claims made here that the cache may not show yet. */
   private readonly recentClaims = new Map<string, { pod: string; atMs: number }>();
   /**
-   * "namespace/pod" → the resourceVersion it was claimed at, while the cache still shows that version
-   * (an idle pod that is in fact claimed: offering it again would only earn a 409).
+   * "namespace/pod" → the resourceVersion of its Lease it was claimed at, while the cache still shows
+   * that version (an idle pod that is in fact claimed: offering it again would only earn a 409).
    */
   private readonly claimedPods = new Map<string, { resourceVersion: string; atMs: number }>();
   /** Claims sent and not answered yet: "namespace/pod" → session uid. */
@@ -129,13 +136,14 @@ export class Allocator {
     return waiting.sort((a, b) => this.compareArrival(a, b));
   }
 
-  /** The idle Ready pods of `idleReady` that can be offered: no claim in flight, none unseen. */
+  /** The idle Ready pods of `idleReady` that can be offered: a Lease, no claim in flight, none unseen. */
   available(idleReady: readonly V1Pod[]): V1Pod[] {
     return idleReady.filter((pod) => {
       const key = podKey(pod);
-      if (this.inFlight.has(key)) return false;
+      const lease = this.deps.leaseOf(pod);
+      if (!lease || this.inFlight.has(key)) return false;
       const claimed = this.claimedPods.get(key);
-      return claimed === undefined || claimed.resourceVersion !== pod.metadata?.resourceVersion;
+      return claimed === undefined || claimed.resourceVersion !== lease.metadata?.resourceVersion;
     });
   }
 
@@ -143,8 +151,8 @@ export class Allocator {
    * Sends the claims of `waiting` sessions (in order) on `idle` pods (in order), session i on pod i,
    * and returns how many it sent without waiting for the answers: the pool's next round (the next
    * session created, the next pod Ready) need not wait for this one's round trips, which under a burst
-   * was most of an allocation's time. The answers arrive in `outcomes`. A claim carries the pod's
-   * cached resourceVersion, so it can never take a pod someone else claimed since.
+   * was most of an allocation's time. The answers arrive in `outcomes`. A claim carries the cached
+   * resourceVersion of the pod's Lease, so it can never take a pod someone else claimed since.
    */
   dispatch(waiting: readonly RelaySession[], idle: readonly V1Pod[], outcomes: ClaimOutcomes): number {
     const pairs = waiting.slice(0, idle.length).map((session, i) => ({ session, pod: idle[i]! }));
@@ -183,33 +191,28 @@ export class Allocator {
   }
 
   private async tryClaim(session: RelaySession, pod: V1Pod): Promise<Allocation | undefined> {
+    const lease = this.deps.leaseOf(pod);
+    if (!lease) return undefined;
     const now = this.deps.now();
     const uid = session.metadata.uid ?? "";
     const arrival = this.deps.arrival(uid);
     const firstSeen =
       arrival?.firstSeenMs ?? Date.parse(session.metadata.creationTimestamp as unknown as string);
     const waitedSeconds = Number.isFinite(firstSeen) ? Math.max(0, (now.getTime() - firstSeen) / 1000) : 0;
-    const body = this.deps.claim(pod, session, {
-      at: now,
-      waitedSeconds,
-      attempt: session.status?.restarts ?? 0,
-    });
+    const stamp = { at: now, waitedSeconds, attempt: session.status?.restarts ?? 0 };
     const sentAt = performance.now();
     try {
-      // An update of the whole pod, not a merge patch of its metadata with the same resourceVersion
-      // precondition: the apiserver answered the patch more slowly under a burst (it reads the pod,
-      // converts it to JSON and back; bench-results/pool.md, fifth session).
-      const written = await this.deps.core.replaceNamespacedPod({
-        namespace: pod.metadata?.namespace ?? "default",
-        name: pod.metadata?.name ?? "",
-        body,
+      const written = await this.deps.coordination.replaceNamespacedLease({
+        namespace: lease.metadata?.namespace ?? "default",
+        name: lease.metadata?.name ?? "",
+        body: this.deps.claim(lease, session, stamp),
       });
       this.recentClaims.set(uid, { pod: pod.metadata?.name ?? "", atMs: Date.now() });
       this.claimedPods.set(podKey(pod), {
-        resourceVersion: pod.metadata?.resourceVersion ?? "",
+        resourceVersion: lease.metadata?.resourceVersion ?? "",
         atMs: Date.now(),
       });
-      return { session, pod: written, waitedSeconds, writeMs: performance.now() - sentAt };
+      return { session, pod, lease: written, stamp, waitedSeconds, writeMs: performance.now() - sentAt };
     } catch (error) {
       const code = apiCode(error);
       if (code === 409 || code === 404) return undefined;
@@ -223,11 +226,13 @@ export class Allocator {
     for (const [uid, claim] of this.recentClaims) {
       if (claimedInCache.has(uid) || claim.atMs < cutoff) this.recentClaims.delete(uid);
     }
-    const cachedVersion = new Map(pods.map((pod) => [podKey(pod), pod.metadata?.resourceVersion]));
+    const cachedVersion = new Map(
+      pods.map((pod) => [podKey(pod), this.deps.leaseOf(pod)?.metadata?.resourceVersion]),
+    );
     for (const [key, claim] of this.claimedPods) {
       const version = cachedVersion.get(key);
-      // Forgotten once the cache moved past the claimed version or lost the pod (`pods` holds the
-      // pods of one namespace).
+      // Forgotten once the cache moved past the claimed Lease version or lost the pod (`pods` holds
+      // the pods of one namespace).
       if (claim.atMs < cutoff || (key.startsWith(`${namespace}/`) && version !== claim.resourceVersion))
         this.claimedPods.delete(key);
     }

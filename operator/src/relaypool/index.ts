@@ -5,4 +5,5 @@ export type { PoolEventSink, PoolPodShapes, RelayPoolReconcilerDeps } from "./re
 export { Allocator } from "./allocator.js";
 export type { ClaimStamp, SessionArrival } from "./allocator.js";
 export { PoolMetrics } from "./metrics.js";
-export { isPodReady, sortPoolPods } from "./pool-pods.js";
+export { PodLeases, isPodReady, sortPoolPods } from "./pool-pods.js";
+export type { LeaseClaim } from "./pool-pods.js";

@@ -1,14 +1,61 @@
 /**
- * A pool's pods as the pool controller sorts them. Pure functions of the cached pods: which are
- * idle and warm (ready to hand out), warming, allocated to a session, finished, or on their way out.
+ * A pool's pods as the pool controller sorts them. Pure functions of the cached pods and their claim
+ * Leases (crds/src/relay-pool.ts): which are idle and warm (ready to hand out), warming, allocated to
+ * a session, finished, or on their way out. A pod is claimed as soon as its Lease names a session,
+ * before the claim's labels reach the pod.
  */
-import type { V1Pod } from "@kubernetes/client-node";
+import type { V1Lease, V1Pod } from "@kubernetes/client-node";
 import { LABEL_POOL, LABEL_POOL_STATE, type PoolPodState } from "../../../crds/src/index.js";
+
+/** What a pod's claim Lease says (relaysession/desired-pool-pod.ts leaseClaimOf). */
+export type LeaseClaim =
+  | { kind: "idle" }
+  | { kind: "drain" }
+  | { kind: "session"; sessionUid: string; session: string; attempt: number; allocatedAt: string };
+
+/** The claim Lease of each pod of one namespace, matched by name and owner uid. */
+export class PodLeases {
+  private readonly byPod = new Map<string, V1Lease>();
+  /** Leases of pool pods that are gone or were replaced by a pod of the same name. */
+  readonly stale: V1Lease[] = [];
+
+  constructor(
+    pods: readonly V1Pod[],
+    leases: readonly V1Lease[],
+    private readonly shapes: {
+      leaseClaim(lease: V1Lease): LeaseClaim;
+      leasePodUid(lease: V1Lease): string | undefined;
+    },
+  ) {
+    const podUid = new Map(pods.map((pod) => [pod.metadata?.name ?? "", pod.metadata?.uid]));
+    for (const lease of leases) {
+      const name = lease.metadata?.name ?? "";
+      if (podUid.get(name) === shapes.leasePodUid(lease)) this.byPod.set(name, lease);
+      else this.stale.push(lease);
+    }
+  }
+
+  lease(pod: V1Pod): V1Lease | undefined {
+    return this.byPod.get(pod.metadata?.name ?? "");
+  }
+
+  claim(pod: V1Pod): LeaseClaim | undefined {
+    const lease = this.lease(pod);
+    return lease ? this.shapes.leaseClaim(lease) : undefined;
+  }
+
+  /** The session uid the pod is claimed for: from its Lease, else (no Lease yet) its labels. */
+  sessionUid(pod: V1Pod, fromLabels: (pod: V1Pod) => string | undefined): string | undefined {
+    const claim = this.claim(pod);
+    if (claim?.kind === "session") return claim.sessionUid;
+    return fromLabels(pod);
+  }
+}
 
 export interface PoolPods {
   /** Idle, warmed up and Ready: what a session can be given. Lowest index first. */
   idleReady: V1Pod[];
-  /** Idle, not Ready yet (starting, pulling images, warming up). */
+  /** Idle, not Ready yet (starting, pulling images, warming up), or without its claim Lease yet. */
   warming: V1Pod[];
   /** Claimed for a session and not finished. */
   allocated: V1Pod[];
@@ -37,11 +84,15 @@ export function podState(pod: V1Pod): PoolPodState | undefined {
   return pod.metadata?.labels?.[LABEL_POOL_STATE] as PoolPodState | undefined;
 }
 
-/** The cached pods of pool `poolName` in `pods` (one namespace), sorted into their states. */
+/**
+ * The cached pods of pool `poolName` in `pods` (one namespace), sorted into their states by their
+ * labels and their claim Leases (`leases`). A pod without a Lease is never idle (it cannot be claimed).
+ */
 export function sortPoolPods(
   pods: readonly V1Pod[],
   poolName: string,
   shapes: { sessionUid(pod: V1Pod): string | undefined; indexOf(poolName: string, podName?: string): number },
+  leases: PodLeases,
 ): PoolPods {
   const sorted: PoolPods = {
     idleReady: [],
@@ -54,12 +105,13 @@ export function sortPoolPods(
   };
   for (const pod of pods) {
     if (pod.metadata?.labels?.[LABEL_POOL] !== poolName) continue;
-    const claimed = shapes.sessionUid(pod) !== undefined;
+    const claim = leases.claim(pod);
+    const claimed = shapes.sessionUid(pod) !== undefined || claim?.kind === "session";
     if (pod.metadata?.deletionTimestamp) sorted.terminating.push(pod);
     else if (claimed) (isFinished(pod) ? sorted.allocatedFinished : sorted.allocated).push(pod);
     else if (isFinished(pod)) sorted.idleFinished.push(pod);
-    else if (podState(pod) === "draining") sorted.draining.push(pod);
-    else if (isPodReady(pod)) sorted.idleReady.push(pod);
+    else if (podState(pod) === "draining" || claim?.kind === "drain") sorted.draining.push(pod);
+    else if (isPodReady(pod) && claim !== undefined) sorted.idleReady.push(pod);
     else sorted.warming.push(pod);
   }
   const byIndex = (a: V1Pod, b: V1Pod) =>

@@ -4,12 +4,14 @@
  * loop). Each round, from the caches:
  *
  *   1. clean up: idle pods that ended (crashed while idle) and claimed pods whose session is over
- *      are deleted (the pool then refills);
- *   2. allocate: idle Ready pods go to waiting sessions, oldest first (allocator.ts); the claims'
- *      answers are not waited for (they are handled when they come, and requeue on a lost race);
- *   3. scale: create missing pods (lowest free index) or drain surplus idle ones (label
- *      `draining`, then delete), warming before ready and highest index first; an allocated pod is
- *      never removed for scaling; a deleted pool's idle pods are drained the same way;
+ *      are deleted (the pool then refills); claim Leases left by gone pods are deleted, a pod
+ *      without its Lease gets one, and a claim whose labels have not reached its pod yet is finished;
+ *   2. allocate: idle Ready pods go to waiting sessions, oldest first (allocator.ts), by an update
+ *      of the pod's claim Lease; the claims' answers are not waited for (they are handled when they
+ *      come: the claim's labels and owner are then patched onto the pod; a lost race requeues);
+ *   3. scale: create missing pods (lowest free index) with their Leases, or drain surplus idle ones
+ *      (Lease held by `drain`, then delete), warming before ready and highest index first; an
+ *      allocated pod is never removed for scaling; a deleted pool's idle pods are drained the same way;
  *   (1b. spec.recycle: a claimed pod whose relay marked it recycled is given back to the pool;)
  *   4. status: counts, selector, conditions; Events on allocation, exhaustion, refill.
  *
@@ -18,11 +20,13 @@
  */
 import { randomUUID } from "node:crypto";
 import {
+  CoordinationV1Api,
   CoreV1Api,
   CustomObjectsApi,
   PatchStrategy,
   setHeaderOptions,
   type KubeConfig,
+  type V1Lease,
   type V1Pod,
 } from "@kubernetes/client-node";
 import type { Logger } from "pino";
@@ -43,7 +47,15 @@ import { canonicalJson } from "../kube/canonical-json.js";
 import { Allocator, type ClaimOutcomes, type ClaimStamp, type SessionArrival } from "./allocator.js";
 import { apiCode } from "./api.js";
 import type { PoolMetrics } from "./metrics.js";
-import { isPodReady, liveCount, sortPoolPods, type PoolPods } from "./pool-pods.js";
+import {
+  PodLeases,
+  isFinished,
+  isPodReady,
+  liveCount,
+  sortPoolPods,
+  type LeaseClaim,
+  type PoolPods,
+} from "./pool-pods.js";
 import { PoolStatusWrites, poolConditions } from "./pool-status.js";
 import type { WritePriority } from "../kube/write-priority.js";
 
@@ -52,13 +64,27 @@ const mergePatch = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
 /** A claim or status write that failed for another reason than a conflict (apiserver away) is retried after this. */
 const CLAIM_RETRY_MS = 1000;
 
+/** A claim Lease left this long without its pod is deleted (not sooner: the pod cache may lag). */
+const STALE_LEASE_MS = 30_000;
+
 /** How the pool's pods look and are claimed: relaysession/desired-pool-pod.ts, wired by operator.ts. */
 export interface PoolPodShapes {
   pod(pool: RelayPool, index: number): V1Pod;
   indexOf(poolName: string, podName: string | undefined): number;
   /** ServiceAccount, Role, RoleBinding of the pool's pods (create if missing). */
   ensureRbac(pool: RelayPool): Promise<void>;
-  claim(pod: V1Pod, session: RelaySession, stamp: ClaimStamp): V1Pod;
+  /** The claim Lease of a new pod (no holder). */
+  idleLease(pool: RelayPool, pod: V1Pod): V1Lease;
+  /** The pod's Lease held by `session` (written with the cached resourceVersion). */
+  claim(lease: V1Lease, session: RelaySession, stamp: ClaimStamp): V1Lease;
+  /** What follows a claim on the pod: labels, annotations, the session as owner (merge patch). */
+  claimPodPatch(session: RelaySession, stamp: ClaimStamp): Pick<V1Pod, "metadata">;
+  stampOfLease(lease: V1Lease): ClaimStamp;
+  drainLease(lease: V1Lease): V1Lease;
+  /** The Lease of a recycled pod: no holder. */
+  freeLease(lease: V1Lease): V1Lease;
+  leaseClaim(lease: V1Lease): LeaseClaim;
+  leasePodUid(lease: V1Lease): string | undefined;
   /** Whether the relay of a claimed pod ended its session cleanly and is idle again (spec.recycle). */
   isRecycled(pod: V1Pod): boolean;
   /** The claimed pod given back to the pool (claim removed, the pool its owner again). */
@@ -85,6 +111,8 @@ export interface RelayPoolReconcilerDeps {
   pools: { get(namespace: string, name: string): RelayPool | undefined };
   /** Every relay pod (pool pods and session pods) in a namespace, from the pod informer. */
   pods: { list(namespace: string): V1Pod[] };
+  /** The claim Leases of pool pods in a namespace, from the Lease informer. */
+  leases: { list(namespace: string): V1Lease[] };
   sessions: {
     list(namespace: string): RelaySession[];
     get(namespace: string, name: string): RelaySession | undefined;
@@ -111,7 +139,12 @@ export interface PoolReconcileResult {
 export class RelayPoolReconciler {
   private readonly deps: RelayPoolReconcilerDeps;
   private readonly core: CoreV1Api;
+  private readonly coordination: CoordinationV1Api;
   private readonly customObjects: CustomObjectsApi;
+  /** The latest view of each namespace's claim Leases (claims are sent after the round that built it). */
+  private readonly podLeases = new Map<string, PodLeases>();
+  /** Pods whose claim's labels are being patched on ("namespace/name"). */
+  private readonly completing = new Set<string>();
   private readonly allocator: Allocator;
   private readonly now: () => Date;
   private readonly logger: Logger;
@@ -124,14 +157,19 @@ export class RelayPoolReconciler {
   constructor(deps: RelayPoolReconcilerDeps) {
     this.deps = deps;
     this.core = deps.kubeConfig.makeApiClient(CoreV1Api);
+    this.coordination = deps.kubeConfig.makeApiClient(CoordinationV1Api);
     this.customObjects = deps.kubeConfig.makeApiClient(CustomObjectsApi);
     this.now = deps.now ?? (() => new Date());
     this.logger = deps.logger ?? silentLogger;
     this.allocator = new Allocator({
-      core: this.core,
-      claim: (pod, session, stamp) => deps.shapes.claim(pod, session, stamp),
-      sessionUid: (pod) => deps.shapes.sessionUid(pod),
-      attempt: (pod) => deps.shapes.attempt(pod),
+      coordination: this.coordination,
+      claim: (lease, session, stamp) => deps.shapes.claim(lease, session, stamp),
+      leaseOf: (pod) => this.leasesOf(pod).lease(pod),
+      sessionUid: (pod) => this.leasesOf(pod).sessionUid(pod, (p) => deps.shapes.sessionUid(p)),
+      attempt: (pod) => {
+        const claim = this.leasesOf(pod).claim(pod);
+        return claim?.kind === "session" ? claim.attempt : deps.shapes.attempt(pod);
+      },
       arrival: (uid) => deps.arrival(uid),
       now: this.now,
       ...(deps.priority ? { priority: deps.priority } : {}),
@@ -152,8 +190,9 @@ export class RelayPoolReconciler {
     if (!pool || pool.metadata.deletionTimestamp) {
       // Idle pods go with the pool (owner references: the garbage collector may be first); they are
       // drained here as on a scale-down. Claimed pods belong to their sessions now and stay.
-      const left = sortPoolPods(this.deps.pods.list(namespace), name, this.deps.shapes);
-      for (const pod of [...left.warming, ...left.idleReady]) await this.drain(pod);
+      const leases = this.refreshLeases(namespace);
+      const left = sortPoolPods(this.deps.pods.list(namespace), name, this.deps.shapes, leases);
+      for (const pod of [...left.warming, ...left.idleReady]) await this.drain(pod, leases.lease(pod));
       this.deps.metrics?.forget(namespace, name);
       for (const [uid, poolKey] of this.poolsByUid) {
         if (poolKey !== key) continue;
@@ -167,9 +206,11 @@ export class RelayPoolReconciler {
     await this.deps.shapes.ensureRbac(pool);
 
     const allPods = this.deps.pods.list(namespace);
-    const sorted = sortPoolPods(allPods, name, this.deps.shapes);
+    const leases = this.refreshLeases(namespace);
+    const sorted = sortPoolPods(allPods, name, this.deps.shapes, leases);
     this.observeWarmups(pool, sorted);
-    await this.cleanUp(pool, sorted, log);
+    await this.cleanUp(pool, sorted, leases, log);
+    await this.tendLeases(pool, allPods, sorted, leases, log);
 
     // Allocation before scaling: a pod handed out now is not an idle pod to scale away.
     const sessions = this.deps.sessions.list(namespace);
@@ -187,7 +228,7 @@ export class RelayPoolReconciler {
     let removed: V1Pod[] = [];
     if (live < desired) created = await this.scaleUp(pool, allPods, desired - live, stillWaiting, log);
     else if (live > desired)
-      removed = await this.scaleDown(pool, [...sorted.warming, ...idleReady], live - desired, log);
+      removed = await this.scaleDown(pool, [...sorted.warming, ...idleReady], live - desired, leases, log);
     const kept = (pods: V1Pod[]) => pods.filter((pod) => !removed.includes(pod));
     await this.markReady(kept(idleReady));
 
@@ -210,7 +251,8 @@ export class RelayPoolReconciler {
     const namespace = pool.metadata.namespace ?? "default";
     const name = pool.metadata.name ?? "";
     return {
-      allocated: ({ session, pod, waitedSeconds, writeMs }) => {
+      allocated: ({ session, pod, lease, stamp, waitedSeconds, writeMs }) => {
+        this.completeClaim(pod, lease, session, stamp, key, log);
         log.info(
           {
             session: session.metadata.name,
@@ -241,7 +283,7 @@ export class RelayPoolReconciler {
   }
 
   /** Idle pods that ended are replaced; claimed pods whose session is over leave (refill follows). */
-  private async cleanUp(pool: RelayPool, sorted: PoolPods, log: Logger): Promise<void> {
+  private async cleanUp(pool: RelayPool, sorted: PoolPods, leases: PodLeases, log: Logger): Promise<void> {
     for (const pod of sorted.idleFinished) {
       log.info({ pod: pod.metadata?.name, phase: pod.status?.phase }, "idle warm pod ended; replacing it");
       this.deps.events?.record(
@@ -252,9 +294,13 @@ export class RelayPoolReconciler {
       );
       await this.deletePod(pod);
     }
-    for (const pod of sorted.draining) await this.deletePod(pod, true);
+    // Held by `drain`, the pod can no longer be claimed: deleted by uid whatever its version.
+    for (const pod of sorted.draining) await this.deletePod(pod, leases.claim(pod)?.kind !== "drain");
     const namespace = pool.metadata.namespace ?? "default";
     for (const pod of [...sorted.allocated, ...sorted.allocatedFinished]) {
+      const claim = leases.claim(pod);
+      // Claimed by its Lease, the labels not on the pod yet: completeClaim (tendLeases) comes first.
+      if (claim?.kind === "session" && claim.sessionUid !== this.deps.shapes.sessionUid(pod)) continue;
       const sessionName = pod.metadata?.ownerReferences?.find((ref) => ref.kind === "RelaySession")?.name;
       const session = sessionName ? this.deps.sessions.get(namespace, sessionName) : undefined;
       const over =
@@ -267,19 +313,38 @@ export class RelayPoolReconciler {
           this.deps.shapes.attempt(pod) < (session.status?.restarts ?? 0));
       if (!over) continue;
       if (pool.spec.recycle && sorted.allocated.includes(pod) && this.deps.shapes.isRecycled(pod)) {
-        await this.unclaim(pool, pod, log);
+        await this.unclaim(pool, pod, leases.lease(pod), log);
         continue;
       }
       log.info({ pod: pod.metadata?.name, session: sessionName }, "session over; deleting its warm pod");
       await this.deletePod(pod);
+      // Its Lease goes too (the garbage collector would, later; a test cluster may have none).
+      const lease = leases.lease(pod);
+      if (lease) await this.deleteLease(lease);
     }
   }
 
   /**
    * spec.recycle: the relay ended its session cleanly and checked ComfyStream; the pod goes back to
-   * the pool, written with the cached resourceVersion (a pod changed since is looked at again).
+   * the pool: first its Lease is freed, then its labels (each written with the cached
+   * resourceVersion; what changed since is looked at again). The pod still carries the session's
+   * labels in between, so it is not offered before both are written.
    */
-  private async unclaim(pool: RelayPool, pod: V1Pod, log: Logger): Promise<void> {
+  private async unclaim(pool: RelayPool, pod: V1Pod, lease: V1Lease | undefined, log: Logger): Promise<void> {
+    const held = lease ? this.deps.shapes.leaseClaim(lease) : undefined;
+    if (lease && held?.kind === "session" && held.sessionUid === this.deps.shapes.sessionUid(pod)) {
+      try {
+        await this.coordination.replaceNamespacedLease({
+          namespace: lease.metadata?.namespace ?? "default",
+          name: lease.metadata?.name ?? "",
+          body: this.deps.shapes.freeLease(lease),
+        });
+      } catch (error) {
+        const code = apiCode(error);
+        if (code === 409 || code === 404) return;
+        throw error;
+      }
+    }
     try {
       await this.core.replaceNamespacedPod({
         namespace: pod.metadata?.namespace ?? "default",
@@ -319,13 +384,19 @@ export class RelayPoolReconciler {
     for (let index = 0; created < missing; index++) {
       if (taken.has(index)) continue;
       const body = this.deps.shapes.pod(pool, index);
+      let pod: V1Pod;
       try {
-        await this.core.createNamespacedPod({ namespace: pool.metadata.namespace ?? "default", body });
+        pod = await this.core.createNamespacedPod({ namespace: pool.metadata.namespace ?? "default", body });
         created++;
       } catch (error) {
         // 409: the cache is behind our own create; the name is taken, try the next.
         if (apiCode(error) !== 409) throw error;
+        continue;
       }
+      // Its claim Lease at once (needs the pod's uid); one that fails is made by a later round.
+      await this.createLease(pool, pod).catch((err: unknown) =>
+        log.warn({ pod: pod.metadata?.name, err }, "creating the claim Lease failed; retrying later"),
+      );
     }
     if (created === 0) return 0;
     log.info({ created, waiting }, "created warm pods");
@@ -343,6 +414,7 @@ export class RelayPoolReconciler {
     pool: RelayPool,
     candidates: V1Pod[],
     surplus: number,
+    leases: PodLeases,
     log: Logger,
   ): Promise<V1Pod[]> {
     const name = pool.metadata.name ?? "";
@@ -351,7 +423,7 @@ export class RelayPoolReconciler {
     const byIndexDesc = (a: V1Pod, b: V1Pod) =>
       this.deps.shapes.indexOf(name, b.metadata?.name) - this.deps.shapes.indexOf(name, a.metadata?.name);
     const victims = [...warming.sort(byIndexDesc), ...ready.sort(byIndexDesc)].slice(0, surplus);
-    for (const pod of victims) await this.drain(pod);
+    for (const pod of victims) await this.drain(pod, leases.lease(pod));
     if (victims.length > 0) {
       log.info({ deleted: victims.map((pod) => pod.metadata?.name) }, "scaled down idle warm pods");
       this.deps.events?.record(pool, "Normal", "ScaledDown", `deleted ${victims.length} idle warm pod(s)`);
@@ -360,12 +432,25 @@ export class RelayPoolReconciler {
   }
 
   /**
-   * An idle pod leaves through the `draining` state: the label is set with the cached
-   * resourceVersion (a pod claimed since is spared: 409), which also takes the pod out of allocation
-   * for any replica, then the pod is deleted (uid and the drained version as preconditions). A pod
+   * An idle pod leaves through the `draining` state: its Lease is taken by `drain` with the cached
+   * resourceVersion (a pod claimed since is spared: 409), which takes the pod out of allocation for
+   * any replica; the label says so on the pod; then the pod is deleted (uid as precondition). A pod
+   * without a Lease cannot be claimed; its label is set with the pod's cached version instead. A pod
    * left draining by an interrupted round is deleted by the next one (cleanUp).
    */
-  private async drain(pod: V1Pod): Promise<void> {
+  private async drain(pod: V1Pod, lease: V1Lease | undefined): Promise<void> {
+    if (lease) {
+      try {
+        await this.coordination.replaceNamespacedLease({
+          namespace: lease.metadata?.namespace ?? "default",
+          name: lease.metadata?.name ?? "",
+          body: this.deps.shapes.drainLease(lease),
+        });
+      } catch (error) {
+        if (apiCode(error) !== 409 && apiCode(error) !== 404) throw error;
+        return;
+      }
+    }
     let drained: V1Pod;
     try {
       drained = await this.core.patchNamespacedPod(
@@ -374,7 +459,7 @@ export class RelayPoolReconciler {
           name: pod.metadata?.name ?? "",
           body: {
             metadata: {
-              resourceVersion: pod.metadata?.resourceVersion,
+              ...(lease ? {} : { resourceVersion: pod.metadata?.resourceVersion }),
               labels: { [LABEL_POOL_STATE]: "draining" },
             },
           },
@@ -385,7 +470,7 @@ export class RelayPoolReconciler {
       if (apiCode(error) !== 409 && apiCode(error) !== 404) throw error;
       return;
     }
-    await this.deletePod(drained, true);
+    await this.deletePod(drained, !lease);
   }
 
   /** The state label follows readiness (the relay in the pod only answers its readiness probe). */
@@ -428,6 +513,132 @@ export class RelayPoolReconciler {
             ...(unclaimed ? { resourceVersion: pod.metadata?.resourceVersion } : {}),
           },
         },
+      });
+    } catch (error) {
+      if (apiCode(error) !== 404 && apiCode(error) !== 409) throw error;
+    }
+  }
+
+  private refreshLeases(namespace: string): PodLeases {
+    const leases = new PodLeases(
+      this.deps.pods.list(namespace),
+      this.deps.leases.list(namespace),
+      this.deps.shapes,
+    );
+    this.podLeases.set(namespace, leases);
+    return leases;
+  }
+
+  /** The latest Lease view of the pod's namespace (empty before its first round). */
+  private leasesOf(pod: V1Pod): PodLeases {
+    const namespace = pod.metadata?.namespace ?? "default";
+    return this.podLeases.get(namespace) ?? this.refreshLeases(namespace);
+  }
+
+  /**
+   * Leases in order: one left by a gone pod (or by an earlier pod of the same name) is deleted, a live
+   * pod without one gets one (an operator that stopped between the two creates, or an older operator's
+   * pod), and a claim whose labels have not reached its pod yet (an operator stopped right after the
+   * claim) is finished.
+   */
+  private async tendLeases(
+    pool: RelayPool,
+    allPods: readonly V1Pod[],
+    sorted: PoolPods,
+    leases: PodLeases,
+    log: Logger,
+  ): Promise<void> {
+    const name = pool.metadata.name ?? "";
+    const podNames = new Set(allPods.map((pod) => pod.metadata?.name));
+    for (const lease of leases.stale) {
+      if (lease.metadata?.labels?.[LABEL_POOL] !== name) continue;
+      const age = this.now().getTime() - Date.parse(String(lease.metadata?.creationTimestamp ?? ""));
+      if (!podNames.has(lease.metadata?.name) && !(age > STALE_LEASE_MS)) continue;
+      await this.deleteLease(lease);
+    }
+    for (const pod of [...sorted.warming, ...sorted.idleReady]) {
+      if (leases.lease(pod) || isFinished(pod)) continue;
+      try {
+        await this.createLease(pool, pod);
+      } catch (err) {
+        log.warn({ pod: pod.metadata?.name, err }, "creating the claim Lease failed; retrying later");
+      }
+    }
+    const key = `${pool.metadata.namespace ?? "default"}/${name}`;
+    for (const pod of [...sorted.allocated, ...sorted.allocatedFinished]) {
+      const lease = leases.lease(pod);
+      const claim = leases.claim(pod);
+      if (!lease || claim?.kind !== "session" || claim.sessionUid === this.deps.shapes.sessionUid(pod))
+        continue;
+      const [namespace, sessionName] = claim.session.split("/");
+      const session = this.deps.sessions.get(namespace ?? "", sessionName ?? "");
+      // The session is gone: its owner reference still goes on, so the session's end is seen as for
+      // any claimed pod (cleanUp deletes or recycles it next).
+      const owner: RelaySession = session ?? {
+        apiVersion: `${RELAY_SESSION_GROUP}/${RELAY_SESSION_VERSION}`,
+        kind: "RelaySession",
+        metadata: { name: sessionName ?? "", namespace: namespace ?? "", uid: claim.sessionUid },
+        spec: {} as RelaySession["spec"],
+      };
+      this.completeClaim(pod, lease, owner, this.deps.shapes.stampOfLease(lease), key, log);
+    }
+  }
+
+  /**
+   * The claim's labels, annotations and owner onto the pod, as a background write (it waits while
+   * other claims are in flight): the session controller finds its pod by them. Not guarded by the
+   * pod's version: the Lease already made the pod the session's.
+   */
+  private completeClaim(
+    pod: V1Pod,
+    lease: V1Lease,
+    session: RelaySession,
+    stamp: ClaimStamp,
+    key: string,
+    log: Logger,
+  ): void {
+    const podKey = `${pod.metadata?.namespace ?? "default"}/${pod.metadata?.name ?? ""}`;
+    if (this.completing.has(podKey)) return;
+    this.completing.add(podKey);
+    const write = () =>
+      this.core.patchNamespacedPod(
+        {
+          namespace: pod.metadata?.namespace ?? "default",
+          name: pod.metadata?.name ?? "",
+          body: this.deps.shapes.claimPodPatch(session, stamp),
+        },
+        mergePatch,
+      );
+    void (this.deps.priority ? this.deps.priority.background(write) : write())
+      .catch((error: unknown) => {
+        if (apiCode(error) === 404) return;
+        log.warn(
+          { pod: pod.metadata?.name, lease: lease.metadata?.name, err: error },
+          "labelling a claimed pod failed; retrying",
+        );
+        this.deps.requeue?.(key, CLAIM_RETRY_MS);
+      })
+      .finally(() => this.completing.delete(podKey));
+  }
+
+  private async createLease(pool: RelayPool, pod: V1Pod): Promise<void> {
+    try {
+      await this.coordination.createNamespacedLease({
+        namespace: pod.metadata?.namespace ?? "default",
+        body: this.deps.shapes.idleLease(pool, pod),
+      });
+    } catch (error) {
+      // 409: there is one (the cache is behind, or an earlier pod's, which tendLeases removes).
+      if (apiCode(error) !== 409) throw error;
+    }
+  }
+
+  private async deleteLease(lease: V1Lease): Promise<void> {
+    try {
+      await this.coordination.deleteNamespacedLease({
+        namespace: lease.metadata?.namespace ?? "default",
+        name: lease.metadata?.name ?? "",
+        body: { preconditions: { uid: lease.metadata?.uid } },
       });
     } catch (error) {
       if (apiCode(error) !== 404 && apiCode(error) !== 409) throw error;

@@ -3,8 +3,11 @@
 // GPU rules); only its arguments, labels, owner and readiness differ. operator.ts hands these
 // builders to the pool controller (operator/src/relaypool), which decides how many to keep.
 
-import type { V1Container, V1OwnerReference, V1Pod, V1Toleration } from "@kubernetes/client-node";
+import type { V1Container, V1Lease, V1OwnerReference, V1Pod, V1Toleration } from "@kubernetes/client-node";
 import {
+  CLAIM_HOLDER_DRAIN,
+  CLAIM_LEASE_API_VERSION,
+  claimLeaseName,
   ANNOTATION_ALLOCATED_AT,
   ANNOTATION_ALLOCATED_SESSION,
   ANNOTATION_ALLOCATION_WAITED_SECONDS,
@@ -182,8 +185,8 @@ export function desiredPoolPod(pool: RelayPool, index: number, options: PoolPodO
 /**
  * The pool pods' ServiceAccount, Role and RoleBinding. A warm pod does not know which session it
  * will serve, so it may read the namespace's RelaySessions and patch their status (the relay writes
- * only status.relay of the session its pod was given) and read pods (its own, to see the claim) and
- * patch them (its own, to say it is idle again after a recycled session).
+ * only status.relay of the session its pod was given), read Leases (its own claim Lease, to see the
+ * claim), and read pods and patch them (its own, to say it is idle again after a recycled session).
  */
 export function desiredPoolRbac(pool: RelayPool): RelayRbac {
   return relayRbacObjects(
@@ -207,6 +210,7 @@ export function desiredPoolRbac(pool: RelayPool): RelayRbac {
       // patch: a recycling pod marks itself idle again (ANNOTATION_RECYCLED). Granted whatever
       // spec.recycle says, since the Role is made once per pool and recycle may be switched on later.
       { apiGroups: [""], resources: ["pods"], verbs: ["get", "list", "watch", "patch"] },
+      { apiGroups: ["coordination.k8s.io"], resources: ["leases"], verbs: ["get", "list", "watch"] },
     ],
   );
 }
@@ -219,36 +223,127 @@ export interface ClaimStamp {
   attempt: number;
 }
 
-/**
- * `pod` (an idle warm pod, as cached) claimed for `session`: the session's labels (the pod is then
- * the session's pod of this attempt, found by the session controller's owner index), the state
- * `allocated`, the claim annotations the relay in the pod waits for, and the session as the only
- * controller owner, so that deleting the pool leaves the session's pod alone and deleting the session
- * removes it. The caller writes it with the cached resourceVersion (update, not patch): two claims of
- * one pod cannot both succeed.
- */
-export function claimedPoolPod(pod: V1Pod, session: RelaySession, stamp: ClaimStamp): V1Pod {
-  // A shallow copy with new metadata maps: the cached pod is not touched, and a deep copy of the
-  // whole pod (managedFields and all) was the largest CPU cost of a claim under a burst.
+/** The claim Lease of a new warm pod (crds/src/relay-pool.ts): no holder (idle), owned by the pod. */
+export function idleClaimLease(pool: RelayPool, pod: V1Pod): V1Lease {
+  const name = pod.metadata?.name ?? "";
   return {
-    ...pod,
+    apiVersion: CLAIM_LEASE_API_VERSION,
+    kind: "Lease",
     metadata: {
-      ...pod.metadata,
-      labels: {
-        ...pod.metadata?.labels,
-        [LABEL_SESSION]: sessionLabelValue(session.metadata.name ?? ""),
-        [LABEL_SESSION_UID]: session.metadata.uid ?? "",
-        [LABEL_ATTEMPT]: String(stamp.attempt),
-        [LABEL_POOL_STATE]: "allocated",
-      },
-      annotations: {
-        ...pod.metadata?.annotations,
-        [ANNOTATION_ALLOCATED_SESSION]: `${session.metadata.namespace}/${session.metadata.name}`,
-        [ANNOTATION_ALLOCATED_AT]: stamp.at.toISOString(),
-        [ANNOTATION_ALLOCATION_WAITED_SECONDS]: String(Math.round(stamp.waitedSeconds * 1000) / 1000),
-      },
+      name: claimLeaseName(name),
+      namespace: pod.metadata?.namespace ?? pool.metadata.namespace ?? "default",
+      labels: poolPodLabels(pool),
+      // Goes with its pod (garbage collector); the pool controller also removes one left behind.
+      ownerReferences: [
+        { apiVersion: "v1", kind: "Pod", name, uid: pod.metadata?.uid ?? "", blockOwnerDeletion: false },
+      ],
+    },
+    spec: {},
+  };
+}
+
+/** What a claim Lease says about its pod. */
+export type LeaseClaim =
+  | { kind: "idle" }
+  | { kind: "drain" }
+  | { kind: "session"; sessionUid: string; session: string; attempt: number; allocatedAt: string };
+
+export function leaseClaimOf(lease: V1Lease): LeaseClaim {
+  const holder = lease.spec?.holderIdentity ?? "";
+  if (holder === "") return { kind: "idle" };
+  if (holder === CLAIM_HOLDER_DRAIN) return { kind: "drain" };
+  const attempt = Number(lease.metadata?.labels?.[LABEL_ATTEMPT]);
+  return {
+    kind: "session",
+    sessionUid: lease.metadata?.labels?.[LABEL_SESSION_UID] ?? "",
+    session: holder,
+    attempt: Number.isInteger(attempt) ? attempt : -1,
+    allocatedAt: lease.metadata?.annotations?.[ANNOTATION_ALLOCATED_AT] ?? "",
+  };
+}
+
+/** The uid of the pod a claim Lease belongs to (its owner), if any. */
+export function leasePodUid(lease: V1Lease): string | undefined {
+  return lease.metadata?.ownerReferences?.find((ref) => ref.kind === "Pod")?.uid;
+}
+
+function claimLabels(session: RelaySession, stamp: ClaimStamp): Record<string, string> {
+  return {
+    [LABEL_SESSION]: sessionLabelValue(session.metadata.name ?? ""),
+    [LABEL_SESSION_UID]: session.metadata.uid ?? "",
+    [LABEL_ATTEMPT]: String(stamp.attempt),
+  };
+}
+
+function claimAnnotations(session: RelaySession, stamp: ClaimStamp): Record<string, string> {
+  return {
+    [ANNOTATION_ALLOCATED_SESSION]: `${session.metadata.namespace}/${session.metadata.name}`,
+    [ANNOTATION_ALLOCATED_AT]: stamp.at.toISOString(),
+    [ANNOTATION_ALLOCATION_WAITED_SECONDS]: String(Math.round(stamp.waitedSeconds * 1000) / 1000),
+  };
+}
+
+/**
+ * The claim: the pod's Lease (as cached) held by `session`. The caller writes it with the cached
+ * resourceVersion (update): of two claims of one pod only one can succeed.
+ */
+export function claimedLease(lease: V1Lease, session: RelaySession, stamp: ClaimStamp): V1Lease {
+  return {
+    ...lease,
+    metadata: {
+      ...lease.metadata,
+      labels: { ...lease.metadata?.labels, ...claimLabels(session, stamp) },
+      annotations: { ...lease.metadata?.annotations, ...claimAnnotations(session, stamp) },
+    },
+    spec: { holderIdentity: `${session.metadata.namespace}/${session.metadata.name}` },
+  };
+}
+
+/** The Lease of a pod being scaled away (written with the cached resourceVersion: a claimed pod is spared). */
+export function drainingLease(lease: V1Lease): V1Lease {
+  return { ...lease, spec: { holderIdentity: CLAIM_HOLDER_DRAIN } };
+}
+
+/** The Lease of a recycled pod: no holder, no claim labels or annotations (idle again). */
+export function freedLease(lease: V1Lease): V1Lease {
+  const labels: Record<string, string> = { ...lease.metadata?.labels };
+  for (const label of [LABEL_SESSION, LABEL_SESSION_UID, LABEL_ATTEMPT]) delete labels[label];
+  const annotations: Record<string, string> = { ...lease.metadata?.annotations };
+  for (const annotation of [
+    ANNOTATION_ALLOCATED_SESSION,
+    ANNOTATION_ALLOCATED_AT,
+    ANNOTATION_ALLOCATION_WAITED_SECONDS,
+  ])
+    delete annotations[annotation];
+  return { ...lease, metadata: { ...lease.metadata, labels, annotations }, spec: {} };
+}
+
+/**
+ * What follows a claim on the pod itself (a merge patch, after the Lease was written): the session's
+ * labels (the pod is then the session's pod of this attempt, found by the session controller's owner
+ * index), the state `allocated`, the claim annotations, and the session as the only controller owner,
+ * so that deleting the pool leaves the session's pod alone and deleting the session removes it. No
+ * resourceVersion: the Lease already decided whose the pod is.
+ */
+export function claimPodPatch(session: RelaySession, stamp: ClaimStamp): Pick<V1Pod, "metadata"> {
+  return {
+    metadata: {
+      labels: { ...claimLabels(session, stamp), [LABEL_POOL_STATE]: "allocated" },
+      annotations: claimAnnotations(session, stamp),
       ownerReferences: [sessionOwnerReference(session)],
     },
+  };
+}
+
+/** The claim stamp a session Lease carries (to write the same one on the pod). */
+export function stampOfLease(lease: V1Lease): ClaimStamp {
+  const annotations = lease.metadata?.annotations ?? {};
+  const attempt = Number(lease.metadata?.labels?.[LABEL_ATTEMPT]);
+  const waited = Number(annotations[ANNOTATION_ALLOCATION_WAITED_SECONDS]);
+  return {
+    at: new Date(annotations[ANNOTATION_ALLOCATED_AT] ?? 0),
+    waitedSeconds: Number.isFinite(waited) ? waited : 0,
+    attempt: Number.isInteger(attempt) ? attempt : 0,
   };
 }
 
@@ -263,7 +358,7 @@ export function isRecycledPoolPod(pod: V1Pod): boolean {
 }
 
 /**
- * A recycled pod (as cached) given back to `pool`: the reverse of claimedPoolPod (session labels and
+ * A recycled pod (as cached) given back to `pool`: the reverse of claimPodPatch (session labels and
  * claim annotations gone, the pool the controller owner again, state `ready`). Written with the
  * cached resourceVersion, like the claim.
  */

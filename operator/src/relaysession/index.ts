@@ -26,7 +26,9 @@ export type { PoolAccess } from "./pooled-session.js";
 export {
   desiredPoolPod,
   desiredPoolRbac,
-  claimedPoolPod,
+  claimedLease,
+  claimPodPatch,
+  idleClaimLease,
   poolPodName,
   POOL_READY_PORT,
   POOL_READY_PATH,

@@ -275,6 +275,9 @@ export class PodLifecycle {
     const namespace = session.metadata.namespace ?? "default";
     const poolName = session.spec.poolRef!.name;
     const pool = this.pools?.get(namespace, poolName);
+    // Claimed a moment ago: the pod becomes the session's once the claim's labels reach it.
+    if (this.pools?.claimPending(namespace, session.metadata.uid ?? "", session.status?.restarts ?? 0))
+      return { requeueAfterMs: 1000 };
     if (pool && session.spec.poolRef!.onExhausted === "cold") {
       if ((this.pools?.idleReadyPods(namespace, poolName) ?? 0) === 0) {
         log.info({ pool: poolName }, "pool exhausted; starting a cold pod as the session asks");

@@ -26,6 +26,11 @@ export interface PoolAccess {
   get(namespace: string, name: string): RelayPool | undefined;
   /** Idle warm pods of the pool that are Ready now (from the pod cache). */
   idleReadyPods(namespace: string, name: string): number;
+  /**
+   * Whether a warm pod's claim Lease already names the session for this attempt (the claim's labels
+   * may not be on the pod yet).
+   */
+  claimPending(namespace: string, sessionUid: string, attempt: number): boolean;
   /** A session of the pool needs a pod: the pool controller looks at the pool soon. */
   requestAllocation(namespace: string, name: string): void;
 }

@@ -2,10 +2,13 @@
  * Per-session RBAC: the ServiceAccount, Role and RoleBinding `NAME-relay` through which a relay pod
  * reports its session's status. Separate from the pod lifecycle because it is create-if-missing
  * with its own rate limit, not part of any attempt; the objects are owned by the session, so the
- * garbage collector removes them with it.
+ * garbage collector removes them with it. A Role whose rules an older operator wrote differently
+ * (e.g. a pool's Role before its pods watched their claim Leases) is replaced: the operator may
+ * create and delete Roles, never update or escalate them.
  */
 import { CoreV1Api, RbacAuthorizationV1Api, type KubeConfig } from "@kubernetes/client-node";
 import { OPERATOR_FIELD_MANAGER, type RelaySession } from "../../../crds/src/index.js";
+import { canonicalJson } from "../kube/canonical-json.js";
 import { apiCode } from "./api-errors.js";
 import { desiredRelayRbac, type RelayRbac } from "./desired-pod.js";
 
@@ -48,7 +51,21 @@ export class SessionRbac {
     await ignoreExists(() =>
       this.core.createNamespacedServiceAccount({ namespace, body: serviceAccount, fieldManager }),
     );
-    await ignoreExists(() => this.rbac.createNamespacedRole({ namespace, body: role, fieldManager }));
+    try {
+      await this.rbac.createNamespacedRole({ namespace, body: role, fieldManager });
+    } catch (error) {
+      if (apiCode(error) !== 409) throw error;
+      const name = role.metadata?.name ?? "";
+      const current = await this.rbac.readNamespacedRole({ namespace, name });
+      if (canonicalJson(current.rules ?? []) !== canonicalJson(role.rules ?? [])) {
+        await this.rbac.deleteNamespacedRole({
+          namespace,
+          name,
+          body: { preconditions: { uid: current.metadata?.uid } },
+        });
+        await ignoreExists(() => this.rbac.createNamespacedRole({ namespace, body: role, fieldManager }));
+      }
+    }
     await ignoreExists(() =>
       this.rbac.createNamespacedRoleBinding({ namespace, body: roleBinding, fieldManager }),
     );

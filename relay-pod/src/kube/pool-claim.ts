@@ -1,20 +1,24 @@
-// A warm pool pod waiting for its session: follows its own pod until the operator's claim lands on
-// it (annotation trickle-relay.io/allocated-session = "namespace/name"). A watch of the one pod
-// (fieldSelector metadata.name), re-opened from a fresh read after it ends or fails, so a claim
-// written while no watch was open is still seen.
+// A warm pool pod waiting for its session: follows its claim Lease (named like the pod, in its
+// namespace; crds/src/relay-pool.ts) until the operator's claim lands on it (holderIdentity =
+// "namespace/name" of the session, annotation trickle-relay.io/allocated-at). A watch of the one
+// Lease (fieldSelector metadata.name), re-opened from a fresh list after it ends or fails, so a claim
+// written while no watch was open is still seen. The Lease, not the pod: the claim is the one write
+// a session waits for, and a Lease is far cheaper for the apiserver to write than a pod.
 
 import {
+  CoordinationV1Api,
   CoreV1Api,
   PatchStrategy,
   Watch,
   setHeaderOptions,
   type KubeConfig,
-  type V1Pod,
+  type V1Lease,
 } from "@kubernetes/client-node";
 import {
   ANNOTATION_ALLOCATED_AT,
-  ANNOTATION_ALLOCATED_SESSION,
   ANNOTATION_RECYCLED,
+  CLAIM_HOLDER_DRAIN,
+  claimLeaseName,
 } from "../../../crds/src/index.js";
 import { silentLogger, type Logger } from "../common/log.js";
 import { parseSessionRef, type SessionRef } from "./session-resource.js";
@@ -30,11 +34,18 @@ export interface Claim {
   allocatedAt: string;
 }
 
-/** The pod's claim; undefined while idle or when it is `ended` (a claim already served). */
-export function claimOf(pod: Pick<V1Pod, "metadata"> | undefined, ended?: string): Claim | undefined {
-  const value = pod?.metadata?.annotations?.[ANNOTATION_ALLOCATED_SESSION];
-  const allocatedAt = pod?.metadata?.annotations?.[ANNOTATION_ALLOCATED_AT] ?? "";
-  if (!value || (ended !== undefined && allocatedAt === ended)) return undefined;
+/**
+ * The claim a claim Lease carries; undefined while idle, draining, or when it is `ended` (a claim
+ * already served).
+ */
+export function claimOf(
+  lease: Pick<V1Lease, "metadata" | "spec"> | undefined,
+  ended?: string,
+): Claim | undefined {
+  const value = lease?.spec?.holderIdentity;
+  const allocatedAt = lease?.metadata?.annotations?.[ANNOTATION_ALLOCATED_AT] ?? "";
+  if (!value || value === CLAIM_HOLDER_DRAIN || (ended !== undefined && allocatedAt === ended))
+    return undefined;
   try {
     return { session: parseSessionRef(value), allocatedAt };
   } catch {
@@ -72,9 +83,10 @@ export async function markRecycled(
 }
 
 /**
- * Resolves with the claim once the pod carries one (other than the `ended` claim of a recycled pod,
- * which stays on it until the operator unclaims it), or undefined when `signal` aborts first (a stop
- * while idle). Read errors are retried with backoff up to 5 s.
+ * Resolves with the claim once the pod's claim Lease carries one (other than the `ended` claim of a
+ * recycled pod, which stays on it until the operator frees the Lease), or undefined when `signal`
+ * aborts first (a stop while idle). The Lease may not exist yet (the operator creates it right after
+ * the pod). Read errors are retried with backoff up to 5 s.
  */
 export async function waitForClaim(
   kubeConfig: KubeConfig,
@@ -83,20 +95,21 @@ export async function waitForClaim(
   logger: Logger = silentLogger,
   ended?: string,
 ): Promise<Claim | undefined> {
-  const core = kubeConfig.makeApiClient(CoreV1Api);
+  const coordination = kubeConfig.makeApiClient(CoordinationV1Api);
   const watch = new Watch(kubeConfig);
   const log = logger.child({ component: "pool-claim" });
+  const fieldSelector = `metadata.name=${claimLeaseName(pod.name)}`;
   for (let errors = 0; !signal.aborted;) {
     let resourceVersion: string | undefined;
     try {
-      const current = await core.readNamespacedPod({ namespace: pod.namespace, name: pod.name });
-      const claimed = claimOf(current, ended);
+      const current = await coordination.listNamespacedLease({ namespace: pod.namespace, fieldSelector });
+      const claimed = claimOf(current.items[0], ended);
       if (claimed) return claimed;
       resourceVersion = current.metadata?.resourceVersion;
       errors = 0;
     } catch (err) {
       errors++;
-      log.warn({ err: (err as Error).message }, "reading the pod failed; retrying");
+      log.warn({ err: (err as Error).message }, "reading the claim Lease failed; retrying");
       await sleep(Math.min(5000, 250 * 2 ** errors), signal);
       continue;
     }
@@ -111,9 +124,9 @@ export async function waitForClaim(
       signal.addEventListener("abort", onAbort);
       watch
         .watch(
-          `/api/v1/namespaces/${encodeURIComponent(pod.namespace)}/pods`,
-          { fieldSelector: `metadata.name=${pod.name}`, resourceVersion, timeoutSeconds: 300 },
-          (type, object: V1Pod) => {
+          `/apis/coordination.k8s.io/v1/namespaces/${encodeURIComponent(pod.namespace)}/leases`,
+          { fieldSelector, resourceVersion, timeoutSeconds: 300 },
+          (type, object: V1Lease) => {
             if (type === "ADDED" || type === "MODIFIED") {
               const claim = claimOf(object, ended);
               if (claim) finish(claim);

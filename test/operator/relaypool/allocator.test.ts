@@ -2,19 +2,19 @@
  * The allocator's bookkeeping while claims are in flight (operator/src/relaypool/allocator.ts): the
  * pool's next round must neither offer a pod whose claim is unanswered nor give its session a second
  * pod; a lost claim (409) puts the session back first in line, and a pod claimed here is not offered
- * again while the cache still shows it idle at the claimed version. The apiserver is played by
- * FakeClaimApi (named as such: each replace waits until the test answers it); the concurrency under a
- * real apiserver is in pool-apiserver.test.ts.
+ * again while the cache still shows its claim Lease at the claimed version. The apiserver is played
+ * by FakeClaimApi (named as such: each Lease update waits until the test answers it); the concurrency
+ * under a real apiserver is in pool-apiserver.test.ts.
  */
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { ApiException, type CoreV1Api, type V1Pod } from "@kubernetes/client-node";
+import { ApiException, type CoordinationV1Api, type V1Lease, type V1Pod } from "@kubernetes/client-node";
 import type { RelayPool, RelaySession } from "../../../crds/src/index.js";
 import { Allocator, type Allocation } from "../../../operator/src/relaypool/allocator.js";
 
 class FakeClaimApi {
   readonly pending: Array<{ name: string; answer(ok: boolean): void }> = [];
-  replaceNamespacedPod(request: { name: string; body: V1Pod }): Promise<V1Pod> {
+  replaceNamespacedLease(request: { name: string; body: V1Lease }): Promise<V1Lease> {
     return new Promise((resolve, reject) => {
       this.pending.push({
         name: request.name,
@@ -25,9 +25,11 @@ class FakeClaimApi {
 }
 
 const pool = { metadata: { name: "gpu", namespace: "ns" }, spec: {} } as unknown as RelayPool;
-const pod = (name: string, resourceVersion = "1"): V1Pod => ({
-  metadata: { name, namespace: "ns", resourceVersion, labels: {} },
-});
+const pod = (name: string): V1Pod => ({ metadata: { name, namespace: "ns", labels: {} } });
+/** The claim Leases as cached, by pod name. */
+const leases = new Map<string, V1Lease>();
+const cacheLease = (name: string, resourceVersion = "1") =>
+  leases.set(name, { metadata: { name, namespace: "ns", resourceVersion, labels: {} }, spec: {} });
 const session = (name: string, createdSecond: number): RelaySession =>
   ({
     metadata: {
@@ -43,8 +45,9 @@ const flush = () => new Promise((resolve) => setImmediate(resolve));
 test("claims in flight hold their pod and session out of the next rounds; a lost claim's session is first again", async () => {
   const api = new FakeClaimApi();
   const allocator = new Allocator({
-    core: api as unknown as CoreV1Api,
-    claim: (p, s) => ({ ...p, metadata: { ...p.metadata, labels: { session: s.metadata.uid ?? "" } } }),
+    coordination: api as unknown as CoordinationV1Api,
+    claim: (l, s) => ({ ...l, spec: { holderIdentity: s.metadata.uid ?? "" } }),
+    leaseOf: (p) => leases.get(p.metadata?.name ?? ""),
     sessionUid: (p) => p.metadata?.labels?.session,
     attempt: () => 0,
     arrival: () => undefined,
@@ -59,6 +62,8 @@ test("claims in flight hold their pod and session out of the next rounds; a lost
   };
   const sessions = [session("a", 1), session("b", 2), session("c", 3)];
   const idle = [pod("p0"), pod("p1")];
+  cacheLease("p0");
+  cacheLease("p1");
 
   // Round 1: a → p0, b → p1, both unanswered.
   let waiting = allocator.waitingSessions(pool, sessions, idle);
@@ -91,16 +96,19 @@ test("claims in flight hold their pod and session out of the next rounds; a lost
   );
   assert.deepEqual(lost, ["b"]);
 
-  // Round 3, cache unchanged: p0 is not offered again (claimed at the version the cache shows), a
-  // does not wait (its claim is remembered), b is first in line again, on p1 as now cached.
-  const p1Changed = pod("p1", "2");
-  waiting = allocator.waitingSessions(pool, sessions, [idle[0]!, p1Changed]);
+  // Round 3, cache unchanged for p0: p0 is not offered again (claimed at the Lease version the
+  // cache shows), a does not wait (its claim is remembered), b is first in line again, on p1 whose
+  // Lease the cache now shows at a newer version.
+  cacheLease("p1", "2");
+  waiting = allocator.waitingSessions(pool, sessions, idle);
   assert.deepEqual(
     waiting.map((s) => s.metadata.name),
     ["b", "c"],
   );
   assert.deepEqual(
-    allocator.available([idle[0]!, p1Changed]).map((p) => p.metadata?.name),
+    allocator.available(idle).map((p) => p.metadata?.name),
     ["p1"],
   );
+  // A pod without its claim Lease is never offered.
+  assert.deepEqual(allocator.available([pod("p2")]), []);
 });

@@ -5,9 +5,25 @@
  */
 import { spawn } from "node:child_process";
 import { join } from "node:path";
-import { CoreV1Api, type KubeConfig } from "@kubernetes/client-node";
-import type { RelayPool } from "../../../crds/src/index.js";
-import { desiredPoolPod } from "../../../operator/src/relaysession/desired-pool-pod.js";
+import {
+  CoordinationV1Api,
+  CoreV1Api,
+  PatchStrategy,
+  setHeaderOptions,
+  type KubeConfig,
+  type V1Lease,
+  type V1Pod,
+} from "@kubernetes/client-node";
+import { claimLeaseName, type RelayPool, type RelaySession } from "../../../crds/src/index.js";
+import {
+  claimPodPatch,
+  claimedLease,
+  desiredPoolPod,
+  freedLease,
+  idleClaimLease,
+  unclaimedPoolPod,
+  type ClaimStamp,
+} from "../../../operator/src/relaysession/desired-pool-pod.js";
 import { repoRoot } from "../operator-harness.js";
 import { poolYaml, type PoolKubectl } from "./pool-harness.js";
 
@@ -108,9 +124,59 @@ export async function poolWithOnePod(
   await kubectl.ok(["apply", "-f", "-"], poolYaml(namespace, "gpu", { replicas: 1, ...spec }));
   const pool = (await kubectl.pool(namespace, "gpu")) as RelayPool;
   const core = kc.makeApiClient(CoreV1Api);
-  const created = await core.createNamespacedPod({
-    namespace,
-    body: desiredPoolPod(pool, 0, { relayImage: "trickle-relay/relay:test" }),
-  });
+  const created = await createPoolPod(kc, pool, 0);
   return { pool, core, podName: created.metadata!.name! };
+}
+
+/** Pool pod number `index` and its claim Lease, created as the operator creates them. */
+export async function createPoolPod(kc: KubeConfig, pool: RelayPool, index: number): Promise<V1Pod> {
+  const namespace = pool.metadata.namespace ?? "default";
+  const pod = await kc.makeApiClient(CoreV1Api).createNamespacedPod({
+    namespace,
+    body: desiredPoolPod(pool, index, { relayImage: "trickle-relay/relay:test" }),
+  });
+  await kc
+    .makeApiClient(CoordinationV1Api)
+    .createNamespacedLease({ namespace, body: idleClaimLease(pool, pod) });
+  return pod;
+}
+
+/**
+ * The operator's claim of pool pod `podName` for `session`, written the way the allocator writes it:
+ * the claim Lease updated with the resourceVersion just read, then the claim's labels patched on the pod.
+ */
+export async function claimAsOperator(
+  kc: KubeConfig,
+  namespace: string,
+  podName: string,
+  session: RelaySession,
+  stamp: ClaimStamp = { at: new Date(), waitedSeconds: 0, attempt: 0 },
+): Promise<V1Lease> {
+  const leases = kc.makeApiClient(CoordinationV1Api);
+  const name = claimLeaseName(podName);
+  const lease = await leases.readNamespacedLease({ namespace, name });
+  const written = await leases.replaceNamespacedLease({
+    namespace,
+    name,
+    body: claimedLease(lease, session, stamp),
+  });
+  await kc
+    .makeApiClient(CoreV1Api)
+    .patchNamespacedPod(
+      { namespace, name: podName, body: claimPodPatch(session, stamp) },
+      setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
+    );
+  return written;
+}
+
+/** The operator giving a recycled pod back to its pool: the Lease freed, then the pod's labels. */
+export async function unclaimAsOperator(kc: KubeConfig, pool: RelayPool, podName: string): Promise<V1Pod> {
+  const namespace = pool.metadata.namespace ?? "default";
+  const leases = kc.makeApiClient(CoordinationV1Api);
+  const name = claimLeaseName(podName);
+  const lease = await leases.readNamespacedLease({ namespace, name });
+  await leases.replaceNamespacedLease({ namespace, name, body: freedLease(lease) });
+  const core = kc.makeApiClient(CoreV1Api);
+  const pod = await core.readNamespacedPod({ namespace, name: podName });
+  return core.replaceNamespacedPod({ namespace, name: podName, body: unclaimedPoolPod(pod, pool) });
 }

@@ -3,7 +3,7 @@
  * kube-apiserver: not Ready while its ComfyStream does not answer, Ready (readiness endpoint and
  * state metric) once it does, idle until the pod is claimed, then at once running the claimed
  * session, whose status.relay it writes. The claim is written exactly as the operator writes it
- * (claimedPoolPod + a resourceVersion-guarded update).
+ * (its claim Lease updated with the resourceVersion read, then the pod's labels).
  *
  * ComfyStream here is a plain HTTP server that answers every request with 404 ("stand-in
  * ComfyStream, HTTP only"): enough to be "up"; with --warmup-seconds 0 no stream goes through it,
@@ -13,9 +13,8 @@ import assert from "node:assert/strict";
 import { createServer } from "node:http";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { CoreV1Api, CustomObjectsApi, KubeConfig } from "@kubernetes/client-node";
+import { CustomObjectsApi, KubeConfig } from "@kubernetes/client-node";
 import type { RelayPool, RelaySession } from "../../../crds/src/index.js";
-import { claimedPoolPod, desiredPoolPod } from "../../../operator/src/relaysession/desired-pool-pod.js";
 import {
   freePorts,
   resolveEnvtestAssets,
@@ -23,7 +22,7 @@ import {
   type ControlPlane,
 } from "../../infra/apiserver.js";
 import { repoRoot, waitFor } from "../operator-harness.js";
-import { startPoolPodProcess } from "./pool-pod-process.js";
+import { claimAsOperator, createPoolPod, startPoolPodProcess } from "./pool-pod-process.js";
 import { PoolKubectl, poolYaml, pooledSessionsYaml } from "./pool-harness.js";
 
 const assets = await resolveEnvtestAssets();
@@ -46,11 +45,7 @@ describe("warm pool pod relay (real apiserver, relay process)", { skip: assets.s
     const [comfyPort, readyPort] = await freePorts(2);
     await kubectl.ok(["apply", "-f", "-"], poolYaml(ns, "gpu", { replicas: 1 }));
     const pool = await kubectl.pool(ns, "gpu");
-    const core = kc.makeApiClient(CoreV1Api);
-    const pod = await core.createNamespacedPod({
-      namespace: ns,
-      body: desiredPoolPod(pool as RelayPool, 0, { relayImage: "trickle-relay/relay:test" }),
-    });
+    const pod = await createPoolPod(kc, pool as RelayPool, 0);
 
     const relay = startPoolPodProcess({
       comfystreamUrl: `http://127.0.0.1:${comfyPort}`,
@@ -83,13 +78,8 @@ describe("warm pool pod relay (real apiserver, relay process)", { skip: assets.s
       plural: "relaysessions",
       name: "claimed",
     })) as RelaySession;
-    const current = await core.readNamespacedPod({ namespace: ns, name: pod.metadata!.name! });
     const claimedAt = Date.now();
-    await core.replaceNamespacedPod({
-      namespace: ns,
-      name: pod.metadata!.name!,
-      body: claimedPoolPod(current, session, { at: new Date(), waitedSeconds: 0, attempt: 0 }),
-    });
+    await claimAsOperator(kc, ns, pod.metadata!.name!, session);
 
     await waitFor("allocated state", 10_000, async () =>
       /trickle_relay_pool_pod_state\{state="allocated"\} 1/.test(await metrics()),

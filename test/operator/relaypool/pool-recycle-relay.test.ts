@@ -4,7 +4,7 @@
  * `run --pool-pod --pool-recycle` runs a claimed session whose input ends cleanly, checks ComfyStream,
  * is Ready again, marks its pod recycled with the claim's allocated-at, stays up, and runs the next
  * session once the pod is unclaimed and claimed again (both written exactly as the operator writes
- * them: unclaimedPoolPod / claimedPoolPod with the read resourceVersion). Without --pool-recycle the
+ * them: claim Lease and pod labels, each with the read resourceVersion). Without --pool-recycle the
  * same clean end makes the relay exit 0 (the default: the pod is replaced).
  *
  * The stand-in notices a closed client only at ICE consent expiry and serves no newer peer until
@@ -16,7 +16,6 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { CustomObjectsApi, KubeConfig, type V1Pod } from "@kubernetes/client-node";
-import { claimedPoolPod, unclaimedPoolPod } from "../../../operator/src/relaysession/desired-pool-pod.js";
 import {
   freePorts,
   resolveEnvtestAssets,
@@ -27,7 +26,12 @@ import { inLoopbackOnlyNamespace } from "../../infra/netns.js";
 import { ICE_ADDRESSES, makeInputSegments, publishPaced, startTrickle } from "../../session/relay-harness.js";
 import { startTsStandin } from "../../../relay-pod/src/demo/standin-peer/standin.js";
 import { repoRoot, waitFor } from "../operator-harness.js";
-import { poolWithOnePod, startPoolPodProcess } from "./pool-pod-process.js";
+import {
+  claimAsOperator,
+  poolWithOnePod,
+  startPoolPodProcess,
+  unclaimAsOperator,
+} from "./pool-pod-process.js";
 import { createPooledSession, PoolKubectl } from "./pool-harness.js";
 
 const assets = await resolveEnvtestAssets();
@@ -92,11 +96,8 @@ describe(
       /** Creates session `name`, claims the pod for it as the operator does, and streams 3 s that end. */
       const runSession = async (name: string): Promise<V1Pod> => {
         const session = await createPooledSession(custom, ns, name, { inputUrl: `${trickle.base}${name}` });
-        const claimed = await core.replaceNamespacedPod({
-          namespace: ns,
-          name: podName,
-          body: claimedPoolPod(await readPod(), session, { at: new Date(), waitedSeconds: 0, attempt: 0 }),
-        });
+        await claimAsOperator(kc, ns, podName, session);
+        const claimed = await readPod();
         await waitFor(`${name} connected`, 60_000, async () => {
           const sessions = await kubectl.sessions(ns);
           return (
@@ -136,24 +137,16 @@ describe(
         const ns = "recycle-relay";
         const s = await scenario(ns, true);
         const allocatedAt = s.first.metadata!.annotations!["trickle-relay.io/allocated-at"]!;
-        const marked = await waitFor(
-          `the recycled mark (relay log:\n${s.output().slice(-3000)})`,
-          60_000,
-          async () => {
-            const pod = await s.readPod();
-            return pod.metadata?.annotations?.["trickle-relay.io/recycled"] === allocatedAt ? pod : undefined;
-          },
-        );
+        await waitFor(`the recycled mark (relay log:\n${s.output().slice(-3000)})`, 60_000, async () => {
+          const pod = await s.readPod();
+          return pod.metadata?.annotations?.["trickle-relay.io/recycled"] === allocatedAt ? pod : undefined;
+        });
         assert.equal(await s.readyz(), 200, "Ready again");
         assert.equal(s.exitCode(), undefined, "the relay is still running");
         assert.match(s.output(), /session ended cleanly; idle again/);
 
         // The operator's unclaim, then the next claim: the same relay runs the second session.
-        await s.core.replaceNamespacedPod({
-          namespace: ns,
-          name: s.podName,
-          body: unclaimedPoolPod(marked, s.pool),
-        });
+        await unclaimAsOperator(kc, s.pool, s.podName);
         await s.runSession("two");
         const second = await waitFor("the second session reported into", 30_000, async () => {
           const sessions = await kubectl.sessions(ns);

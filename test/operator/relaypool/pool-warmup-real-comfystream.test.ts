@@ -14,7 +14,6 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { CustomObjectsApi, KubeConfig } from "@kubernetes/client-node";
-import { claimedPoolPod } from "../../../operator/src/relaysession/desired-pool-pod.js";
 import { freePorts, resolveEnvtestAssets, startControlPlane } from "../../infra/apiserver.js";
 import {
   REAL_WORKFLOWS,
@@ -23,7 +22,7 @@ import {
 } from "../../peers/real-comfystream.js";
 import { ICE_ADDRESSES, makeInputSegments, publishPaced, startTrickle } from "../../session/relay-harness.js";
 import { repoRoot, waitFor } from "../operator-harness.js";
-import { poolWithOnePod, startPoolPodProcess } from "./pool-pod-process.js";
+import { claimAsOperator, poolWithOnePod, startPoolPodProcess } from "./pool-pod-process.js";
 import { createPooledSession, PoolKubectl } from "./pool-harness.js";
 
 const unavailable = realComfyStreamUnavailable() ?? (await resolveEnvtestAssets()).skipReason;
@@ -47,7 +46,7 @@ describe("pool pod through the real ComfyStream", { skip: unavailable || false }
       kc.loadFromFile(cp.kubeconfigPath);
       const kubectl = new PoolKubectl(cp);
       const ns = "warmup";
-      const { core, podName } = await poolWithOnePod(kubectl, kc, ns);
+      const { podName } = await poolWithOnePod(kubectl, kc, ns);
       const [readyPort] = await freePorts(1);
       const relay = startPoolPodProcess({
         comfystreamUrl: server.url,
@@ -97,12 +96,7 @@ describe("pool pod through the real ComfyStream", { skip: unavailable || false }
       cleanups.push(() => trickle.server.close());
       const custom = kc.makeApiClient(CustomObjectsApi);
       const session = await createPooledSession(custom, ns, "one", { inputUrl: `${trickle.base}one` });
-      const pod = await core.readNamespacedPod({ namespace: ns, name: podName });
-      await core.replaceNamespacedPod({
-        namespace: ns,
-        name: podName,
-        body: claimedPoolPod(pod, session, { at: new Date(), waitedSeconds: 0, attempt: 0 }),
-      });
+      await claimAsOperator(kc, ns, podName, session);
       const relayStatus = async () =>
         (await kubectl.sessions(ns)).find((s) => s.metadata.name === "one")?.status?.relay;
       await waitFor("the claimed session connected", 60_000, async () => {
