@@ -108,6 +108,7 @@ export class Operator extends EventEmitter {
   private pods: InformerGroup<V1Pod> | undefined;
   private podsByOwner: OwnerIndex<V1Pod> | undefined;
   private pools: InformerGroup<RelayPool> | undefined;
+  private cachedReadShapes: ReturnType<typeof poolPodShapes> | undefined;
   /** The claim Leases of pool pods (only with the RelayPool API). */
   private leases: InformerGroup<V1Lease> | undefined;
   private readonly queue: WorkQueue;
@@ -445,12 +446,8 @@ export class Operator extends EventEmitter {
     return {
       get: (namespace, name) => this.pools?.get(namespace, name),
       idleReadyPods: (namespace, name) =>
-        sortPoolPods(
-          this.pods!.list(namespace),
-          name,
-          poolPodShapes(this.shapeOptions()),
-          this.podLeases(namespace),
-        ).idleReady.length,
+        sortPoolPods(this.pods!.list(namespace), name, this.readShapes(), this.podLeases(namespace)).idleReady
+          .length,
       claimPending: (namespace, sessionUid, attempt) =>
         (this.leases?.list(namespace) ?? []).some((lease) => {
           const claim = leaseClaimOf(lease);
@@ -461,11 +458,13 @@ export class Operator extends EventEmitter {
   }
 
   private podLeases(namespace: string): PodLeases {
-    return new PodLeases(
-      this.pods!.list(namespace),
-      this.leases?.list(namespace) ?? [],
-      poolPodShapes(this.shapeOptions()),
-    );
+    return new PodLeases(this.pods!.list(namespace), this.leases?.list(namespace) ?? [], this.readShapes());
+  }
+
+  /** Pool pod shapes for reading the caches (made once: each set holds its own API clients). */
+  private readShapes(): ReturnType<typeof poolPodShapes> {
+    this.cachedReadShapes ??= poolPodShapes(this.shapeOptions());
+    return this.cachedReadShapes;
   }
 
   private shapeOptions() {
