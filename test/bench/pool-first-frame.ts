@@ -40,7 +40,7 @@ const WARM_PHASES = [
   ["applied", "kubectl apply returned"],
   ["operatorSaw", "the operator saw the session (claim stamp − allocation-waited-seconds)"],
   ["claimSent", "the claim sent (allocated-at stamp)"],
-  ["relaySawClaim", 'the relay saw the claim on its pod watch ("claimed: starting the session")'],
+  ["relaySawClaim", 'the relay saw the claim on its claim Lease watch ("claimed: starting the session")'],
   ["sessionStarting", 'RelaySession read, pipeline starting ("starting relay session")'],
   ["transcoderStarted", 'ffmpeg started ("transcoder started")'],
   ["peerConnected", "connected to ComfyStream (WebRTC)"],
