@@ -2,7 +2,7 @@
  * The RelayPool's conditions from its counts: Ready (an idle warm pod can be handed out now) and
  * Exhausted (sessions are waiting for one). lastTransitionTime moves only when a status flips.
  */
-import type { RelayPoolStatus } from "../../../crds/src/index.js";
+import type { RelayPool, RelayPoolStatus } from "../../../crds/src/index.js";
 import type { BackgroundWrites } from "../kube/write-priority.js";
 
 type Condition = NonNullable<RelayPoolStatus["conditions"]>[number];
@@ -42,6 +42,29 @@ export function poolConditions(
       ...(generation !== undefined ? { observedGeneration: generation } : {}),
     };
   });
+}
+
+/**
+ * Why a pool cannot work, if its pods would all use one ComfyStream: its template names a server by
+ * URL (no sidecar) that is not on the pod's own loopback, and the pool holds more than one pod.
+ * ComfyStream serves one peer at a time and a peer's close stops its pipeline for everyone (spec
+ * comfystream-webrtc §1.5), while every warm pod keeps a connection to it: the pods would take the
+ * server from each other. Undefined when the pool is fine.
+ */
+export function sharedComfyStreamProblem(pool: RelayPool, desiredReplicas: number): string | undefined {
+  const url = pool.spec.template.comfystream.url;
+  if (!url || pool.spec.template.comfystream.sidecar || desiredReplicas <= 1) return undefined;
+  let host: string;
+  try {
+    host = new URL(url).hostname;
+  } catch {
+    return undefined;
+  }
+  if (host === "localhost" || host === "[::1]" || /^127\./.test(host)) return undefined;
+  return (
+    `all ${desiredReplicas} pods of this pool would use the one ComfyStream at ${url}, which serves one ` +
+    "peer at a time: give the template a comfystream.sidecar (one ComfyStream per pod), or keep the pool at one pod"
+  );
 }
 
 /**

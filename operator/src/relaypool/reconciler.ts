@@ -56,7 +56,7 @@ import {
   type LeaseClaim,
   type PoolPods,
 } from "./pool-pods.js";
-import { PoolStatusWrites, poolConditions } from "./pool-status.js";
+import { PoolStatusWrites, poolConditions, sharedComfyStreamProblem } from "./pool-status.js";
 import type { WritePriority } from "../kube/write-priority.js";
 
 const mergePatch = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
@@ -143,6 +143,8 @@ export class RelayPoolReconciler {
   private readonly customObjects: CustomObjectsApi;
   /** The latest view of each namespace's claim Leases (claims are sent after the round that built it). */
   private readonly podLeases = new Map<string, PodLeases>();
+  /** Pools ("uid/generation") already warned about a shared ComfyStream. */
+  private readonly warnedShared = new Set<string>();
   /** Pods whose claim's labels are being patched on ("namespace/name"). */
   private readonly completing = new Set<string>();
   private readonly allocator: Allocator;
@@ -223,6 +225,7 @@ export class RelayPoolReconciler {
     const stillWaiting = waiting.length - sent;
 
     const desired = desiredPoolReplicas(pool.spec, allocated);
+    this.warnSharedComfyStream(pool, desired, log);
     const live = liveCount(sorted);
     let created = 0;
     let removed: V1Pod[] = [];
@@ -517,6 +520,17 @@ export class RelayPoolReconciler {
     } catch (error) {
       if (apiCode(error) !== 404 && apiCode(error) !== 409) throw error;
     }
+  }
+
+  /** A Warning Event (and log line) once per pool generation whose pods would share one ComfyStream. */
+  private warnSharedComfyStream(pool: RelayPool, desired: number, log: Logger): void {
+    const problem = sharedComfyStreamProblem(pool, desired);
+    const key = `${pool.metadata.uid ?? ""}/${pool.metadata.generation ?? 0}`;
+    if (!problem || this.warnedShared.has(key)) return;
+    this.warnedShared.add(key);
+    if (this.warnedShared.size > 10_000) this.warnedShared.delete(this.warnedShared.values().next().value!);
+    log.warn({ problem }, "pool pods would share one ComfyStream");
+    this.deps.events?.record(pool, "Warning", "SharedComfyStream", problem);
   }
 
   private refreshLeases(namespace: string): PodLeases {

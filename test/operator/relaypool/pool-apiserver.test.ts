@@ -391,6 +391,41 @@ describe("RelayPool (real apiserver, operator binary, stand-in kubelet)", { skip
     assert.notEqual(bad.code, 0, "comfystream and poolRef together are refused");
   });
 
+  test("a pool whose pods would all use one ComfyStream URL gets a SharedComfyStream Warning", async () => {
+    const ns = "pool-shared";
+    await setUp(ns);
+    await operator(ns);
+    // Two pods, one server by URL (not on the pod's loopback): ComfyStream serves one peer at a time.
+    await kubectl.ok(
+      ["apply", "-f", "-"],
+      poolYaml(ns, "shared", {
+        replicas: 2,
+        template: { comfystream: { url: "http://comfystream.example.internal:8889" } },
+      }),
+    );
+    // The same on the pods' own loopback (each pod its own server) is fine.
+    await kubectl.ok(["apply", "-f", "-"], poolYaml(ns, "own", { replicas: 2 }));
+    const warnings = async () =>
+      (
+        JSON.parse(await kubectl.ok(["get", "events", "-n", ns, "-o", "json"])) as {
+          items: Array<{ reason: string; type: string; message: string; involvedObject: { name: string } }>;
+        }
+      ).items.filter((e) => e.reason === "SharedComfyStream");
+    const shared = await waitFor("the Warning", 30_000, async () => (await warnings())[0]);
+    assert.equal(shared.type, "Warning");
+    assert.equal(shared.involvedObject.name, "shared");
+    assert.match(shared.message, /comfystream\.example\.internal.*one peer at a time.*sidecar/);
+    await waitFor("both pools reconciled", 30_000, async () => {
+      const own = await kubectl.pool(ns, "own");
+      return own.status?.replicas === 2;
+    });
+    assert.deepEqual(
+      (await warnings()).map((e) => e.involvedObject.name),
+      ["shared"],
+      "no Warning for the pool whose pods use their own loopback",
+    );
+  });
+
   test("kubectl wait --for=condition=Ready works for a pooled session", async () => {
     const ns = "pool-wait";
     await setUp(ns);
