@@ -130,6 +130,29 @@ describe("KeyframeRepair (return path IDRs)", needsFfmpeg, () => {
     assert.equal(decoded.stderr.trim(), "", "no decoder errors");
   });
 
+  it("while re-encoding, each frame comes out without waiting for the next one to be fed", async () => {
+    // The re-encoder's output was demuxed as if it could end mid-packet, so each frame's last TS
+    // packet waited for the next frame: a whole frame (33 ms at 30 fps) of latency on every frame
+    // returned through the real ComfyStream (bench-results/relay-real-comfystream.md).
+    const out: ReturnedFrame[] = [];
+    const repair = repairInto(out);
+    const start = 100; // past 2.5 s without an IDR: re-encoding by then
+    await feedPaced(repair, longGop.slice(0, start));
+    await waitFor(() => repair.status().reEncodedFrames > 0, 10_000, "re-encoder output");
+    await waitFor(() => out.at(-1)?.pts === longGop[start - 1]!.pts, 10_000, "the frames fed so far");
+    for (const frame of longGop.slice(start, start + 8)) {
+      repair.push(frame);
+      // Stop and wait: the next frame is fed only once this one is out.
+      await waitFor(
+        () => out.at(-1)?.pts === frame.pts,
+        5_000,
+        `frame ${frame.pts} out before the next is fed`,
+      );
+    }
+    assert.equal(repair.status().source, "re-encode");
+    await repair.close(3000);
+  });
+
   it("a new peer stream after a reconnect is re-encoded from its first IDR, without asking the peer again", async () => {
     const out: ReturnedFrame[] = [];
     const repair = repairInto(out);

@@ -256,7 +256,10 @@ class ReEncoder {
     const firstNewSec =
       emitAfter === undefined ? 0 : ptsForwardDistance(options.firstPts, emitAfter) / PTS_CLOCK_HZ + 0.001;
     this.waitingForIdr = emitAfter !== undefined;
+    // ffmpeg writes whole TS packets to its stdout: a chunk's last packet is taken at once, not held
+    // until the next frame's first packet confirms it (a frame of latency on every returned frame).
     this.demuxer = new TsDemuxer({
+      alignedSource: true,
       onAccessUnit: (au) => {
         if (au.pts === undefined) return;
         if (emitAfter !== undefined && this.waitingForIdr) {
