@@ -133,7 +133,11 @@ export async function runRealComfyStreamBench(options: {
   repeat: number;
   /** Passed to the "after" build only (the old one has no such option). */
   peerWindow?: number | undefined;
+  /** B-frames in the input (default 2, as RTMP encoders often send; WHIP/browser input has none). */
+  bFrames?: number;
 }): Promise<void> {
+  const bFrames = options.bFrames ?? 2;
+  if (!Number.isInteger(bFrames) || bFrames < 0) throw new Error("--b-frames must be a whole number ≥ 0");
   const unavailable = realComfyStreamUnavailable();
   if (unavailable) throw new Error(`cannot run the real-ComfyStream benchmark: ${unavailable}`);
   if (!(options.seconds >= 5)) throw new Error("--seconds must be a number, at least 5");
@@ -162,7 +166,11 @@ export async function runRealComfyStreamBench(options: {
     const builds = options.before ? [worktreeBuild("before", options.before, cleanup), after] : [after];
     const tmp = mkdtempSync(path.join(tmpdir(), "relay-real-bench-"));
     cleanup.files.add(() => rmSync(tmp, { recursive: true, force: true }));
-    const { segments } = await makeInputSegments({ seconds: options.seconds, size: `${SIZE}x${SIZE}` });
+    const { segments } = await makeInputSegments({
+      seconds: options.seconds,
+      size: `${SIZE}x${SIZE}`,
+      bFrames,
+    });
     const loadAtStart = loadavg().map((l) => round(l, 2));
     const runs: RunResult[] = [];
     const floors: Record<string, PeerFloor> = {};
@@ -212,12 +220,13 @@ export async function runRealComfyStreamBench(options: {
         (options.before ? ` --before ${options.before}` : "") +
         (options.after ? ` --after ${options.after}` : "") +
         (options.peerWindow !== undefined ? ` --peer-window ${options.peerWindow}` : "") +
-        ` --seconds ${options.seconds} --workflows ${options.workflows.join(",")} --repeat ${options.repeat}`,
+        ` --seconds ${options.seconds} --workflows ${options.workflows.join(",")} --repeat ${options.repeat}` +
+        (bFrames !== 2 ? ` --b-frames ${bFrames}` : ""),
       date: new Date().toISOString(),
       machine: machineInfo(),
       loadAverageAtStart: loadAtStart,
       loadAverageAtEnd: loadavg().map((l) => round(l, 2)),
-      input: `${options.seconds} s testsrc2 ${SIZE}x${SIZE}@${FPS}, H.264 (2 B-frames, 1 s GOP) in MPEG-TS, published frame by frame at real-time pace`,
+      input: `${options.seconds} s testsrc2 ${SIZE}x${SIZE}@${FPS}, H.264 (${bFrames} B-frames, 1 s GOP) in MPEG-TS, published frame by frame at real-time pace`,
       method:
         "per workflow and build: a fresh real ComfyStream server, one `trickle-relay run` process (transcode, 512x512@30, defaults otherwise); " +
         "the input is published once the relay logged 'connected to ComfyStream'; latency = a PTS handed to the input publisher → a PES with " +

@@ -109,6 +109,7 @@ async function main(): Promise<void> {
         "\n" +
         "npm run bench:relay -- --peer real (or --real-comfystream) [--before GIT-REF] [--after GIT-REF]\n" +
         "                       [--workflows passthrough,slowBlur] [--peer-window N] [--seconds N (default 30)]\n" +
+        "                       [--b-frames N (input B-frames, default 2; 0 = a WHIP/browser-like input)]\n" +
         "                       [--repeat N] [--out FILE]\n" +
         "One relay session per workflow through the real ComfyStream server (../shared/peers/comfystream,\n" +
         "a fresh server per run), 512x512 @ 30 fps live input, measured from outside the relay: returned\n" +
@@ -145,6 +146,7 @@ async function main(): Promise<void> {
       out: values.out ?? "bench-results/relay-real-comfystream.json",
       repeat: Number(values.repeat),
       peerWindow: values["peer-window"] === undefined ? undefined : Number(values["peer-window"]),
+      bFrames: Number(values["b-frames"]),
     });
   }
   if (values["relay-cli"]) CLI = values["relay-cli"];

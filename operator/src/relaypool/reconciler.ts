@@ -16,7 +16,8 @@
  *   4. status: counts, selector, conditions; Events on allocation, exhaustion, refill.
  *
  * Pod shapes and the claim's labels are the session controller's (relaysession/desired-pool-pod.ts),
- * handed in by operator.ts, so both controllers agree on what a relay pod is.
+ * handed in by operator.ts, so both controllers agree on what a relay pod is. The claim Leases'
+ * bookkeeping is claim-leases.ts.
  */
 import { randomUUID } from "node:crypto";
 import {
@@ -46,10 +47,10 @@ import { silentLogger } from "../../../relay-pod/src/index.js";
 import { canonicalJson } from "../kube/canonical-json.js";
 import { Allocator, type ClaimOutcomes, type ClaimStamp, type SessionArrival } from "./allocator.js";
 import { apiCode } from "./api.js";
+import { ClaimLeases } from "./claim-leases.js";
 import type { PoolMetrics } from "./metrics.js";
 import {
   PodLeases,
-  isFinished,
   isPodReady,
   liveCount,
   sortPoolPods,
@@ -63,9 +64,6 @@ const mergePatch = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
 
 /** A claim or status write that failed for another reason than a conflict (apiserver away) is retried after this. */
 const CLAIM_RETRY_MS = 1000;
-
-/** A claim Lease left this long without its pod is deleted (not sooner: the pod cache may lag). */
-const STALE_LEASE_MS = 30_000;
 
 /** How the pool's pods look and are claimed: relaysession/desired-pool-pod.ts, wired by operator.ts. */
 export interface PoolPodShapes {
@@ -141,12 +139,9 @@ export class RelayPoolReconciler {
   private readonly core: CoreV1Api;
   private readonly coordination: CoordinationV1Api;
   private readonly customObjects: CustomObjectsApi;
-  /** The latest view of each namespace's claim Leases (claims are sent after the round that built it). */
-  private readonly podLeases = new Map<string, PodLeases>();
+  private readonly leases: ClaimLeases;
   /** Pools ("uid/generation") already warned about a shared ComfyStream. */
   private readonly warnedShared = new Set<string>();
-  /** Pods whose claim's labels are being patched on ("namespace/name"). */
-  private readonly completing = new Set<string>();
   private readonly allocator: Allocator;
   private readonly now: () => Date;
   private readonly logger: Logger;
@@ -163,13 +158,24 @@ export class RelayPoolReconciler {
     this.customObjects = deps.kubeConfig.makeApiClient(CustomObjectsApi);
     this.now = deps.now ?? (() => new Date());
     this.logger = deps.logger ?? silentLogger;
+    this.leases = new ClaimLeases({
+      core: this.core,
+      coordination: this.coordination,
+      shapes: deps.shapes,
+      pods: deps.pods,
+      leases: deps.leases,
+      sessions: deps.sessions,
+      ...(deps.priority ? { background: deps.priority } : {}),
+      ...(deps.requeue ? { requeue: deps.requeue } : {}),
+      now: this.now,
+    });
     this.allocator = new Allocator({
       coordination: this.coordination,
       claim: (lease, session, stamp) => deps.shapes.claim(lease, session, stamp),
-      leaseOf: (pod) => this.leasesOf(pod).lease(pod),
-      sessionUid: (pod) => this.leasesOf(pod).sessionUid(pod, (p) => deps.shapes.sessionUid(p)),
+      leaseOf: (pod) => this.leases.of(pod).lease(pod),
+      sessionUid: (pod) => this.leases.of(pod).sessionUid(pod, (p) => deps.shapes.sessionUid(p)),
       attempt: (pod) => {
-        const claim = this.leasesOf(pod).claim(pod);
+        const claim = this.leases.of(pod).claim(pod);
         return claim?.kind === "session" ? claim.attempt : deps.shapes.attempt(pod);
       },
       arrival: (uid) => deps.arrival(uid),
@@ -192,7 +198,7 @@ export class RelayPoolReconciler {
     if (!pool || pool.metadata.deletionTimestamp) {
       // Idle pods go with the pool (owner references: the garbage collector may be first); they are
       // drained here as on a scale-down. Claimed pods belong to their sessions now and stay.
-      const leases = this.refreshLeases(namespace);
+      const leases = this.leases.refresh(namespace);
       const left = sortPoolPods(this.deps.pods.list(namespace), name, this.deps.shapes, leases);
       for (const pod of [...left.warming, ...left.idleReady]) await this.drain(pod, leases.lease(pod));
       this.deps.metrics?.forget(namespace, name);
@@ -208,11 +214,11 @@ export class RelayPoolReconciler {
     await this.deps.shapes.ensureRbac(pool);
 
     const allPods = this.deps.pods.list(namespace);
-    const leases = this.refreshLeases(namespace);
+    const leases = this.leases.refresh(namespace);
     const sorted = sortPoolPods(allPods, name, this.deps.shapes, leases);
     this.observeWarmups(pool, sorted);
     await this.cleanUp(pool, sorted, leases, log);
-    await this.tendLeases(pool, allPods, sorted, leases, log);
+    await this.leases.tend(pool, allPods, sorted, leases, log);
 
     // Allocation before scaling: a pod handed out now is not an idle pod to scale away.
     const sessions = this.deps.sessions.list(namespace);
@@ -255,7 +261,7 @@ export class RelayPoolReconciler {
     const name = pool.metadata.name ?? "";
     return {
       allocated: ({ session, pod, lease, stamp, waitedSeconds, writeMs }) => {
-        this.completeClaim(pod, lease, session, stamp, key, log);
+        this.leases.completeClaim(pod, lease, session, stamp, key, log);
         log.info(
           {
             session: session.metadata.name,
@@ -323,7 +329,7 @@ export class RelayPoolReconciler {
       await this.deletePod(pod);
       // Its Lease goes too (the garbage collector would, later; a test cluster may have none).
       const lease = leases.lease(pod);
-      if (lease) await this.deleteLease(lease);
+      if (lease) await this.leases.delete(lease);
     }
   }
 
@@ -336,17 +342,7 @@ export class RelayPoolReconciler {
   private async unclaim(pool: RelayPool, pod: V1Pod, lease: V1Lease | undefined, log: Logger): Promise<void> {
     const held = lease ? this.deps.shapes.leaseClaim(lease) : undefined;
     if (lease && held?.kind === "session" && held.sessionUid === this.deps.shapes.sessionUid(pod)) {
-      try {
-        await this.coordination.replaceNamespacedLease({
-          namespace: lease.metadata?.namespace ?? "default",
-          name: lease.metadata?.name ?? "",
-          body: this.deps.shapes.freeLease(lease),
-        });
-      } catch (error) {
-        const code = apiCode(error);
-        if (code === 409 || code === 404) return;
-        throw error;
-      }
+      if (!(await this.leases.replace(lease, this.deps.shapes.freeLease(lease)))) return;
     }
     try {
       await this.core.replaceNamespacedPod({
@@ -397,9 +393,11 @@ export class RelayPoolReconciler {
         continue;
       }
       // Its claim Lease at once (needs the pod's uid); one that fails is made by a later round.
-      await this.createLease(pool, pod).catch((err: unknown) =>
-        log.warn({ pod: pod.metadata?.name, err }, "creating the claim Lease failed; retrying later"),
-      );
+      await this.leases
+        .create(pool, pod)
+        .catch((err: unknown) =>
+          log.warn({ pod: pod.metadata?.name, err }, "creating the claim Lease failed; retrying later"),
+        );
     }
     if (created === 0) return 0;
     log.info({ created, waiting }, "created warm pods");
@@ -442,18 +440,7 @@ export class RelayPoolReconciler {
    * left draining by an interrupted round is deleted by the next one (cleanUp).
    */
   private async drain(pod: V1Pod, lease: V1Lease | undefined): Promise<void> {
-    if (lease) {
-      try {
-        await this.coordination.replaceNamespacedLease({
-          namespace: lease.metadata?.namespace ?? "default",
-          name: lease.metadata?.name ?? "",
-          body: this.deps.shapes.drainLease(lease),
-        });
-      } catch (error) {
-        if (apiCode(error) !== 409 && apiCode(error) !== 404) throw error;
-        return;
-      }
-    }
+    if (lease && !(await this.leases.replace(lease, this.deps.shapes.drainLease(lease)))) return;
     let drained: V1Pod;
     try {
       drained = await this.core.patchNamespacedPod(
@@ -531,132 +518,6 @@ export class RelayPoolReconciler {
     if (this.warnedShared.size > 10_000) this.warnedShared.delete(this.warnedShared.values().next().value!);
     log.warn({ problem }, "pool pods would share one ComfyStream");
     this.deps.events?.record(pool, "Warning", "SharedComfyStream", problem);
-  }
-
-  private refreshLeases(namespace: string): PodLeases {
-    const leases = new PodLeases(
-      this.deps.pods.list(namespace),
-      this.deps.leases.list(namespace),
-      this.deps.shapes,
-    );
-    this.podLeases.set(namespace, leases);
-    return leases;
-  }
-
-  /** The latest Lease view of the pod's namespace (empty before its first round). */
-  private leasesOf(pod: V1Pod): PodLeases {
-    const namespace = pod.metadata?.namespace ?? "default";
-    return this.podLeases.get(namespace) ?? this.refreshLeases(namespace);
-  }
-
-  /**
-   * Leases in order: one left by a gone pod (or by an earlier pod of the same name) is deleted, a live
-   * pod without one gets one (an operator that stopped between the two creates, or an older operator's
-   * pod), and a claim whose labels have not reached its pod yet (an operator stopped right after the
-   * claim) is finished.
-   */
-  private async tendLeases(
-    pool: RelayPool,
-    allPods: readonly V1Pod[],
-    sorted: PoolPods,
-    leases: PodLeases,
-    log: Logger,
-  ): Promise<void> {
-    const name = pool.metadata.name ?? "";
-    const podNames = new Set(allPods.map((pod) => pod.metadata?.name));
-    for (const lease of leases.stale) {
-      if (lease.metadata?.labels?.[LABEL_POOL] !== name) continue;
-      const age = this.now().getTime() - Date.parse(String(lease.metadata?.creationTimestamp ?? ""));
-      if (!podNames.has(lease.metadata?.name) && !(age > STALE_LEASE_MS)) continue;
-      await this.deleteLease(lease);
-    }
-    for (const pod of [...sorted.warming, ...sorted.idleReady]) {
-      if (leases.lease(pod) || isFinished(pod)) continue;
-      try {
-        await this.createLease(pool, pod);
-      } catch (err) {
-        log.warn({ pod: pod.metadata?.name, err }, "creating the claim Lease failed; retrying later");
-      }
-    }
-    const key = `${pool.metadata.namespace ?? "default"}/${name}`;
-    for (const pod of [...sorted.allocated, ...sorted.allocatedFinished]) {
-      const lease = leases.lease(pod);
-      const claim = leases.claim(pod);
-      if (!lease || claim?.kind !== "session" || claim.sessionUid === this.deps.shapes.sessionUid(pod))
-        continue;
-      const [namespace, sessionName] = claim.session.split("/");
-      const session = this.deps.sessions.get(namespace ?? "", sessionName ?? "");
-      // The session is gone: its owner reference still goes on, so the session's end is seen as for
-      // any claimed pod (cleanUp deletes or recycles it next).
-      const owner: RelaySession = session ?? {
-        apiVersion: `${RELAY_SESSION_GROUP}/${RELAY_SESSION_VERSION}`,
-        kind: "RelaySession",
-        metadata: { name: sessionName ?? "", namespace: namespace ?? "", uid: claim.sessionUid },
-        spec: {} as RelaySession["spec"],
-      };
-      this.completeClaim(pod, lease, owner, this.deps.shapes.stampOfLease(lease), key, log);
-    }
-  }
-
-  /**
-   * The claim's labels, annotations and owner onto the pod, as a background write (it waits while
-   * other claims are in flight): the session controller finds its pod by them. Not guarded by the
-   * pod's version: the Lease already made the pod the session's.
-   */
-  private completeClaim(
-    pod: V1Pod,
-    lease: V1Lease,
-    session: RelaySession,
-    stamp: ClaimStamp,
-    key: string,
-    log: Logger,
-  ): void {
-    const podKey = `${pod.metadata?.namespace ?? "default"}/${pod.metadata?.name ?? ""}`;
-    if (this.completing.has(podKey)) return;
-    this.completing.add(podKey);
-    const write = () =>
-      this.core.patchNamespacedPod(
-        {
-          namespace: pod.metadata?.namespace ?? "default",
-          name: pod.metadata?.name ?? "",
-          body: this.deps.shapes.claimPodPatch(session, stamp),
-        },
-        mergePatch,
-      );
-    void (this.deps.priority ? this.deps.priority.background(write) : write())
-      .catch((error: unknown) => {
-        if (apiCode(error) === 404) return;
-        log.warn(
-          { pod: pod.metadata?.name, lease: lease.metadata?.name, err: error },
-          "labelling a claimed pod failed; retrying",
-        );
-        this.deps.requeue?.(key, CLAIM_RETRY_MS);
-      })
-      .finally(() => this.completing.delete(podKey));
-  }
-
-  private async createLease(pool: RelayPool, pod: V1Pod): Promise<void> {
-    try {
-      await this.coordination.createNamespacedLease({
-        namespace: pod.metadata?.namespace ?? "default",
-        body: this.deps.shapes.idleLease(pool, pod),
-      });
-    } catch (error) {
-      // 409: there is one (the cache is behind, or an earlier pod's, which tendLeases removes).
-      if (apiCode(error) !== 409) throw error;
-    }
-  }
-
-  private async deleteLease(lease: V1Lease): Promise<void> {
-    try {
-      await this.coordination.deleteNamespacedLease({
-        namespace: lease.metadata?.namespace ?? "default",
-        name: lease.metadata?.name ?? "",
-        body: { preconditions: { uid: lease.metadata?.uid } },
-      });
-    } catch (error) {
-      if (apiCode(error) !== 404 && apiCode(error) !== 409) throw error;
-    }
   }
 
   private observeWarmups(pool: RelayPool, sorted: PoolPods): void {
