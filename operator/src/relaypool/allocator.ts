@@ -63,8 +63,13 @@ export interface Allocation {
   writeMs: number;
 }
 
-/** Claims in flight at once (all pools): enough to hide the round trip, few enough not to swamp the apiserver. */
-const CLAIM_PARALLELISM = 48;
+/**
+ * Claims in flight at once (all pools): enough to hide the round trip, few enough not to swamp the
+ * apiserver. A claim is a small Lease write (~20 ms of apiserver time under a burst), so a burst of
+ * 100 sessions goes out without queueing here: bench:pool p95 178-181 ms with 100 against 232-247
+ * with 48 and 274-331 with 16 (bench-results/pool.md, sixth session). 48 suited whole-pod updates.
+ */
+const CLAIM_PARALLELISM = 128;
 
 /** How long a claim is trusted over a cache that does not show it yet. */
 const CLAIM_MEMORY_MS = 60_000;

@@ -194,9 +194,9 @@ describe("RelayPool (real apiserver, operator binary, stand-in kubelet)", { skip
     // operator is still handing out pods: some claimed, some not yet, one possibly in flight.
     const sessionNames = names("k", 30);
     const creating = createOneByOne(ns, sessionNames);
-    await waitFor("3 claims", 30_000, async () => claimsOf(await kubectl.pods(ns, "gpu")).size >= 3, 20);
+    await waitFor("3 claims", 30_000, async () => (await kubectl.leaseClaims(ns, "gpu")) >= 3, 20);
     await first.kill("SIGKILL");
-    const atKill = claimsOf(await kubectl.pods(ns, "gpu")).size;
+    const atKill = await kubectl.leaseClaims(ns, "gpu");
     t.diagnostic(`claims when the first operator was killed: ${atKill} of 20`);
     assert.ok(atKill < 20, `killed mid-allocation (${atKill} of 20 claimed)`);
     await creating;
@@ -247,9 +247,9 @@ describe("RelayPool (real apiserver, operator binary, stand-in kubelet)", { skip
     await kubectl.ok(["apply", "-f", "-"], poolYaml(ns, "gpu", { replicas: 15 }));
     await waitPoolReady(ns, "gpu", 15);
     const creating = createOneByOne(ns, names("e", 20));
-    await waitFor("3 claims", 30_000, async () => claimsOf(await kubectl.pods(ns, "gpu")).size >= 3, 20);
+    await waitFor("3 claims", 30_000, async () => (await kubectl.leaseClaims(ns, "gpu")) >= 3, 20);
     await leader.kill("SIGKILL");
-    const atKill = claimsOf(await kubectl.pods(ns, "gpu")).size;
+    const atKill = await kubectl.leaseClaims(ns, "gpu");
     t.diagnostic(`claims when the leader was killed: ${atKill} of 15`);
     assert.ok(atKill < 15, `killed mid-allocation (${atKill} of 15 claimed)`);
     await creating;

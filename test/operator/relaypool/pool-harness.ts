@@ -94,6 +94,25 @@ export class PoolKubectl {
     return JSON.parse(await this.ok(["get", "rlp", name, "-n", namespace, "-o", "json"])) as RelayPool;
   }
 
+  /**
+   * How many pods of `pool` are claimed for a session, from their claim Leases (the claim itself; the
+   * pods' labels follow a moment later).
+   */
+  async leaseClaims(namespace: string, pool: string): Promise<number> {
+    const out = await this.ok([
+      "get",
+      "leases",
+      "-n",
+      namespace,
+      "-l",
+      `${LABEL_POOL}=${pool}`,
+      "-o",
+      "json",
+    ]);
+    const leases = (JSON.parse(out) as { items: Array<{ spec?: { holderIdentity?: string } }> }).items;
+    return leases.filter((lease) => (lease.spec?.holderIdentity ?? "").includes("/")).length;
+  }
+
   async pods(namespace: string, pool: string): Promise<V1Pod[]> {
     const out = await this.ok(["get", "pods", "-n", namespace, "-l", `${LABEL_POOL}=${pool}`, "-o", "json"]);
     return (JSON.parse(out) as { items: V1Pod[] }).items;
