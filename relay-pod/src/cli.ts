@@ -5,10 +5,6 @@ import { registerTrickleClient } from "./commands/trickle-client.js";
 import { registerRun } from "./commands/run.js";
 import { registerServe } from "./commands/serve.js";
 import { registerDemo } from "./commands/demo.js";
-import { tierUpSooner } from "./common/v8-tiering.js";
-
-// Before any command runs: the relay's per-frame code is optimised within seconds (v8-tiering.ts).
-tierUpSooner();
 
 const program = new Command();
 program
