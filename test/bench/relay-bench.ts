@@ -15,7 +15,7 @@
  * The same relay against the real ComfyStream server instead: see real-comfystream-bench.ts.
  */
 import { fork, spawn, type ChildProcess } from "node:child_process";
-import { readFileSync, readdirSync } from "node:fs";
+import { createWriteStream, readFileSync, readdirSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { machineInfo, round, writeResults } from "./results.js";
 import { parseArgs } from "node:util";
@@ -37,6 +37,10 @@ import type { StartUpFigures } from "./startup-bench.js";
 
 /** The relay measured: this build's, or another build's given with --relay-cli (side-by-side runs). */
 let CLI = fileURLToPath(new URL("../../relay-pod/src/cli.js", import.meta.url));
+/** Extra node flags for every relay process (--relay-node-flags, e.g. a CPU profile of the relay). */
+let RELAY_NODE_FLAGS: string[] = [];
+/** Where each relay's stdout goes (--relay-stdout PREFIX: PREFIX<index>.txt; e.g. V8's --trace-deopt). */
+let RELAY_STDOUT: string | undefined;
 const ICE = "127.0.0.2";
 const CLOCK_TICKS = 100; // USER_HZ on Linux
 
@@ -78,6 +82,9 @@ async function main(): Promise<void> {
       "sessions-only": { type: "string" },
       "b-frames": { type: "string", default: "2" },
       "relay-cli": { type: "string" },
+      "relay-node-flags": { type: "string" },
+      "relay-stdout": { type: "string" },
+      mode: { type: "string", default: "transcode" },
       out: { type: "string" },
       infra: { type: "string" },
       "real-comfystream": { type: "boolean", default: false },
@@ -101,7 +108,9 @@ async function main(): Promise<void> {
         "without drops. Writes JSON and Markdown (default bench-results/relay.json).\n" +
         "--startup-only: just the start-up runs, printed as JSON; --sessions-only N [--b-frames 2]: just N\n" +
         "concurrent 512x512 sessions (input with that many B-frames), printed as JSON; --relay-cli PATH: measure another build's relay (its\n" +
-        "dist/relay-pod/src/cli.js), for side-by-side runs.\n" +
+        "dist/relay-pod/src/cli.js), for side-by-side runs; --mode passthrough: --sessions-only without ffmpeg;\n" +
+        "--relay-node-flags='FLAGS': node flags for each relay process (e.g. --relay-node-flags='--cpu-prof --cpu-prof-dir=/tmp/prof');\n" +
+        "--relay-stdout PREFIX: each relay's stdout into PREFIX<index>.txt (e.g. with --relay-node-flags=--trace-deopt).\n" +
         "--starvation [--seconds 30] [--hog-nice 10]: one 512x512 transcode session while a `nice`d busy\n" +
         "loop runs on every core; frames in, out (counted on the output channel), dropped by policy,\n" +
         "not returned by the peer, and unexplained losses (should be 0). Default output\n" +
@@ -150,12 +159,18 @@ async function main(): Promise<void> {
     });
   }
   if (values["relay-cli"]) CLI = values["relay-cli"];
+  RELAY_STDOUT = values["relay-stdout"];
+  if (values["relay-node-flags"]) RELAY_NODE_FLAGS = values["relay-node-flags"].split(/\s+/).filter(Boolean);
   if (values["sessions-only"]) {
+    if (values.mode !== "transcode" && values.mode !== "passthrough") {
+      throw new Error(`--mode must be transcode or passthrough, got ${values.mode}`);
+    }
     const result = await runScenario(
       "512x512",
       Number(values["sessions-only"]),
       Number(values.seconds ?? 15),
       Number(values["b-frames"]),
+      values.mode,
     );
     process.stdout.write(`${JSON.stringify(result)}\n`);
     return;
@@ -424,6 +439,7 @@ export function startRelay(
   const child = spawn(
     process.execPath,
     [
+      ...RELAY_NODE_FLAGS,
       CLI,
       "run",
       ...["--id", `bench${index}`, "--input", `${infra.trickleBase}bench${index}`],
@@ -442,8 +458,12 @@ export function startRelay(
       ],
       ...extraArgs,
     ],
-    { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, TRICKLE_RELAY_LOG_JSON: "1" } },
+    {
+      stdio: ["ignore", RELAY_STDOUT ? "pipe" : "ignore", "pipe"],
+      env: { ...process.env, TRICKLE_RELAY_LOG_JSON: "1" },
+    },
   );
+  if (RELAY_STDOUT) child.stdout!.pipe(createWriteStream(`${RELAY_STDOUT}${index}.txt`));
   let last: StatusSummary | undefined;
   let onConnected: () => void;
   const connected = new Promise<void>((r) => (onConnected = r));
