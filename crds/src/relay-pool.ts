@@ -72,6 +72,14 @@ export const ANNOTATION_RECYCLED = "trickle-relay.io/recycled";
 export const CLAIM_LEASE_API_VERSION = "coordination.k8s.io/v1";
 /** The holder of a claim Lease whose pod is being removed (scale-down, pool deleted): never handed out. */
 export const CLAIM_HOLDER_DRAIN = "trickle-relay.io/drain";
+/**
+ * What a claim Lease says about its pod, as the operator reads it (its pool and session controllers
+ * both): idle, draining, or claimed for a session (its uid, "namespace/name", attempt and claim stamp).
+ */
+export type LeaseClaim =
+  | { kind: "idle" }
+  | { kind: "drain" }
+  | { kind: "session"; sessionUid: string; session: string; attempt: number; allocatedAt: string };
 /** The claim Lease of pool pod `podName` (same namespace). */
 export function claimLeaseName(podName: string): string {
   return podName;

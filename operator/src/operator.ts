@@ -45,7 +45,6 @@ import {
   RELAY_POD_SELECTOR,
   sessionKeyOfPod,
 } from "./relaysession/labels.js";
-import { leaseClaimOf } from "./relaysession/desired-pool-pod.js";
 import { poolPodShapes } from "./relaysession/pool-shapes.js";
 import type { PoolAccess } from "./relaysession/pooled-session.js";
 import {
@@ -450,7 +449,7 @@ export class Operator extends EventEmitter {
           .length,
       claimPending: (namespace, sessionUid, attempt) =>
         (this.leases?.list(namespace) ?? []).some((lease) => {
-          const claim = leaseClaimOf(lease);
+          const claim = this.readShapes().leaseClaim(lease);
           return claim.kind === "session" && claim.sessionUid === sessionUid && claim.attempt === attempt;
         }),
       requestAllocation: (namespace, name) => this.poolQueue.add(`${namespace}/${name}`),

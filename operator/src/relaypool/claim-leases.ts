@@ -16,6 +16,7 @@ import {
 import type { Logger } from "pino";
 import {
   LABEL_POOL,
+  type LeaseClaim,
   RELAY_SESSION_GROUP,
   RELAY_SESSION_VERSION,
   type RelayPool,
@@ -23,7 +24,7 @@ import {
 } from "../../../crds/src/index.js";
 import type { ClaimStamp } from "./allocator.js";
 import { apiCode } from "./api.js";
-import { PodLeases, isFinished, type LeaseClaim, type PoolPods } from "./pool-pods.js";
+import { PodLeases, isFinished, type PoolPods } from "./pool-pods.js";
 import type { BackgroundWrites } from "../kube/write-priority.js";
 
 const mergePatch = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
@@ -41,6 +42,7 @@ export interface LeaseShapes {
   leaseClaim(lease: V1Lease): LeaseClaim;
   leasePodUid(lease: V1Lease): string | undefined;
   sessionUid(pod: V1Pod): string | undefined;
+  attempt(pod: V1Pod): number;
 }
 
 export interface ClaimLeasesDeps {
@@ -115,8 +117,7 @@ export class ClaimLeases {
     for (const pod of [...sorted.allocated, ...sorted.allocatedFinished]) {
       const lease = leases.lease(pod);
       const claim = leases.claim(pod);
-      if (!lease || claim?.kind !== "session" || claim.sessionUid === this.deps.shapes.sessionUid(pod))
-        continue;
+      if (!lease || claim?.kind !== "session" || !leases.labelsPending(pod)) continue;
       const [namespace, sessionName] = claim.session.split("/");
       const session = this.deps.sessions.get(namespace ?? "", sessionName ?? "");
       // The session is gone: its owner reference still goes on, so the session's end is seen as for

@@ -6,4 +6,3 @@ export { Allocator } from "./allocator.js";
 export type { ClaimStamp, SessionArrival } from "./allocator.js";
 export { PoolMetrics } from "./metrics.js";
 export { PodLeases, isPodReady, sortPoolPods } from "./pool-pods.js";
-export type { LeaseClaim } from "./pool-pods.js";

@@ -5,15 +5,12 @@
  * before the claim's labels reach the pod.
  */
 import type { V1Lease, V1Pod } from "@kubernetes/client-node";
-import { LABEL_POOL, LABEL_POOL_STATE, type PoolPodState } from "../../../crds/src/index.js";
+import { LABEL_POOL, LABEL_POOL_STATE, type LeaseClaim, type PoolPodState } from "../../../crds/src/index.js";
 
-/** What a pod's claim Lease says (relaysession/desired-pool-pod.ts leaseClaimOf). */
-export type LeaseClaim =
-  | { kind: "idle" }
-  | { kind: "drain" }
-  | { kind: "session"; sessionUid: string; session: string; attempt: number; allocatedAt: string };
-
-/** The claim Lease of each pod of one namespace, matched by name and owner uid. */
+/**
+ * The claim Lease of each pod of one namespace, matched by name and owner uid, and what the two
+ * together say: the Lease is the claim; the claim's labels reach the pod a moment later.
+ */
 export class PodLeases {
   private readonly byPod = new Map<string, V1Lease>();
   /** Leases of pool pods that are gone or were replaced by a pod of the same name. */
@@ -25,6 +22,10 @@ export class PodLeases {
     private readonly shapes: {
       leaseClaim(lease: V1Lease): LeaseClaim;
       leasePodUid(lease: V1Lease): string | undefined;
+      /** The session uid of the pod's labels. */
+      sessionUid(pod: V1Pod): string | undefined;
+      /** The attempt of the pod's labels, -1 if none. */
+      attempt(pod: V1Pod): number;
     },
   ) {
     const podUid = new Map(pods.map((pod) => [pod.metadata?.name ?? "", pod.metadata?.uid]));
@@ -44,11 +45,22 @@ export class PodLeases {
     return lease ? this.shapes.leaseClaim(lease) : undefined;
   }
 
-  /** The session uid the pod is claimed for: from its Lease, else (no Lease yet) its labels. */
-  sessionUid(pod: V1Pod, fromLabels: (pod: V1Pod) => string | undefined): string | undefined {
+  /** The session uid the pod is claimed for: from its Lease, else its labels. */
+  sessionUid(pod: V1Pod): string | undefined {
     const claim = this.claim(pod);
-    if (claim?.kind === "session") return claim.sessionUid;
-    return fromLabels(pod);
+    return claim?.kind === "session" ? claim.sessionUid : this.shapes.sessionUid(pod);
+  }
+
+  /** The session attempt the pod serves: from its Lease, else its labels (-1 if none). */
+  attempt(pod: V1Pod): number {
+    const claim = this.claim(pod);
+    return claim?.kind === "session" ? claim.attempt : this.shapes.attempt(pod);
+  }
+
+  /** Claimed by its Lease for a session whose labels are not on the pod yet. */
+  labelsPending(pod: V1Pod): boolean {
+    const claim = this.claim(pod);
+    return claim?.kind === "session" && claim.sessionUid !== this.shapes.sessionUid(pod);
   }
 }
 
@@ -91,7 +103,7 @@ export function podState(pod: V1Pod): PoolPodState | undefined {
 export function sortPoolPods(
   pods: readonly V1Pod[],
   poolName: string,
-  shapes: { sessionUid(pod: V1Pod): string | undefined; indexOf(poolName: string, podName?: string): number },
+  shapes: { indexOf(poolName: string, podName?: string): number },
   leases: PodLeases,
 ): PoolPods {
   const sorted: PoolPods = {
@@ -106,7 +118,7 @@ export function sortPoolPods(
   for (const pod of pods) {
     if (pod.metadata?.labels?.[LABEL_POOL] !== poolName) continue;
     const claim = leases.claim(pod);
-    const claimed = shapes.sessionUid(pod) !== undefined || claim?.kind === "session";
+    const claimed = leases.sessionUid(pod) !== undefined;
     if (pod.metadata?.deletionTimestamp) sorted.terminating.push(pod);
     else if (claimed) (isFinished(pod) ? sorted.allocatedFinished : sorted.allocated).push(pod);
     else if (isFinished(pod)) sorted.idleFinished.push(pod);

@@ -41,6 +41,7 @@ import {
   desiredPoolReplicas,
   type RelayPool,
   type RelayPoolStatus,
+  type LeaseClaim,
   type RelaySession,
 } from "../../../crds/src/index.js";
 import { silentLogger } from "../../../relay-pod/src/index.js";
@@ -49,14 +50,7 @@ import { Allocator, type ClaimOutcomes, type ClaimStamp, type SessionArrival } f
 import { apiCode } from "./api.js";
 import { ClaimLeases } from "./claim-leases.js";
 import type { PoolMetrics } from "./metrics.js";
-import {
-  PodLeases,
-  isPodReady,
-  liveCount,
-  sortPoolPods,
-  type LeaseClaim,
-  type PoolPods,
-} from "./pool-pods.js";
+import { PodLeases, isPodReady, liveCount, sortPoolPods, type PoolPods } from "./pool-pods.js";
 import { PoolStatusWrites, poolConditions, sharedComfyStreamProblem } from "./pool-status.js";
 import type { WritePriority } from "../kube/write-priority.js";
 
@@ -173,11 +167,8 @@ export class RelayPoolReconciler {
       coordination: this.coordination,
       claim: (lease, session, stamp) => deps.shapes.claim(lease, session, stamp),
       leaseOf: (pod) => this.leases.of(pod).lease(pod),
-      sessionUid: (pod) => this.leases.of(pod).sessionUid(pod, (p) => deps.shapes.sessionUid(p)),
-      attempt: (pod) => {
-        const claim = this.leases.of(pod).claim(pod);
-        return claim?.kind === "session" ? claim.attempt : deps.shapes.attempt(pod);
-      },
+      sessionUid: (pod) => this.leases.of(pod).sessionUid(pod),
+      attempt: (pod) => this.leases.of(pod).attempt(pod),
       arrival: (uid) => deps.arrival(uid),
       now: this.now,
       ...(deps.priority ? { priority: deps.priority } : {}),
@@ -307,9 +298,8 @@ export class RelayPoolReconciler {
     for (const pod of sorted.draining) await this.deletePod(pod, leases.claim(pod)?.kind !== "drain");
     const namespace = pool.metadata.namespace ?? "default";
     for (const pod of [...sorted.allocated, ...sorted.allocatedFinished]) {
-      const claim = leases.claim(pod);
-      // Claimed by its Lease, the labels not on the pod yet: completeClaim (tendLeases) comes first.
-      if (claim?.kind === "session" && claim.sessionUid !== this.deps.shapes.sessionUid(pod)) continue;
+      // Claimed by its Lease, the labels not on the pod yet: ClaimLeases.tend finishes that first.
+      if (leases.labelsPending(pod)) continue;
       const sessionName = pod.metadata?.ownerReferences?.find((ref) => ref.kind === "RelaySession")?.name;
       const session = sessionName ? this.deps.sessions.get(namespace, sessionName) : undefined;
       const over =

@@ -17,6 +17,7 @@ import {
   RELAY_POOL_KIND,
   RELAY_SESSION_GROUP,
   RELAY_SESSION_PLURAL,
+  type LeaseClaim,
   type RelayPool,
   type RelaySession,
 } from "../../../crds/src/index.js";
@@ -242,12 +243,6 @@ export function idleClaimLease(pool: RelayPool, pod: V1Pod): V1Lease {
   };
 }
 
-/** What a claim Lease says about its pod. */
-export type LeaseClaim =
-  | { kind: "idle" }
-  | { kind: "drain" }
-  | { kind: "session"; sessionUid: string; session: string; attempt: number; allocatedAt: string };
-
 export function leaseClaimOf(lease: V1Lease): LeaseClaim {
   const holder = lease.spec?.holderIdentity ?? "";
   if (holder === "") return { kind: "idle" };
@@ -265,6 +260,21 @@ export function leaseClaimOf(lease: V1Lease): LeaseClaim {
 /** The uid of the pod a claim Lease belongs to (its owner), if any. */
 export function leasePodUid(lease: V1Lease): string | undefined {
   return lease.metadata?.ownerReferences?.find((ref) => ref.kind === "Pod")?.uid;
+}
+
+/** The labels and annotations a claim writes (on the Lease and the pod), which unclaiming removes. */
+const CLAIM_LABELS = [LABEL_SESSION, LABEL_SESSION_UID, LABEL_ATTEMPT];
+const CLAIM_ANNOTATIONS = [
+  ANNOTATION_ALLOCATED_SESSION,
+  ANNOTATION_ALLOCATED_AT,
+  ANNOTATION_ALLOCATION_WAITED_SECONDS,
+];
+
+/** A copy of `map` without `keys`. */
+function without(map: Record<string, string> | undefined, keys: readonly string[]): Record<string, string> {
+  const copy: Record<string, string> = { ...map };
+  for (const key of keys) delete copy[key];
+  return copy;
 }
 
 function claimLabels(session: RelaySession, stamp: ClaimStamp): Record<string, string> {
@@ -306,15 +316,8 @@ export function drainingLease(lease: V1Lease): V1Lease {
 
 /** The Lease of a recycled pod: no holder, no claim labels or annotations (idle again). */
 export function freedLease(lease: V1Lease): V1Lease {
-  const labels: Record<string, string> = { ...lease.metadata?.labels };
-  for (const label of [LABEL_SESSION, LABEL_SESSION_UID, LABEL_ATTEMPT]) delete labels[label];
-  const annotations: Record<string, string> = { ...lease.metadata?.annotations };
-  for (const annotation of [
-    ANNOTATION_ALLOCATED_SESSION,
-    ANNOTATION_ALLOCATED_AT,
-    ANNOTATION_ALLOCATION_WAITED_SECONDS,
-  ])
-    delete annotations[annotation];
+  const labels = without(lease.metadata?.labels, CLAIM_LABELS);
+  const annotations = without(lease.metadata?.annotations, CLAIM_ANNOTATIONS);
   return { ...lease, metadata: { ...lease.metadata, labels, annotations }, spec: {} };
 }
 
@@ -365,18 +368,8 @@ export function isRecycledPoolPod(pod: V1Pod): boolean {
 export function unclaimedPoolPod(pod: V1Pod, pool: RelayPool): V1Pod {
   const metadata = { ...pod.metadata };
   const idle = { ...pod, metadata };
-  const labels: Record<string, string> = { ...metadata.labels, [LABEL_POOL_STATE]: "ready" };
-  for (const label of [LABEL_SESSION, LABEL_SESSION_UID, LABEL_ATTEMPT]) delete labels[label];
-  metadata.labels = labels;
-  const annotations: Record<string, string> = { ...metadata.annotations };
-  for (const annotation of [
-    ANNOTATION_ALLOCATED_SESSION,
-    ANNOTATION_ALLOCATED_AT,
-    ANNOTATION_ALLOCATION_WAITED_SECONDS,
-    ANNOTATION_RECYCLED,
-  ])
-    delete annotations[annotation];
-  metadata.annotations = annotations;
+  metadata.labels = { ...without(metadata.labels, CLAIM_LABELS), [LABEL_POOL_STATE]: "ready" };
+  metadata.annotations = without(metadata.annotations, [...CLAIM_ANNOTATIONS, ANNOTATION_RECYCLED]);
   metadata.ownerReferences = [poolOwnerReference(pool)];
   return idle;
 }
