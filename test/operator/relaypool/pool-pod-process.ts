@@ -42,6 +42,12 @@ export interface PoolPodProcessOptions {
 export interface PoolPodProcess {
   /** What the relay wrote so far (JSON log lines), stdout and stderr. */
   output(): string;
+  /**
+   * Resolves once the relay has logged a line matching `pattern`; rejects (with the log's tail) after
+   * `timeoutMs`. The relay logs asynchronously (pino, sync: false), so a line can arrive after a state
+   * the test saw on another channel (readiness, the apiserver).
+   */
+  logged(pattern: RegExp, timeoutMs?: number): Promise<void>;
   /** The readiness endpoint's status code, 0 while it does not answer. */
   readyz(): Promise<number>;
   metrics(): Promise<string>;
@@ -86,6 +92,15 @@ export function startPoolPodProcess(options: PoolPodProcessOptions): PoolPodProc
   const base = `http://127.0.0.1:${options.readyPort}`;
   return {
     output: () => output,
+    logged: async (pattern, timeoutMs = 5_000) => {
+      const deadline = Date.now() + timeoutMs;
+      while (!pattern.test(output)) {
+        if (Date.now() > deadline) {
+          throw new Error(`the relay did not log ${pattern} within ${timeoutMs} ms:\n${output.slice(-3000)}`);
+        }
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    },
     readyz: async () => {
       try {
         return (await fetch(`${base}/readyz`)).status;

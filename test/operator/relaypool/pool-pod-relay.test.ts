@@ -91,7 +91,7 @@ describe("warm pool pod relay (real apiserver, relay process)", { skip: assets.s
     });
     t.diagnostic(`claim → first status.relay: ${Date.now() - claimedAt} ms (upper bound)`);
     assert.ok(Date.parse(reported) >= claimedAt - 1000, "reported after the claim");
-    assert.match(relay.output(), /claimed: starting the session/);
+    await relay.logged(/claimed: starting the session/);
     relay.kill("SIGTERM");
     await exited;
   });

@@ -121,6 +121,7 @@ describe(
         runSession,
         readyz,
         output: relay.output,
+        logged: relay.logged,
         exited: relay.exited,
         exitCode: relay.exitCode,
         pool,
@@ -143,7 +144,7 @@ describe(
         });
         assert.equal(await s.readyz(), 200, "Ready again");
         assert.equal(s.exitCode(), undefined, "the relay is still running");
-        assert.match(s.output(), /session ended cleanly; idle again/);
+        await s.logged(/session ended cleanly; idle again/);
 
         // The operator's unclaim, then the next claim: the same relay runs the second session.
         await unclaimAsOperator(kc, s.pool, s.podName);

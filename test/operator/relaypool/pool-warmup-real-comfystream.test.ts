@@ -89,7 +89,7 @@ describe("pool pod through the real ComfyStream", { skip: unavailable || false }
         warmup >= WARMUP_SECONDS,
         `the ${WARMUP_SECONDS} s stream went through (warm-up took ${warmup} s)`,
       );
-      assert.match(output(), /warm and idle: ready for a session/);
+      await relay.logged(/warm and idle: ready for a session/);
 
       // Claimed for a session, as the operator claims: it streams through the same server at once.
       const trickle = await startTrickle(["one", "one-out"]);
