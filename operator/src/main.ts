@@ -12,12 +12,20 @@ import {
   parsePositiveInteger,
 } from "../../relay-pod/src/index.js";
 import { relayDefaultsFromEnv } from "./relaysession/relay-defaults.js";
-import { DEFAULT_RELAY_IMAGE, Operator, type OperatorOptions } from "./operator.js";
+import { DEFAULT_RELAY_IMAGE, Operator, POOL_BATCH_MS, type OperatorOptions } from "./operator.js";
 
 function parseSeconds(value: string): number {
   const seconds = Number(value);
   if (!Number.isFinite(seconds) || seconds <= 0) throw new InvalidArgumentError("expected seconds > 0");
   return seconds;
+}
+
+function parseMilliseconds(value: string): number {
+  const ms = Number(value);
+  if (!Number.isInteger(ms) || ms < 0 || ms > 10_000) {
+    throw new InvalidArgumentError("expected whole milliseconds from 0 to 10000");
+  }
+  return ms;
 }
 
 function parsePortOrZero(value: string): number {
@@ -70,6 +78,12 @@ export function buildCommand(): Command {
       "advanced: an API call of the reconciler not answered within this long fails and is retried",
       parseSeconds,
       30,
+    )
+    .option(
+      "--pool-batch <ms>",
+      "advanced: a RelayPool's round runs at most once per this many ms; sessions arriving meanwhile are allocated together (0: a round per event)",
+      parseMilliseconds,
+      POOL_BATCH_MS,
     )
     .option(
       "--gateway-port <port>",
@@ -136,6 +150,7 @@ export async function main(argv: string[]): Promise<void> {
     concurrency: flags.concurrency,
     watchdogMs: flags.watchTimeout * 1000,
     requestTimeoutMs: flags.requestTimeout * 1000,
+    poolBatchMs: flags.poolBatch,
     gateway:
       flags.gatewayPort > 0
         ? {

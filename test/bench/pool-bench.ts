@@ -36,6 +36,10 @@ const HELP = `bench:pool — allocation latency from a warm RelayPool on a real 
                   shared machine says little)
   --etcd-data disk|tmpfs
                   where etcd keeps its data (default disk; tmpfs shows how much is this disk's fsync)
+  --pool-batch MS the operator's --pool-batch (default: the operator's default; 0 to compare)
+  --operator-node-flags="FLAGS"
+                  Node flags for the operator process, space-separated (e.g. "--cpu-prof
+                  --cpu-prof-dir=/tmp/operator-profile" to see where its CPU goes in the bursts)
   --out FILE      results JSON (default bench-results/pool.json; .md beside it)
 `;
 
@@ -58,6 +62,8 @@ async function main(): Promise<void> {
       "rss-pods": { type: "string", default: "1000" },
       bursts: { type: "string", default: "3" },
       "etcd-data": { type: "string", default: "disk" },
+      "operator-node-flags": { type: "string", default: "" },
+      "pool-batch": { type: "string" },
       out: { type: "string", default: "bench-results/pool.json" },
       help: { type: "boolean", default: false },
     },
@@ -81,7 +87,11 @@ async function main(): Promise<void> {
   const kubelet = new FakePoolKubelet(kc, ns, 0);
   const op = await startOperator({
     kubeconfigPath: cp.kubeconfigPath,
-    args: ["--no-leader-elect", "--namespace", ns],
+    args: [
+      ...["--no-leader-elect", "--namespace", ns],
+      ...(values["pool-batch"] !== undefined ? ["--pool-batch", values["pool-batch"]] : []),
+    ],
+    nodeFlags: values["operator-node-flags"].split(" ").filter(Boolean),
   });
   try {
     await op.waitReady(60_000);
@@ -214,6 +224,7 @@ async function main(): Promise<void> {
         cpuSeconds: b.cpuSeconds,
         /** The operator's event-loop delay during the burst (prom-client, 10 ms resolution). */
         operatorLoopLagMs: b.operatorLoopLagMs,
+        operatorWork: b.operatorWork,
         /** The control plane's own histograms, from the first create until 1 s after the last status.allocation. */
         controlPlane: b.controlPlane,
         operatorRssMb: rssAfterBurst[i],
@@ -260,17 +271,18 @@ async function main(): Promise<void> {
       "",
       "Each burst (p95 ms; claim seen / claim stamp / watch event / slot wait / claim write), with what " +
         "the machine did meanwhile (CPU seconds of each process from the first create to the last claim " +
-        "seen; the operator's event-loop delay p99) and the operator's RSS after it:",
+        "seen; the operator's event-loop delay p99; its pool reconciles and their summed wall time, and its " +
+        "session reconciles) and the operator's RSS after it:",
       "",
-      "| burst | claim seen | claim stamp | watch event | slot wait | claim write | wall s | CPU s | loop delay p99 ms | RSS MB |",
-      "|---|---|---|---|---|---|---|---|---|---|",
+      "| burst | claim seen | claim stamp | watch event | slot wait | claim write | wall s | CPU s | loop delay p99 ms | pool reconciles (ms) | session reconciles | RSS MB |",
+      "|---|---|---|---|---|---|---|---|---|---|---|---|",
       ...report.perBurst.map((b, i) => {
         const f = b.allocationMs;
         const cpu = Object.entries(b.cpuSeconds)
           .filter(([, seconds]) => seconds > 0)
           .map(([name, seconds]) => `${name} ${seconds}`)
           .join(", ");
-        return `| ${i + 1} | ${f.claimSeenOnWatch.p95} | ${f.fromCreateReturned.p95} | ${f.watchDelay.p95} | ${f.operatorSide.p95} | ${f.claimWrite.p95} | ${b.wallSeconds} | ${cpu} | ${b.operatorLoopLagMs.p99} | ${b.operatorRssMb} |`;
+        return `| ${i + 1} | ${f.claimSeenOnWatch.p95} | ${f.fromCreateReturned.p95} | ${f.watchDelay.p95} | ${f.operatorSide.p95} | ${f.claimWrite.p95} | ${b.wallSeconds} | ${cpu} | ${b.operatorLoopLagMs.p99} | ${b.operatorWork.poolReconciles} (${b.operatorWork.poolReconcileMs}) | ${b.operatorWork.sessionReconciles} | ${b.operatorRssMb} |`;
       }),
       "",
       "The control plane in the last burst, from its first create until 1 s after its last session status.allocation (its own " +

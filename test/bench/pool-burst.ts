@@ -59,6 +59,8 @@ export interface BurstResult {
   wallSeconds: number;
   cpuSeconds: Record<string, number>;
   operatorLoopLagMs: { p50: number; p99: number; max: number };
+  /** The operator's work queues from the first create to the last claim seen (wall time per key). */
+  operatorWork: { poolReconciles: number; poolReconcileMs: number; sessionReconciles: number };
   controlPlane: {
     requests: HistogramDelta[];
     flowControlWait: HistogramDelta[];
@@ -66,6 +68,18 @@ export interface BurstResult {
     walFsync: HistogramDelta[];
     backendCommit: HistogramDelta[];
   };
+}
+
+/** A work queue's handler count or summed seconds between two scrapes of the operator's /metrics. */
+function workDelta(before: string, after: string, queue: string, stat: "count" | "sum"): number {
+  const read = (text: string) =>
+    Number(
+      new RegExp(
+        `^(?:trickle_relay_)?operator_workqueue_work_duration_seconds_${stat}\\{name="${queue}"\\} (\\S+)`,
+        "m",
+      ).exec(text)?.[1] ?? 0,
+    );
+  return read(after) - read(before);
 }
 
 export async function runBurst(ctx: BurstContext, burst: number): Promise<BurstResult> {
@@ -83,7 +97,7 @@ export async function runBurst(ctx: BurstContext, burst: number): Promise<BurstR
     Object.entries(processes).map(([name, pid]) => [name, pid ? cpuSeconds(pid) : NaN]),
   );
   const childCpuBefore = cpuSeconds(process.pid, "waited-for children");
-  await op.metrics(); // prom-client's event-loop delay figures restart at each scrape
+  const operatorBefore = await op.metrics(); // prom-client's event-loop delay figures restart at each scrape
   const burstStart = performance.now();
   const sent = new Map<string, number>();
   const returned = new Map<string, number>();
@@ -117,6 +131,11 @@ export async function runBurst(ctx: BurstContext, burst: number): Promise<BurstR
         1000,
     );
   const operatorLoopLagMs = { p50: lagMs("p50"), p99: lagMs("p99"), max: lagMs("max") };
+  const operatorWork = {
+    poolReconciles: workDelta(operatorBefore, operatorMetrics, "relaypools", "count"),
+    poolReconcileMs: round(workDelta(operatorBefore, operatorMetrics, "relaypools", "sum") * 1000),
+    sessionReconciles: workDelta(operatorBefore, operatorMetrics, "relaysessions", "count"),
+  };
 
   const ours = new Set(names);
   // The claims' labels on the pods, the session controller's status.allocation writes and the
@@ -171,6 +190,7 @@ export async function runBurst(ctx: BurstContext, burst: number): Promise<BurstR
     wallSeconds,
     cpuSeconds: cpu,
     operatorLoopLagMs,
+    operatorWork,
     controlPlane: {
       requests: delta("apiserver", "apiserver_request_duration_seconds", [
         "verb",

@@ -71,6 +71,8 @@ export interface OperatorProcessOptions {
   metrics?: boolean;
   /** A name for failure messages. */
   name?: string;
+  /** Node's own flags for the operator process (--cpu-prof, V8 flags …), before its script. */
+  nodeFlags?: string[];
 }
 
 export interface LogLine {
@@ -118,6 +120,7 @@ export async function startOperator(options: OperatorProcessOptions): Promise<Op
   const child = spawn(
     process.execPath,
     [
+      ...(options.nodeFlags ?? []),
       OPERATOR_MAIN,
       ...["--kubeconfig", options.kubeconfigPath],
       ...["--health-port", String(healthPort), "--metrics-port", String(metricsPort ?? 0)],

@@ -40,6 +40,12 @@ export interface WorkQueueOptions {
   metrics?: Registry;
   /** Monotonic milliseconds; injectable for tests. */
   now?: () => number;
+  /**
+   * A key's handler starts at most once per this many milliseconds (default 0: at once). Adds in
+   * between are gathered into the next run: a burst of events for one key is handled in batches
+   * instead of one run per event.
+   */
+  minIntervalMs?: number;
 }
 
 const monotonicNow = () => performance.now();
@@ -112,12 +118,18 @@ export class WorkQueue {
   private readonly dirty = new Set<string>();
   private readonly processing = new Set<string>();
   private readonly delayed = new Map<string, { at: number; timer: NodeJS.Timeout }>();
+  private readonly minIntervalMs: number;
+  /** When each key's handler last started (only kept with minIntervalMs). */
+  private readonly lastStarted = new Map<string, number>();
+  /** Dirty keys held back until their interval is over. */
+  private readonly spaced = new Map<string, NodeJS.Timeout>();
   private waiters: Array<() => void> = [];
   private workers: Array<Promise<void>> = [];
   private stopping = false;
 
   constructor(options: WorkQueueOptions = {}) {
     this.name = options.name ?? "default";
+    this.minIntervalMs = options.minIntervalMs ?? 0;
     this.log = (options.logger ?? silentLogger).child({ workqueue: this.name });
     this.now = options.now ?? monotonicNow;
     this.itemBackoff = new ItemExponentialBackoff(options.baseDelayMs ?? 5, options.maxDelayMs ?? 1_000_000);
@@ -153,6 +165,25 @@ export class WorkQueue {
     this.metrics?.adds.inc({ name: this.name });
     this.dirty.add(key);
     if (this.processing.has(key)) return; // queued again when the current run finishes
+    this.enqueueSpaced(key);
+  }
+
+  /** Queues dirty `key` now, or once minIntervalMs has passed since its handler last started. */
+  private enqueueSpaced(key: string): void {
+    const last = this.lastStarted.get(key);
+    const waitMs = last === undefined ? 0 : last + this.minIntervalMs - this.now();
+    if (waitMs > 0) {
+      if (this.spaced.has(key)) return;
+      this.spaced.set(
+        key,
+        setTimeout(() => {
+          this.spaced.delete(key);
+          if (!this.stopping) this.enqueueSpaced(key);
+        }, waitMs),
+      );
+      return;
+    }
+    this.lastStarted.delete(key);
     this.queue.push(key);
     this.metrics?.depth.set({ name: this.name }, this.queue.length);
     this.waiters.shift()?.();
@@ -208,6 +239,8 @@ export class WorkQueue {
     this.stopping = true;
     for (const { timer } of this.delayed.values()) clearTimeout(timer);
     this.delayed.clear();
+    for (const timer of this.spaced.values()) clearTimeout(timer);
+    this.spaced.clear();
     const waiters = this.waiters;
     this.waiters = [];
     for (const wake of waiters) wake();
@@ -222,6 +255,7 @@ export class WorkQueue {
         this.metrics?.depth.set({ name: this.name }, this.queue.length);
         this.dirty.delete(key);
         this.processing.add(key);
+        if (this.minIntervalMs > 0) this.lastStarted.set(key, this.now());
         return key;
       }
       await new Promise<void>((wake) => this.waiters.push(wake));
@@ -230,11 +264,7 @@ export class WorkQueue {
 
   private done(key: string): void {
     this.processing.delete(key);
-    if (this.dirty.has(key) && !this.stopping) {
-      this.queue.push(key);
-      this.metrics?.depth.set({ name: this.name }, this.queue.length);
-      this.waiters.shift()?.();
-    }
+    if (this.dirty.has(key) && !this.stopping) this.enqueueSpaced(key);
   }
 
   private async work(handler: ReconcileHandler): Promise<void> {

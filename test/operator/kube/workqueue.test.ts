@@ -84,6 +84,39 @@ describe("WorkQueue", () => {
     await done;
   });
 
+  test("minIntervalMs: a burst of adds for one key is handled in spaced batches, another key at once", async () => {
+    const queue = new WorkQueue({ minIntervalMs: 100 });
+    const starts: Array<{ key: string; at: number }> = [];
+    const done = queue.run(2, async (key) => {
+      starts.push({ key, at: performance.now() });
+    });
+    const begin = performance.now();
+    queue.add("pool/a");
+    await eventually("first run", 1_000, () => starts.length === 1);
+    // 300 ms of adds every 5 ms (the echoes of a burst): without spacing ~60 runs.
+    for (let i = 0; i < 60; i++) {
+      queue.add("pool/a");
+      if (i === 30) queue.add("pool/b");
+      await sleep(5);
+    }
+    await sleep(250);
+    const runsOfA = starts.filter((s) => s.key === "pool/a");
+    assert.ok(runsOfA.length >= 3 && runsOfA.length <= 6, `runs of pool/a: ${runsOfA.length}`);
+    for (let i = 1; i < runsOfA.length; i++) {
+      const gap = runsOfA[i]!.at - runsOfA[i - 1]!.at;
+      assert.ok(gap >= 95, `run ${i} started ${gap.toFixed(0)} ms after the one before`);
+    }
+    assert.ok(runsOfA.at(-1)!.at - begin >= 300, "the adds at the end of the burst got a run after them");
+    assert.equal(starts.filter((s) => s.key === "pool/b").length, 1, "pool/b: its own first run, unspaced");
+    // Idle for longer than the interval: the next add runs at once.
+    const idleAdd = performance.now();
+    queue.add("pool/a");
+    await eventually("the run after idling", 1_000, () => starts.length === runsOfA.length + 2);
+    assert.ok(starts.at(-1)!.at - idleAdd < 50, "not held back after an idle interval");
+    await queue.shutdown();
+    await done;
+  });
+
   test("different keys run in parallel up to the worker count", async () => {
     const queue = new WorkQueue();
     let active = 0;
