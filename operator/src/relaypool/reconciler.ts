@@ -48,6 +48,7 @@ import { silentLogger } from "../../../relay-pod/src/index.js";
 import { canonicalJson } from "../kube/canonical-json.js";
 import { Allocator, type ClaimOutcomes, type ClaimStamp, type SessionArrival } from "./allocator.js";
 import { apiCode } from "./api.js";
+import { leanLeaseWrites } from "../kube/lean-writes.js";
 import { ClaimLeases } from "./claim-leases.js";
 import type { PoolMetrics } from "./metrics.js";
 import { PodLeases, isPodReady, liveCount, sortPoolPods, type PoolPods } from "./pool-pods.js";
@@ -164,7 +165,8 @@ export class RelayPoolReconciler {
       now: this.now,
     });
     this.allocator = new Allocator({
-      coordination: this.coordination,
+      // The claim, the write an allocation waits for, skips client-node's per-call cost.
+      coordination: leanLeaseWrites(deps.kubeConfig),
       claim: (lease, session, stamp) => deps.shapes.claim(lease, session, stamp),
       leaseOf: (pod) => this.leases.of(pod).lease(pod),
       sessionUid: (pod) => this.leases.of(pod).sessionUid(pod),

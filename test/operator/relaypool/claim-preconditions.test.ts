@@ -21,6 +21,8 @@ import {
   drainingLease,
   idleClaimLease,
 } from "../../../operator/src/relaysession/desired-pool-pod.js";
+import { withRequestTimeout } from "../../../operator/src/kube/client.js";
+import { leanLeaseWrites } from "../../../operator/src/kube/lean-writes.js";
 import { claimOf } from "../../../relay-pod/src/kube/pool-claim.js";
 import { resolveEnvtestAssets, startControlPlane, type ControlPlane } from "../../infra/apiserver.js";
 
@@ -55,6 +57,8 @@ describe("claim preconditions (real apiserver)", { skip: assets.skipReason }, ()
   let cp: ControlPlane;
   let core: CoreV1Api;
   let leases: CoordinationV1Api;
+  /** The operator's own claim write (operator/src/kube/lean-writes.ts), as the allocator sends it. */
+  let claimWrites: Pick<CoordinationV1Api, "replaceNamespacedLease">;
 
   before(async () => {
     cp = await startControlPlane();
@@ -62,6 +66,7 @@ describe("claim preconditions (real apiserver)", { skip: assets.skipReason }, ()
     kc.loadFromFile(cp.kubeconfigPath);
     core = kc.makeApiClient(CoreV1Api);
     leases = kc.makeApiClient(CoordinationV1Api);
+    claimWrites = leanLeaseWrites(withRequestTimeout(kc, 30_000));
     await core.createNamespace({ body: { metadata: { name: "claims" } } });
   });
 
@@ -86,7 +91,7 @@ describe("claim preconditions (real apiserver)", { skip: assets.skipReason }, ()
     });
     assert.equal(claimOf(idle), undefined, "an idle Lease is no claim for the relay");
     const replace = (body: V1Lease) =>
-      leases.replaceNamespacedLease({ namespace: "claims", name: "gpu-warm-0", body });
+      claimWrites.replaceNamespacedLease({ namespace: "claims", name: "gpu-warm-0", body });
     const stamp = { at: new Date(), waitedSeconds: 0, attempt: 0 };
 
     // Someone else (another operator replica, an earlier claim) wins the pod first.
