@@ -256,7 +256,7 @@ async function main(): Promise<void> {
       `| **create call's response → the claim seen on a watch of the claim Leases** (written and delivered: when the relay in the pod starts the session) | **${triple(a.claimSeenOnWatch)} ms** |`,
       `| create call's response → the claim's stamp (taken just before it is sent; the earlier sessions' figure) | ${triple(a.fromCreateReturned)} ms |`,
       `| parts: create call's response → the operator's watch event of the session | ${triple(a.watchDelay)} ms |`,
-      `| parts: the operator's watch event → the claim sent (waiting for one of 128 claim slots) | ${triple(a.operatorSide)} ms |`,
+      `| parts: the operator's watch event → the claim sent (the pool's next round, at most one per --pool-batch ms, and a free one of 128 claim slots) | ${triple(a.operatorSide)} ms |`,
       `| parts: the claim's write as the operator's client saw it (sent → answered) | ${triple(a.claimWrite)} ms |`,
       `| the claim seen → its labels seen on the pod (a background write after the claim: the session controller's view) | ${triple(a.podLabelsAfterClaim)} ms |`,
       `| the claim seen → the session's status.allocation seen on a session watch (held back while claims are in flight) | ${triple(a.statusAfterClaim)} ms |`,
