@@ -33,6 +33,7 @@ import {
   type RelaySessionSpecInput,
 } from "../../crds/src/index.js";
 import { PASSTHROUGH_WORKFLOW } from "../../relay-pod/src/session/default-workflow.js";
+import { configFromKubeconfig, kubeAccess } from "../../relay-pod/src/kube/api-client.js";
 import { RelaySessionWatch } from "../../relay-pod/src/kube/resource-watch.js";
 import {
   collectOutput,
@@ -570,8 +571,8 @@ describe("relay pod: trickle-relay run --session against a real kube-apiserver",
       const peer = await startPeer("ts"); // only its URL is used: nothing connects to it here
       cleanups.push(() => peer.stop());
       await createSession("watched", peer);
-      const podConfig = new KubeConfig();
-      podConfig.loadFromFile(await podIdentity("watched"));
+      // The relay's own cluster access (api-client.ts) with the pod's identity.
+      const podConfig = kubeAccess(configFromKubeconfig(await podIdentity("watched")));
       const seen: number[] = [];
       let deleted = false;
       const watch = new RelaySessionWatch(

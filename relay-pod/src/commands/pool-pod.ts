@@ -95,10 +95,10 @@ export async function runPoolPod(options: PoolPodOptions): Promise<number> {
     status.set("ready");
     log.info({ warmupSeconds: (performance.now() - started) / 1000 }, "warm and idle: ready for a session");
 
-    const { loadKubeConfig } = await import("../kube/session-resource.js");
+    const { loadClusterAccess } = await import("../kube/session-resource.js");
     const { markRecycled, waitForClaim } = await import("../kube/pool-claim.js");
     const { runSessionFromResource } = await import("../kube/resource-session.js");
-    const kubeConfig = loadKubeConfig();
+    const kubeConfig = loadClusterAccess();
     for (let endedClaim: string | undefined; ;) {
       const claim = await waitForClaim(kubeConfig, { namespace, name }, idle.signal, log, endedClaim);
       if (rewarmFailed) {

@@ -5,15 +5,7 @@
 // written while no watch was open is still seen. The Lease, not the pod: the claim is the one write
 // a session waits for, and a Lease is far cheaper for the apiserver to write than a pod.
 
-import {
-  CoordinationV1Api,
-  CoreV1Api,
-  PatchStrategy,
-  Watch,
-  setHeaderOptions,
-  type KubeConfig,
-  type V1Lease,
-} from "@kubernetes/client-node";
+import type { V1Lease } from "@kubernetes/client-node";
 import {
   ANNOTATION_ALLOCATED_AT,
   ANNOTATION_RECYCLED,
@@ -21,6 +13,7 @@ import {
   claimLeaseName,
 } from "../../../crds/src/index.js";
 import { silentLogger, type Logger } from "../common/log.js";
+import type { KubeAccess } from "./api-client.js";
 import { parseSessionRef, type SessionRef } from "./session-resource.js";
 
 export interface PodRef {
@@ -59,22 +52,18 @@ export function claimOf(
  * until written or `signal` aborts.
  */
 export async function markRecycled(
-  kubeConfig: KubeConfig,
+  kubeConfig: KubeAccess,
   pod: PodRef,
   allocatedAt: string,
   signal: AbortSignal,
 ): Promise<void> {
-  const core = kubeConfig.makeApiClient(CoreV1Api);
+  const path = `/api/v1/namespaces/${encodeURIComponent(pod.namespace)}/pods/${encodeURIComponent(pod.name)}`;
   for (let errors = 0; !signal.aborted; errors++) {
     try {
-      await core.patchNamespacedPod(
-        {
-          namespace: pod.namespace,
-          name: pod.name,
-          body: { metadata: { annotations: { [ANNOTATION_RECYCLED]: allocatedAt } } },
-        },
-        setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
-      );
+      await kubeConfig.request("PATCH", path, {
+        body: { metadata: { annotations: { [ANNOTATION_RECYCLED]: allocatedAt } } },
+        patch: "merge",
+      });
       return;
     } catch {
       await sleep(Math.min(5000, 250 * 2 ** errors), signal);
@@ -89,20 +78,23 @@ export async function markRecycled(
  * the pod). Read errors are retried with backoff up to 5 s.
  */
 export async function waitForClaim(
-  kubeConfig: KubeConfig,
+  kubeConfig: KubeAccess,
   pod: PodRef,
   signal: AbortSignal,
   logger: Logger = silentLogger,
   ended?: string,
 ): Promise<Claim | undefined> {
-  const coordination = kubeConfig.makeApiClient(CoordinationV1Api);
-  const watch = new Watch(kubeConfig);
+  const leasesPath = `/apis/coordination.k8s.io/v1/namespaces/${encodeURIComponent(pod.namespace)}/leases`;
   const log = logger.child({ component: "pool-claim" });
   const fieldSelector = `metadata.name=${claimLeaseName(pod.name)}`;
   for (let errors = 0; !signal.aborted;) {
     let resourceVersion: string | undefined;
     try {
-      const current = await coordination.listNamespacedLease({ namespace: pod.namespace, fieldSelector });
+      const current = await kubeConfig.request<{ items: V1Lease[]; metadata?: { resourceVersion?: string } }>(
+        "GET",
+        leasesPath,
+        { query: { fieldSelector } },
+      );
       const claimed = claimOf(current.items[0], ended);
       if (claimed) return claimed;
       resourceVersion = current.metadata?.resourceVersion;
@@ -115,20 +107,23 @@ export async function waitForClaim(
     }
     const claimed = await new Promise<Claim | undefined>((resolve) => {
       let request: { abort(): void } | undefined;
+      let settled = false;
       const finish = (value: Claim | undefined) => {
+        if (settled) return;
+        settled = true;
         signal.removeEventListener("abort", onAbort);
-        request?.abort();
         resolve(value);
+        request?.abort();
       };
       const onAbort = () => finish(undefined);
       signal.addEventListener("abort", onAbort);
-      watch
+      kubeConfig
         .watch(
-          `/apis/coordination.k8s.io/v1/namespaces/${encodeURIComponent(pod.namespace)}/leases`,
+          leasesPath,
           { fieldSelector, resourceVersion, timeoutSeconds: 300 },
-          (type, object: V1Lease) => {
+          (type, object) => {
             if (type === "ADDED" || type === "MODIFIED") {
-              const claim = claimOf(object, ended);
+              const claim = claimOf(object as V1Lease, ended);
               if (claim) finish(claim);
             }
           },

@@ -3,7 +3,7 @@
 // spec's current prompts, write status.relay, and end with an exit code the operator reads as the
 // pod's phase.
 
-import type { KubeConfig } from "@kubernetes/client-node";
+import type { KubeAccess } from "./api-client.js";
 import type { Logger } from "../common/log.js";
 import type { RelaySession as RelaySessionResource } from "../../../crds/src/index.js";
 import { buildRelayReport } from "../report/relay-report.js";
@@ -18,7 +18,7 @@ import {
 import { RelaySessionWatch } from "./resource-watch.js";
 import {
   formatSessionRef,
-  loadKubeConfig,
+  loadClusterAccess,
   readRelaySession,
   SessionResourceError,
   type SessionRef,
@@ -41,8 +41,8 @@ export interface ResourceSessionOptions {
   readRetryMs?: number;
   /** Registers the stop handler (SIGTERM/SIGINT in the CLI). */
   onShutdown?: (stop: () => Promise<void>) => void;
-  /** Kube config to use instead of loading the default one. */
-  kubeConfig?: KubeConfig;
+  /** Cluster access to use instead of loading the default kube config (api-client.ts). */
+  kubeConfig?: KubeAccess;
   /** Serve /healthz, /readyz and /metrics on this port (pod-endpoints.ts); none when unset. */
   endpointsPort?: number;
   /** Given a getter of the running session's status (a pool pod serves its metrics on its own port). */
@@ -89,12 +89,12 @@ async function runSession(
     await running.session?.stop({ endOutput });
   });
 
-  let kubeConfig: KubeConfig;
+  let kubeConfig: KubeAccess;
   let resource: RelaySessionResource;
   let session: RelaySession;
   let offerTimeoutMs: number;
   try {
-    kubeConfig = options.kubeConfig ?? loadKubeConfig();
+    kubeConfig = options.kubeConfig ?? loadClusterAccess();
     const read = await readWithRetry(
       kubeConfig,
       ref,
@@ -206,7 +206,7 @@ async function runSession(
  * a stop was requested meanwhile.
  */
 async function readWithRetry(
-  kubeConfig: KubeConfig,
+  kubeConfig: KubeAccess,
   ref: SessionRef,
   retryForMs: number,
   log: Logger,
@@ -231,13 +231,13 @@ async function readWithRetry(
  * lives on or the apiserver cannot be reached.
  */
 async function sessionIsEnding(
-  kubeConfig: KubeConfig | undefined,
+  kubeConfig: KubeAccess | undefined,
   ref: SessionRef,
   log: Logger,
 ): Promise<boolean> {
   try {
     const resource = await Promise.race([
-      readRelaySession(kubeConfig ?? loadKubeConfig(), ref),
+      readRelaySession(kubeConfig ?? loadClusterAccess(), ref),
       new Promise<never>((_, reject) =>
         setTimeout(() => reject(new Error("timed out after 3 s")), 3000).unref(),
       ),

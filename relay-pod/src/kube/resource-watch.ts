@@ -1,11 +1,11 @@
 // Follows the pod's own RelaySession: a watch with fieldSelector metadata.name=NAME, which RBAC
 // authorizes against resourceNames: [NAME] (a plain list/watch of the collection would be refused).
-// client-node's Watch does not reconnect, so this does: from the last resourceVersion after a clean
-// close or client-node's 30 s inactivity timeout, with backoff after errors, and after 410 Gone (the
+// A watch ends (server timeout, 30 s without a byte: api-client.ts), so this reconnects: from the last
+// resourceVersion after a clean close or the inactivity timeout, with backoff after errors, and after 410 Gone (the
 // resourceVersion is older than the apiserver's watch window, e.g. after an apiserver restart) from a
 // fresh list of the one object, whose list resourceVersion is current.
 
-import { Watch, type KubeConfig } from "@kubernetes/client-node";
+import type { KubeAccess, WatchHandle } from "./api-client.js";
 import { silentLogger, type Logger } from "../common/log.js";
 import type { RelaySession } from "../../../crds/src/index.js";
 import { listOwnRelaySession, relaySessionsPath, type SessionRef } from "./session-resource.js";
@@ -31,9 +31,8 @@ interface WatchEventObject {
 
 export class RelaySessionWatch {
   private readonly log: Logger;
-  private readonly watch: Watch;
   private resourceVersion: string | undefined;
-  private abort: AbortController | undefined;
+  private abort: WatchHandle | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
   private consecutiveErrors = 0;
   private stopped = false;
@@ -41,12 +40,11 @@ export class RelaySessionWatch {
   readonly stats = { watches: 0, reconnects: 0, relists: 0, errors: 0 };
 
   constructor(
-    private readonly kubeConfig: KubeConfig,
+    private readonly kubeConfig: KubeAccess,
     private readonly ref: SessionRef,
     private readonly options: ResourceWatchOptions,
   ) {
     this.log = (options.logger ?? silentLogger).child({ component: "resource-watch" });
-    this.watch = new Watch(kubeConfig);
   }
 
   /** Starts watching from `resourceVersion` (that of the object the caller has already read). */
@@ -120,7 +118,7 @@ export class RelaySessionWatch {
       this.scheduleConnect(this.nextBackoff());
     };
     try {
-      this.abort = await this.watch.watch(
+      this.abort = await this.kubeConfig.watch(
         relaySessionsPath(this.ref.namespace),
         {
           fieldSelector: `metadata.name=${this.ref.name}`,

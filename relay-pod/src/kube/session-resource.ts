@@ -1,7 +1,7 @@
 // The relay pod's access to its own RelaySession: which one (NAMESPACE/NAME), the kube config, and
 // reading it. The pod's Role allows exactly this object (resourceNames: [NAME]).
 
-import { ApiException, CustomObjectsApi, KubeConfig } from "@kubernetes/client-node";
+import { KubeApiError, loadKubeAccess, type KubeAccess } from "./api-client.js";
 import {
   RELAY_SESSION_GROUP,
   RELAY_SESSION_KIND,
@@ -52,19 +52,12 @@ export function formatSessionRef(ref: SessionRef): string {
 }
 
 /** $KUBECONFIG (else ~/.kube/config), else the pod's service account (in-cluster). */
-export function loadKubeConfig(): KubeConfig {
-  const kubeConfig = new KubeConfig();
+export function loadClusterAccess(): KubeAccess {
   try {
-    kubeConfig.loadFromDefault();
+    return loadKubeAccess();
   } catch (err) {
     throw new SessionResourceError(`cannot load the kube config: ${(err as Error).message}`);
   }
-  if (!kubeConfig.getCurrentCluster()) {
-    throw new SessionResourceError(
-      "no Kubernetes cluster configured: set KUBECONFIG, or run in a pod with a service account token",
-    );
-  }
-  return kubeConfig;
 }
 
 /**
@@ -74,16 +67,14 @@ export function loadKubeConfig(): KubeConfig {
  * than the apiserver's watch window).
  */
 export async function listOwnRelaySession(
-  kubeConfig: KubeConfig,
+  kubeConfig: KubeAccess,
   ref: SessionRef,
 ): Promise<{ object: RelaySession | undefined; resourceVersion: string | undefined }> {
-  const list = (await kubeConfig.makeApiClient(CustomObjectsApi).listNamespacedCustomObject({
-    group: RELAY_SESSION_GROUP,
-    version: RELAY_SESSION_VERSION,
-    namespace: ref.namespace,
-    plural: RELAY_SESSION_PLURAL,
-    fieldSelector: `metadata.name=${ref.name}`,
-  })) as { items?: RelaySession[]; metadata?: { resourceVersion?: string } };
+  const list = await kubeConfig.request<{ items?: RelaySession[]; metadata?: { resourceVersion?: string } }>(
+    "GET",
+    relaySessionsPath(ref.namespace),
+    { query: { fieldSelector: `metadata.name=${ref.name}` } },
+  );
   return {
     object: list.items?.find((item) => item.metadata?.name === ref.name),
     resourceVersion: list.metadata?.resourceVersion,
@@ -99,22 +90,18 @@ export function relaySessionsPath(namespace: string): string {
  * GETs the RelaySession. 404 and 403 become a SessionResourceError that says what to check;
  * anything else (apiserver unreachable, 5xx) is thrown as is, for the caller to retry.
  */
-export async function readRelaySession(kubeConfig: KubeConfig, ref: SessionRef): Promise<RelaySession> {
-  const api = kubeConfig.makeApiClient(CustomObjectsApi);
+export async function readRelaySession(kubeConfig: KubeAccess, ref: SessionRef): Promise<RelaySession> {
   try {
-    const object = (await api.getNamespacedCustomObject({
-      group: RELAY_SESSION_GROUP,
-      version: RELAY_SESSION_VERSION,
-      namespace: ref.namespace,
-      plural: RELAY_SESSION_PLURAL,
-      name: ref.name,
-    })) as RelaySession;
+    const object = await kubeConfig.request<RelaySession>(
+      "GET",
+      `${relaySessionsPath(ref.namespace)}/${encodeURIComponent(ref.name)}`,
+    );
     if (object?.kind !== RELAY_SESSION_KIND) {
       throw new SessionResourceError(`${formatSessionRef(ref)} is not a ${RELAY_SESSION_KIND}`);
     }
     return object;
   } catch (err) {
-    if (err instanceof ApiException) {
+    if (err instanceof KubeApiError) {
       const what = `${RELAY_SESSION_KIND} ${formatSessionRef(ref)}`;
       if (err.code === 404) throw new SessionResourceError(`${what} not found`, 404);
       if (err.code === 403 || err.code === 401) {

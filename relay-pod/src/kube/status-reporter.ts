@@ -2,21 +2,10 @@
 // state change (bursts coalesced into one write), one write at a time, and a final report on exit.
 // A failed write is logged and retried with the next one; it never stops the relay.
 
-import {
-  ApiException,
-  CustomObjectsApi,
-  PatchStrategy,
-  setHeaderOptions,
-  type KubeConfig,
-} from "@kubernetes/client-node";
-import {
-  RELAY_POD_FIELD_MANAGER,
-  RELAY_SESSION_GROUP,
-  RELAY_SESSION_PLURAL,
-  RELAY_SESSION_VERSION,
-} from "../../../crds/src/index.js";
+import { KubeApiError, type KubeAccess } from "./api-client.js";
+import { RELAY_POD_FIELD_MANAGER } from "../../../crds/src/index.js";
 import { silentLogger, type Logger } from "../common/log.js";
-import type { SessionRef } from "./session-resource.js";
+import { relaySessionsPath, type SessionRef } from "./session-resource.js";
 import type { RelayReportPatch } from "../report/relay-report.js";
 
 export type RelayReportWriter = (report: RelayReportPatch) => Promise<void>;
@@ -148,36 +137,18 @@ export class RelayStatusReporter {
  * `relay-pod`. A merge patch changes only the keys it names, so the operator's phase and conditions
  * are untouched (a list in the patch would replace the whole list: the report has none).
  */
-export function kubeRelayReportWriter(kubeConfig: KubeConfig, ref: SessionRef): RelayReportWriter {
-  const api = kubeConfig.makeApiClient(CustomObjectsApi);
-  // client-node defaults patches to JSON Patch; the apiserver then rejects an object body (400).
-  const mergePatch = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
+export function kubeRelayReportWriter(kubeConfig: KubeAccess, ref: SessionRef): RelayReportWriter {
+  const path = `${relaySessionsPath(ref.namespace)}/${encodeURIComponent(ref.name)}/status`;
   return async (report) => {
-    await api.patchNamespacedCustomObjectStatus(
-      {
-        group: RELAY_SESSION_GROUP,
-        version: RELAY_SESSION_VERSION,
-        namespace: ref.namespace,
-        plural: RELAY_SESSION_PLURAL,
-        name: ref.name,
-        body: { status: { relay: report } },
-        fieldManager: RELAY_POD_FIELD_MANAGER,
-      },
-      mergePatch,
-    );
+    await kubeConfig.request("PATCH", path, {
+      body: { status: { relay: report } },
+      patch: "merge",
+      query: { fieldManager: RELAY_POD_FIELD_MANAGER },
+    });
   };
 }
 
 function describeError(err: unknown): string {
-  if (err instanceof ApiException) {
-    const body = typeof err.body === "string" ? err.body : JSON.stringify(err.body);
-    let message = body;
-    try {
-      message = (JSON.parse(body) as { message?: string }).message ?? body;
-    } catch {
-      // not a Status object
-    }
-    return `HTTP ${err.code}: ${message.slice(0, 300)}`;
-  }
+  if (err instanceof KubeApiError) return err.message.slice(0, 320);
   return (err as Error)?.message ?? String(err);
 }

@@ -14,6 +14,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { KubeConfig, Watch, type V1Pod } from "@kubernetes/client-node";
+import { configFromKubeconfig, kubeAccess } from "../../../relay-pod/src/kube/api-client.js";
 import { markRecycled } from "../../../relay-pod/src/kube/pool-claim.js";
 import { resolveEnvtestAssets, startControlPlane, type ControlPlane } from "../../infra/apiserver.js";
 import { repoRoot, startOperator, waitFor, type OperatorProcess } from "../operator-harness.js";
@@ -85,7 +86,7 @@ describe(
       const claimed = (await kubectl.pods(ns, "gpu"))[0]!;
       // The relay's end of a clean session: its own mark, as run --pool-pod --pool-recycle writes it.
       await markRecycled(
-        kc,
+        kubeAccess(configFromKubeconfig(cp.kubeconfigPath)),
         { namespace: ns, name: claimed.metadata!.name! },
         claimed.metadata!.annotations!["trickle-relay.io/allocated-at"]!,
         AbortSignal.timeout(10_000),
