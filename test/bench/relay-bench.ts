@@ -80,6 +80,7 @@ async function main(): Promise<void> {
       starvation: { type: "boolean", default: false },
       "hog-nice": { type: "string", default: "10" },
       "sessions-only": { type: "string" },
+      "in-one-serve": { type: "boolean", default: false },
       "b-frames": { type: "string", default: "2" },
       "relay-cli": { type: "string" },
       "relay-node-flags": { type: "string" },
@@ -111,6 +112,8 @@ async function main(): Promise<void> {
         "dist/relay-pod/src/cli.js), for side-by-side runs; --mode passthrough: --sessions-only without ffmpeg;\n" +
         "--relay-node-flags='FLAGS': node flags for each relay process (e.g. --relay-node-flags='--cpu-prof --cpu-prof-dir=/tmp/prof');\n" +
         "--relay-stdout PREFIX: each relay's stdout into PREFIX<index>.txt (e.g. with --relay-node-flags=--trace-deopt).\n" +
+        "--sessions-only N --in-one-serve: the N sessions in one `trickle-relay serve` (the standalone service)\n" +
+        "instead of a relay process each (the relay pod's form): its CPU and memory per session, printed as JSON.\n" +
         "--starvation [--seconds 30] [--hog-nice 10]: one 512x512 transcode session while a `nice`d busy\n" +
         "loop runs on every core; frames in, out (counted on the output channel), dropped by policy,\n" +
         "not returned by the peer, and unexplained losses (should be 0). Default output\n" +
@@ -161,6 +164,18 @@ async function main(): Promise<void> {
   if (values["relay-cli"]) CLI = values["relay-cli"];
   RELAY_STDOUT = values["relay-stdout"];
   if (values["relay-node-flags"]) RELAY_NODE_FLAGS = values["relay-node-flags"].split(/\s+/).filter(Boolean);
+  if (values["sessions-only"] && values["in-one-serve"]) {
+    const { measureSessionsInOneServe } = await import("./serve-sessions-bench.js");
+    const result = await measureSessionsInOneServe(
+      Number(values["sessions-only"]),
+      Number(values.seconds ?? 15),
+      Number(values["b-frames"]),
+      { startInfra, processCpu, processMemory, machineCpu },
+      RELAY_NODE_FLAGS,
+    );
+    process.stdout.write(`${JSON.stringify(result)}\n`);
+    return;
+  }
   if (values["sessions-only"]) {
     if (values.mode !== "transcode" && values.mode !== "passthrough") {
       throw new Error(`--mode must be transcode or passthrough, got ${values.mode}`);
@@ -512,7 +527,10 @@ export function processCpu(pid: number): { ticks: number } {
 }
 
 /** A process's and its children's (ffmpeg's) memory: VmRSS from status, or Pss from smaps_rollup. */
-function processMemory(pid: number, field: "VmRSS" | "Pss"): { node: number; ffmpeg: number; total: number } {
+export function processMemory(
+  pid: number,
+  field: "VmRSS" | "Pss",
+): { node: number; ffmpeg: number; total: number } {
   const file = field === "VmRSS" ? "status" : "smaps_rollup";
   const rssOf = (p: number) => {
     try {
@@ -529,7 +547,7 @@ function processMemory(pid: number, field: "VmRSS" | "Pss"): { node: number; ffm
   return { node: round(node), ffmpeg: round(ffmpeg), total: round(node + ffmpeg) };
 }
 
-function machineCpu(): { busy: number; total: number } {
+export function machineCpu(): { busy: number; total: number } {
   const fields = readFileSync("/proc/stat", "utf8").split("\n")[0]!.trim().split(/\s+/).slice(1).map(Number);
   const total = fields.reduce((a, b) => a + b, 0);
   const idle = fields[3]! + (fields[4] ?? 0);
