@@ -6,7 +6,6 @@
  * latency per session are measured as there (the output channel from outside, the status for drops).
  */
 import { spawn } from "node:child_process";
-import { createServer } from "node:net";
 import { fileURLToPath } from "node:url";
 import { setTimeout as sleep } from "node:timers/promises";
 import { PASSTHROUGH_WORKFLOW } from "../../relay-pod/src/session/default-workflow.js";
@@ -18,6 +17,7 @@ import {
   publishLive,
   type PesArrival,
 } from "./live-input.js";
+import { freePorts } from "../infra/apiserver.js";
 import { round } from "./results.js";
 import type { Infra } from "./relay-bench.js";
 
@@ -44,7 +44,7 @@ export async function measureSessionsInOneServe(
 ) {
   const { segments } = await makeInputSegments({ seconds, size: "512x512", bFrames });
   const infra = await deps.startInfra(sessions);
-  const port = await freePort();
+  const [port] = await freePorts(1);
   const cli = fileURLToPath(new URL("../../relay-pod/src/cli.js", import.meta.url));
   const service = spawn(
     process.execPath,
@@ -148,15 +148,4 @@ export async function measureSessionsInOneServe(
     await new Promise((resolve) => service.once("exit", resolve));
     await infra.stop();
   }
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
 }
