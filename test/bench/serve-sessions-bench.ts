@@ -5,8 +5,6 @@
  * process-per-session figures of `--sessions-only` (the relay pod's form). Frames and end-to-end
  * latency per session are measured as there (the output channel from outside, the status for drops).
  */
-import { spawn } from "node:child_process";
-import { fileURLToPath } from "node:url";
 import { setTimeout as sleep } from "node:timers/promises";
 import { PASSTHROUGH_WORKFLOW } from "../../relay-pod/src/session/default-workflow.js";
 import { makeInputSegments } from "../session/relay-harness.js";
@@ -17,7 +15,7 @@ import {
   publishLive,
   type PesArrival,
 } from "./live-input.js";
-import { freePorts } from "../infra/apiserver.js";
+import { startBenchServe } from "./startup-bench.js";
 import { round } from "./results.js";
 import type { Infra } from "./relay-bench.js";
 
@@ -44,40 +42,13 @@ export async function measureSessionsInOneServe(
 ) {
   const { segments } = await makeInputSegments({ seconds, size: "512x512", bFrames });
   const infra = await deps.startInfra(sessions);
-  const [port] = await freePorts(1);
-  const cli = fileURLToPath(new URL("../../relay-pod/src/cli.js", import.meta.url));
-  const service = spawn(
-    process.execPath,
-    [
-      ...nodeFlags,
-      cli,
-      "serve",
-      ...[
-        "--host",
-        "127.0.0.1",
-        "--port",
-        String(port),
-        "--ice-address",
-        "127.0.0.2",
-        "--start-rate",
-        "0",
-        "--max-sessions",
-        String(sessions),
-      ],
-    ],
-    { stdio: ["ignore", "ignore", "ignore"] },
-  );
-  const api = `http://127.0.0.1:${port}`;
+  const service = await startBenchServe({
+    extraArgs: ["--max-sessions", String(sessions)],
+    nodeFlags,
+  });
+  const { api } = service;
   try {
-    for (let wait = 0; wait < 100; wait++) {
-      const up = await fetch(`${api}/health`).then(
-        (r) => r.ok,
-        () => false,
-      );
-      if (up) break;
-      await sleep(100);
-    }
-    const rssIdle = deps.processMemory(service.pid!, "VmRSS").node;
+    const rssIdle = deps.processMemory(service.pid, "VmRSS").node;
     const ids: string[] = [];
     for (let i = 0; i < sessions; i++) {
       const reply = (await fetch(`${api}/session/start`, {
@@ -112,12 +83,12 @@ export async function measureSessionsInOneServe(
       }),
     );
     await sleep(3000);
-    const before = deps.processCpu(service.pid!);
+    const before = deps.processCpu(service.pid);
     const sampledAt = performance.now();
     await sleep(Math.max(1000, (seconds - 5) * 1000));
-    const after = deps.processCpu(service.pid!);
-    const rss = deps.processMemory(service.pid!, "VmRSS");
-    const pss = deps.processMemory(service.pid!, "Pss");
+    const after = deps.processCpu(service.pid);
+    const rss = deps.processMemory(service.pid, "VmRSS");
+    const pss = deps.processMemory(service.pid, "Pss");
     const elapsed = (performance.now() - sampledAt) / 1000;
     const machineAfter = deps.machineCpu();
     await Promise.all(publishing);
@@ -155,8 +126,7 @@ export async function measureSessionsInOneServe(
       perSession,
     };
   } finally {
-    service.kill("SIGTERM");
-    await new Promise((resolve) => service.once("exit", resolve));
+    await service.stop();
     await infra.stop();
   }
 }

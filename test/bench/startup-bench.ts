@@ -112,38 +112,10 @@ async function measureFromSessionStart(
   segments: Buffer[],
   deps: StartUpDeps,
 ): Promise<Array<number | null>> {
-  const port = await freePort();
-  const cli = fileURLToPath(new URL("../../relay-pod/src/cli.js", import.meta.url));
-  const service = spawn(
-    process.execPath,
-    [
-      cli,
-      "serve",
-      "--host",
-      "127.0.0.1",
-      "--port",
-      String(port),
-      "--ice-address",
-      "127.0.0.2",
-      "--start-rate",
-      "0",
-    ],
-    // Its log would drown the bench's own lines; a service that does not come up fails the health wait.
-    { stdio: ["ignore", "ignore", "ignore"] },
-  );
-  const api = `http://127.0.0.1:${port}`;
+  const service = await startBenchServe();
+  const { api } = service;
   const each: Array<number | null> = [];
   try {
-    for (let wait = 0; wait < 100; wait++) {
-      if (
-        await fetch(`${api}/health`).then(
-          (r) => r.ok,
-          () => false,
-        )
-      )
-        break;
-      await sleep(100);
-    }
     for (let run = 0; run < runs; run++) {
       const infra = await deps.startInfra(1);
       try {
@@ -173,10 +145,47 @@ async function measureFromSessionStart(
       }
     }
   } finally {
-    service.kill("SIGTERM");
-    await new Promise((resolve) => service.once("exit", resolve));
+    await service.stop();
   }
   return each;
+}
+
+/**
+ * A `trickle-relay serve` on a free loopback port for a benchmark (ICE on 127.0.0.2, no start rate
+ * limit, `extraArgs` after), once its /health answers (or 10 s have passed: a service that does not
+ * come up fails the bench's first request).
+ */
+export async function startBenchServe(
+  options: { extraArgs?: string[]; nodeFlags?: string[] } = {},
+): Promise<{ api: string; pid: number; stop(): Promise<void> }> {
+  const port = await freePort();
+  const cli = fileURLToPath(new URL("../../relay-pod/src/cli.js", import.meta.url));
+  const service = spawn(
+    process.execPath,
+    [
+      ...(options.nodeFlags ?? []),
+      cli,
+      "serve",
+      ...["--host", "127.0.0.1", "--port", String(port), "--ice-address", "127.0.0.2", "--start-rate", "0"],
+      ...(options.extraArgs ?? []),
+    ],
+    // Its log would drown the bench's own lines.
+    { stdio: ["ignore", "ignore", "ignore"] },
+  );
+  const stop = async () => {
+    service.kill("SIGTERM");
+    await new Promise((resolve) => service.once("exit", resolve));
+  };
+  const api = `http://127.0.0.1:${port}`;
+  for (let wait = 0; wait < 100; wait++) {
+    const up = await fetch(`${api}/health`).then(
+      (r) => r.ok,
+      () => false,
+    );
+    if (up) break;
+    await sleep(100);
+  }
+  return { api, pid: service.pid!, stop };
 }
 
 function freePort(): Promise<number> {
